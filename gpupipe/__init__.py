@@ -1,0 +1,34 @@
+"""gpupipe: video frames to ``data:image/...;base64,`` URIs on NVIDIA GPUs (or the CPU), in a memory-bounded cache.
+
+Quick use::
+
+    import gpupipe
+    with gpupipe.open_pipeline() as pipe:      # config from $GPUPIPE_CONFIG or defaults
+        uri = pipe.get("frames/frame_00001.png")
+
+The public API: :class:`FrameCache` / :class:`CacheStats`, :func:`load_config` / :class:`Config`,
+:class:`FrameEncoder`, :class:`FramePipeline` / :func:`open_pipeline`, and :mod:`gpupipe.errors`.
+Importing gpupipe never needs a GPU.
+"""
+
+from __future__ import annotations
+
+from . import errors
+from .cache import CacheStats, FrameCache
+from .config import Config, load_config
+from .encoder import FrameEncoder
+from .pipeline import FramePipeline, open_pipeline
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CacheStats",
+    "Config",
+    "FrameCache",
+    "FrameEncoder",
+    "FramePipeline",
+    "errors",
+    "load_config",
+    "open_pipeline",
+    "__version__",
+]

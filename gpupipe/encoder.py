@@ -1,0 +1,173 @@
+"""``FrameEncoder``: sources in, data URIs out, on the GPU or the CPU.
+
+It reads each source, probes its header, plans passthrough or transcode
+(:mod:`gpupipe.plan`), and hands the jobs to a backend: :class:`~gpupipe.cpu_backend.CpuBackend`
+or the GPU backend in :mod:`gpupipe.gpu`. Batches return one result per source, a URI or the
+:class:`~gpupipe.errors.FrameError` for that frame, so a bad frame never sinks the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterable, Sequence
+
+from .config import Config, load_config
+from .cpu_backend import CpuBackend
+from .errors import BackendUnavailable, FrameError
+from .plan import Job, OutputSpec, plan_job
+from .sources import Frame, Source, read_frame
+
+__all__ = ["FrameEncoder", "select_backend"]
+
+log = logging.getLogger("gpupipe.encoder")
+
+
+def select_backend(requested: str, config: Config) -> tuple[str, str]:
+    """``(backend, reason)`` for ``requested`` (``auto``/``gpu``/``cpu``).
+
+    ``auto`` picks the GPU when CuPy sees a CUDA device and DALI imports, else the CPU.
+    ``gpu`` raises :class:`BackendUnavailable` saying why the GPU path cannot run.
+    """
+    requested = requested.lower()
+    if requested == "cpu":
+        return "cpu", "requested"
+    from .gpu import gpu_available
+
+    ok, why = gpu_available(config.gpu or 0)
+    if ok:
+        return "gpu", why
+    if requested == "gpu":
+        raise BackendUnavailable(f"GPU backend unavailable: {why}")
+    if requested != "auto":
+        raise ValueError(f"backend must be auto, gpu or cpu; got {requested!r}")
+    return "cpu", f"no usable GPU ({why})"
+
+
+class FrameEncoder:
+    """Turns frames into ``data:image/...;base64,`` URIs.
+
+    ``config`` defaults to :func:`gpupipe.load_config()`; ``backend`` is ``"auto"``, ``"gpu"``
+    or ``"cpu"`` (``"auto"`` defers to the config's ``backend``). The chosen backend is
+    ``.backend`` and the reason ``.backend_reason``.
+    """
+
+    def __init__(self, config: Config | None = None, backend: str = "auto") -> None:
+        self.config = config if config is not None else load_config()
+        requested = backend if backend != "auto" else self.config.backend
+        self.backend, self.backend_reason = select_backend(requested, self.config)
+        self._impl: Any
+        if self.backend == "gpu":
+            from .gpu import GpuBackend
+
+            self._impl = GpuBackend(self.config)
+        else:
+            self._impl = CpuBackend(self.config.workers)
+        self._io = ThreadPoolExecutor(min(8, (os.cpu_count() or 1) * 2), thread_name_prefix="gpupipe-read")
+
+    # ------------------------------------------------------------------ settings
+
+    def spec(self, output: str | None = None, size: tuple[int, int] | None = None, quality: int | None = None) -> OutputSpec:
+        """The :class:`OutputSpec` for these overrides of the config's ``output`` section."""
+        o = self.config.output
+        fmt = (output or o.format).lower()
+        if fmt not in ("auto", "passthrough", "jpeg", "png"):
+            raise ValueError(f"output must be auto, passthrough, jpeg or png; got {output!r}")
+        q = o.jpeg_quality if quality is None else int(quality)
+        if not 1 <= q <= 100:
+            raise ValueError(f"quality must be between 1 and 100; got {quality!r}")
+        sz = o.size if size is None else (int(size[0]), int(size[1]))
+        if sz is not None and (sz[0] < 1 or sz[1] < 1):
+            raise ValueError(f"size must be positive; got {size!r}")
+        return OutputSpec(fmt, sz, q, o.png_compress_level)
+
+    # ------------------------------------------------------------------ encoding
+
+    def _read(self, source: Source) -> Frame | FrameError:
+        try:
+            return read_frame(source, self.config.max_pixels)
+        except FrameError as e:
+            return e
+
+    def encode_jobs(self, frames: Sequence[Frame | FrameError], spec: OutputSpec) -> list[Any]:
+        """Plan and run already-read frames; one URI (or device URI) or FrameError each."""
+        results: list[Any] = list(frames)
+        jobs: list[Job] = []
+        for i, fr in enumerate(frames):
+            if isinstance(fr, FrameError):
+                continue
+            try:
+                jobs.append(plan_job(i, fr, spec))
+            except FrameError as e:
+                results[i] = e
+        for job, out in zip(jobs, self._impl.run(jobs)):
+            results[job.index] = out
+        return results
+
+    def encode_batch(
+        self,
+        sources: Iterable[Source],
+        output: str | None = None,
+        size: tuple[int, int] | None = None,
+        quality: int | None = None,
+    ) -> list[str | FrameError]:
+        """One result per source, in order: its URI ``str``, or the :class:`FrameError` that stopped it.
+
+        Sources are processed in chunks of ``max(batch_size, workers)`` so that memory stays
+        bounded for long lists.
+        """
+        spec = self.spec(output, size, quality)
+        sources = list(sources)
+        chunk = max(self.config.batch_size, getattr(self._impl, "workers", 1))
+        out: list[str | FrameError] = []
+        for start in range(0, len(sources), chunk):
+            part = sources[start : start + chunk]
+            frames = list(self._io.map(self._read, part)) if len(part) > 1 else [self._read(part[0])]
+            out.extend(_materialize(r) for r in self.encode_jobs(frames, spec))
+        return out
+
+    def encode(
+        self,
+        source: Source,
+        output: str | None = None,
+        size: tuple[int, int] | None = None,
+        quality: int | None = None,
+    ) -> str:
+        """The data URI of one frame; raises its :class:`FrameError` on failure."""
+        (result,) = self.encode_batch([source], output, size, quality)
+        if isinstance(result, FrameError):
+            raise result
+        return result
+
+    def inflight_estimate(self, source_bytes: int) -> int:
+        """Bytes that encoding a source of ``source_bytes`` holds while in flight (for cache reservations)."""
+        est = getattr(self._impl, "inflight_estimate", None)
+        if est is not None:
+            return int(est(source_bytes))
+        return source_bytes + (source_bytes * 4 + 2) // 3  # the source + its URI
+
+    def info(self) -> dict[str, Any]:
+        """What this encoder runs on, for reports."""
+        d = {"backend": self.backend, "reason": self.backend_reason}
+        extra = getattr(self._impl, "info", None)
+        if extra is not None:
+            d.update(extra())
+        return d
+
+    def close(self) -> None:
+        """Release thread pools and device resources."""
+        self._impl.close()
+        self._io.shutdown(wait=True)
+
+    def __enter__(self) -> "FrameEncoder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _materialize(value: Any) -> Any:
+    if isinstance(value, (str, FrameError)):
+        return value
+    return value.materialize()

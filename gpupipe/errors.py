@@ -1,0 +1,76 @@
+"""Typed errors raised by gpupipe.
+
+Every error names what failed (a frame's path or cache key, or a config key) and why.
+``FrameError`` and its subclasses are also *returned*, one per failed frame, by
+:meth:`gpupipe.FrameEncoder.encode_batch`, so that one bad frame never sinks a batch.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GpupipeError",
+    "ConfigError",
+    "FrameError",
+    "FrameNotFound",
+    "FrameDecodeError",
+    "FrameTooLarge",
+    "BackendUnavailable",
+]
+
+
+class GpupipeError(Exception):
+    """Base class of every error gpupipe raises."""
+
+
+class ConfigError(GpupipeError, ValueError):
+    """A configuration file, key or environment variable is invalid.
+
+    ``source`` is the file (or environment variable) and ``key`` the dotted key path,
+    e.g. ``gpus.1.cache.max_bytes``.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None):
+        self.source = source
+        self.key = key
+        where = ", ".join(p for p in (source, f"key {key!r}" if key else None) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class FrameError(GpupipeError):
+    """A frame could not be turned into a data URI.
+
+    ``frame`` names the frame (its path, or ``bytes:<hash prefix>`` for in-memory data).
+    """
+
+    def __init__(self, frame: str, reason: str):
+        self.frame = frame
+        self.reason = reason
+        super().__init__(f"{frame}: {reason}")
+
+    def __reduce__(self):  # keep picklable across process pools
+        return (type(self), (self.frame, self.reason))
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and (self.frame, self.reason) == (
+            other.frame,  # type: ignore[attr-defined]
+            other.reason,  # type: ignore[attr-defined]
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.frame, self.reason))
+
+
+class FrameNotFound(FrameError):
+    """The frame's file does not exist or cannot be read."""
+
+
+class FrameDecodeError(FrameError):
+    """The frame is empty, truncated, corrupt, or not a PNG/JPEG image."""
+
+
+class FrameTooLarge(FrameError):
+    """The frame declares more pixels than ``max_pixels`` allows (decompression-bomb guard)."""
+
+
+class BackendUnavailable(GpupipeError, RuntimeError):
+    """The requested backend cannot run here; the message says why (no CUDA device, CuPy or DALI missing)."""

@@ -1,0 +1,142 @@
+"""``FramePipeline``: the cache in front of the encoder, as a renderer uses it.
+
+``get(source)`` returns a frame's URI from the cache, or encodes it once (concurrent
+requests for the same frame share one encode) and caches it within the byte budget.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Hashable, Sequence
+
+from .cache import CacheStats, FrameCache
+from .config import Config, load_config
+from .encoder import FrameEncoder
+from .errors import FrameError
+from .plan import OutputSpec
+from .sources import Source, source_key
+
+__all__ = ["FramePipeline", "open_pipeline"]
+
+Resolver = Callable[[Source], "str | None"]
+
+
+def _materialize(value: Any) -> str:
+    return value if isinstance(value, str) else value.materialize()
+
+
+def _source_size(source: Source) -> int:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return memoryview(source).nbytes
+    try:
+        return os.stat(source).st_size
+    except OSError:
+        return 0
+
+
+class FramePipeline:
+    """Serve frame URIs through a :class:`FrameCache`.
+
+    ``resolver(source)``, if given, is asked first: a ``str`` it returns is the answer and the
+    cache is not touched; ``None`` falls through to the cache. Output settings (``output``,
+    ``size``, ``quality``) default to the encoder's config and are part of every cache key.
+    """
+
+    def __init__(
+        self,
+        encoder: FrameEncoder,
+        cache: FrameCache,
+        resolver: Resolver | None = None,
+        *,
+        output: str | None = None,
+        size: tuple[int, int] | None = None,
+        quality: int | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.cache = cache
+        self.resolver = resolver
+        self.spec: OutputSpec = encoder.spec(output, size, quality)
+
+    def key(self, source: Source) -> Hashable:
+        """The cache key of ``source`` under this pipeline's output settings."""
+        return (*source_key(source), *self.spec.key())
+
+    def _load(self, source: Source) -> Callable[[], Any]:
+        def load() -> Any:
+            with self.cache.reserve(self.encoder.inflight_estimate(_source_size(source))):
+                frames = [self.encoder._read(source)]
+                (result,) = self.encoder.encode_jobs(frames, self.spec)
+            if isinstance(result, FrameError):
+                raise result
+            return result
+
+        return load
+
+    def get(self, source: Source) -> str:
+        """The URI of ``source``; raises its :class:`FrameError` (nothing is cached then)."""
+        if self.resolver is not None:
+            hit = self.resolver(source)
+            if hit is not None:
+                return hit
+        return _materialize(self.cache.get_or_load(self.key(source), self._load(source)))
+
+    def get_many(self, sources: Sequence[Source]) -> list[str | FrameError]:
+        """URIs for several sources, encoding the misses together as one batch (GPU-friendly).
+
+        One result per source, in order: a URI or that frame's :class:`FrameError`.
+        """
+        results: list[Any] = [None] * len(sources)
+        missing: dict[Hashable, list[int]] = {}
+        for i, src in enumerate(sources):
+            if self.resolver is not None and (hit := self.resolver(src)) is not None:
+                results[i] = hit
+                continue
+            k = self.key(src)
+            v = self.cache.get(k)
+            if v is not None:
+                results[i] = _materialize(v)
+            else:
+                missing.setdefault(k, []).append(i)
+        if missing:
+            keys = list(missing)
+            todo = [sources[missing[k][0]] for k in keys]
+            budget = sum(self.encoder.inflight_estimate(_source_size(s)) for s in todo)
+            with self.cache.reserve(budget):
+                frames = [self.encoder._read(s) for s in todo]
+                outs = self.encoder.encode_jobs(frames, self.spec)
+            for k, out in zip(keys, outs):
+                if not isinstance(out, FrameError):
+                    self.cache.put(k, out)
+                    out = _materialize(out)
+                for i in missing[k]:
+                    results[i] = out
+        return results
+
+    def stats(self) -> CacheStats:
+        """The cache's statistics."""
+        return self.cache.stats()
+
+    def close(self) -> None:
+        """Close the encoder."""
+        self.encoder.close()
+
+    def __enter__(self) -> "FramePipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_pipeline(
+    config_path: str | os.PathLike[str] | None = None,
+    gpu: int | None = None,
+    *,
+    backend: str = "auto",
+    resolver: Resolver | None = None,
+    config: Config | None = None,
+) -> FramePipeline:
+    """A ready :class:`FramePipeline`: config loaded for ``gpu``, encoder and cache built from it."""
+    cfg = config if config is not None else load_config(config_path, gpu)
+    encoder = FrameEncoder(cfg, backend=backend)
+    cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes)
+    return FramePipeline(encoder, cache, resolver)

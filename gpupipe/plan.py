@@ -1,0 +1,75 @@
+"""Output planning: for each frame, passthrough or transcode, to which format and size.
+
+Both backends receive the same :class:`Job` list, so the CPU and GPU paths make the same
+decisions and produce the same kind of URI for every frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .sources import Frame, check_complete, fit_size
+
+__all__ = ["OutputSpec", "Job", "plan_job"]
+
+Target = Literal["jpeg", "png", "auto"]
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What the caller asked for: ``format`` (auto|passthrough|jpeg|png), ``size`` (fit inside) and JPEG ``quality``."""
+
+    format: str = "auto"
+    size: tuple[int, int] | None = None
+    quality: int = 90
+    png_compress_level: int = 1
+
+    def key(self) -> tuple:
+        """The part of a cache key that depends on the output settings."""
+        return (self.format, self.size, self.quality if self.format != "passthrough" else None, self.png_compress_level)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One frame's work order.
+
+    ``passthrough``: base64 the source bytes as they are. Otherwise decode (EXIF orientation
+    applied), resize to ``out_size`` if it differs from the display size, and encode to
+    ``target``: ``jpeg``, ``png``, or ``auto`` (JPEG unless the decoded frame has non-opaque
+    alpha, then PNG).
+    """
+
+    index: int
+    frame: Frame
+    passthrough: bool
+    target: Target
+    out_size: tuple[int, int]
+    quality: int
+    png_compress_level: int
+
+    @property
+    def needs_resize(self) -> bool:
+        return self.out_size != self.frame.display_size
+
+
+def plan_job(index: int, frame: Frame, spec: OutputSpec) -> Job:
+    """Decide how ``frame`` becomes a URI under ``spec``.
+
+    ``auto`` passes the source through when it already fits ``spec.size`` (PNG and JPEG are
+    both valid outputs); ``jpeg``/``png`` always re-encode; ``passthrough`` never touches the
+    bytes (and ignores ``size``). A passthrough frame whose stream visibly stops early raises
+    :class:`~gpupipe.errors.FrameDecodeError`.
+    """
+    disp = frame.display_size
+    out_size = fit_size(disp[0], disp[1], spec.size)
+    passthrough = spec.format == "passthrough" or (
+        spec.format == "auto" and out_size == disp and frame.orientation == 1
+    )
+    if passthrough:
+        check_complete(frame)
+        return Job(index, frame, True, frame.kind, disp, spec.quality, spec.png_compress_level)
+    target: Target = "auto" if spec.format == "auto" else spec.format  # type: ignore[assignment]
+    if target == "auto" and not frame.may_have_alpha:
+        target = "jpeg"
+    return Job(index, frame, False, target, out_size, spec.quality, spec.png_compress_level)

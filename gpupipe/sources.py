@@ -1,0 +1,237 @@
+"""Frame sources: reading a frame's bytes, sniffing its format, and probing its header.
+
+A source is a path (``str`` or ``os.PathLike``) or the encoded bytes themselves. The format
+is sniffed from magic bytes, never from a file name. Header probing reads the dimensions,
+EXIF orientation and whether the frame can carry alpha without decoding pixels, so that
+oversized frames are refused (:class:`~gpupipe.errors.FrameTooLarge`) before any decoder
+allocates memory for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Union
+
+from .errors import FrameDecodeError, FrameNotFound, FrameTooLarge
+
+__all__ = ["Source", "Frame", "read_frame", "probe", "check_complete", "sniff", "source_label", "source_key", "fit_size", "MIME"]
+
+Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
+Kind = Literal["png", "jpeg"]
+MIME: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg"}
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """An encoded frame read from a source, with what its header says.
+
+    ``width``/``height`` are the stored dimensions; ``orientation`` is the EXIF orientation
+    (1–8, JPEG only); ``may_have_alpha`` is true when the PNG's colour type or a ``tRNS``
+    chunk allows transparency (whether any pixel is actually non-opaque needs decoding).
+    """
+
+    label: str
+    data: bytes
+    kind: Kind
+    width: int
+    height: int
+    orientation: int = 1
+    may_have_alpha: bool = False
+
+    @property
+    def mime(self) -> str:
+        """The frame's MIME type, ``image/png`` or ``image/jpeg``."""
+        return MIME[self.kind]
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """``(width, height)`` once EXIF orientation is applied."""
+        if self.orientation in (5, 6, 7, 8):
+            return self.height, self.width
+        return self.width, self.height
+
+
+def source_label(source: Source) -> str:
+    """A short human name for ``source``: its path, or ``bytes:<hash prefix>`` for data."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"bytes:{hashlib.blake2b(source, digest_size=6).hexdigest()}"
+    return os.fspath(source)
+
+
+def source_key(source: Source) -> tuple:
+    """A cache key for ``source``'s content.
+
+    Paths key on the resolved path, size and modification time (so a rewritten file is not
+    served stale); data keys on a 128-bit BLAKE2b hash of its bytes.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return ("bytes", hashlib.blake2b(source, digest_size=16).digest())
+    p = Path(source)
+    try:
+        st = p.stat()
+        return ("path", str(p.resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        return ("path", os.path.abspath(p), -1, -1)
+
+
+def sniff(data: bytes | memoryview) -> Kind | None:
+    """``"png"``, ``"jpeg"`` or ``None`` from the magic bytes."""
+    head = bytes(data[:8])
+    if head == PNG_SIGNATURE:
+        return "png"
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    return None
+
+
+def fit_size(width: int, height: int, size: tuple[int, int] | None) -> tuple[int, int]:
+    """Dimensions of a ``width``×``height`` image scaled down to fit inside ``size``, aspect kept.
+
+    Never scales up; each side is at least 1 pixel.
+    """
+    if size is None:
+        return width, height
+    bw, bh = size
+    if width <= bw and height <= bh:
+        return width, height
+    scale = min(bw / width, bh / height)
+    return max(1, min(bw, round(width * scale))), max(1, min(bh, round(height * scale)))
+
+
+def _probe_png(label: str, data: bytes) -> tuple[int, int, int, bool]:
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise FrameDecodeError(label, "truncated PNG: no complete IHDR header")
+    width, height, depth, ctype = struct.unpack(">IIBB", data[16:26])
+    if width == 0 or height == 0:
+        raise FrameDecodeError(label, f"PNG declares an empty image ({width}x{height})")
+    alpha = ctype in (4, 6)
+    # Look for tRNS before the first IDAT (chunk walk; cheap, headers only).
+    pos = 8
+    n = len(data)
+    while not alpha and pos + 8 <= n:
+        length = struct.unpack(">I", data[pos : pos + 4])[0]
+        ctype_ = data[pos + 4 : pos + 8]
+        if ctype_ == b"tRNS":
+            alpha = True
+        if ctype_ in (b"IDAT", b"IEND"):
+            break
+        pos += 12 + length
+    return width, height, 1, alpha
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _exif_orientation(seg: bytes) -> int:
+    """Orientation tag (0x0112) from an APP1 ``Exif`` segment payload, or 1."""
+    if not seg.startswith(b"Exif\x00\x00") or len(seg) < 14:
+        return 1
+    tiff = seg[6:]
+    bo = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if bo is None:
+        return 1
+    try:
+        (ifd,) = struct.unpack(bo + "I", tiff[4:8])
+        (count,) = struct.unpack(bo + "H", tiff[ifd : ifd + 2])
+        for i in range(count):
+            e = ifd + 2 + 12 * i
+            tag, typ, _cnt = struct.unpack(bo + "HHI", tiff[e : e + 8])
+            if tag == 0x0112 and typ == 3:
+                (val,) = struct.unpack(bo + "H", tiff[e + 8 : e + 10])
+                return val if 1 <= val <= 8 else 1
+    except struct.error:
+        return 1
+    return 1
+
+
+def _probe_jpeg(label: str, data: bytes) -> tuple[int, int, int, bool]:
+    pos, n = 2, len(data)
+    orientation = 1
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            raise FrameDecodeError(label, f"corrupt JPEG: expected a marker at byte {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):
+            break
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if length < 2:
+            raise FrameDecodeError(label, f"corrupt JPEG: bad segment length at byte {pos}")
+        if marker == 0xE1 and orientation == 1:
+            orientation = _exif_orientation(data[pos + 4 : pos + 2 + length])
+        if marker in _SOF:
+            if pos + 9 > n:
+                break
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            if width == 0 or height == 0:
+                raise FrameDecodeError(label, f"JPEG declares an empty image ({width}x{height})")
+            return width, height, orientation, False
+        pos += 2 + length
+    raise FrameDecodeError(label, "truncated or corrupt JPEG: no frame header (SOF) found")
+
+
+def probe(label: str, data: bytes) -> tuple[Kind, int, int, int, bool]:
+    """``(kind, width, height, orientation, may_have_alpha)`` from the header of ``data``.
+
+    Raises :class:`FrameDecodeError` for empty, unrecognised or truncated headers.
+    """
+    if len(data) == 0:
+        raise FrameDecodeError(label, "empty frame (0 bytes)")
+    kind = sniff(data)
+    if kind is None:
+        raise FrameDecodeError(label, f"not a PNG or JPEG image (starts with {bytes(data[:8])!r})")
+    if kind == "png":
+        return (kind, *_probe_png(label, data))
+    return (kind, *_probe_jpeg(label, data))
+
+
+def check_complete(frame: Frame) -> None:
+    """Raise :class:`FrameDecodeError` if the encoded stream visibly stops early.
+
+    Used before passthrough, where no decoder looks at the data: a PNG must end with its
+    ``IEND`` chunk and a JPEG with an end-of-image marker in its last KiB.
+    """
+    if frame.kind == "png":
+        if not frame.data.endswith(PNG_IEND):
+            raise FrameDecodeError(frame.label, "truncated PNG: no IEND chunk at the end")
+    elif b"\xff\xd9" not in frame.data[-1024:]:
+        raise FrameDecodeError(frame.label, "truncated JPEG: no end-of-image marker")
+
+
+def read_frame(source: Source, max_pixels: int | None = None) -> Frame:
+    """Read ``source`` and probe its header.
+
+    Raises :class:`FrameNotFound` (missing or unreadable file), :class:`FrameDecodeError`
+    (empty, unrecognised or truncated header) or :class:`FrameTooLarge` (more than
+    ``max_pixels`` declared pixels).
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        label = source_label(data)
+    else:
+        label = os.fspath(source)
+        try:
+            with open(label, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise FrameNotFound(label, "no such file") from None
+        except IsADirectoryError:
+            raise FrameNotFound(label, "is a directory, not a frame file") from None
+        except OSError as e:
+            raise FrameNotFound(label, f"cannot read: {e.strerror or e}") from None
+    kind, w, h, orientation, alpha = probe(label, data)
+    if max_pixels is not None and w * h > max_pixels:
+        raise FrameTooLarge(label, f"{w}x{h} = {w * h} pixels exceeds max_pixels = {max_pixels}")
+    return Frame(label, data, kind, w, h, orientation, alpha)
