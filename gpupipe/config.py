@@ -206,7 +206,7 @@ def _apply_section(cfg: Config, data: Mapping[str, Any], prefix: str, source: st
     """Overlay one ``defaults``/``gpus.N`` mapping onto ``cfg``, validating every key."""
     for k in data:
         if k not in _SECTION_KEYS and k not in _SCALAR_KEYS:
-            known = ", ".join(sorted(_SECTION_KEYS | _SCALAR_KEYS))
+            known = ", ".join(sorted(set(_SECTION_KEYS) | _SCALAR_KEYS))
             raise ConfigError(f"unknown key (known: {known})", source=source, key=f"{prefix}{k}")
     if "cache" in data:
         sec = _check_mapping(data["cache"], f"{prefix}cache", source)

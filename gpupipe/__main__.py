@@ -1,0 +1,5 @@
+"""``python -m gpupipe`` runs the CLI."""
+
+from .cli import main
+
+main()

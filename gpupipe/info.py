@@ -1,0 +1,64 @@
+"""Environment report for ``gpupipe info``: versions, usable backends and why, resolved config."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import platform
+import sys
+from typing import Any
+
+from .config import Config
+
+__all__ = ["environment_report", "package_version"]
+
+
+def package_version(dist: str) -> str | None:
+    """Installed version of distribution ``dist``, or ``None``."""
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _first_version(*dists: str) -> str | None:
+    for d in dists:
+        v = package_version(d)
+        if v:
+            return f"{d} {v}"
+    return None
+
+
+def environment_report(config: Config) -> dict[str, Any]:
+    """Versions, backend availability (with reasons) and the resolved config, as plain data."""
+    from . import __version__
+    from .cpu_backend import pillow_flavour
+    from .encoder import select_backend
+    from .gpu import gpu_available
+    from .uri import URI_METHOD, base64_impl
+
+    gpu_ok, gpu_why = gpu_available(config.gpu or 0)
+    try:
+        chosen, why = select_backend(config.backend, config)
+    except Exception as e:  # noqa: BLE001 - e.g. backend: gpu on a machine without one
+        chosen, why = "unavailable", str(e)
+    return {
+        "gpupipe": __version__,
+        "python": f"{platform.python_implementation()} {sys.version.split()[0]}",
+        "platform": platform.platform(),
+        "versions": {
+            "numpy": package_version("numpy"),
+            "pillow": pillow_flavour(),
+            "base64": base64_impl(),
+            "pyyaml": package_version("PyYAML"),
+            "cupy": _first_version("cupy-cuda13x", "cupy-cuda12x", "cupy"),
+            "dali": _first_version("nvidia-dali-cuda130", "nvidia-dali-cuda120"),
+            "nvimgcodec": _first_version("nvidia-nvimgcodec-cu13", "nvidia-nvimgcodec-cu12"),
+        },
+        "uri_builder": URI_METHOD,
+        "backends": {
+            "cpu": {"usable": True, "reason": "always available"},
+            "gpu": {"usable": gpu_ok, "reason": gpu_why},
+        },
+        "selected_backend": {"backend": chosen, "reason": why},
+        "config": config.to_dict(),
+    }

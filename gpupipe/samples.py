@@ -1,0 +1,105 @@
+"""Deterministic sample frames that compress like real video frames.
+
+Each frame has smooth gradients (sky/ground), moving shapes with hard edges, text-like
+stripes and low-amplitude sensor noise, so PNGs land near real frame sizes (a 4K PNG is
+~15–25 MB) and JPEGs behave like camera or render output. The same ``(width, height,
+index, seed)`` always gives the same pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+__all__ = ["make_frame", "encode_frame", "write_samples", "SAMPLE_SIZES", "default_sample_dir"]
+
+SAMPLE_SIZES: dict[str, tuple[int, int]] = {"1080p": (1920, 1080), "4k": (3840, 2160)}
+
+
+def make_frame(width: int, height: int, index: int = 0, seed: int = 0, alpha: bool = False) -> np.ndarray:
+    """An ``height``×``width``×3 (or ×4 with ``alpha``) uint8 frame; frame ``index`` of a moving scene."""
+    rng = np.random.default_rng(seed * 100_003 + index)
+    y = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
+    x = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
+    t = index / 24.0
+    r = 40 + 150 * y + 40 * np.sin(6.0 * x + t)
+    g = 60 + 120 * (1 - y) * (0.6 + 0.4 * np.cos(4.0 * x - t))
+    b = 90 + 140 * x * (1 - y) + 20 * np.sin(9.0 * y + 2 * t)
+    img = np.stack(np.broadcast_arrays(r, g, b), axis=-1)
+    img += rng.normal(0.0, 5.0, size=img.shape).astype(np.float32)  # sensor noise
+    frame = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(frame)
+    s = min(width, height)
+    for k in range(6):  # moving shapes with hard edges
+        cx = int((0.15 + 0.7 * ((k * 0.37 + t * 0.05 * (k + 1)) % 1.0)) * width)
+        cy = int((0.2 + 0.6 * ((k * 0.61) % 1.0)) * height)
+        rad = int(s * (0.04 + 0.02 * k))
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if k % 2:
+            draw.ellipse((cx - rad, cy - rad, cx + rad, cy + rad), fill=color, outline=(0, 0, 0), width=max(1, s // 300))
+        else:
+            draw.rectangle((cx - rad, cy - rad // 2, cx + rad, cy + rad // 2), fill=color)
+    line_h = max(2, s // 120)
+    for row in range(8):  # "captions": high-frequency detail
+        yy = int(height * 0.82) + row * line_h * 2
+        if yy + line_h >= height:
+            break
+        xs = rng.integers(0, width // 2, 12)
+        for x0 in xs:
+            draw.rectangle((int(x0), yy, int(x0) + int(rng.integers(s // 60, s // 12)), yy + line_h), fill=(245, 245, 245))
+    out = np.asarray(frame)
+    if alpha:
+        a = np.full((height, width, 1), 255, np.uint8)
+        a[: height // 3, : width // 3] = 128  # a translucent overlay region
+        out = np.concatenate([out, a], axis=-1)
+    return out
+
+
+def encode_frame(pixels: np.ndarray, kind: Literal["png", "jpeg"], quality: int = 92) -> bytes:
+    """PNG (zlib level 6, as ffmpeg and browsers write them) or JPEG bytes of ``pixels``."""
+    img = Image.fromarray(pixels)
+    buf = io.BytesIO()
+    if kind == "png":
+        img.save(buf, "PNG", compress_level=6)
+    else:
+        img.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def default_sample_dir() -> Path:
+    """Where sample frames are cached: ``$GPUPIPE_SAMPLES`` or a folder in the temp dir."""
+    return Path(os.environ.get("GPUPIPE_SAMPLES") or Path(tempfile.gettempdir()) / "gpupipe-samples")
+
+
+def write_samples(
+    directory: str | os.PathLike[str] | None = None,
+    sizes: tuple[str, ...] = ("1080p", "4k"),
+    kinds: tuple[str, ...] = ("png", "jpeg"),
+    count: int = 12,
+    seed: int = 0,
+) -> dict[tuple[str, str], list[Path]]:
+    """Write (or reuse) ``count`` frames per size and kind; ``{(size, kind): [paths]}``."""
+    root = Path(directory) if directory is not None else default_sample_dir()
+    out: dict[tuple[str, str], list[Path]] = {}
+    for size in sizes:
+        w, h = SAMPLE_SIZES[size]
+        for kind in kinds:
+            d = root / f"{size}-{kind}-s{seed}"
+            d.mkdir(parents=True, exist_ok=True)
+            ext = "png" if kind == "png" else "jpg"
+            paths = []
+            for i in range(count):
+                p = d / f"frame_{i + 1:05d}.{ext}"
+                if not p.exists():
+                    tmp = p.with_suffix(".tmp")
+                    tmp.write_bytes(encode_frame(make_frame(w, h, i, seed), "png" if kind == "png" else "jpeg"))
+                    tmp.replace(p)
+                paths.append(p)
+            out[(size, kind)] = paths
+    return out

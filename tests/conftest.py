@@ -1,0 +1,85 @@
+"""Shared fixtures. Tests marked ``gpu`` skip cleanly unless a CUDA device is usable (CuPy sees one and DALI imports)."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+from PIL import Image
+
+settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+_GPU_STATE: tuple[bool, str] | None = None
+
+
+def gpu_state() -> tuple[bool, str]:
+    """``(usable, reason)``, computed once per session."""
+    global _GPU_STATE
+    if _GPU_STATE is None:
+        from gpupipe.gpu import gpu_available
+
+        _GPU_STATE = gpu_available(0)
+    return _GPU_STATE
+
+
+def pytest_collection_modifyitems(config, items):
+    ok, why = gpu_state()
+    if ok:
+        return
+    skip = pytest.mark.skip(reason=f"no usable CUDA device: {why}")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    """Tests never see the developer's gpupipe environment overrides."""
+    for k in list(os.environ):
+        if k.startswith("GPUPIPE_"):
+            monkeypatch.delenv(k, raising=False)
+
+
+def _encode(arr: np.ndarray, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def rgb_frame() -> np.ndarray:
+    """A 320×180 RGB frame with gradients, shapes and noise."""
+    from gpupipe.samples import make_frame
+
+    return make_frame(320, 180, index=1, seed=7)
+
+
+@pytest.fixture(scope="session")
+def png_bytes(rgb_frame) -> bytes:
+    return _encode(rgb_frame, "PNG")
+
+
+@pytest.fixture(scope="session")
+def jpeg_bytes(rgb_frame) -> bytes:
+    return _encode(rgb_frame, "JPEG", quality=90)
+
+
+@pytest.fixture(scope="session")
+def rgba_png_bytes(rgb_frame) -> bytes:
+    a = np.full(rgb_frame.shape[:2] + (1,), 255, np.uint8)
+    a[:40, :40] = 100
+    return _encode(np.concatenate([rgb_frame, a], axis=-1), "PNG")
+
+
+@pytest.fixture
+def frame_files(tmp_path, png_bytes, jpeg_bytes):
+    """A folder with a PNG and a JPEG frame; returns ``(png_path, jpeg_path)``."""
+    p = tmp_path / "a.png"
+    j = tmp_path / "b.jpg"
+    p.write_bytes(png_bytes)
+    j.write_bytes(jpeg_bytes)
+    return p, j
