@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -38,7 +39,7 @@ def _load(config: Optional[Path], gpu: Optional[int], backend: Optional[str]):
     try:
         cfg = load_config(config, gpu)
     except ConfigError as e:
-        err.print(f"[red]config error:[/red] {e}")
+        err.print(f"[red]config error:[/red] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
     if backend:
         from dataclasses import replace
@@ -80,7 +81,7 @@ def encode(
         pipe = open_pipeline(config=cfg, backend=cfg.backend)
         pipe.spec = pipe.encoder.spec(output, _parse_size(size), quality)
     except (GpupipeError, ValueError) as e:
-        err.print(f"[red]error:[/red] {e}")
+        err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
     sink = open(out, "w", encoding="utf-8") if out else sys.stdout
     failures: list[FrameError] = []
@@ -118,7 +119,7 @@ def encode(
     _stats_rows(t, stats)
     err.print(t)
     for f in failures:
-        err.print(f"[red]failed:[/red] {f}")
+        err.print(f"[red]failed:[/red] {escape(str(f))}", soft_wrap=True, highlight=False)
     if failures:
         raise typer.Exit(1)
 
@@ -184,7 +185,7 @@ def demo(
     try:
         encoder = FrameEncoder(cfg, backend=cfg.backend)
     except GpupipeError as e:
-        err.print(f"[red]error:[/red] {e}")
+        err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
     cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes)
     con = Console()

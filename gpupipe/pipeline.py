@@ -13,6 +13,7 @@ from .cache import CacheStats, FrameCache
 from .config import Config, load_config
 from .encoder import FrameEncoder
 from .errors import FrameError
+from .memory import release_large_allocations
 from .plan import OutputSpec
 from .sources import Source, source_key
 
@@ -40,6 +41,8 @@ class FramePipeline:
     ``resolver(source)``, if given, is asked first: a ``str`` it returns is the answer and the
     cache is not touched; ``None`` falls through to the cache. Output settings (``output``,
     ``size``, ``quality``) default to the encoder's config and are part of every cache key.
+    ``tune_allocator`` fixes glibc's mmap threshold so that evicted URIs return their memory
+    to the OS (see :mod:`gpupipe.memory`; without it a 4K soak's RSS overshot the budget by 50%).
     """
 
     def __init__(
@@ -51,11 +54,14 @@ class FramePipeline:
         output: str | None = None,
         size: tuple[int, int] | None = None,
         quality: int | None = None,
+        tune_allocator: bool = True,
     ) -> None:
         self.encoder = encoder
         self.cache = cache
         self.resolver = resolver
         self.spec: OutputSpec = encoder.spec(output, size, quality)
+        if tune_allocator:
+            release_large_allocations()
 
     def key(self, source: Source) -> Hashable:
         """The cache key of ``source`` under this pipeline's output settings."""

@@ -1,0 +1,162 @@
+"""The benchmark report: a markdown table and PNG charts from ``bench.json``-style results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_report", "markdown_report"]
+
+MiB = 1024**2
+
+
+def _fmt(x: Any, nd: int = 1) -> str:
+    return f"{x:.{nd}f}" if isinstance(x, (int, float)) else str(x)
+
+
+def markdown_report(r: dict[str, Any]) -> str:
+    """The results as markdown: machine, throughput table, stages, URI assembly, soak, hit ratios."""
+    m = r["machine"]
+    gpu = "gpu" in (r["workloads"][0] if r["workloads"] else {}) or any("gpu_fps" in w for w in r["workloads"])
+    lines = [
+        f"Run {r['when']}: `{r['command']}` in {r.get('seconds', 0):.0f} s.",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}; {m['pillow']}; "
+        f"{m['base64']}; URI builder: {m['uri_builder']}.",
+        f"Frames: {r['frames']}, {r['frames_per_workload']} per workload; {r['repeats']} timed repeat(s) after a warm-up, medians.",
+        f"GPU: {'used' if gpu else 'not run'} ({r['gpu']['reason']}).",
+        "",
+        "### Throughput (frames/s, median)",
+        "",
+        "| resolution | source | workload | MB/frame | stdlib 1 thread | CPU all cores | CPU / stdlib |" + (" GPU | GPU / CPU |" if gpu else ""),
+        "|---|---|---|---:|---:|---:|---:|" + ("---:|---:|" if gpu else ""),
+    ]
+    for w in r["workloads"]:
+        row = f"| {w['resolution']} | {w['source']} | {w['workload']} | {w['source_mb']:.1f} | {w['stdlib_fps']:.1f} | {w['cpu_fps']:.1f} | {w['cpu_vs_stdlib']:.2f}× |"
+        if gpu:
+            row += f" {w['gpu_fps']:.1f} | {w['gpu_vs_cpu']:.2f}× |"
+        lines.append(row)
+    lines += ["", "### CPU per-stage time (ms per frame, one thread, median)", "",
+              "| resolution | source | workload | read | decode | resize | encode | base64 alone | URI (base64 + assembly, fused) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for s in r["stages"]:
+        lines.append(f"| {s['resolution']} | {s['source']} | {s['workload']} | " + " | ".join(
+            _fmt(s.get(k, 0.0) * 1e3) for k in ("read", "decode", "resize", "encode", "base64", "uri")) + " |")
+    if "uri_assembly" in r:
+        u = r["uri_assembly"]
+        lines += ["", f"### URI assembly ({u['uri_bytes'] / 1e6:.1f} MB URI from a 4K PNG; GB/s of URI written, median)", "",
+                  "| method | GB/s |", "|---|---:|"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in u.items() if k != "uri_bytes"]
+    if "gpu_detail" in r:
+        g = r["gpu_detail"]
+        k = g["base64_kernel"]
+        lines += ["", "### GPU", "", f"Base64 kernel: {k}", ""]
+        for s in g["stages"]:
+            lines.append(f"- {s}")
+    if "soak" in r:
+        s = r["soak"]
+        c = s["cache"]
+        lines += ["", f"### Memory soak ({s['resolution']}, {s['backend']} backend)", "",
+                  f"{s['requests']} requests over {s['unique_frames']} distinct frames, {s['threads']} threads, budget {s['budget_bytes'] / MiB:.0f} MiB, in {s['seconds']:.1f} s.",
+                  "",
+                  "| base RSS | peak RSS | target (budget × 1.15 + base) | within target | cache bytes at end | hit ratio | evictions | invariant violations |",
+                  "|---:|---:|---:|---|---:|---:|---:|---:|",
+                  f"| {s['base_rss'] / MiB:.0f} MiB | {s['peak_rss'] / MiB:.0f} MiB | {s['target_rss'] / MiB:.0f} MiB | {'yes' if s['ok'] else '**no**'} | "
+                  f"{c['bytes'] / MiB:.0f} MiB | {c['hit_ratio']:.1%} | {c['evictions']} | {s['invariant_violations']} |"]
+    if r.get("hit_ratio"):
+        rows = r["hit_ratio"]
+        cols = list(rows[0].keys())
+        lines += ["", "### Cache hit ratio: LRU against Belady's optimum (same trace, same budget)", "",
+                  "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for row in rows:
+            lines.append("| " + " | ".join(_fmt(row[c_], 3) if isinstance(row[c_], float) else str(row[c_]) for c_ in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(r: dict[str, Any], out: Path) -> list[Path]:
+    """Write ``BENCH.md`` and the charts into ``out``; returns the paths written."""
+    out = Path(out)
+    written = [out / "BENCH.md"]
+    written[0].write_text(markdown_report(r))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return written
+    wl = r["workloads"]
+    labels = [f"{w['resolution']}\n{w['source']}\n{w['workload']}" for w in wl]
+    backends = [b for b in ("stdlib", "cpu", "gpu") if wl and f"{b}_fps" in wl[0]]
+    import numpy as np
+
+    x = np.arange(len(wl))
+    fig, ax = plt.subplots(figsize=(max(8, len(wl) * 0.9), 4.5))
+    width = 0.8 / max(1, len(backends))
+    for i, b in enumerate(backends):
+        ax.bar(x + i * width - 0.4 + width / 2, [w[f"{b}_fps"] for w in wl], width, label={"stdlib": "stdlib, 1 thread", "cpu": "CPU path, all cores", "gpu": "GPU path"}[b])
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("frames/s (median, log scale)")
+    ax.set_title("Throughput per workload")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=110)
+    plt.close(fig)
+    written.append(out / "throughput.png")
+
+    st = r["stages"]
+    fig, ax = plt.subplots(figsize=(max(8, len(st) * 0.9), 4.5))
+    bottom = np.zeros(len(st))
+    for k in ("read", "decode", "resize", "encode", "uri"):
+        vals = np.array([s.get(k, 0.0) * 1e3 for s in st])
+        ax.bar(np.arange(len(st)), vals, 0.7, bottom=bottom, label=k)
+        bottom += vals
+    ax.set_xticks(np.arange(len(st)), [f"{s['resolution']}\n{s['source']}\n{s['workload']}" for s in st], fontsize=7)
+    ax.set_ylabel("ms per frame (one CPU thread, median)")
+    ax.set_title("CPU path: per-stage time")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "stages.png", dpi=110)
+    plt.close(fig)
+    written.append(out / "stages.png")
+
+    if "gpu" in backends:
+        fig, ax = plt.subplots(figsize=(max(8, len(wl) * 0.9), 4))
+        ax.bar(x, [w["gpu_vs_cpu"] for w in wl])
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_ylabel("GPU / CPU throughput")
+        ax.set_title("GPU path vs CPU path at its best (same run)")
+        fig.tight_layout()
+        fig.savefig(out / "gpu_cpu_ratio.png", dpi=110)
+        plt.close(fig)
+        written.append(out / "gpu_cpu_ratio.png")
+
+    if "soak" in r:
+        s = r["soak"]
+        t = [p[0] for p in s["samples"]]
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.plot(t, [p[1] / MiB for p in s["samples"]], label="process RSS")
+        if any(p[2] for p in s["samples"]):
+            ax.plot(t, [p[2] / MiB for p in s["samples"]], label="GPU memory used")
+        ax.axhline(s["target_rss"] / MiB, color="r", ls="--", label="target: budget × 1.15 + base")
+        ax.axhline((s["budget_bytes"] + s["base_rss"]) / MiB, color="g", ls=":", label="budget + base")
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("MiB")
+        ax.set_title(f"Memory soak: {s['resolution']}, {s['requests']} requests, {s['threads']} threads")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(out / "soak_rss.png", dpi=110)
+        plt.close(fig)
+        written.append(out / "soak_rss.png")
+
+    if r.get("hit_ratio"):
+        try:
+            from .traces import plot_hit_ratios
+
+            p = out / "hit_ratio.png"
+            plot_hit_ratios(r["hit_ratio"], p)
+            written.append(p)
+        except (ImportError, TypeError, KeyError):
+            pass
+    return written

@@ -1,0 +1,118 @@
+"""FramePipeline: cache keys, resolver short-circuit, batch path, failures leave the cache exact."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from gpupipe import FrameCache, FrameEncoder, FramePipeline, open_pipeline
+from gpupipe.config import MiB
+from gpupipe.errors import FrameDecodeError, FrameNotFound
+
+
+@pytest.fixture
+def enc():
+    with FrameEncoder(backend="cpu") as e:
+        yield e
+
+
+def exact(cache: FrameCache) -> None:
+    s = cache.stats()
+    assert s.bytes == sum(len(cache.peek(k)) for k in cache.keys())
+    assert s.entries == len(cache.keys()) and s.bytes <= s.max_bytes and s.inflight_bytes == 0
+
+
+def test_hits_after_first_load(enc, frame_files):
+    p, j = frame_files
+    pipe = FramePipeline(enc, FrameCache(10, 64 * MiB))
+    a = pipe.get(p)
+    assert pipe.get(p) is a and pipe.get(str(p)) is a
+    s = pipe.stats()
+    assert (s.hits, s.misses, s.loads, s.entries) == (2, 1, 1, 1)
+    exact(pipe.cache)
+
+
+def test_output_settings_are_part_of_the_key(enc, frame_files):
+    p, _ = frame_files
+    cache = FrameCache(10, 64 * MiB)
+    full = FramePipeline(enc, cache).get(p)
+    small = FramePipeline(enc, cache, size=(160, 90)).get(p)
+    assert full != small and len(cache) == 2
+
+
+def test_rewritten_file_is_not_served_stale(enc, tmp_path, png_bytes, jpeg_bytes):
+    f = tmp_path / "frame.img"
+    f.write_bytes(png_bytes)
+    pipe = FramePipeline(enc, FrameCache(10, 64 * MiB))
+    assert pipe.get(f).startswith("data:image/png")
+    f.write_bytes(jpeg_bytes)
+    os.utime(f, ns=(1, 1))
+    assert pipe.get(f).startswith("data:image/jpeg")
+
+
+def test_bytes_sources_key_on_content(enc, png_bytes):
+    pipe = FramePipeline(enc, FrameCache(10, 64 * MiB))
+    pipe.get(png_bytes)
+    pipe.get(bytes(bytearray(png_bytes)))
+    assert pipe.stats().hits == 1
+
+
+def test_resolver_short_circuits(enc, frame_files):
+    p, j = frame_files
+    pipe = FramePipeline(enc, FrameCache(10, 64 * MiB), resolver=lambda s: "data:image/png;base64,AAAA" if str(s) == str(p) else None)
+    assert pipe.get(p) == "data:image/png;base64,AAAA"
+    s = pipe.stats()
+    assert s.hits == s.misses == s.entries == 0
+    assert pipe.get(j).startswith("data:image/jpeg")
+    assert pipe.stats().entries == 1
+
+
+def test_failures_are_not_cached_and_accounting_stays_exact(enc, tmp_path, frame_files, png_bytes):
+    p, _ = frame_files
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(png_bytes[:100])
+    pipe = FramePipeline(enc, FrameCache(10, 64 * MiB))
+    pipe.get(p)
+    for _ in range(2):
+        with pytest.raises(FrameDecodeError, match="bad.png"):
+            pipe.get(bad)
+        with pytest.raises(FrameNotFound):
+            pipe.get(tmp_path / "nope.png")
+        exact(pipe.cache)
+    s = pipe.stats()
+    assert s.entries == 1 and s.load_failures == 4 and s.loads == 5
+
+
+def test_get_many_batches_misses_and_isolates_failures(enc, tmp_path, frame_files):
+    p, j = frame_files
+    pipe = FramePipeline(enc, FrameCache(10, 64 * MiB), size=(160, 90))
+    first = pipe.get(p)
+    out = pipe.get_many([p, j, tmp_path / "missing.png", j, p])
+    assert out[0] == first and out[4] == first and out[1] == out[3]
+    assert isinstance(out[2], FrameNotFound)
+    s = pipe.stats()
+    assert s.entries == 2
+    exact(pipe.cache)
+
+
+def test_concurrent_requests_load_each_frame_once(enc, frame_files):
+    p, j = frame_files
+    pipe = FramePipeline(enc, FrameCache(10, 64 * MiB))
+    outs = []
+    threads = [threading.Thread(target=lambda s=s: outs.append(pipe.get(s))) for s in [p, j] * 8]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(outs) == 16 and pipe.stats().loads == 2
+
+
+def test_open_pipeline_uses_config(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("defaults: {cache: {max_entries: 7, max_bytes: 100MiB}}\ngpus: {2: {cache: {max_entries: 3}}}\n")
+    with open_pipeline(cfg, backend="cpu") as pipe:
+        assert pipe.cache.max_entries == 7 and pipe.cache.max_bytes == 100 * MiB
+    with open_pipeline(cfg, gpu=2, backend="cpu") as pipe:
+        assert pipe.cache.max_entries == 3
