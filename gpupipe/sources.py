@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Union
@@ -105,28 +106,61 @@ def fit_size(width: int, height: int, size: tuple[int, int] | None) -> tuple[int
     return max(1, min(bw, round(width * scale))), max(1, min(bh, round(height * scale)))
 
 
-def _probe_png(label: str, data: bytes) -> tuple[int, int, int, bool]:
+def _check_pixels(label: str, width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise FrameTooLarge(label, f"{width}x{height} = {width * height} pixels exceeds max_pixels = {max_pixels}")
+
+
+def _probe_png(label: str, data: bytes, max_pixels: int | None = None) -> tuple[int, int, int, bool]:
     if len(data) < 33 or data[12:16] != b"IHDR":
         raise FrameDecodeError(label, "truncated PNG: no complete IHDR header")
     width, height, depth, ctype = struct.unpack(">IIBB", data[16:26])
     if width == 0 or height == 0:
         raise FrameDecodeError(label, f"PNG declares an empty image ({width}x{height})")
+    _check_pixels(label, width, height, max_pixels)  # the size guard comes first, even over a bad CRC
     alpha = ctype in (4, 6)
-    # Look for tRNS before the first IDAT (chunk walk; cheap, headers only).
+    # Walk the header chunks before the first IDAT (cheap: headers only): look for tRNS and
+    # check each CRC, as decoders do (Pillow and libpng refuse a bad CRC there), so that a
+    # passed-through frame is never one they would reject at its header.
     pos = 8
     n = len(data)
-    while not alpha and pos + 8 <= n:
+    while pos + 8 <= n:
         length = struct.unpack(">I", data[pos : pos + 4])[0]
         ctype_ = data[pos + 4 : pos + 8]
-        if ctype_ == b"tRNS":
-            alpha = True
         if ctype_ in (b"IDAT", b"IEND"):
             break
-        pos += 12 + length
+        end = pos + 8 + length
+        if end + 4 > n:
+            raise FrameDecodeError(label, f"truncated PNG: {ctype_!r} chunk runs past the end of the data")
+        if zlib.crc32(data[pos + 4 : end]) != struct.unpack(">I", data[end : end + 4])[0]:
+            raise FrameDecodeError(label, f"corrupt PNG: bad CRC in the {ctype_.decode('latin-1')!r} chunk")
+        if ctype_ == b"tRNS":
+            alpha = True
+        pos = end + 4
     return width, height, 1, alpha
 
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _dht_ok(seg: bytes) -> bool:
+    """Whether a DHT segment's payload holds well-formed Huffman tables (libjpeg's checks)."""
+    pos, n = 0, len(seg)
+    while n - pos > 16:
+        index = seg[pos]
+        bits = seg[pos + 1 : pos + 17]
+        count = sum(bits)
+        pos += 17
+        if count > 256 or count > n - pos or (index & 0xEF) > 3:
+            return False
+        code = 0
+        for si, nb in enumerate(bits, start=1):  # canonical codes must not overflow their length
+            code += nb
+            if code >= 1 << si:
+                return False
+            code <<= 1
+        pos += count
+    return pos == n
 
 
 def _exif_orientation(seg: bytes) -> int:
@@ -151,11 +185,18 @@ def _exif_orientation(seg: bytes) -> int:
     return 1
 
 
-def _probe_jpeg(label: str, data: bytes) -> tuple[int, int, int, bool]:
+def _probe_jpeg(label: str, data: bytes, max_pixels: int | None = None) -> tuple[int, int, int, bool]:
+    # Walk the header segments up to the first scan (SOS): the frame header (SOF) gives the
+    # size, APP1 the EXIF orientation, and Huffman tables (DHT, usually after SOF) are checked
+    # the way libjpeg checks them, so that passthrough never emits a JPEG whose header it
+    # would refuse. Past SOF, anything unexpected just ends the walk (decoders tolerate it).
     pos, n = 2, len(data)
     orientation = 1
+    size: tuple[int, int] | None = None
     while pos + 4 <= n:
         if data[pos] != 0xFF:
+            if size is not None:
+                break
             raise FrameDecodeError(label, f"corrupt JPEG: expected a marker at byte {pos}")
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
@@ -168,24 +209,33 @@ def _probe_jpeg(label: str, data: bytes) -> tuple[int, int, int, bool]:
             break
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
         if length < 2:
+            if size is not None:
+                break
             raise FrameDecodeError(label, f"corrupt JPEG: bad segment length at byte {pos}")
         if marker == 0xE1 and orientation == 1:
             orientation = _exif_orientation(data[pos + 4 : pos + 2 + length])
-        if marker in _SOF:
+        if marker == 0xC4 and pos + 2 + length <= n and not _dht_ok(data[pos + 4 : pos + 2 + length]):
+            raise FrameDecodeError(label, f"corrupt JPEG: bad Huffman table at byte {pos}")
+        if marker in _SOF and size is None:
             if pos + 9 > n:
                 break
             height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
             if width == 0 or height == 0:
                 raise FrameDecodeError(label, f"JPEG declares an empty image ({width}x{height})")
-            return width, height, orientation, False
+            _check_pixels(label, width, height, max_pixels)
+            size = (width, height)
         pos += 2 + length
+    if size is not None:
+        return size[0], size[1], orientation, False
     raise FrameDecodeError(label, "truncated or corrupt JPEG: no frame header (SOF) found")
 
 
-def probe(label: str, data: bytes) -> tuple[Kind, int, int, int, bool]:
+def probe(label: str, data: bytes, max_pixels: int | None = None) -> tuple[Kind, int, int, int, bool]:
     """``(kind, width, height, orientation, may_have_alpha)`` from the header of ``data``.
 
-    Raises :class:`FrameDecodeError` for empty, unrecognised or truncated headers.
+    Raises :class:`FrameDecodeError` for empty, unrecognised, truncated or corrupt headers
+    (a bad CRC in a PNG chunk before the pixel data, a malformed JPEG Huffman table), and
+    :class:`FrameTooLarge` as soon as the declared size exceeds ``max_pixels`` (if given).
     """
     if len(data) == 0:
         raise FrameDecodeError(label, "empty frame (0 bytes)")
@@ -193,8 +243,8 @@ def probe(label: str, data: bytes) -> tuple[Kind, int, int, int, bool]:
     if kind is None:
         raise FrameDecodeError(label, f"not a PNG or JPEG image (starts with {bytes(data[:8])!r})")
     if kind == "png":
-        return (kind, *_probe_png(label, data))
-    return (kind, *_probe_jpeg(label, data))
+        return (kind, *_probe_png(label, data, max_pixels))
+    return (kind, *_probe_jpeg(label, data, max_pixels))
 
 
 def check_complete(frame: Frame) -> None:
@@ -231,7 +281,5 @@ def read_frame(source: Source, max_pixels: int | None = None) -> Frame:
             raise FrameNotFound(label, "is a directory, not a frame file") from None
         except OSError as e:
             raise FrameNotFound(label, f"cannot read: {e.strerror or e}") from None
-    kind, w, h, orientation, alpha = probe(label, data)
-    if max_pixels is not None and w * h > max_pixels:
-        raise FrameTooLarge(label, f"{w}x{h} = {w * h} pixels exceeds max_pixels = {max_pixels}")
+    kind, w, h, orientation, alpha = probe(label, data, max_pixels)
     return Frame(label, data, kind, w, h, orientation, alpha)

@@ -24,6 +24,7 @@ side, :func:`format_table` prints it and :func:`plot_hit_ratios` draws a bar cha
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import os
 import random
@@ -98,8 +99,8 @@ def _check_positive(**values: int) -> None:
 
 def seekback_trace(
     n_frames: int = 3000,
-    seek_prob: float = 0.05,
-    max_back: int = 48,
+    seek_prob: float = 0.02,
+    max_back: int = 24,
     resolution: str = "4k",
     kind: str = "png",
     seed: int = 0,
@@ -109,10 +110,15 @@ def seekback_trace(
 
     After each frame, with probability ``seek_prob`` playback jumps back 1..``max_back``
     frames (uniformly) and plays forward again from there; the pass ends after the last frame.
+    The defaults (a one-second seek-back about every two seconds at 24 fps) give about
+    1.35 requests per frame. Playback must make progress on average:
+    ``seek_prob * (max_back + 1) / 2 < 1 - seek_prob``, else ``ValueError``.
     """
     _check_positive(n_frames=n_frames, max_back=max_back)
     if not 0.0 <= seek_prob < 1.0:
         raise ValueError(f"seek_prob must be in [0, 1); got {seek_prob!r}")
+    if seek_prob * (max_back + 1) / 2 >= 1 - seek_prob:
+        raise ValueError(f"seek_prob={seek_prob} with max_back={max_back} seeks back faster than playback moves on")
     sizes = frame_sizes(n_frames, resolution, kind, seed)
     rng = random.Random(f"seekback/{seed}")
     i = 0
@@ -149,7 +155,7 @@ def interleaved_trace(
     main: tuple[str, str] = ("4k", "png"),
     insets: int = 2,
     inset_format: tuple[str, str] = ("1080p", "jpeg"),
-    overlay_frames: int = 48,
+    overlay_frames: int = 72,
     overlay_format: tuple[str, str] = ("1080p", "png"),
     seed: int = 0,
 ) -> Iterator[Request]:
@@ -328,9 +334,12 @@ def belady_opt(trace: Iterable[Request], max_entries: int, max_bytes: int) -> Re
       ``min(max_entries, max_bytes // size)`` and this is Belady's MIN with bypass, which is
       **exactly optimal**: no policy (with any knowledge of the future) gets more hits.
     * With **variable sizes**, maximising hits is NP-hard; this is the standard size-aware
-      Belady heuristic. It is a good *estimate* of the optimum, used as an upper reference
-      for an online policy, but **not a proven optimum**: a cleverer offline choice of which
-      frames to keep can occasionally do better, and on rare adversarial traces even LRU can.
+      Belady heuristic. It is a good *estimate* of the optimum, an upper reference for an
+      online policy, but **not a proven optimum**: a cleverer offline choice can do better
+      (e.g. evicting one large frame instead of a small one *and* that large one), so the
+      true optimum may lie a little above it. It is not guaranteed to beat LRU on every
+      trace either, though no such trace turned up in the property tests or in 60,000
+      random small traces.
 
     Runs in ``O(n log n)`` with a precomputed next-use table and a lazy max-heap.
     """
@@ -340,7 +349,8 @@ def belady_opt(trace: Iterable[Request], max_entries: int, max_bytes: int) -> Re
     nxt = _next_uses(keys)
     n = len(reqs)
     cached: dict[Hashable, tuple[int, int]] = {}  # key -> (size, next use)
-    heap: list[tuple[int, int, Hashable]] = []  # (-next use, tiebreak, key); stale entries skipped
+    heap: list[tuple[int, int, Hashable]] = []  # (-next use, unique seq, key); stale entries skipped
+    seq = itertools.count()  # ties (several frames never used again) never compare keys
     used = hits = bytes_requested = bytes_hit = 0
     for i, (key, size) in enumerate(reqs):
         bytes_requested += size
@@ -349,13 +359,13 @@ def belady_opt(trace: Iterable[Request], max_entries: int, max_bytes: int) -> Re
             hits += 1
             bytes_hit += size
             cached[key] = (cached[key][0], nu)
-            heapq.heappush(heap, (-nu, i, key))
+            heapq.heappush(heap, (-nu, next(seq), key))
             continue
         if nu >= n or size > max_bytes:
             continue  # never needed again, or can never fit: bypass
         cached[key] = (size, nu)
         used += size
-        heapq.heappush(heap, (-nu, i, key))
+        heapq.heappush(heap, (-nu, next(seq), key))
         while len(cached) > max_entries or used > max_bytes:
             neg, _, victim = heapq.heappop(heap)
             entry = cached.get(victim)
@@ -364,7 +374,7 @@ def belady_opt(trace: Iterable[Request], max_entries: int, max_bytes: int) -> Re
             del cached[victim]
             used -= entry[0]
         if len(heap) > 4 * len(cached) + 64:  # drop stale entries now and then
-            heap = [(-nu_, j, k) for j, (k, (_, nu_)) in enumerate(cached.items())]
+            heap = [(-nu_, next(seq), k) for k, (_, nu_) in cached.items()]
             heapq.heapify(heap)
     return Replay("OPT", n, hits, bytes_requested, bytes_hit)
 
@@ -377,17 +387,19 @@ def hit_ratio_table(
     max_entries: int = 256,
     max_bytes: int = 1500 * MiB,
     budgets: Sequence[tuple[int, int]] | None = None,
+    quick: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per (trace, budget): LRU next to OPT on the same trace and bounds.
 
-    ``traces`` defaults to :func:`standard_traces`; ``budgets`` is a list of
+    ``traces`` defaults to :func:`standard_traces` (a quarter of their length with ``quick``,
+    though the full ones take well under a second too); ``budgets`` is a list of
     ``(max_entries, max_bytes)`` and defaults to the one pair given. Each row has ``trace``,
     ``requests``, ``unique_frames``, ``unique_bytes``, ``max_entries``, ``max_bytes``,
     ``lru_hit_ratio``, ``opt_hit_ratio``, ``lru_byte_hit_ratio``, ``opt_byte_hit_ratio``,
     ``lru_hits``, ``opt_hits`` and ``lru_vs_opt`` (LRU hits / OPT hits; 1.0 when OPT has none).
     """
     if traces is None:
-        traces = standard_traces()
+        traces = standard_traces(scale=0.25 if quick else 1.0)
     pairs = list(budgets) if budgets is not None else [(max_entries, max_bytes)]
     rows = []
     for name, trace in traces.items():
