@@ -44,10 +44,21 @@ __all__ = ["run_bench", "WORKLOADS", "stdlib_uri", "median_time", "uri_assembly_
 
 WORKLOADS: dict[str, OutputSpec] = {
     "passthrough": OutputSpec("passthrough"),
-    "transcode": OutputSpec("jpeg", None, 90),
-    "resize": OutputSpec("jpeg", (1280, 720), 90),
+    "transcode": OutputSpec("jpeg", None, 90),  # PNG for sources with alpha (see workload_spec)
+    "resize": OutputSpec("auto", (1280, 720), 90),
 }
+
+
+def workload_spec(workload: str, kind: str) -> OutputSpec:
+    """The output settings of ``workload`` for sources of ``kind``: frames with alpha re-encode as PNG."""
+    spec = WORKLOADS[workload]
+    if kind == "png-alpha" and spec.format == "jpeg":
+        return replace(spec, format="png")
+    return spec
+
+
 RESOLUTIONS = {"1080p": (1920, 1080), "4k": (3840, 2160)}
+FFMPEG_GRAIN = 12  # ffmpeg noise strength: 4K PNG ~14 MB, JPEG ~2.1 MB, like camera footage
 
 
 def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
@@ -68,11 +79,14 @@ def stdlib_uri(path: Path, spec: OutputSpec) -> str:
     if spec.format == "passthrough":
         mime = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
         return f"data:{mime};base64," + base64.b64encode(data).decode()
-    img = Image.open(io.BytesIO(data)).convert("RGB")
+    img = Image.open(io.BytesIO(data))
     if spec.size is not None:
         img.thumbnail(spec.size, Image.Resampling.LANCZOS)
     buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=spec.quality)
+    if img.mode == "RGBA":  # keep transparency, as gpupipe does
+        img.save(buf, "PNG", compress_level=spec.png_compress_level)
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    img.convert("RGB").save(buf, "JPEG", quality=spec.quality)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -139,9 +153,9 @@ def _frames(root: Path, use_ffmpeg: bool, count: int, resolutions: Sequence[str]
 
             for res in resolutions:
                 w, h = RESOLUTIONS[res]
-                for kind in ("png", "jpeg"):
-                    clips[(res, kind)] = list(extract_frames(root / "ffmpeg", w, h, count, kind=kind))
-            return clips, f"ffmpeg testsrc2 frames ({ffmpeg_version()})"
+                for kind in ("png", "jpeg", "png-alpha"):
+                    clips[(res, kind)] = list(extract_frames(root / "ffmpeg", w, h, count, kind=kind, grain=FFMPEG_GRAIN))
+            return clips, f"ffmpeg testsrc2 frames with grain {FFMPEG_GRAIN} ({ffmpeg_version()})"
         except Exception as e:  # noqa: BLE001 - no ffmpeg: synthetic frames instead
             note = f"synthetic frames (ffmpeg unavailable: {e})"
     else:
@@ -225,7 +239,8 @@ def run_bench(
     try:
         for (res, kind), paths in clips.items():
             src_mb = sum(p.stat().st_size for p in paths) / len(paths) / 1e6
-            for wl, spec in WORKLOADS.items():
+            for wl in WORKLOADS:
+                spec = workload_spec(wl, kind)
                 row: dict[str, Any] = {"resolution": res, "source": kind, "workload": wl, "frames": len(paths), "source_mb": round(src_mb, 2)}
                 for b in backends:
                     if b == "stdlib":
@@ -247,12 +262,9 @@ def run_bench(
         results["uri_assembly"] = uri_assembly_bench(big, 3 if quick else 9)
         if "gpu" in backends:
             results["gpu_detail"] = _gpu_detail(clips, repeats, quick)
-        try:
-            from .traces import hit_ratio_table
-        except ImportError:
-            pass
-        else:
-            results["hit_ratio"] = hit_ratio_table(quick=quick) if _accepts_quick(hit_ratio_table) else hit_ratio_table()
+        from .traces import hit_ratio_table
+
+        results["hit_ratio"] = hit_ratio_table(quick=quick)
         if soak:
             results["soak"] = _soak(encoders.get("gpu") or encoders["cpu"], clips, quick, work)
     finally:
@@ -265,12 +277,6 @@ def run_bench(
     written = write_report(results, out)
     say(f"wrote {out / 'bench.json'}" + "".join(f", {p}" for p in written) + f" in {results['seconds']:.0f} s")
     return results
-
-
-def _accepts_quick(fn: Callable[..., Any]) -> bool:
-    import inspect
-
-    return "quick" in inspect.signature(fn).parameters
 
 
 def _check(results: list) -> list:
@@ -288,7 +294,8 @@ def _gpu_detail(clips: dict[tuple[str, str], list[Path]], repeats: int, quick: b
     detail: dict[str, Any] = {"base64_kernel": base64_kernel_bandwidth(64 * MiB, 5 if quick else 20), "stages": []}
     for (res, kind), paths in clips.items():
         data = [p.read_bytes() for p in paths]
-        for wl, spec in WORKLOADS.items():
+        for wl in WORKLOADS:
+            spec = workload_spec(wl, kind)
             if wl == "passthrough":
                 continue
             st = gpu_stage_benchmark(data, spec.size, spec.quality, max(2, repeats))

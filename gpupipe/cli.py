@@ -220,7 +220,7 @@ def _demo_clips(samples_dir: Optional[Path], frames: int, real: bool) -> list[tu
         clips = []
         for label, (w, h) in (("1080p", (1920, 1080)), ("4k", (3840, 2160))):
             for kind in ("png", "jpeg"):
-                clips.append((f"{label} {kind} (ffmpeg)", extract_frames(base, w, h, frames, kind=kind)))
+                clips.append((f"{label} {kind} (ffmpeg)", extract_frames(base, w, h, frames, kind=kind, grain=12)))
         return clips
     from .samples import write_samples
 

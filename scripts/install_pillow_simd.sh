@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Swap Pillow for Pillow-SIMD (the SSE4/AVX2-accelerated drop-in fork) in the current Python environment.
 #
-# Pillow-SIMD installs into the same `PIL` package as Pillow, so Pillow is removed first, and it
+# Run it AFTER installing everything else: a later install of a package that depends on Pillow
+# (matplotlib, for one) puts Pillow back over it. Pillow-SIMD installs into the same `PIL` package as
+# Pillow, so Pillow is removed first, and it
 # is built from source: this script installs its build prerequisites (a C compiler, Python
 # headers, libjpeg, zlib, libpng, libtiff, freetype) with apt-get where it runs as root on
 # Debian/Ubuntu. `gpupipe info` and `gpupipe bench` then report "Pillow-SIMD <version>".
