@@ -41,6 +41,18 @@ def environment_report(config: Config) -> dict[str, Any]:
         chosen, why = select_backend(config.backend, config)
     except Exception as e:  # noqa: BLE001 - e.g. backend: gpu on a machine without one
         chosen, why = "unavailable", str(e)
+    gpu_detail: dict[str, Any] = {}
+    if gpu_ok:
+        try:  # device name, versions, staging pool limit and in-flight figures
+            from .gpu import GpuBackend
+
+            backend = GpuBackend(config)
+            try:
+                gpu_detail = backend.info()
+            finally:
+                backend.close()
+        except Exception as e:  # noqa: BLE001 - a report must not fail
+            gpu_detail = {"error": str(e)}
     return {
         "gpupipe": __version__,
         "python": f"{platform.python_implementation()} {sys.version.split()[0]}",
@@ -57,7 +69,7 @@ def environment_report(config: Config) -> dict[str, Any]:
         "uri_builder": URI_METHOD,
         "backends": {
             "cpu": {"usable": True, "reason": "always available"},
-            "gpu": {"usable": gpu_ok, "reason": gpu_why},
+            "gpu": {"usable": gpu_ok, "reason": gpu_why, **({"detail": gpu_detail} if gpu_detail else {})},
         },
         "selected_backend": {"backend": chosen, "reason": why},
         "config": config.to_dict(),

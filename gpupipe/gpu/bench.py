@@ -1,0 +1,148 @@
+"""GPU stage timings for ``gpupipe bench`` (needs a CUDA device; called by :mod:`gpupipe.bench`).
+
+:func:`gpu_stage_benchmark` times each stage of the GPU path on a batch of encoded frames:
+``upload`` (pinned host → device), ``decode`` (DALI ``mixed``), ``resize`` (DALI resize, as the
+difference between the decode+resize and the decode-only pipelines), ``encode`` (nvImageCodec
+JPEG from the device images), ``base64`` (the batched kernel, over the source bytes as in
+passthrough), ``download`` (device → pinned host, the URIs) and ``host_string`` (the ``str`` s from
+their spans), plus the end-to-end transcode and passthrough throughput of :class:`GpuBackend`.
+Stages on CuPy's stream are timed with CUDA events; DALI and nvImageCodec calls are
+host-synchronous and are timed with the host clock. Every figure is the median of ``repeats``
+runs after one warm-up run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any, Callable
+
+import numpy as np
+
+from ..b64 import batch_layout, pack_batch, uris_from_buffer
+from ..config import Config
+from ..plan import Job, OutputSpec, plan_job
+from ..sources import read_frame
+from .base64_kernel import measure_bandwidth
+
+__all__ = ["gpu_stage_benchmark", "base64_kernel_bandwidth"]
+
+
+def base64_kernel_bandwidth(nbytes: int, repeats: int) -> dict[str, float]:
+    """The base64 kernel's GB/s beside a device-to-device copy's (both counting bytes read + written)."""
+    return measure_bandwidth(int(nbytes), max(1, int(repeats)))
+
+
+def _median(fn: Callable[[], Any], repeats: int) -> float:
+    fn()
+    ts = []
+    for _ in range(max(1, repeats)):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def _event_median(fn: Callable[[], Any], stream: Any, repeats: int) -> float:
+    import cupy as cp
+
+    with stream:
+        fn()
+        stream.synchronize()
+        ts = []
+        for _ in range(max(1, repeats)):
+            s, e = cp.cuda.Event(), cp.cuda.Event()
+            s.record(stream)
+            fn()
+            e.record(stream)
+            e.synchronize()
+            ts.append(cp.cuda.get_elapsed_time(s, e) / 1e3)
+    return float(np.median(ts))
+
+
+def gpu_stage_benchmark(frames: list[bytes], size: tuple[int, int] | None, quality: int, repeats: int) -> dict[str, Any]:
+    """Per-stage median seconds for one batch of ``frames`` on the GPU, and frames/s end to end.
+
+    ``size``: fit-inside output size for the transcode (``None``: keep the size). Returns
+    ``{"frames": n, "stages_s": {...}, "transcode_fps": ..., "passthrough_fps": ...,
+    "stage_fps": {...}}``; stage times are for the whole batch.
+    """
+    import cupy as cp
+
+    from .backend import GpuBackend
+    from .base64_kernel import get_kernel
+    from .dali_decode import build_pipeline
+    from .device import DeviceLayer
+    from .jpeg_encode import JpegEncoder
+    from .staging import PinnedBuffers
+
+    n = len(frames)
+    if n == 0:
+        raise ValueError("gpu_stage_benchmark needs at least one frame")
+    cfg = replace(Config(), batch_size=n)
+    spec = OutputSpec("jpeg", size, quality)
+    parsed = [read_frame(f) for f in frames]
+    jobs: list[Job] = [plan_job(i, fr, spec) for i, fr in enumerate(parsed)]
+    stages: dict[str, float] = {}
+    stream = cp.cuda.Stream(non_blocking=True)
+    pinned = PinnedBuffers(1 << 40)
+
+    # upload / base64 / download / host string, over the source bytes (the passthrough data path)
+    layout = batch_layout([fr.mime for fr in parsed], [len(f) for f in frames])
+    host_in = pack_batch(frames, layout, pinned.get("in", layout.in_size))
+    host_out = pinned.get("out", layout.out_size)
+    d_in = cp.empty(layout.in_size, cp.uint8)
+    d_out = cp.empty(layout.out_size, cp.uint8)
+    d_table = cp.asarray(layout.kernel_table())
+    rt = cp.cuda.runtime
+    stages["upload"] = _event_median(
+        lambda: rt.memcpyAsync(d_in.data.ptr, host_in.ctypes.data, layout.in_size, rt.memcpyHostToDevice, stream.ptr), stream, repeats
+    )
+    kern = get_kernel()
+    stages["base64"] = _event_median(lambda: kern.encode(d_in, layout, d_table=d_table, d_out=d_out, stream=stream), stream, repeats)
+    stages["download"] = _event_median(
+        lambda: rt.memcpyAsync(host_out.ctypes.data, d_out.data.ptr, layout.out_size, rt.memcpyDeviceToHost, stream.ptr), stream, repeats
+    )
+    stages["host_string"] = _median(lambda: uris_from_buffer(host_out, layout), repeats)
+
+    # decode / resize / encode with DALI and nvImageCodec
+    plain = build_pipeline(n, 8, 0, resize=False)
+    sized = build_pipeline(n, 8, 0, resize=True)
+    arrays = [np.frombuffer(f, np.uint8) for f in frames]
+
+    def run_plain() -> Any:
+        plain.feed_input("enc", arrays)
+        return plain.run()[0]
+
+    def run_sized() -> Any:
+        sized.feed_input("enc", arrays)
+        sized.feed_input("rx", [np.float32(j.out_size[0]) for j in jobs])
+        sized.feed_input("ry", [np.float32(j.out_size[1]) for j in jobs])
+        return sized.run()[0]
+
+    stages["decode"] = _median(run_plain, repeats)
+    stages["resize"] = max(0.0, _median(run_sized, repeats) - stages["decode"])
+    enc = JpegEncoder(0)
+    out = run_sized() if size is not None else run_plain()
+    images = [out[i] for i in range(n)]
+    stages["encode"] = _median(lambda: enc.encode(images, quality), repeats)
+    del images, out, plain, sized
+
+    backend = GpuBackend(cfg, ops=DeviceLayer(cfg, device_id=0))
+    try:
+        t_trans = _median(lambda: backend.run(jobs), repeats)
+        pjobs = [plan_job(i, fr, OutputSpec("passthrough")) for i, fr in enumerate(parsed)]
+        t_pass = _median(lambda: backend.run(pjobs), repeats)
+        info = backend.info()
+    finally:
+        backend.close()
+    return {
+        "frames": n,
+        "size": list(size) if size else None,
+        "quality": quality,
+        "stages_s": stages,
+        "stage_fps": {k: (n / v if v > 0 else None) for k, v in stages.items()},
+        "transcode_fps": n / t_trans,
+        "passthrough_fps": n / t_pass,
+        "device": info.get("device"),
+    }

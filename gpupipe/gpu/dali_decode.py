@@ -1,0 +1,207 @@
+"""Decode (and resize) frames with an NVIDIA DALI pipeline, isolating bad frames.
+
+The pipeline: ``fn.external_source`` (encoded bytes) → ``fn.decoders.image`` (RGB, EXIF
+orientation applied) → optionally ``fn.resize`` to each frame's own output size (Lanczos-3 with
+antialiasing, the closest DALI filter to Pillow's ``LANCZOS``). With a ``device_id`` the decoder
+is ``mixed`` (JPEG on nvJPEG and the hardware decoder where the GPU has one; PNG decoded by DALI's
+CPU threads and handed over) and the outputs stay on the device; with ``device_id=None`` the very
+same definition runs on the ``cpu`` backend, which is how CI tests it.
+
+DALI fails a whole batch when one sample is bad, and after an error the pipeline object is no
+longer valid. So on a batch error the pipeline is rebuilt and the batch's frames are run one at a
+time: only the bad frame gets a :class:`~gpupipe.errors.FrameDecodeError`. Out-of-memory errors are
+not decode errors: they propagate as :class:`DeviceOutOfMemory` so that the staging layer can
+shrink the batch.
+
+DALI may reuse a pipeline's output buffers on its next ``run()``, so :meth:`DaliDecoder.decode`
+hands each run's outputs to a ``consume`` callback (e.g. the JPEG encoder) before it runs again;
+nothing holds on to DALI's buffers afterwards. Pipelines are built for the largest batch and fed
+smaller ones as needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Sequence, TypeVar
+
+import numpy as np
+
+from ..errors import FrameDecodeError, FrameError
+from ..plan import Job
+from ..sources import check_complete
+
+__all__ = ["DaliDecoder", "DeviceOutOfMemory", "is_oom_error", "build_pipeline"]
+
+log = logging.getLogger("gpupipe.gpu.dali")
+
+R = TypeVar("R")
+
+_OOM_MARKERS = ("out of memory", "cudaerrormemoryallocation", "cuda_error_out_of_memory", "std::bad_alloc", "outofmemory")
+
+
+class DeviceOutOfMemory(RuntimeError):
+    """Device (or pinned host) memory ran out while processing a batch; the batch may be retried smaller."""
+
+
+def is_oom_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is an out-of-memory error from CuPy, DALI or nvImageCodec (by type or message)."""
+    if isinstance(exc, (DeviceOutOfMemory, MemoryError)):
+        return True
+    name = type(exc).__name__.lower()
+    if "outofmemory" in name:
+        return True
+    msg = str(exc).lower()
+    return any(m in msg for m in _OOM_MARKERS)
+
+
+def build_pipeline(max_batch: int, num_threads: int, device_id: int | None, resize: bool) -> Any:
+    """Build the DALI pipeline: inputs ``enc`` (uint8 bytes) and, when ``resize``, ``rx``/``ry`` (float32 sizes).
+
+    ``device_id=None`` runs every operator on the CPU; otherwise decoding is ``mixed`` and the
+    resize runs on the GPU.
+    """
+    from nvidia.dali import fn, pipeline_def, types
+
+    decoder_device = "cpu" if device_id is None else "mixed"
+
+    @pipeline_def(
+        batch_size=max_batch,
+        num_threads=num_threads,
+        device_id=device_id,
+        prefetch_queue_depth=1,
+    )
+    def frames_pipeline():  # type: ignore[no-untyped-def]
+        enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1, no_copy=False)
+        kwargs: dict[str, Any] = {"output_type": types.RGB, "adjust_orientation": True}
+        if decoder_device == "mixed":
+            # Same chroma upsampling as libjpeg-turbo (the CPU decoder, and Pillow).
+            kwargs["jpeg_fancy_upsampling"] = True
+        img = fn.decoders.image(enc, device=decoder_device, **kwargs)
+        if not resize:
+            return img
+        rx = fn.external_source(name="rx", dtype=types.FLOAT, ndim=0)
+        ry = fn.external_source(name="ry", dtype=types.FLOAT, ndim=0)
+        return fn.resize(
+            img,
+            resize_x=rx,
+            resize_y=ry,
+            mode="stretch",
+            interp_type=types.INTERP_LANCZOS3,
+            antialias=True,
+        )
+
+    pipe = frames_pipeline()
+    pipe.build()
+    return pipe
+
+
+class DaliDecoder:
+    """Decodes batches of transcode :class:`~gpupipe.plan.Job` s with DALI.
+
+    ``device_id``: the CUDA device, or ``None`` for the CPU backend. ``max_batch``: the
+    pipelines' batch size (larger job lists are run in slices). Two pipelines are built lazily:
+    one for jobs that keep their size and one that also resizes.
+    """
+
+    def __init__(self, device_id: int | None, max_batch: int = 8, num_threads: int = 4) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be positive, got {max_batch}")
+        self.device_id = device_id
+        self.max_batch = max_batch
+        self.num_threads = max(1, num_threads)
+        self._pipes: dict[bool, Any] = {}
+        self._lock = threading.Lock()
+        self.rebuilds = 0
+
+    # ------------------------------------------------------------------ pipelines
+
+    def _pipe(self, resize: bool) -> Any:
+        p = self._pipes.get(resize)
+        if p is None:
+            p = self._pipes[resize] = build_pipeline(self.max_batch, self.num_threads, self.device_id, resize)
+        return p
+
+    def _invalidate(self, resize: bool) -> None:
+        """Drop a pipeline after an error (DALI marks it invalid); the next use rebuilds it."""
+        p = self._pipes.pop(resize, None)
+        self.rebuilds += 1
+        del p
+
+    def _run(self, jobs: Sequence[Job], resize: bool) -> list[Any]:
+        pipe = self._pipe(resize)
+        pipe.feed_input("enc", [np.frombuffer(j.frame.data, np.uint8) for j in jobs])
+        if resize:
+            pipe.feed_input("rx", [np.float32(j.out_size[0]) for j in jobs])
+            pipe.feed_input("ry", [np.float32(j.out_size[1]) for j in jobs])
+        (out,) = pipe.run()  # host-synchronous: the outputs are complete when it returns
+        return [out[i] for i in range(len(jobs))]
+
+    # ------------------------------------------------------------------ public
+
+    def decode(
+        self,
+        jobs: Sequence[Job],
+        consume: Callable[[list[Job], list[Any]], list[R]],
+    ) -> list[R | FrameError]:
+        """Decode ``jobs`` (resized to ``job.out_size`` where needed) and pass the images to ``consume``.
+
+        ``consume(jobs, images)`` receives DALI tensors (HWC ``uint8`` RGB, on the device when
+        ``device_id`` is set; ``np.asarray`` works on CPU ones) and must finish with them before it
+        returns: they are only valid until the pipeline's next run. Returns one result per job, in
+        order: what ``consume`` returned for it, or the job's :class:`FrameDecodeError`. Raises
+        :class:`DeviceOutOfMemory` when DALI ran out of memory.
+        """
+        results: list[Any] = [None] * len(jobs)
+        todo: dict[bool, list[int]] = {False: [], True: []}
+        for i, job in enumerate(jobs):
+            if job.passthrough:
+                raise ValueError(f"{job.frame.label}: passthrough jobs are not decoded")
+            if job.frame.kind == "jpeg":
+                # A JPEG without its end-of-image marker fails in Pillow on the CPU path; nvJPEG may
+                # not notice. (A PNG missing only IEND decodes in both, so PNGs are left to DALI.)
+                try:
+                    check_complete(job.frame)
+                except FrameError as e:
+                    results[i] = e
+                    continue
+            todo[job.needs_resize].append(i)
+        with self._lock:
+            for resize, idx in todo.items():
+                for s in range(0, len(idx), self.max_batch):
+                    part = idx[s : s + self.max_batch]
+                    for i, r in zip(part, self._decode_part([jobs[i] for i in part], resize, consume)):
+                        results[i] = r
+        return results
+
+    def _decode_part(self, jobs: list[Job], resize: bool, consume: Callable[[list[Job], list[Any]], list[R]]) -> list[Any]:
+        try:
+            images = self._run(jobs, resize)
+        except Exception as e:  # noqa: BLE001 - DALI raises RuntimeError/IndexError for bad data
+            self._invalidate(resize)
+            if is_oom_error(e):
+                raise DeviceOutOfMemory(f"DALI ran out of memory decoding {len(jobs)} frame(s): {e}") from e
+            if len(jobs) == 1:
+                return [_decode_error(jobs[0], e)]
+            log.debug("DALI batch of %d failed (%s); isolating the bad frame(s)", len(jobs), _first_line(e))
+            out: list[Any] = []
+            for job in jobs:
+                out.extend(self._decode_part([job], resize, consume))
+            return out
+        return list(consume(jobs, images))
+
+    def close(self) -> None:
+        """Release the pipelines."""
+        with self._lock:
+            self._pipes.clear()
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    # DALI's message repeats "Critical error in pipeline" and a traceback; keep the informative tail.
+    useful = [ln for ln in lines if not ln.startswith(("Critical error", "Error in", "which was used", "File ", "img =", "encountered", "Current pipeline"))]
+    return (useful[-1] if useful else (lines[0] if lines else type(e).__name__))[:200]
+
+
+def _decode_error(job: Job, e: BaseException) -> FrameDecodeError:
+    return FrameDecodeError(job.frame.label, f"cannot decode {job.frame.kind.upper()} (DALI): {_first_line(e)}")
