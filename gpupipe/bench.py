@@ -208,8 +208,8 @@ def run_bench(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = config or load_config()
-    repeats = repeats or (1 if quick else 5)
-    count = 2 if quick else 8
+    repeats = repeats or (1 if quick else 3)
+    count = 2 if quick else 6
     work = Path(tempfile.gettempdir()) / "gpupipe-bench"
     t_start = time.perf_counter()
     clips, frames_note = _frames(work, use_ffmpeg, count, list(RESOLUTIONS))

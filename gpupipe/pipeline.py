@@ -42,7 +42,7 @@ class FramePipeline:
     cache is not touched; ``None`` falls through to the cache. Output settings (``output``,
     ``size``, ``quality``) default to the encoder's config and are part of every cache key.
     ``tune_allocator`` fixes glibc's mmap threshold so that evicted URIs return their memory
-    to the OS (see :mod:`gpupipe.memory`; without it a 4K soak's RSS overshot the budget by 50%).
+    to the OS (see :mod:`gpupipe.memory`: without it a 4K soak's peak RSS overshot budget × 1.15 + base).
     """
 
     def __init__(
