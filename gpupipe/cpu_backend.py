@@ -14,7 +14,6 @@ from struct import error as struct_error
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
@@ -23,7 +22,7 @@ from .errors import FrameDecodeError, FrameError
 from .plan import Job
 from .uri import build_uri
 
-__all__ = ["CpuBackend", "decode_frame", "resize_image", "encode_image", "pillow_flavour", "StageTimes"]
+__all__ = ["CpuBackend", "run_job", "run_job_guarded", "decode_frame", "resize_image", "encode_image", "pillow_flavour", "StageTimes"]
 
 # Pillow must refuse truncated images rather than pad them with grey (this is its default).
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -164,8 +163,8 @@ class CpuBackend:
         if not jobs:
             return []
         if len(jobs) == 1 or self.workers == 1:
-            return [_guarded(run_job, j) for j in jobs]
-        return list(self._executor().map(lambda j: _guarded(run_job, j), jobs))
+            return [run_job_guarded(j) for j in jobs]
+        return list(self._executor().map(run_job_guarded, jobs))
 
     def close(self) -> None:
         """Shut the thread pool down."""
@@ -174,9 +173,10 @@ class CpuBackend:
             self._pool = None
 
 
-def _guarded(fn: Callable[[Job], str], job: Job) -> str | FrameError:
+def run_job_guarded(job: Job) -> str | FrameError:
+    """:func:`run_job`, with the frame's :class:`FrameError` returned instead of raised (also for MemoryError)."""
     try:
-        return fn(job)
+        return run_job(job)
     except FrameError as e:
         return e
     except MemoryError:

@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, Sequence
 
 from ..config import Config
-from ..errors import FrameDecodeError, FrameError
+from ..errors import FrameError
 from ..plan import Job
 from ..uri import b64_len
 from .staging import StagedRunner, StagingBudget
@@ -103,10 +103,10 @@ class GpuBackend:
         gpu_idx = [i for i, j in enumerate(jobs) if not j.passthrough and not routes_to_cpu(j)]
         futures: list[tuple[int, Future]] = []
         if cpu_idx:
-            from ..cpu_backend import run_job
+            from ..cpu_backend import run_job_guarded
 
             ex = self._executor()
-            futures = [(i, ex.submit(_guarded_cpu, run_job, jobs[i])) for i in cpu_idx]
+            futures = [(i, ex.submit(run_job_guarded, jobs[i])) for i in cpu_idx]
         with self._device_lock:
             if pass_idx:
                 out = self._runner.run(
@@ -163,12 +163,3 @@ class GpuBackend:
                 self._pool.shutdown(wait=True)
                 self._pool = None
         self.ops.close()
-
-
-def _guarded_cpu(fn: Any, job: Job) -> str | FrameError:
-    try:
-        return fn(job)
-    except FrameError as e:
-        return e
-    except MemoryError:
-        return FrameDecodeError(job.frame.label, "out of memory while decoding")

@@ -25,7 +25,7 @@ import cupy as cp
 
 from ..b64 import BatchLayout
 
-__all__ = ["KERNEL_SOURCE", "Base64Kernel", "get_kernel", "encode_device", "measure_bandwidth"]
+__all__ = ["KERNEL_SOURCE", "Base64Kernel", "get_kernel", "encode_device"]
 
 KERNEL_SOURCE = r"""
 #define CHUNK_IN 48
@@ -199,59 +199,3 @@ def encode_device(datas: list[bytes], mimes: list[str]) -> tuple[np.ndarray, Bat
     d_out = cp.zeros(max(layout.out_size, 16), cp.uint8)
     get_kernel().encode(d_in, layout, d_out=d_out)
     return cp.asnumpy(d_out[: layout.out_size]), layout
-
-
-def measure_bandwidth(nbytes: int = 256 << 20, repeats: int = 20, frames: int = 16) -> dict[str, float]:
-    """The kernel's throughput beside a device-to-device copy of the same bytes, with CUDA events.
-
-    ``nbytes`` of random input split into ``frames`` frames. Bandwidth counts bytes read plus
-    bytes written for both (kernel: ``n + 4n/3`` plus prefixes; copy: ``2n``). Medians of
-    ``repeats`` timed runs after a warm-up. Returns GB/s figures and their ratio.
-    """
-    from ..b64 import batch_layout
-
-    per = max(1, nbytes // frames)
-    lengths = [per] * frames
-    layout = batch_layout(["image/png"] * frames, lengths)
-    d_in = cp.asarray(np.random.default_rng(0).integers(0, 256, layout.in_size, dtype=np.uint8))
-    d_out = cp.empty(layout.out_size, cp.uint8)
-    d_table = cp.asarray(layout.kernel_table())
-    kern = get_kernel()
-    src = cp.empty(per * frames, cp.uint8)
-    dst = cp.empty_like(src)
-    stream = cp.cuda.Stream(non_blocking=True)
-
-    def timed(fn) -> float:
-        with stream:
-            fn()  # warm-up
-            stream.synchronize()
-            times = []
-            for _ in range(max(1, repeats)):
-                s, e = cp.cuda.Event(), cp.cuda.Event()
-                s.record(stream)
-                fn()
-                e.record(stream)
-                e.synchronize()
-                times.append(cp.cuda.get_elapsed_time(s, e) / 1e3)
-        return float(np.median(times))
-
-    t_kernel = timed(lambda: kern.encode(d_in, layout, d_table=d_table, d_out=d_out, stream=stream))
-    def copy() -> None:
-        dst[...] = src
-
-    t_copy = timed(copy)
-    kernel_bytes = int(layout.lengths.sum()) + int(layout.out_lengths.sum())
-    copy_bytes = 2 * src.nbytes
-    k_gbps = kernel_bytes / t_kernel / 1e9
-    c_gbps = copy_bytes / t_copy / 1e9
-    return {
-        "nbytes": float(per * frames),
-        "frames": float(frames),
-        "kernel_s": t_kernel,
-        "copy_s": t_copy,
-        "kernel_gbps": k_gbps,
-        "copy_gbps": c_gbps,
-        "ratio": k_gbps / c_gbps,
-        "kernel_input_gbps": int(layout.lengths.sum()) / t_kernel / 1e9,
-    }
-

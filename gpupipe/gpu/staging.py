@@ -30,7 +30,6 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import FrameDecodeError, FrameError
 from ..plan import Job
 
 __all__ = [
@@ -170,17 +169,12 @@ def plan_batches(
 
 def cpu_fallback(job: Job, why: str) -> Result:
     """Encode ``job`` on the CPU path with a :class:`GpuFallbackWarning` naming the frame and why."""
-    from ..cpu_backend import run_job
+    from ..cpu_backend import run_job_guarded
 
     msg = f"{job.frame.label}: encoded on the CPU path instead of the GPU ({why})"
     log.warning(msg)
     warnings.warn(msg, GpuFallbackWarning, stacklevel=3)
-    try:
-        return run_job(job)
-    except FrameError as e:
-        return e
-    except MemoryError:
-        return FrameDecodeError(job.frame.label, "out of memory while decoding (CPU fallback)")
+    return run_job_guarded(job)
 
 
 class StagedRunner:
