@@ -138,7 +138,7 @@ def uri_assembly_bench(data: bytes, repeats: int) -> dict[str, float]:
         "memcpy into reused buffer": lambda: np.copyto(dst, src),
         "copy into fresh bytes": lambda: src.tobytes(),
     }
-    res = {"uri_bytes": out_len}
+    res: dict[str, float] = {"uri_bytes": out_len}
     for name, fn in builders.items():
         med, _ = median_time(fn, repeats, warmup=2)
         res[name] = out_len / med / 1e9

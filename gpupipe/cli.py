@@ -198,8 +198,8 @@ def demo(
         task = prog.add_task("playing", total=total, rate="")
         for (name, paths) in clips:
             trace = render_trace(len(paths), requests, seed=len(name))
-            for label, kw in (("passthrough", {}), ("720p jpeg", {"size": (1280, 720)})):
-                pipe = FramePipeline(encoder, cache, **kw)
+            for label, size in (("passthrough", None), ("720p jpeg", (1280, 720))):
+                pipe = FramePipeline(encoder, cache, size=size)
                 before = cache.stats()
                 r = play(pipe, paths, trace, on_request=lambda: prog.advance(task))
                 after = cache.stats()

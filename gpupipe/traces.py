@@ -29,7 +29,7 @@ import math
 import os
 import random
 from dataclasses import dataclass
-from typing import Any, Hashable, Iterable, Iterator, Sequence
+from typing import Any, Hashable, Iterable, Iterator, Mapping, Sequence
 
 from .cache import FrameCache
 from .uri import b64_len
@@ -383,7 +383,7 @@ def belady_opt(trace: Iterable[Request], max_entries: int, max_bytes: int) -> Re
 
 
 def hit_ratio_table(
-    traces: dict[str, Sequence[Request]] | None = None,
+    traces: Mapping[str, Sequence[Request]] | None = None,
     max_entries: int = 256,
     max_bytes: int = 1500 * MiB,
     budgets: Sequence[tuple[int, int]] | None = None,
