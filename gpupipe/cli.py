@@ -144,6 +144,7 @@ def info(
     for k, v in rep["versions"].items():
         t.add_row(k, v or "[dim]not installed[/dim]")
     t.add_row("URI builder", rep["uri_builder"])
+    t.add_row("allocator", rep["allocator"])
     con.print(t)
     b = Table(title="backends")
     b.add_column("backend")
@@ -154,6 +155,12 @@ def info(
     sel = rep["selected_backend"]
     b.add_row(f"[bold]selected: {sel['backend']}[/bold]", "", sel["reason"])
     con.print(b)
+    detail = rep["backends"]["gpu"].get("detail")
+    if detail:
+        g = Table(title="GPU device and staging", show_header=False)
+        for k, v in detail.items():
+            g.add_row(str(k), json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+        con.print(g)
     import yaml
 
     con.print("[bold]resolved config[/bold] (sizes in bytes)")

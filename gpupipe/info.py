@@ -34,6 +34,7 @@ def environment_report(config: Config) -> dict[str, Any]:
     from .cpu_backend import pillow_flavour
     from .encoder import select_backend
     from .gpu import gpu_available
+    from .memory import allocator_tuning
     from .uri import URI_METHOD, base64_impl
 
     gpu_ok, gpu_why = gpu_available(config.gpu or 0)
@@ -67,6 +68,7 @@ def environment_report(config: Config) -> dict[str, Any]:
             "nvimgcodec": _first_version("nvidia-nvimgcodec-cu13", "nvidia-nvimgcodec-cu12"),
         },
         "uri_builder": URI_METHOD,
+        "allocator": allocator_tuning() + " (FramePipeline fixes the mmap threshold unless GPUPIPE_MALLOC_TUNE=0)",
         "backends": {
             "cpu": {"usable": True, "reason": "always available"},
             "gpu": {"usable": gpu_ok, "reason": gpu_why, **({"detail": gpu_detail} if gpu_detail else {})},
