@@ -48,6 +48,12 @@ def _load(config: Optional[Path], gpu: Optional[int], backend: Optional[str]):
     return cfg
 
 
+def _wide_console() -> Console:
+    """stdout, at least 110 columns wide when it is not a terminal (pipes, logs, CI)."""
+    con = Console()
+    return con if con.is_terminal else Console(width=max(con.width, 110))
+
+
 def _progress(total: int) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
@@ -137,10 +143,10 @@ def info(
     if as_json:
         typer.echo(json.dumps(rep, indent=2))
         return
-    con = Console()
+    con = _wide_console()
     t = Table(title=f"gpupipe {rep['gpupipe']}", show_header=False)
     t.add_row("python", rep["python"])
-    t.add_row("platform", rep["platform"])
+    t.add_row("platform", escape(rep["platform"]))
     for k, v in rep["versions"].items():
         t.add_row(k, v or "[dim]not installed[/dim]")
     t.add_row("URI builder", rep["uri_builder"])
@@ -151,20 +157,20 @@ def info(
     b.add_column("usable")
     b.add_column("why")
     for name, d in rep["backends"].items():
-        b.add_row(name, "yes" if d["usable"] else "[red]no[/red]", d["reason"])
+        b.add_row(name, "yes" if d["usable"] else "[red]no[/red]", escape(d["reason"]))
     sel = rep["selected_backend"]
-    b.add_row(f"[bold]selected: {sel['backend']}[/bold]", "", sel["reason"])
+    b.add_row(f"[bold]selected: {sel['backend']}[/bold]", "", escape(sel["reason"]))
     con.print(b)
     detail = rep["backends"]["gpu"].get("detail")
     if detail:
         g = Table(title="GPU device and staging", show_header=False)
         for k, v in detail.items():
-            g.add_row(str(k), json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+            g.add_row(escape(str(k)), escape(json.dumps(v) if isinstance(v, (dict, list)) else str(v)))
         con.print(g)
     import yaml
 
     con.print("[bold]resolved config[/bold] (sizes in bytes)")
-    con.print(yaml.safe_dump(rep["config"], sort_keys=False).rstrip())
+    con.print(escape(yaml.safe_dump(rep["config"], sort_keys=False).rstrip()))
 
 
 @app.command()
@@ -195,8 +201,8 @@ def demo(
         err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
     cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes)
-    con = Console()
-    con.print(f"backend: [bold]{encoder.backend}[/bold] ({encoder.backend_reason}); cache budget {cache_mb} MiB, {cfg.cache.max_entries} entries")
+    con = _wide_console()
+    con.print(f"backend: [bold]{encoder.backend}[/bold] ({escape(encoder.backend_reason)}); cache budget {cache_mb} MiB, {cfg.cache.max_entries} entries")
     t = Table(title="render playback (sequential with seek-backs)")
     for col in ("clip", "output", "requests", "failed", "frames/s", "MB served", "hit ratio"):
         t.add_column(col, justify="right" if col not in ("clip", "output") else "left")
@@ -246,7 +252,7 @@ def bench(
     """Throughput and per-stage benchmark of the CPU (and GPU) path; writes results/ with charts."""
     from .bench import run_bench
 
-    run_bench(backend=backend, quick=quick, out=out, repeats=repeats or None, use_ffmpeg=ffmpeg, soak=soak, console=Console())
+    run_bench(backend=backend, quick=quick, out=out, repeats=repeats or None, use_ffmpeg=ffmpeg, soak=soak, console=_wide_console())
 
 
 def main() -> None:  # pragma: no cover - console script entry
