@@ -84,11 +84,18 @@ class FrameEncoder:
 
     # ------------------------------------------------------------------ encoding
 
-    def _read(self, source: Source) -> Frame | FrameError:
+    def read(self, source: Source) -> Frame | FrameError:
+        """Read and probe one source under this encoder's ``max_pixels``; its :class:`FrameError` is returned, not raised."""
         try:
             return read_frame(source, self.config.max_pixels)
         except FrameError as e:
             return e
+
+    def read_many(self, sources: Sequence[Source]) -> list[Frame | FrameError]:
+        """:meth:`read` for several sources, in parallel on the encoder's I/O threads, in order."""
+        if len(sources) <= 1:
+            return [self.read(s) for s in sources]
+        return list(self._io.map(self.read, sources))
 
     def encode_jobs(self, frames: Sequence[Frame | FrameError], spec: OutputSpec) -> list[Any]:
         """Plan and run already-read frames; one URI (or device URI) or FrameError each."""
@@ -123,8 +130,7 @@ class FrameEncoder:
         out: list[str | FrameError] = []
         for start in range(0, len(sources), chunk):
             part = sources[start : start + chunk]
-            frames = list(self._io.map(self._read, part)) if len(part) > 1 else [self._read(part[0])]
-            out.extend(_materialize(r) for r in self.encode_jobs(frames, spec))
+            out.extend(materialize(r) for r in self.encode_jobs(self.read_many(part), spec))
         return out
 
     def encode(
@@ -167,7 +173,8 @@ class FrameEncoder:
         self.close()
 
 
-def _materialize(value: Any) -> Any:
+def materialize(value: Any) -> Any:
+    """A backend result as the caller sees it: a URI ``str`` (device-resident values are copied out) or a FrameError."""
     if isinstance(value, (str, FrameError)):
         return value
     return value.materialize()

@@ -11,7 +11,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 from .cache import CacheStats, FrameCache
 from .config import Config, load_config
-from .encoder import FrameEncoder
+from .encoder import FrameEncoder, materialize
 from .errors import FrameError
 from .memory import release_large_allocations
 from .plan import OutputSpec
@@ -20,10 +20,6 @@ from .sources import Source, source_key
 __all__ = ["FramePipeline", "open_pipeline"]
 
 Resolver = Callable[[Source], "str | None"]
-
-
-def _materialize(value: Any) -> str:
-    return value if isinstance(value, str) else value.materialize()
 
 
 def _source_size(source: Source) -> int:
@@ -70,7 +66,7 @@ class FramePipeline:
     def _load(self, source: Source) -> Callable[[], Any]:
         def load() -> Any:
             with self.cache.reserve(self.encoder.inflight_estimate(_source_size(source))):
-                frames = [self.encoder._read(source)]
+                frames = [self.encoder.read(source)]
                 (result,) = self.encoder.encode_jobs(frames, self.spec)
             if isinstance(result, FrameError):
                 raise result
@@ -84,7 +80,7 @@ class FramePipeline:
             hit = self.resolver(source)
             if hit is not None:
                 return hit
-        return _materialize(self.cache.get_or_load(self.key(source), self._load(source)))
+        return materialize(self.cache.get_or_load(self.key(source), self._load(source)))
 
     def get_many(self, sources: Sequence[Source]) -> list[str | FrameError]:
         """URIs for several sources, encoding the misses together as one batch (GPU-friendly).
@@ -100,7 +96,7 @@ class FramePipeline:
             k = self.key(src)
             v = self.cache.get(k)
             if v is not None:
-                results[i] = _materialize(v)
+                results[i] = materialize(v)
             else:
                 missing.setdefault(k, []).append(i)
         if missing:
@@ -108,12 +104,11 @@ class FramePipeline:
             todo = [sources[missing[k][0]] for k in keys]
             budget = sum(self.encoder.inflight_estimate(_source_size(s)) for s in todo)
             with self.cache.reserve(budget):
-                frames = [self.encoder._read(s) for s in todo]
-                outs = self.encoder.encode_jobs(frames, self.spec)
+                outs = self.encoder.encode_jobs(self.encoder.read_many(todo), self.spec)
             for k, out in zip(keys, outs):
                 if not isinstance(out, FrameError):
                     self.cache.put(k, out)
-                    out = _materialize(out)
+                    out = materialize(out)
                 for i in missing[k]:
                     results[i] = out
         return results
