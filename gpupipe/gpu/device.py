@@ -178,6 +178,12 @@ class DeviceLayer:
     def _encode_images(self, jobs: list[Job], images: list[Any]) -> list[Any]:
         """``consume`` for the decoder: JPEG-encode DALI's images (before its next run) and build URIs."""
         out: list[Any] = [None] * len(jobs)
+        if self.device_id is not None:
+            # DALI writes its outputs on its own stream and nvImageCodec's as_image() defaults to
+            # stream 0: finish DALI's work before the encoder reads the images. (Whether DALI's
+            # run() already guarantees this has not been checked on a GPU; the sync is cheap here,
+            # as this path is synchronous anyway.)
+            self._cp.cuda.runtime.deviceSynchronize()
         by_q: dict[int, list[int]] = {}
         for i, j in enumerate(jobs):
             by_q.setdefault(j.quality, []).append(i)
