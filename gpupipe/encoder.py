@@ -31,6 +31,8 @@ def select_backend(requested: str, config: Config) -> tuple[str, str]:
     ``gpu`` raises :class:`BackendUnavailable` saying why the GPU path cannot run.
     """
     requested = requested.lower()
+    if requested not in ("auto", "gpu", "cpu"):
+        raise ValueError(f"backend must be auto, gpu or cpu; got {requested!r}")
     if requested == "cpu":
         return "cpu", "requested"
     from .gpu import gpu_available
@@ -40,8 +42,6 @@ def select_backend(requested: str, config: Config) -> tuple[str, str]:
         return "gpu", why
     if requested == "gpu":
         raise BackendUnavailable(f"GPU backend unavailable: {why}")
-    if requested != "auto":
-        raise ValueError(f"backend must be auto, gpu or cpu; got {requested!r}")
     return "cpu", f"no usable GPU ({why})"
 
 
@@ -61,7 +61,14 @@ class FrameEncoder:
         if self.backend == "gpu":
             from .gpu import GpuBackend
 
-            self._impl = GpuBackend(self.config)
+            try:
+                self._impl = GpuBackend(self.config)
+            except Exception as e:  # noqa: BLE001 - CUDA/DALI start-up failures have many types
+                if requested == "gpu":
+                    raise BackendUnavailable(f"GPU backend failed to start: {e}") from e
+                log.warning("GPU backend failed to start (%s); using the CPU path", e)
+                self.backend, self.backend_reason = "cpu", f"GPU backend failed to start: {e}"
+                self._impl = CpuBackend(self.config.workers)
         else:
             self._impl = CpuBackend(self.config.workers)
         self._io = ThreadPoolExecutor(min(8, (os.cpu_count() or 1) * 2), thread_name_prefix="gpupipe-read")

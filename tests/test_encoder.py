@@ -201,3 +201,26 @@ def test_gpu_backend_unavailable_is_typed():
 
 def test_errors_are_frame_errors():
     assert issubclass(FrameTooLarge, FrameError) and issubclass(FrameNotFound, FrameError)
+
+
+def test_unknown_backend_name_is_refused():
+    with pytest.raises(ValueError, match="auto, gpu or cpu"):
+        FrameEncoder(backend="tpu")
+
+
+def test_auto_falls_back_to_cpu_when_the_gpu_backend_fails_to_start(monkeypatch, png_bytes):
+    import gpupipe.encoder as encoder_mod
+    import gpupipe.gpu as gpu_pkg
+
+    monkeypatch.setattr(encoder_mod, "select_backend", lambda requested, config: ("gpu", "pretend"))
+
+    class Broken:
+        def __init__(self, config):
+            raise RuntimeError("cudaErrorLaunchFailure")
+
+    monkeypatch.setattr(gpu_pkg, "GpuBackend", Broken, raising=False)
+    with FrameEncoder(backend="auto") as e:
+        assert e.backend == "cpu" and "failed to start" in e.backend_reason
+        assert e.encode(png_bytes).startswith("data:image/png;base64,")
+    with pytest.raises(BackendUnavailable, match="failed to start"):
+        FrameEncoder(backend="gpu")
