@@ -211,7 +211,7 @@ def demo(
         task = prog.add_task("playing", total=total, rate="")
         for (name, paths) in clips:
             trace = render_trace(len(paths), requests, seed=len(name))
-            for label, size in (("passthrough", None), ("720p jpeg", (1280, 720))):
+            for label, size in (("passthrough", None), ("fit 720p (auto)", (1280, 720))):
                 pipe = FramePipeline(encoder, cache, size=size)
                 before = cache.stats()
                 r = play(pipe, paths, trace, on_request=lambda: prog.advance(task))
@@ -232,7 +232,7 @@ def _demo_clips(samples_dir: Optional[Path], frames: int, real: bool) -> list[tu
         base = samples_dir or Path(__import__("tempfile").gettempdir()) / "gpupipe-ffmpeg"
         clips = []
         for label, (w, h) in (("1080p", (1920, 1080)), ("4k", (3840, 2160))):
-            for kind in ("png", "jpeg"):
+            for kind in ("png", "jpeg", "png-alpha"):
                 clips.append((f"{label} {kind} (ffmpeg)", extract_frames(base, w, h, frames, kind=kind, grain=12)))
         return clips
     from .samples import write_samples

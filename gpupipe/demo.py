@@ -2,7 +2,7 @@
 
 A renderer asks for frames mostly in order, sometimes seeking back a few frames (a
 transition, a re-render of a segment). The demo plays such a request sequence over each
-sample clip, once passing frames through and once scaled to 720p, and reports throughput
+sample clip, once passing frames through and once scaled to fit 720p (JPEG, or PNG for frames with alpha), and reports throughput
 and what the cache did.
 """
 
