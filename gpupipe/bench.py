@@ -146,25 +146,20 @@ def uri_assembly_bench(data: bytes, repeats: int) -> dict[str, float]:
 
 
 def _frames(root: Path, use_ffmpeg: bool, count: int, resolutions: Sequence[str]) -> tuple[dict[tuple[str, str], list[Path]], str]:
+    """Frames per (resolution, kind): ffmpeg's (with grain) where ffmpeg is and wanted, else synthetic."""
+    from .ffmpeg_frames import frames_or_synthetic
+
     clips: dict[tuple[str, str], list[Path]] = {}
-    if use_ffmpeg:
-        try:
-            from .ffmpeg_frames import extract_frames, ffmpeg_version
-
-            for res in resolutions:
-                w, h = RESOLUTIONS[res]
-                for kind in ("png", "jpeg", "png-alpha"):
-                    clips[(res, kind)] = list(extract_frames(root / "ffmpeg", w, h, count, kind=kind, grain=FFMPEG_GRAIN))
-            return clips, f"ffmpeg testsrc2 frames with grain {FFMPEG_GRAIN} ({ffmpeg_version()})"
-        except Exception as e:  # noqa: BLE001 - no ffmpeg: synthetic frames instead
-            note = f"synthetic frames (ffmpeg unavailable: {e})"
-    else:
-        note = "synthetic frames"
-    from .samples import write_samples
-
-    for (res, kind), paths in write_samples(root / "synthetic", sizes=tuple(resolutions), count=count).items():
-        clips[(res, kind)] = paths
-    return clips, note
+    origin = ""
+    for res in resolutions:
+        w, h = RESOLUTIONS[res]
+        for kind in ("png", "jpeg", "png-alpha"):
+            clips[(res, kind)], origin = frames_or_synthetic(
+                root / "frames", w, h, count, kind, grain=FFMPEG_GRAIN, prefer_ffmpeg=use_ffmpeg
+            )
+    if origin.startswith("synthetic"):
+        return clips, "synthetic frames (gpupipe.samples)"
+    return clips, f"ffmpeg testsrc2 frames with grain {FFMPEG_GRAIN} ({origin})"
 
 
 def _machine() -> dict[str, Any]:

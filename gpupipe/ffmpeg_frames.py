@@ -239,14 +239,19 @@ def frames_or_synthetic(
     kind: FrameKind = "png",
     source: VideoSource = "testsrc2",
     fps: int = 24,
+    *,
+    grain: int = 0,
+    prefer_ffmpeg: bool = True,
 ) -> tuple[list[Path], str]:
     """``(paths, origin)``: ffmpeg frames from :func:`extract_frames`, or synthetic ones without ffmpeg.
 
     ``origin`` is the ffmpeg version line, or ``"synthetic (gpupipe.samples; no ffmpeg)"`` when
-    the fallback generator (:func:`gpupipe.samples.make_frame`) wrote the frames.
+    the fallback generator (:func:`gpupipe.samples.make_frame`) wrote the frames. ``grain`` goes to
+    :func:`extract_frames`; ``prefer_ffmpeg=False`` asks for the synthetic frames even where ffmpeg is.
     """
-    if find_ffmpeg() is not None:
-        return extract_frames(out_dir, width, height, count, kind, source, fps), ffmpeg_version() or "ffmpeg"
+    if prefer_ffmpeg and find_ffmpeg() is not None:
+        paths = extract_frames(out_dir, width, height, count, kind, source, fps, grain=grain)
+        return paths, ffmpeg_version() or "ffmpeg"
     from .samples import encode_frame, make_frame
 
     root = Path(out_dir) if out_dir is not None else default_frame_dir()

@@ -35,7 +35,7 @@ def test_quick_bench_writes_report(tmp_path, monkeypatch):
     out = tmp_path / "results"
     r = run_bench(quick=True, out=out, use_ffmpeg=False)
     data = json.loads((out / "bench.json").read_text())
-    assert len(data["workloads"]) == 12 and all(w["cpu_fps"] > 0 and w["stdlib_fps"] > 0 for w in data["workloads"])
+    assert len(data["workloads"]) == 18 and all(w["cpu_fps"] > 0 and w["stdlib_fps"] > 0 for w in data["workloads"])
     assert {s["workload"] for s in data["stages"]} == set(WORKLOADS)
     assert data["soak"]["invariant_violations"] == 0
     md = (out / "BENCH.md").read_text()
