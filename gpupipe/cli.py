@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -229,7 +230,7 @@ def _demo_clips(samples_dir: Optional[Path], frames: int, real: bool) -> list[tu
     if real:
         from .ffmpeg_frames import extract_frames
 
-        base = samples_dir or Path(__import__("tempfile").gettempdir()) / "gpupipe-ffmpeg"
+        base = samples_dir or Path(tempfile.gettempdir()) / "gpupipe-ffmpeg"
         clips = []
         for label, (w, h) in (("1080p", (1920, 1080)), ("4k", (3840, 2160))):
             for kind in ("png", "jpeg", "png-alpha"):

@@ -18,6 +18,7 @@ from .cpu_backend import CpuBackend
 from .errors import BackendUnavailable, FrameError
 from .plan import Job, OutputSpec, plan_job
 from .sources import Frame, Source, read_frame
+from .uri import b64_len
 
 __all__ = ["FrameEncoder", "select_backend"]
 
@@ -158,7 +159,7 @@ class FrameEncoder:
         est = getattr(self._impl, "inflight_estimate", None)
         if est is not None:
             return int(est(source_bytes))
-        return source_bytes + (source_bytes * 4 + 2) // 3  # the source + its URI
+        return source_bytes + b64_len(source_bytes)  # the source + its URI payload
 
     def info(self) -> dict[str, Any]:
         """What this encoder runs on, for reports."""

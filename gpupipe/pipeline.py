@@ -63,11 +63,15 @@ class FramePipeline:
         """The cache key of ``source`` under this pipeline's output settings."""
         return (*source_key(source), *self.spec.key())
 
+    def _encode(self, sources: Sequence[Source]) -> list[Any]:
+        """Read and encode ``sources`` with their in-flight bytes reserved in the cache's budget."""
+        budget = sum(self.encoder.inflight_estimate(_source_size(s)) for s in sources)
+        with self.cache.reserve(budget):
+            return self.encoder.encode_jobs(self.encoder.read_many(sources), self.spec)
+
     def _load(self, source: Source) -> Callable[[], Any]:
         def load() -> Any:
-            with self.cache.reserve(self.encoder.inflight_estimate(_source_size(source))):
-                frames = [self.encoder.read(source)]
-                (result,) = self.encoder.encode_jobs(frames, self.spec)
+            (result,) = self._encode([source])
             if isinstance(result, FrameError):
                 raise result
             return result
@@ -101,10 +105,7 @@ class FramePipeline:
                 missing.setdefault(k, []).append(i)
         if missing:
             keys = list(missing)
-            todo = [sources[missing[k][0]] for k in keys]
-            budget = sum(self.encoder.inflight_estimate(_source_size(s)) for s in todo)
-            with self.cache.reserve(budget):
-                outs = self.encoder.encode_jobs(self.encoder.read_many(todo), self.spec)
+            outs = self._encode([sources[missing[k][0]] for k in keys])
             for k, out in zip(keys, outs):
                 if not isinstance(out, FrameError):
                     self.cache.put(k, out)

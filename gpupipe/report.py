@@ -17,7 +17,7 @@ def _fmt(x: Any, nd: int = 1) -> str:
 def markdown_report(r: dict[str, Any]) -> str:
     """The results as markdown: machine, throughput table, stages, URI assembly, soak, hit ratios."""
     m = r["machine"]
-    gpu = "gpu" in (r["workloads"][0] if r["workloads"] else {}) or any("gpu_fps" in w for w in r["workloads"])
+    gpu = any("gpu_fps" in w for w in r["workloads"])
     lines = [
         f"Run {r['when']}: `{r['command']}` in {r.get('seconds', 0):.0f} s.",
         "",
@@ -72,6 +72,16 @@ def markdown_report(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save(fig: Any, path: Path) -> Path:
+    """Lay out, write and close one chart; its path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_report(r: dict[str, Any], out: Path) -> list[Path]:
     """Write ``BENCH.md`` and the charts into ``out``; returns the paths written."""
     out = Path(out)
@@ -99,10 +109,7 @@ def write_report(r: dict[str, Any], out: Path) -> list[Path]:
     ax.set_ylabel("frames/s (median, log scale)")
     ax.set_title("Throughput per workload")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "throughput.png", dpi=110)
-    plt.close(fig)
-    written.append(out / "throughput.png")
+    written.append(_save(fig, out / "throughput.png"))
 
     st = r["stages"]
     fig, ax = plt.subplots(figsize=(max(8, len(st) * 0.9), 4.5))
@@ -115,10 +122,7 @@ def write_report(r: dict[str, Any], out: Path) -> list[Path]:
     ax.set_ylabel("ms per frame (one CPU thread, median)")
     ax.set_title("CPU path: per-stage time")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "stages.png", dpi=110)
-    plt.close(fig)
-    written.append(out / "stages.png")
+    written.append(_save(fig, out / "stages.png"))
 
     if "gpu" in backends:
         fig, ax = plt.subplots(figsize=(max(8, len(wl) * 0.9), 4))
@@ -127,10 +131,7 @@ def write_report(r: dict[str, Any], out: Path) -> list[Path]:
         ax.set_xticks(x, labels, fontsize=7)
         ax.set_ylabel("GPU / CPU throughput")
         ax.set_title("GPU path vs CPU path at its best (same run)")
-        fig.tight_layout()
-        fig.savefig(out / "gpu_cpu_ratio.png", dpi=110)
-        plt.close(fig)
-        written.append(out / "gpu_cpu_ratio.png")
+        written.append(_save(fig, out / "gpu_cpu_ratio.png"))
 
     if "soak" in r:
         s = r["soak"]
@@ -145,10 +146,7 @@ def write_report(r: dict[str, Any], out: Path) -> list[Path]:
         ax.set_ylabel("MiB")
         ax.set_title(f"Memory soak: {s['resolution']}, {s['requests']} requests, {s['threads']} threads")
         ax.legend(loc="lower right")
-        fig.tight_layout()
-        fig.savefig(out / "soak_rss.png", dpi=110)
-        plt.close(fig)
-        written.append(out / "soak_rss.png")
+        written.append(_save(fig, out / "soak_rss.png"))
 
     if r.get("hit_ratio"):
         try:

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Run the gpupipe benchmark (same as `gpupipe bench`): python scripts/bench.py [--quick] [--backend cpu|gpu|all]."""
 
+import sys
+
 from gpupipe.cli import app
 
 if __name__ == "__main__":
-    app(["bench", *__import__("sys").argv[1:]])
+    app(["bench", *sys.argv[1:]])
