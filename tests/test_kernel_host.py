@@ -1,0 +1,158 @@
+"""The CUDA base64 kernel's own source, run on the host (no GPU needed).
+
+``gpupipe/gpu/b64_kernel.cu`` is compiled with the host C++ compiler against
+``tests/cuda_host/shim.h`` (host versions of the few CUDA built-ins it uses) and launched by
+``tests/cuda_host/launch.cpp``, which walks the launch grid one thread at a time. The kernel's
+threads share nothing and never synchronise, so this gives the bytes the GPU would write: the
+index arithmetic, the frame search, the vector loads and stores, the tail and padding code and the
+prefix items all run here. Where the compiler has them, AddressSanitizer and UBSan watch every
+access (exact-size buffers; 16-byte alignment of the vector accesses).
+
+What this cannot show is anything about the GPU itself: speed, and the compiler's device code
+generation. ``test_kernel_compiles_for_sm90`` covers the latter as far as a compiler can (nvcc,
+when installed); ``tests/test_gpu.py`` runs the kernel on a real device.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from gpupipe.b64 import CHUNK_IN, BatchLayout, batch_layout, encode_packed, pack_batch
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNEL = ROOT / "gpupipe" / "gpu" / "b64_kernel.cu"
+HOST = Path(__file__).resolve().parent / "cuda_host"
+THREADS = 256  # gpupipe.gpu.base64_kernel.THREADS
+H100_BLOCKS = 132 * 8  # what Base64Kernel.grid() caps at on an H100 SXM (132 SMs x 8 resident blocks)
+SENTINEL = 0xEE
+MIMES = ["image/png", "image/jpeg", "image/webp"]
+
+_FLAGS = ["-O1", "-g", "-std=c++14", "-fno-strict-aliasing", "-Wall", "-Werror", "-Wno-unknown-pragmas"]
+_SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+
+
+def _compile(cxx: str, out: Path, sanitize: bool) -> subprocess.CompletedProcess:
+    cmd = [cxx, *_FLAGS, *(_SANITIZE if sanitize else []), "-include", str(HOST / "shim.h"), "-x", "c++", str(KERNEL), str(HOST / "launch.cpp"), "-o", str(out)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory) -> Path:
+    """The kernel built for the host, with sanitizers where the compiler supports them."""
+    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no host C++ compiler to build the kernel emulation")
+    exe = tmp_path_factory.mktemp("b64emu") / "b64emu"
+    r = _compile(cxx, exe, sanitize=True)
+    if r.returncode != 0:
+        r = _compile(cxx, exe, sanitize=False)  # a compiler without sanitizer runtimes
+    assert r.returncode == 0, f"the kernel source does not compile for the host:\n{r.stderr}"
+    return exe
+
+
+def launch(exe: Path, datas: list[bytes], mimes: list[str], grid: int | None = None, block: int = THREADS) -> tuple[np.ndarray, BatchLayout]:
+    """The kernel's output buffer for a batch, with ``grid`` blocks of ``block`` threads (default:
+    the production grid, ``Base64Kernel.grid()`` on an H100)."""
+    layout = batch_layout(mimes, [len(d) for d in datas])
+    items = layout.total_chunks + layout.n
+    if grid is None:
+        grid = max(1, min(H100_BLOCKS, (items + THREADS - 1) // THREADS))
+    d = exe.parent
+    (d / "in.bin").write_bytes(pack_batch(datas, layout).tobytes())
+    (d / "table.bin").write_bytes(layout.kernel_table().astype(np.int64).tobytes())
+    out = d / "out.bin"
+    r = subprocess.run(
+        [str(exe), str(d / "in.bin"), str(d / "table.bin"), str(layout.out_size), str(grid), str(block), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, f"emulated kernel failed (rc {r.returncode}):\n{r.stderr[-4000:]}"
+    buf = np.frombuffer(out.read_bytes(), np.uint8)
+    assert buf.size == layout.out_size
+    return buf, layout
+
+
+def check(buf: np.ndarray, layout: BatchLayout, datas: list[bytes], mimes: list[str]) -> None:
+    """Every span is the standard library's URI and the twin's bytes; nothing outside a span was written."""
+    twin = encode_packed(pack_batch(datas, layout), layout)
+    written = np.zeros(layout.out_size, bool)
+    for i, (d, m) in enumerate(zip(datas, mimes)):
+        s, n = layout.span(i)
+        got = bytes(buf[s : s + n])
+        assert got == f"data:{m};base64,".encode() + base64.b64encode(d), f"frame {i} ({len(d)} bytes)"
+        assert got == bytes(twin[s : s + n])
+        written[s : s + n] = True
+    assert (buf[~written] == SENTINEL).all(), "the kernel wrote outside the URI spans"
+
+
+@given(st.lists(st.tuples(st.binary(max_size=600), st.sampled_from(MIMES)), min_size=1, max_size=12))
+def test_kernel_matches_b64encode_and_twin(emulator, items):
+    datas = [d for d, _ in items]
+    mimes = [m for _, m in items]
+    buf, layout = launch(emulator, datas, mimes)
+    check(buf, layout, datas, mimes)
+
+
+def test_every_length_to_three_chunks_in_one_batch(emulator):
+    """Lengths 0 to 3 * 48 + 2, every remainder mod 3 and mod 48, side by side in one launch."""
+    rng = np.random.default_rng(3)
+    datas = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in range(3 * CHUNK_IN + 3)]
+    mimes = [MIMES[i % 3] for i in range(len(datas))]
+    buf, layout = launch(emulator, datas, mimes)
+    check(buf, layout, datas, mimes)
+
+
+@pytest.mark.parametrize(
+    "grid,block",
+    [(1, 1), (1, 32), (3, 64), (H100_BLOCKS, THREADS)],
+    ids=["one-thread", "one-warp", "odd-grid", "oversized-grid"],
+)
+def test_grid_stride_covers_every_item_once(emulator, grid, block):
+    """Fewer threads than items (each thread walks many, across frames) and more threads than items."""
+    rng = np.random.default_rng(grid * 1000 + block)
+    lengths = [0, 1, 2, 3, 47, 48, 49, 95, 96, 97, 1000, 4099, 12_345]
+    datas = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in lengths]
+    mimes = [MIMES[i % 3] for i in range(len(datas))]
+    buf, layout = launch(emulator, datas, mimes, grid=grid, block=block)
+    check(buf, layout, datas, mimes)
+
+
+def test_large_frames_at_each_remainder(emulator):
+    """Three ~1 MiB frames (every length mod 3) with the production grid: many items per thread."""
+    rng = np.random.default_rng(11)
+    datas = [rng.integers(0, 256, (1 << 20) + r, dtype=np.uint8).tobytes() for r in (0, 1, 2)]
+    mimes = ["image/png", "image/jpeg", "image/png"]
+    buf, layout = launch(emulator, datas, mimes, grid=8)
+    check(buf, layout, datas, mimes)
+
+
+def test_all_byte_values_map_to_the_alphabet(emulator):
+    """Every 6-bit index in every position of a group and of the packed 4-character word."""
+    data = bytes(range(256)) * 3 + bytes(range(255, -1, -1)) * 3
+    buf, layout = launch(emulator, [data], ["image/png"])
+    check(buf, layout, [data], ["image/png"])
+
+
+def test_kernel_compiles_for_sm90(tmp_path):
+    """nvcc (when installed) compiles the kernel for the H100 without spilling registers."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not installed")
+    r = subprocess.run(
+        [nvcc, "-arch=sm_90", "-cubin", "-Xptxas", "-v", "-o", str(tmp_path / "k.cubin"), str(KERNEL)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    log = r.stdout + r.stderr
+    assert "0 bytes spill stores, 0 bytes spill loads" in log, log
+    assert "0 bytes stack frame" in log, log
