@@ -92,18 +92,22 @@ class FrameEncoder:
 
     # ------------------------------------------------------------------ encoding
 
-    def read(self, source: Source) -> Frame | FrameError:
-        """Read and probe one source under this encoder's ``max_pixels``; its :class:`FrameError` is returned, not raised."""
+    def read(self, source: Source, digest: bytes | None = None) -> Frame | FrameError:
+        """Read and probe one source under this encoder's ``max_pixels``; its :class:`FrameError` is returned, not raised.
+
+        ``digest``: the key digest of in-memory data, when the caller has it (see :func:`~gpupipe.sources.source_label`).
+        """
         try:
-            return read_frame(source, self.config.max_pixels)
+            return read_frame(source, self.config.max_pixels, digest=digest)
         except FrameError as e:
             return e
 
-    def read_many(self, sources: Sequence[Source]) -> list[Frame | FrameError]:
+    def read_many(self, sources: Sequence[Source], digests: Sequence[bytes | None] | None = None) -> list[Frame | FrameError]:
         """:meth:`read` for several sources, in parallel on the encoder's I/O threads, in order."""
+        ds = list(digests) if digests is not None else [None] * len(sources)
         if len(sources) <= 1:
-            return [self.read(s) for s in sources]
-        return list(self._io.map(self.read, sources))
+            return [self.read(s, d) for s, d in zip(sources, ds)]
+        return list(self._io.map(self.read, sources, ds))
 
     def encode_jobs(self, frames: Sequence[Frame | FrameError], spec: OutputSpec) -> list[Any]:
         """Plan and run already-read frames; one URI (or device URI) or FrameError each."""

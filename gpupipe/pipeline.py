@@ -7,7 +7,7 @@ requests for the same frame share one encode) and caches it within the byte budg
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Sequence
 
 from .cache import CacheStats, FrameCache
 from .config import Config, load_config
@@ -59,19 +59,22 @@ class FramePipeline:
         if tune_allocator:
             release_large_allocations()
 
-    def key(self, source: Source) -> Hashable:
+    def key(self, source: Source) -> tuple:
         """The cache key of ``source`` under this pipeline's output settings."""
         return (*source_key(source), *self.spec.key())
 
-    def _encode(self, sources: Sequence[Source]) -> list[Any]:
-        """Read and encode ``sources`` with their in-flight bytes reserved in the cache's budget."""
+    def _encode(self, sources: Sequence[Source], keys: Sequence[tuple]) -> list[Any]:
+        """Read and encode ``sources`` (whose cache keys are ``keys``) with their in-flight bytes
+        reserved in the cache's budget."""
         budget = sum(self.encoder.inflight_estimate(_source_size(s)) for s in sources)
+        # In-memory data was hashed for its key; its error label reuses that digest.
+        digests = [k[1] if k[0] == "bytes" else None for k in keys]
         with self.cache.reserve(budget):
-            return self.encoder.encode_jobs(self.encoder.read_many(sources), self.spec)
+            return self.encoder.encode_jobs(self.encoder.read_many(sources, digests), self.spec)
 
-    def _load(self, source: Source) -> Callable[[], Any]:
+    def _load(self, source: Source, key: tuple) -> Callable[[], Any]:
         def load() -> Any:
-            (result,) = self._encode([source])
+            (result,) = self._encode([source], [key])
             if isinstance(result, FrameError):
                 raise result
             return result
@@ -84,7 +87,8 @@ class FramePipeline:
             hit = self.resolver(source)
             if hit is not None:
                 return hit
-        return materialize(self.cache.get_or_load(self.key(source), self._load(source)))
+        key = self.key(source)
+        return materialize(self.cache.get_or_load(key, self._load(source, key)))
 
     def get_many(self, sources: Sequence[Source]) -> list[str | FrameError]:
         """URIs for several sources, encoding the misses together as one batch (GPU-friendly).
@@ -92,7 +96,7 @@ class FramePipeline:
         One result per source, in order: a URI or that frame's :class:`FrameError`.
         """
         results: list[Any] = [None] * len(sources)
-        missing: dict[Hashable, list[int]] = {}
+        missing: dict[tuple, list[int]] = {}
         for i, src in enumerate(sources):
             if self.resolver is not None and (hit := self.resolver(src)) is not None:
                 results[i] = hit
@@ -105,7 +109,7 @@ class FramePipeline:
                 missing.setdefault(k, []).append(i)
         if missing:
             keys = list(missing)
-            outs = self._encode([sources[missing[k][0]] for k in keys])
+            outs = self._encode([sources[missing[k][0]] for k in keys], keys)
             for k, out in zip(keys, outs):
                 if not isinstance(out, FrameError):
                     self.cache.put(k, out)

@@ -59,10 +59,19 @@ class Frame:
         return self.width, self.height
 
 
-def source_label(source: Source) -> str:
-    """A short human name for ``source``: its path, or ``bytes:<hash prefix>`` for data."""
+def _digest(data: bytes | bytearray | memoryview) -> bytes:
+    """The 128-bit BLAKE2b of in-memory frame data: its cache key, and the first 6 bytes its label."""
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def source_label(source: Source, digest: bytes | None = None) -> str:
+    """A short human name for ``source``: its path, or ``bytes:<hash prefix>`` for data.
+
+    ``digest`` is the data's key digest (``source_key(source)[1]``) when the caller already has
+    it, so that a frame's bytes are hashed once, not twice.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return f"bytes:{hashlib.blake2b(source, digest_size=6).hexdigest()}"
+        return f"bytes:{(digest or _digest(source))[:6].hex()}"
     return os.fspath(source)
 
 
@@ -73,7 +82,7 @@ def source_key(source: Source) -> tuple:
     served stale); data keys on a 128-bit BLAKE2b hash of its bytes.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return ("bytes", hashlib.blake2b(source, digest_size=16).digest())
+        return ("bytes", _digest(source))
     p = Path(source)
     try:
         st = p.stat()
@@ -260,8 +269,8 @@ def check_complete(frame: Frame) -> None:
         raise FrameDecodeError(frame.label, "truncated JPEG: no end-of-image marker")
 
 
-def read_frame(source: Source, max_pixels: int | None = None) -> Frame:
-    """Read ``source`` and probe its header.
+def read_frame(source: Source, max_pixels: int | None = None, *, digest: bytes | None = None) -> Frame:
+    """Read ``source`` and probe its header (``digest``: see :func:`source_label`).
 
     Raises :class:`FrameNotFound` (missing or unreadable file), :class:`FrameDecodeError`
     (empty, unrecognised or truncated header) or :class:`FrameTooLarge` (more than
@@ -269,7 +278,7 @@ def read_frame(source: Source, max_pixels: int | None = None) -> Frame:
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        label = source_label(data)
+        label = source_label(data, digest)
     else:
         label = os.fspath(source)
         try:

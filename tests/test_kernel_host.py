@@ -142,7 +142,8 @@ def test_all_byte_values_map_to_the_alphabet(emulator):
 
 
 def test_kernel_compiles_for_sm90(tmp_path):
-    """nvcc (when installed) compiles the kernel for the H100 without spilling registers."""
+    """nvcc (when installed) compiles the kernel for the H100 without spilling registers, and a
+    full work item is three 16-byte loads (through the read-only path) and four 16-byte stores."""
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         pytest.skip("nvcc is not installed")
@@ -156,3 +157,8 @@ def test_kernel_compiles_for_sm90(tmp_path):
     log = r.stdout + r.stderr
     assert "0 bytes spill stores, 0 bytes spill loads" in log, log
     assert "0 bytes stack frame" in log, log
+    r = subprocess.run([nvcc, "-arch=sm_90", "-ptx", "-o", str(tmp_path / "k.ptx"), str(KERNEL)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ptx = (tmp_path / "k.ptx").read_text()
+    assert ptx.count("ld.global.nc.v4.u32") == 3, "the 48-byte input item should be three 16-byte loads"
+    assert ptx.count("st.global.v4.u32") == 4, "the 64-byte output item should be four 16-byte stores"

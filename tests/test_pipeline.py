@@ -116,3 +116,25 @@ def test_open_pipeline_uses_config(tmp_path):
         assert pipe.cache.max_entries == 7 and pipe.cache.max_bytes == 100 * MiB
     with open_pipeline(cfg, gpu=2, backend="cpu") as pipe:
         assert pipe.cache.max_entries == 3
+
+
+def test_in_memory_frames_are_hashed_once_per_miss(enc, frame_files, monkeypatch):
+    """The cache key's digest also names the frame in errors: a miss hashes the data once."""
+    import gpupipe.sources as sources
+
+    calls = []
+    real = sources._digest
+    monkeypatch.setattr(sources, "_digest", lambda d: calls.append(len(d)) or real(d))
+    p, _ = frame_files
+    data = p.read_bytes()
+    bad = data[:100]  # truncated: fails after the key is computed
+    pipe = FramePipeline(enc, FrameCache(10, 64 * MiB))
+    assert pipe.get(data).startswith("data:image/")
+    assert calls == [len(data)]
+    with pytest.raises(FrameDecodeError) as ei:
+        pipe.get(bad)
+    assert ei.value.frame == f"bytes:{real(bad)[:6].hex()}"
+    out = pipe.get_many([bad, data, bad])
+    assert isinstance(out[0], FrameDecodeError) and out[0].frame == ei.value.frame and out[1].startswith("data:")
+    assert calls == [len(data), len(bad), len(bad), len(data), len(bad)]  # one per key, none for labels
+    exact(pipe.cache)
