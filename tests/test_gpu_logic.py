@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -328,3 +330,32 @@ def test_stand_in_accepts_and_refuses_what_the_cpu_path_does(host_backend, png_b
     cpu = CpuBackend(1).run(jobs)
     assert [type(x) for x in gpu] == [type(x) for x in cpu]
     assert isinstance(gpu[0], str) and isinstance(gpu[1], FrameDecodeError)
+
+
+# --------------------------------------------------------------------------- library APIs the GPU modules call
+
+_GPU_SOURCES = sorted((Path(__file__).resolve().parents[1] / "gpupipe" / "gpu").glob("*.py"))
+_ATTR_CHAIN = re.compile(r"\b(cp|cupyx|nv|dali_backend|rt)\.([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
+
+
+def test_gpu_modules_call_only_what_the_installed_libraries_have():
+    """CI cannot run the device code, but the libraries are installed: every ``cp.…``, ``cupyx.…``,
+    ``nv.…`` (nvImageCodec), ``rt.…`` (CUDA runtime) and DALI backend name the GPU modules use must
+    exist in them, so a misspelt or removed API fails here rather than on the first GPU run."""
+    cp = pytest.importorskip("cupy")
+    cupyx = pytest.importorskip("cupyx")
+    nv = pytest.importorskip("nvidia.nvimgcodec")
+    dali_backend = pytest.importorskip("nvidia.dali.backend")
+    roots = {"cp": cp, "cupyx": cupyx, "nv": nv, "dali_backend": dali_backend, "rt": cp.cuda.runtime}
+    seen, missing = set(), []
+    for src in _GPU_SOURCES:
+        for root, chain in _ATTR_CHAIN.findall(src.read_text()):
+            seen.add(f"{root}.{chain}")
+            obj = roots[root]
+            for part in chain.split("."):
+                if not hasattr(obj, part):
+                    missing.append(f"{src.name}: {root}.{chain} (no {part!r})")
+                    break
+                obj = getattr(obj, part)
+    assert len(seen) > 20, sorted(seen)  # the pattern still finds the calls
+    assert not missing, missing

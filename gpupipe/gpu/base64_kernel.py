@@ -44,7 +44,7 @@ class Base64Kernel:
         self._fn = self._module.get_function("b64_batch")
         dev = cp.cuda.Device()
         try:  # resident blocks per SM at this kernel's register use (nvcc 13 for sm_90: 32 registers, so 8)
-            per_sm = int(cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(self._fn.ptr, THREADS, 0))
+            per_sm = int(cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(self._fn.kernel.ptr, THREADS, 0))
         except Exception:  # noqa: BLE001 - the occupancy query is an optimisation only
             per_sm = _BLOCKS_PER_SM
         self.blocks_per_sm = max(1, min(per_sm, _BLOCKS_PER_SM))
