@@ -245,7 +245,8 @@ def encode_batch(datas: Sequence[bytes | memoryview], mimes: Sequence[str]) -> t
     return encode_packed(pack_batch(datas, layout), layout), layout
 
 
-def uris_from_buffer(buf: np.ndarray, layout: BatchLayout) -> list[str]:
-    """Every frame's URI ``str`` from a batch's output buffer (one copy each, via :func:`gpupipe.uri.assemble_uri`)."""
+def uris_from_buffer(buf: np.ndarray, layout: BatchLayout, *, check_ascii: bool = True) -> list[str]:
+    """Every frame's URI ``str`` from a batch's output buffer (one copy each, via :func:`gpupipe.uri.assemble_uri`;
+    ``check_ascii=False`` for buffers written by the kernel or :func:`encode_packed`, which write ASCII only)."""
     mv = memoryview(np.ascontiguousarray(buf).reshape(-1))
-    return [assemble_uri(mv, *layout.span(i)) for i in range(layout.n)]
+    return [assemble_uri(mv, *layout.span(i), check_ascii=check_ascii) for i in range(layout.n)]

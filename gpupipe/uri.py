@@ -124,30 +124,34 @@ def build_uri(mime: str, data: bytes | memoryview) -> str:
     return _build(mime, data)
 
 
-def assemble_uri(buffer: memoryview, start: int, length: int) -> str:
+def assemble_uri(buffer: memoryview, start: int, length: int, *, check_ascii: bool = True) -> str:
     """A ``str`` from ``length`` ASCII bytes at ``start`` of ``buffer`` (URI bytes made elsewhere, e.g. on a GPU).
 
-    One copy: the bytes go straight into the new string's storage.
+    One copy: the bytes go straight into the new string's storage. ``check_ascii`` first reads
+    the span once more and raises ``ValueError`` if a byte is over 127 (a ``str`` made this way
+    must hold ASCII only). Producers that can only write ASCII pass ``False`` to keep to a single
+    pass: the base64 kernel and its twin write the prefix and alphabet characters only (checked
+    for every byte value by ``tests/test_kernel_host.py`` and ``tests/test_b64.py``).
     """
-    return _assemble(buffer, start, length)
+    return _assemble(buffer, start, length, check_ascii)
 
 
-def _make_assemble() -> Callable[[memoryview, int, int], str]:
+def _make_assemble() -> Callable[[memoryview, int, int, bool], str]:
     if platform.python_implementation() == "CPython":
         new_str = ctypes.pythonapi.PyUnicode_New
         data_offset = sys.getsizeof("") - 1
         import numpy as np
 
-        def fast(buffer: memoryview, start: int, length: int) -> str:
+        def fast(buffer: memoryview, start: int, length: int, check_ascii: bool) -> str:
             arr = np.frombuffer(buffer, dtype=np.uint8, count=length, offset=start)
-            if length and int(arr.max()) > 127:
+            if check_ascii and length and int(arr.max()) > 127:
                 raise ValueError("URI bytes are not ASCII")
             out = new_str(length, 127)
             ctypes.memmove(id(out) + data_offset, arr.ctypes.data, length)
             return out
 
         return fast
-    return lambda buffer, start, length: bytes(buffer[start : start + length]).decode("ascii")
+    return lambda buffer, start, length, check_ascii: bytes(buffer[start : start + length]).decode("ascii")
 
 
 _assemble = _make_assemble()

@@ -53,6 +53,7 @@ def test_assemble_uri_copies_the_span(payload, before, after):
     text = reference("image/png", payload).encode()
     buf = memoryview(b"#" * before + text + b"%" * after)
     assert assemble_uri(buf, before, len(text)) == text.decode()
+    assert assemble_uri(buf, before, len(text), check_ascii=False) == text.decode()
 
 
 def test_assemble_uri_refuses_non_ascii():
