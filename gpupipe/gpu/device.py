@@ -48,10 +48,19 @@ log = logging.getLogger("gpupipe.gpu.device")
 _PREFIX_MAX = 32  # len("data:image/jpeg;base64,") is 23; room for alignment
 
 
+_POOL_ROUND = 512  # CuPy's memory pool rounds every allocation up to a multiple of this
+_BATCH_SLACK = 2 * _POOL_ROUND + 64  # per batch: the pool rounding of its two buffers, the table's last row, end alignment
+
+
 def passthrough_cost(job: Job) -> int:
-    """Staging bytes of a passthrough job: its input + prefix, its URI, alignment and table."""
+    """Staging bytes of a passthrough job: its input + prefix, its URI, alignment and table row.
+
+    An upper bound: the batch-level slack (pool rounding of the input and output buffers, the
+    table's extra row, end alignment) is charged to every job, so that any batch whose jobs'
+    costs fit ``staging.max_bytes`` also fits the pool limited to it (tests/test_gpu_glue.py).
+    """
     n = len(job.frame.data)
-    return n + b64_len(n) + 2 * (_PREFIX_MAX + ALIGN) + 48
+    return n + b64_len(n) + 2 * (_PREFIX_MAX + ALIGN) + 48 + _BATCH_SLACK
 
 
 def transcode_cost(job: Job) -> int:

@@ -17,6 +17,21 @@ emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
 extern "C" void b64_batch(const unsigned char* in, unsigned char* out, const long long* table,
                           const long long* chunk_off, const int n, const long long total_chunks);
 
+// One launch of b64_batch with `grid` blocks of `block` threads, walked serially. Also what the
+// shared-library build (-DEMU_SHARED) exports to tests/fake_cupy.py.
+extern "C" void emu_launch(unsigned int grid, unsigned int block, const unsigned char* in, unsigned char* out,
+                           const long long* table, const long long* chunk_off, int n, long long total_chunks) {
+    blockDim = {block, 1, 1};
+    gridDim = {grid, 1, 1};
+    for (unsigned int b = 0; b < grid; ++b)
+        for (unsigned int t = 0; t < block; ++t) {
+            blockIdx = {b, 0, 0};
+            threadIdx = {t, 0, 0};
+            b64_batch(in, out, table, chunk_off, n, total_chunks);
+        }
+}
+
+#ifndef EMU_SHARED
 static std::vector<unsigned char> slurp(const char* path) {
     std::vector<unsigned char> v;
     FILE* f = std::fopen(path, "rb");
@@ -49,15 +64,7 @@ int main(int argc, char** argv) {
     std::memcpy(table, table_v.data(), table_v.size());
     unsigned char* out = (unsigned char*)std::malloc(out_size ? out_size : 1);
     std::memset(out, 0xEE, out_size);
-    const long long total_chunks = table[5 * n + n];
-    blockDim = {block, 1, 1};
-    gridDim = {grid, 1, 1};
-    for (unsigned int b = 0; b < grid; ++b)
-        for (unsigned int t = 0; t < block; ++t) {
-            blockIdx = {b, 0, 0};
-            threadIdx = {t, 0, 0};
-            b64_batch(in, out, table, table + 5 * n, n, total_chunks);
-        }
+    emu_launch(grid, block, in, out, table, table + 5 * n, n, table[5 * n + n]);
     FILE* f = std::fopen(argv[6], "wb");
     if (!f || std::fwrite(out, 1, out_size, f) != out_size) { std::perror(argv[6]); return 2; }
     std::fclose(f);
@@ -66,3 +73,4 @@ int main(int argc, char** argv) {
     std::free(out);
     return 0;
 }
+#endif  // EMU_SHARED
