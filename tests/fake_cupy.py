@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,9 @@ class ndarray:
 
     def fill(self, value: int) -> None:
         self._a.fill(value)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._a[key] = value._a if isinstance(value, ndarray) else value
 
     def get(self) -> np.ndarray:
         return self._a.copy()
@@ -246,6 +250,28 @@ def asnumpy(a: ndarray) -> np.ndarray:
     return a.get()
 
 
+def empty_like(a: ndarray) -> ndarray:
+    return empty(a.size, a.dtype)
+
+
+class Event:
+    """Records the host clock (every fake operation has completed when it returns)."""
+
+    def __init__(self) -> None:
+        self.t = None
+
+    def record(self, stream: Any = None) -> None:
+        self.t = time.perf_counter()
+
+    def synchronize(self) -> None:
+        pass
+
+
+def get_elapsed_time(start: Event, end: Event) -> float:
+    """Milliseconds between two recorded events."""
+    return (end.t - start.t) * 1e3
+
+
 class Stream:
     def __init__(self, non_blocking: bool = False) -> None:
         self.ptr = id(self)
@@ -320,6 +346,8 @@ def install(monkeypatch: Any, workdir: Path, capacity: int = 1 << 34) -> _State:
     cuda = types.SimpleNamespace(
         Device=Device,
         Stream=Stream,
+        Event=Event,
+        get_elapsed_time=get_elapsed_time,
         MemoryPool=lambda: MemoryPool(STATE.device),
         using_allocator=using_allocator,
         get_current_stream=get_current_stream,
@@ -332,7 +360,7 @@ def install(monkeypatch: Any, workdir: Path, capacity: int = 1 << 34) -> _State:
     cp.cuda = cuda
     cp.uint8, cp.int64, cp.int32 = np.uint8, np.int64, np.int32
     cp.ndarray = ndarray
-    cp.empty, cp.zeros, cp.asarray, cp.asnumpy = empty, zeros, asarray, asnumpy
+    cp.empty, cp.zeros, cp.asarray, cp.asnumpy, cp.empty_like = empty, zeros, asarray, asnumpy, empty_like
     cp.RawModule = RawModule
     cpx = types.ModuleType("cupyx")
     cpx.empty_pinned = lambda shape, dtype=np.float64: np.empty(shape, dtype)

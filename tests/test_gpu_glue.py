@@ -181,3 +181,99 @@ def test_device_layer_info_release_close(fake, monkeypatch):
     assert layer.pool.freed_all == 1
     layer.close()
     assert layer.pinned.nbytes == 0
+
+
+def test_bandwidth_benchmark_code_runs_and_verifies(fake):
+    """The kernel bandwidth benchmark's code path (its figures here mean nothing: host emulation),
+    including the check that catches a kernel that skips bytes."""
+    from gpupipe.gpu.bench import base64_kernel_bandwidth
+
+    r = base64_kernel_bandwidth(64 << 10, repeats=2, frames=4)
+    assert r["verified"] == 1.0 and r["frames"] == 4 and r["kernel_gbps"] > 0 and r["copy_gbps"] > 0
+    assert len(fake.launches) == 3  # warm-up + 2 timed
+
+    import gpupipe.gpu.base64_kernel as bk
+
+    real = bk.Base64Kernel.encode
+
+    def lazy(self, d_in, layout, d_table=None, d_out=None, stream=None):  # a kernel that writes nothing
+        return d_out
+
+    bk.Base64Kernel.encode = lazy
+    try:
+        with pytest.raises(AssertionError, match="differs from pybase64"):
+            base64_kernel_bandwidth(64 << 10, repeats=1, frames=2)
+    finally:
+        bk.Base64Kernel.encode = real
+
+
+def _cpu_dali_and_encoder(monkeypatch) -> None:
+    """DALI's and nvImageCodec's CPU backends under the device branch (their GPU backends need a GPU)."""
+    pytest.importorskip("nvidia.dali")
+    pytest.importorskip("nvidia.nvimgcodec")
+    import gpupipe.gpu.dali_decode as dd
+    import gpupipe.gpu.device as device
+    import gpupipe.gpu.jpeg_encode as je
+
+    real_build, real_enc = dd.build_pipeline, je.JpegEncoder
+    monkeypatch.setattr(dd, "build_pipeline", lambda b, t, device_id, resize: real_build(b, 1, None, resize))
+    monkeypatch.setattr(je, "JpegEncoder", lambda device_id=None, **k: real_enc(None))
+    monkeypatch.setattr(device, "JpegEncoder", lambda device_id=None, **k: real_enc(None))
+
+
+def test_device_layer_transcode_branch(fake, monkeypatch, png_bytes, jpeg_bytes):
+    """The device branch of the transcode path (DALI and the encoder on their CPU backends)."""
+    _cpu_dali_and_encoder(monkeypatch)
+    from gpupipe.errors import FrameDecodeError
+    from gpupipe.gpu.backend import GpuBackend
+    from gpupipe.gpu.device import DeviceLayer
+
+    cfg = replace(Config(), batch_size=4)
+    backend = GpuBackend(cfg, ops=DeviceLayer(cfg, device_id=0, dali_threads=1), workers=1)
+    try:
+        bad = jpeg_bytes[:600] + bytes(4000) + jpeg_bytes[4600:]
+        frames = [read_frame(d) for d in (png_bytes, jpeg_bytes, bad)]
+        jobs = [plan_job(i, f, OutputSpec("jpeg", (160, 160), 85)) for i, f in enumerate(frames)]
+        got = backend.run(jobs)
+        cpu = CpuBackend(1).run(jobs)
+        assert [type(x) for x in got] == [type(x) for x in cpu]
+        assert isinstance(got[2], FrameDecodeError) and got[2].frame == frames[2].label
+        for g, c in zip(got, cpu):
+            if isinstance(g, str):
+                a = np.asarray(Image.open(io.BytesIO(base64.b64decode(g.split(",", 1)[1]))).convert("RGB"), np.int16)
+                b = np.asarray(Image.open(io.BytesIO(base64.b64decode(c.split(",", 1)[1]))).convert("RGB"), np.int16)
+                assert a.shape == b.shape and np.abs(a - b).mean() < 4
+            else:
+                assert isinstance(g, FrameDecodeError)
+    finally:
+        backend.close()
+
+
+def test_stage_benchmark_code_runs(fake, monkeypatch, png_bytes, jpeg_bytes):
+    """``gpu_stage_benchmark``'s code path end to end (figures meaningless here: host emulation)."""
+    _cpu_dali_and_encoder(monkeypatch)
+    from gpupipe.gpu.bench import gpu_stage_benchmark
+
+    r = gpu_stage_benchmark([png_bytes, jpeg_bytes], (160, 90), 85, repeats=1)
+    assert r["frames"] == 2 and r["device"] == "fake device (host emulation)"
+    assert set(r["stages_s"]) == {"upload", "base64", "download", "host_string", "decode", "resize", "encode"}
+    assert all(v >= 0 for v in r["stages_s"].values()) and r["transcode_fps"] > 0 and r["passthrough_fps"] > 0
+
+
+def test_bench_gpu_report_path(fake, monkeypatch, tmp_path):
+    """``gpupipe bench --backend gpu`` end to end on small frames: the GPU columns, the kernel and
+    per-stage tables and the GPU/CPU chart are produced (the figures themselves mean nothing here)."""
+    _cpu_dali_and_encoder(monkeypatch)
+    import gpupipe.bench as bench
+    import gpupipe.gpu.bench as gbench
+
+    real_bw = gbench.base64_kernel_bandwidth
+    monkeypatch.setattr(gbench, "base64_kernel_bandwidth", lambda nbytes, repeats, frames=16: real_bw(1 << 20, 1, 4))
+    monkeypatch.setattr(bench, "RESOLUTIONS", {"1080p": (192, 108), "4k": (384, 216)})
+    monkeypatch.setattr(__import__("tempfile"), "tempdir", str(tmp_path))
+    r = bench.run_bench(backend="gpu", quick=True, out=tmp_path / "results", use_ffmpeg=False, soak=False)
+    assert all(w["gpu_fps"] > 0 and w["gpu_vs_cpu"] > 0 for w in r["workloads"])
+    md = (tmp_path / "results" / "BENCH.md").read_text()
+    assert "### GPU base64 kernel against a device-to-device copy" in md and "yes, against pybase64" in md
+    assert md.count("| 4k |") >= 9 + 6  # throughput rows and per-stage rows
+    assert (tmp_path / "results" / "gpu_cpu_ratio.png").stat().st_size > 1000

@@ -155,7 +155,8 @@ def base64_kernel_bandwidth(nbytes: int = 256 << 20, repeats: int = 20, frames: 
 
     per = max(1, int(nbytes) // frames)
     layout = batch_layout(["image/png"] * frames, [per] * frames)
-    d_in = cp.asarray(np.random.default_rng(0).integers(0, 256, layout.in_size, dtype=np.uint8))
+    rng = np.random.default_rng(0)
+    d_in = cp.asarray(pack_batch([rng.integers(0, 256, per, dtype=np.uint8).tobytes() for _ in range(frames)], layout))
     d_out = cp.empty(layout.out_size, cp.uint8)
     d_table = cp.asarray(layout.kernel_table())
     kern = get_kernel()
