@@ -15,7 +15,7 @@ from .encoder import FrameEncoder, materialize
 from .errors import FrameError
 from .memory import release_large_allocations
 from .plan import OutputSpec
-from .sources import Source, source_key
+from .sources import Source, key_digest, source_key
 
 __all__ = ["FramePipeline", "open_pipeline"]
 
@@ -68,7 +68,7 @@ class FramePipeline:
         reserved in the cache's budget."""
         budget = sum(self.encoder.inflight_estimate(_source_size(s)) for s in sources)
         # In-memory data was hashed for its key; its error label reuses that digest.
-        digests = [k[1] if k[0] == "bytes" else None for k in keys]
+        digests = [key_digest(k) for k in keys]
         with self.cache.reserve(budget):
             return self.encoder.encode_jobs(self.encoder.read_many(sources, digests), self.spec)
 

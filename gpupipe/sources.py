@@ -19,7 +19,7 @@ from typing import Literal, Union
 
 from .errors import FrameDecodeError, FrameNotFound, FrameTooLarge
 
-__all__ = ["Source", "Frame", "read_frame", "probe", "check_complete", "sniff", "source_label", "source_key", "fit_size", "MIME"]
+__all__ = ["Source", "Frame", "read_frame", "probe", "check_complete", "sniff", "source_label", "source_key", "key_digest", "fit_size", "MIME"]
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 Kind = Literal["png", "jpeg"]
@@ -67,8 +67,8 @@ def _digest(data: bytes | bytearray | memoryview) -> bytes:
 def source_label(source: Source, digest: bytes | None = None) -> str:
     """A short human name for ``source``: its path, or ``bytes:<hash prefix>`` for data.
 
-    ``digest`` is the data's key digest (``source_key(source)[1]``) when the caller already has
-    it, so that a frame's bytes are hashed once, not twice.
+    ``digest`` is the data's key digest (:func:`key_digest` of its :func:`source_key`) when the
+    caller already has it, so that a frame's bytes are hashed once, not twice.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         return f"bytes:{(digest or _digest(source))[:6].hex()}"
@@ -89,6 +89,11 @@ def source_key(source: Source) -> tuple:
         return ("path", str(p.resolve()), st.st_size, st.st_mtime_ns)
     except OSError:
         return ("path", os.path.abspath(p), -1, -1)
+
+
+def key_digest(key: tuple) -> bytes | None:
+    """The data digest inside a key that starts with :func:`source_key`'s tuple (``None`` for a path)."""
+    return key[1] if key[0] == "bytes" else None
 
 
 def sniff(data: bytes | memoryview) -> Kind | None:
