@@ -21,8 +21,6 @@ import ctypes
 import hashlib
 import importlib
 import pkgutil
-import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -32,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-HOST = Path(__file__).resolve().parent / "cuda_host"
+from host_kernel import compile_kernel
+
 POISON = 0xA5
 POOL_ROUND = 512
 
@@ -145,17 +144,12 @@ class ndarray:
 
 def _build_module(code: str, workdir: Path) -> ctypes.CDLL:
     """Compile ``code`` (the kernel source RawModule was given) with the host shim into a shared library."""
-    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
-    if cxx is None:
-        raise RuntimeError("no host C++ compiler for the fake RawModule")
     tag = hashlib.sha256(code.encode()).hexdigest()[:16]
     lib = workdir / f"kernel-{tag}.so"
     if not lib.exists():
         src = workdir / f"kernel-{tag}.cu"
         src.write_text(code)
-        cmd = [cxx, "-O1", "-std=c++14", "-shared", "-fPIC", "-fno-strict-aliasing", "-Wno-unknown-pragmas", "-DEMU_SHARED",
-               "-include", str(HOST / "shim.h"), "-x", "c++", str(src), str(HOST / "launch.cpp"), "-o", str(lib)]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        r = compile_kernel(src, lib, shared=True)
         if r.returncode != 0:
             raise RuntimeError(f"fake RawModule: compile failed:\n{r.stderr}")
     dll = ctypes.CDLL(str(lib))

@@ -26,13 +26,14 @@ from gpupipe.plan import OutputSpec, plan_job
 from gpupipe.sources import read_frame
 
 import fake_cupy
+import host_kernel
 
 MIMES = ["image/png", "image/jpeg"]
 
 
 @pytest.fixture(scope="module")
 def kernel_dir(tmp_path_factory):
-    if not any(__import__("shutil").which(c) for c in ("g++", "c++", "clang++")):
+    if host_kernel.host_cxx() is None:
         pytest.skip("no host C++ compiler for the emulated kernel")
     return tmp_path_factory.mktemp("fake-cupy")
 

@@ -25,34 +25,23 @@ import pytest
 from hypothesis import given, strategies as st
 
 from gpupipe.b64 import CHUNK_IN, BatchLayout, batch_layout, encode_packed, pack_batch
+from host_kernel import KERNEL, compile_kernel, host_cxx
 
-ROOT = Path(__file__).resolve().parents[1]
-KERNEL = ROOT / "gpupipe" / "gpu" / "b64_kernel.cu"
-HOST = Path(__file__).resolve().parent / "cuda_host"
 THREADS = 256  # gpupipe.gpu.base64_kernel.THREADS
 H100_BLOCKS = 132 * 8  # what Base64Kernel.grid() caps at on an H100 SXM (132 SMs x 8 resident blocks)
 SENTINEL = 0xEE
 MIMES = ["image/png", "image/jpeg", "image/webp"]
 
-_FLAGS = ["-O1", "-g", "-std=c++14", "-fno-strict-aliasing", "-Wall", "-Werror", "-Wno-unknown-pragmas"]
-_SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
-
-
-def _compile(cxx: str, out: Path, sanitize: bool) -> subprocess.CompletedProcess:
-    cmd = [cxx, *_FLAGS, *(_SANITIZE if sanitize else []), "-include", str(HOST / "shim.h"), "-x", "c++", str(KERNEL), str(HOST / "launch.cpp"), "-o", str(out)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory) -> Path:
     """The kernel built for the host, with sanitizers where the compiler supports them."""
-    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
-    if cxx is None:
+    if host_cxx() is None:
         pytest.skip("no host C++ compiler to build the kernel emulation")
     exe = tmp_path_factory.mktemp("b64emu") / "b64emu"
-    r = _compile(cxx, exe, sanitize=True)
+    r = compile_kernel(KERNEL, exe, sanitize=True)
     if r.returncode != 0:
-        r = _compile(cxx, exe, sanitize=False)  # a compiler without sanitizer runtimes
+        r = compile_kernel(KERNEL, exe)  # a compiler without sanitizer runtimes
     assert r.returncode == 0, f"the kernel source does not compile for the host:\n{r.stderr}"
     return exe
 
