@@ -19,6 +19,7 @@ from gpupipe.cpu_backend import CpuBackend
 from gpupipe.errors import FrameError
 from gpupipe.plan import OutputSpec, plan_job
 from gpupipe.sources import read_frame
+from uri_pixels import uri_pixels
 
 pytestmark = pytest.mark.gpu
 
@@ -31,10 +32,6 @@ def _require_gpu():
     ok, why = gpu_available(0)
     if not ok:
         pytest.skip(f"no usable CUDA device: {why}")
-
-
-def _img(uri: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB")).astype(np.int16)
 
 
 def _corrupt_png(png: bytes) -> bytes:
@@ -175,7 +172,7 @@ def test_transcode_within_tolerance_and_same_errors(gpu_backend, png_bytes, jpeg
                 assert g.frame == c.frame
                 continue
             assert g.split(",", 1)[0] == c.split(",", 1)[0]  # same MIME type
-            a, b = _img(g), _img(c)
+            a, b = uri_pixels(g), uri_pixels(c)
             assert a.shape == b.shape
             assert np.abs(a - b).mean() < 4.0, spec
 

@@ -4,7 +4,6 @@ nvImageCodec CPU encoder)."""
 
 from __future__ import annotations
 
-import base64
 import io
 import re
 import warnings
@@ -22,10 +21,7 @@ from gpupipe.errors import BackendUnavailable, FrameDecodeError, FrameError
 from gpupipe.gpu.staging import GpuFallbackWarning, PinnedBuffers, StagedRunner, StagingBudget, plan_batches
 from gpupipe.plan import OutputSpec, plan_job
 from gpupipe.sources import read_frame
-
-
-def _img(uri: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB")).astype(np.int16)
+from uri_pixels import uri_pixels
 
 
 # --------------------------------------------------------------------------- a substituted device layer
@@ -315,7 +311,7 @@ def test_stand_in_transcode_close_to_cpu_and_same_errors(host_backend, png_bytes
     for g, c in zip(gpu, cpu):
         if isinstance(g, FrameError):
             continue
-        a, b = _img(g), _img(c)
+        a, b = uri_pixels(g), uri_pixels(c)
         assert a.shape == b.shape == (90, 160, 3)
         assert np.abs(a - b).mean() < 4.0
 
