@@ -1,45 +1,84 @@
-"""A thread-safe LRU cache of data URIs bounded by entry count AND bytes.
+"""A thread-safe LRU cache of data URIs bounded by entry count AND bytes, with admission control.
 
 The byte total counts host strings and the device memory that entries hold: a ``str`` costs
 ``len(value)`` bytes (data URIs are ASCII); any value with ``host_bytes`` and ``device_bytes``
-attributes (such as the GPU path's device-resident URIs) costs their sum. In-flight work can
-reserve bytes (:meth:`FrameCache.reserve`) so that staging buffers and the URIs being built
-fit inside the same budget: entries are evicted to make room for them.
+attributes costs their sum.
+
+The byte budget is one limit on cached entries *and* work in flight together. Work reserves its
+estimated bytes before it starts (:meth:`FrameCache.get_or_load` / :meth:`FrameCache.get_or_load_many`
+with an ``estimate``, or :meth:`FrameCache.reserve`); least-recently-used entries are evicted to
+make room, and a reservation that would not fit even then waits, in FIFO order, until work in
+flight releases enough (or fails with :class:`~gpupipe.errors.BudgetTimeout` after
+``admission_timeout`` seconds). When the work's result is cached, its cost moves from the
+reservation to the entry, so the total never grows at insertion.
+
+Work whose estimate alone exceeds the whole budget ("oversize") never evicts entries for itself:
+it runs alone, one such job at a time, outside the budget, and its result is returned but not
+cached. So the one bound on what the cache and its work hold at once is
+``max_bytes + the largest single oversize job``.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import operator
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Hashable, Iterator, Literal, TypeVar
+from typing import Any, Callable, Generic, Hashable, Iterator, Literal, Sequence, TypeVar, Union
 
-__all__ = ["FrameCache", "CacheStats", "EvictCause", "entry_cost"]
+from .errors import BudgetTimeout, CacheError
+
+__all__ = ["FrameCache", "CacheStats", "EvictCause", "Estimate", "entry_cost"]
 
 log = logging.getLogger("gpupipe.cache")
 
 V = TypeVar("V")
+K = TypeVar("K", bound=Hashable)
 EvictCause = Literal["size", "replaced", "explicit"]
+Estimate = Union[int, "tuple[int, int]"]
+"""Bytes that work holds while in flight: ``host`` or ``(host, device)``."""
+
+_Evicted = list  # list[tuple[Hashable, V, EvictCause]]
+
+
+def _nonneg_int(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a non-negative integer, got a boolean")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a non-negative integer, got {type(value).__name__}") from None
+    if n < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {n}")
+    return n
 
 
 def entry_cost(value: Any) -> tuple[int, int]:
     """``(host_bytes, device_bytes)`` that ``value`` holds.
 
     ``str`` → ``(len(value), 0)``; ``bytes``-like → ``(len, 0)``; objects exposing
-    ``host_bytes`` and ``device_bytes`` → those. Anything else raises ``TypeError``.
+    ``host_bytes`` and ``device_bytes`` (non-negative integers) → those. Anything else raises
+    ``TypeError``; negative sizes raise ``ValueError``.
     """
     if isinstance(value, str):
         return len(value), 0
     hb = getattr(value, "host_bytes", None)
     db = getattr(value, "device_bytes", None)
     if hb is not None and db is not None:
-        return int(hb), int(db)
+        return _nonneg_int(hb, "host_bytes"), _nonneg_int(db, "device_bytes")
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return len(value), 0
+        return memoryview(value).nbytes, 0
     raise TypeError(f"cannot size a cache value of type {type(value).__name__}: give it host_bytes and device_bytes")
+
+
+def _split_estimate(est: Estimate) -> tuple[int, int]:
+    if isinstance(est, tuple):
+        return _nonneg_int(est[0], "estimate host bytes"), _nonneg_int(est[1], "estimate device bytes")
+    return _nonneg_int(est, "estimate"), 0
 
 
 @dataclass(frozen=True)
@@ -47,8 +86,14 @@ class CacheStats:
     """A snapshot of a :class:`FrameCache`'s state and counters.
 
     ``bytes == host_bytes + device_bytes`` is the cost of the present entries;
-    ``inflight_bytes`` is what :meth:`FrameCache.reserve` holds for work under way;
-    ``peak_bytes`` is the highest ``bytes + inflight_bytes`` seen.
+    ``inflight_bytes`` is what work under way holds inside the budget (of which
+    ``inflight_device_bytes`` on the device); ``peak_bytes`` is the highest
+    ``bytes + inflight_bytes`` seen, never above ``max_bytes`` while estimates hold.
+    ``oversize_inflight_bytes`` is held by the one oversize job allowed outside the budget.
+
+    Lookups are ``hits + misses + joined``: a *miss* starts a load, a *join* waits for a load
+    another request started. ``hit_ratio`` is ``(hits + joined) / lookups``, the share of
+    requests that caused no work, so it does not fall when more threads ask for the same frames.
     """
 
     entries: int
@@ -67,6 +112,11 @@ class CacheStats:
     peak_bytes: int
     hit_ratio: float
     inflight_bytes: int = 0
+    inflight_device_bytes: int = 0
+    oversize_inflight_bytes: int = 0
+    joined: int = 0
+    admission_waits: int = 0
+    admission_timeouts: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a plain dict."""
@@ -74,28 +124,66 @@ class CacheStats:
 
 
 class _Flight:
-    """One in-progress load that concurrent misses of the same key wait on."""
+    """One load in progress that concurrent requests for the same key wait on.
 
-    __slots__ = ("done", "value", "error")
+    ``stale`` is set when the key is discarded (or the cache cleared) during the load: the
+    result still reaches the waiters but is not inserted.
+    """
+
+    __slots__ = ("done", "value", "error", "owner", "stale")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.value: Any = None
         self.error: BaseException | None = None
+        self.owner = threading.get_ident()
+        self.stale = False
+
+
+class _Reservation:
+    """Bytes held for one piece of work; ``oversize`` work holds them outside the budget."""
+
+    __slots__ = ("host", "device", "oversize")
+
+    def __init__(self, host: int, device: int, oversize: bool) -> None:
+        self.host = host
+        self.device = device
+        self.oversize = oversize
+
+    @property
+    def total(self) -> int:
+        return self.host + self.device
+
+
+def _waiter_copy(err: BaseException) -> BaseException:
+    """A fresh copy of a shared load error for one waiter, so that re-raising it in many threads
+    does not chain every waiter's traceback onto one object."""
+    try:
+        dup = copy.copy(err)
+    except Exception:  # noqa: BLE001 - an exception type that cannot be copied is raised as is
+        return err
+    if type(dup) is not type(err) or dup is err:
+        return err
+    dup.__cause__ = err.__cause__
+    dup.__suppress_context__ = True
+    return dup.with_traceback(None)
 
 
 class FrameCache(Generic[V]):
-    """LRU cache bounded by ``max_entries`` and ``max_bytes``; thread-safe.
+    """LRU cache bounded by ``max_entries`` and ``max_bytes`` (entries + work in flight); thread-safe.
 
-    After each insert, least-recently-used entries are evicted while
-    ``entries > max_entries or bytes > max_bytes``. An entry whose cost alone exceeds
-    ``max_bytes`` is never inserted (it would only evict everything and then itself):
-    :meth:`put` returns ``False``, ``oversize_rejects`` counts it and :meth:`get_or_load`
-    still returns it to the caller.
+    After each insert, least-recently-used entries are evicted while ``entries > max_entries``
+    or ``bytes + inflight > max_bytes``. An entry whose cost alone exceeds ``max_bytes`` is never
+    inserted: :meth:`put` returns ``False`` and ``oversize_rejects`` counts it.
 
     ``on_evict(key, value, cause)`` is called, outside the cache's lock, for every entry that
     leaves: ``cause`` is ``"size"`` (a bound), ``"replaced"`` (a new value for the key) or
-    ``"explicit"`` (:meth:`discard` / :meth:`clear`).
+    ``"explicit"`` (:meth:`discard` / :meth:`clear`). An ``Exception`` it raises is logged; a
+    ``BaseException`` (e.g. ``KeyboardInterrupt``) is re-raised after every entry has been
+    reported and the accounting is complete.
+
+    ``admission_timeout`` is how long (seconds) a reservation waits for budget held by work in
+    flight before it fails with :class:`~gpupipe.errors.BudgetTimeout`.
     """
 
     _LOG_INTERVAL_S = 10.0
@@ -105,31 +193,46 @@ class FrameCache(Generic[V]):
         max_entries: int,
         max_bytes: int,
         on_evict: Callable[[Hashable, V, EvictCause], None] | None = None,
+        *,
+        admission_timeout: float = 60.0,
     ) -> None:
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
             raise ValueError(f"max_entries must be a positive integer, got {max_entries!r}")
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
             raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+        if not (isinstance(admission_timeout, (int, float)) and 0 < admission_timeout < float("inf")):
+            raise ValueError(f"admission_timeout must be a positive finite number of seconds, got {admission_timeout!r}")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.on_evict = on_evict
+        self.admission_timeout = float(admission_timeout)
         self._lock = threading.Lock()
+        self._budget_freed = threading.Condition(self._lock)
+        self._queue: deque[object] = deque()  # admission tickets, FIFO
+        self._oversize_gate = threading.Lock()  # oversize work runs one job at a time
         self._data: OrderedDict[Hashable, tuple[V, int, int]] = OrderedDict()
         self._flights: dict[Hashable, _Flight] = {}
         self._host = 0
         self._device = 0
-        self._inflight = 0
+        self._inflight_host = 0
+        self._inflight_device = 0
+        self._oversize_inflight = 0
         self._peak = 0
-        self._hits = self._misses = self._loads = self._load_failures = 0
+        self._hits = self._misses = self._joined = self._loads = self._load_failures = 0
         self._evictions = self._evicted_bytes = self._oversize = 0
+        self._admission_waits = self._admission_timeouts = 0
         self._last_oversize_log = -1e9
         self._suppressed_logs = 0
 
-    # ------------------------------------------------------------------ internals (lock held)
+    # ------------------------------------------------------------------ storage (lock held)
 
     @property
     def _bytes(self) -> int:
         return self._host + self._device
+
+    @property
+    def _inflight(self) -> int:
+        return self._inflight_host + self._inflight_device
 
     def _remove(self, key: Hashable) -> tuple[V, int, int]:
         value, hb, db = self._data.pop(key)
@@ -137,49 +240,39 @@ class FrameCache(Generic[V]):
         self._device -= db
         return value, hb, db
 
-    def _evict_to_fit(self, extra: int, out: list[tuple[Hashable, V, EvictCause]], keep_newest: bool = False) -> None:
-        """Evict LRU entries while over a bound, counting reservations and ``extra`` bytes.
+    def _evict_lru(self, out: _Evicted) -> None:
+        key = next(iter(self._data))
+        value, hb, db = self._remove(key)
+        self._evictions += 1
+        self._evicted_bytes += hb + db
+        out.append((key, value, "size"))
 
-        With ``keep_newest`` the most recent entry (the one just put, which fits the budget
-        on its own) is never evicted, even while reservations of work in flight are large.
-        """
-        floor = 1 if keep_newest else 0
-        while len(self._data) > floor and (
-            len(self._data) > self.max_entries or self._bytes + self._inflight + extra > self.max_bytes
-        ):
-            key = next(iter(self._data))
-            value, hb, db = self._remove(key)
-            self._evictions += 1
-            self._evicted_bytes += hb + db
-            out.append((key, value, "size"))
+    def _over(self, extra: int = 0) -> bool:
+        return len(self._data) > self.max_entries or self._bytes + self._inflight + extra > self.max_bytes
+
+    def _evict_to_fit(self, extra: int, out: _Evicted) -> None:
+        """Evict LRU entries until both bounds hold with ``extra`` more bytes in flight (or none are left)."""
+        while self._data and self._over(extra):
+            self._evict_lru(out)
 
     def _note_peak(self) -> None:
         total = self._bytes + self._inflight
         if total > self._peak:
             self._peak = total
 
-    def _log_oversize(self, key: Hashable, cost: int) -> None:
+    def _log_oversize(self, key: Hashable, cost: int, what: str) -> None:
         now = time.monotonic()
         if now - self._last_oversize_log >= self._LOG_INTERVAL_S:
             more = f" ({self._suppressed_logs} more since the last message)" if self._suppressed_logs else ""
-            log.debug(
-                "not caching %r: its %d bytes exceed the whole budget of %d bytes%s",
-                key, cost, self.max_bytes, more,
-            )
+            log.debug("not caching %.200r: its %s of %d bytes exceeds the whole budget of %d bytes%s",
+                      key, what, cost, self.max_bytes, more)
             self._last_oversize_log = now
             self._suppressed_logs = 0
         else:
             self._suppressed_logs += 1
 
-    def _notify(self, evicted: list[tuple[Hashable, V, EvictCause]]) -> None:
-        if self.on_evict is not None:
-            for key, value, cause in evicted:
-                try:
-                    self.on_evict(key, value, cause)
-                except Exception:  # a faulty callback must not corrupt the cache
-                    log.exception("on_evict callback failed for %r", key)
-
-    def _put_locked(self, key: Hashable, value: V, evicted: list[tuple[Hashable, V, EvictCause]]) -> bool:
+    def _put_locked(self, key: Hashable, value: V, evicted: _Evicted, res: _Reservation | None = None) -> bool:
+        """Insert ``value``; with ``res``, its cost is taken from that reservation first."""
         hb, db = entry_cost(value)
         if key in self._data:
             old, _, _ = self._remove(key)
@@ -187,16 +280,292 @@ class FrameCache(Generic[V]):
                 evicted.append((key, old, "replaced"))
         if hb + db > self.max_bytes:
             self._oversize += 1
-            self._log_oversize(key, hb + db)
+            self._log_oversize(key, hb + db, "value")
             return False
+        if res is not None and not res.oversize:
+            take_host = min(hb + db, res.host)
+            take_device = min(hb + db - take_host, res.device)
+            res.host -= take_host
+            res.device -= take_device
+            self._inflight_host -= take_host
+            self._inflight_device -= take_device
         self._data[key] = (value, hb, db)
         self._host += hb
         self._device += db
+        while len(self._data) > 1 and self._over():
+            self._evict_lru(evicted)
+        if self._over():  # it does not fit beside the work in flight: it leaves at once
+            self._evict_lru(evicted)
+            return False
         self._note_peak()
-        self._evict_to_fit(0, evicted, keep_newest=True)
         return True
 
-    # ------------------------------------------------------------------ public API
+    def _notify(self, evicted: _Evicted) -> None:
+        """Report evicted entries to ``on_evict`` and drop the cache's references to them."""
+        pending: BaseException | None = None
+        try:
+            if self.on_evict is not None:
+                for key, value, cause in evicted:
+                    try:
+                        self.on_evict(key, value, cause)
+                    except Exception:  # a faulty callback must not corrupt the cache
+                        log.exception("on_evict callback failed for %.200r", key)
+                    except BaseException as e:  # noqa: BLE001 - re-raised once every entry is reported
+                        pending = pending or e
+        finally:
+            evicted.clear()
+        if pending is not None:
+            raise pending
+
+    # ------------------------------------------------------------------ admission
+
+    def _admit(self, est: Estimate, label: str) -> _Reservation:
+        """Reserve ``est`` bytes, evicting LRU entries and waiting (FIFO) for work in flight to release."""
+        host, device = _split_estimate(est)
+        total = host + device
+        if total > self.max_bytes:
+            with self._lock:
+                self._oversize += 1
+                self._log_oversize(label, total, "work")
+            if not self._oversize_gate.acquire(timeout=self.admission_timeout):
+                with self._lock:
+                    self._admission_timeouts += 1
+                raise BudgetTimeout(label, f"waited {self.admission_timeout:g} s to run alone (its {total} bytes exceed the cache budget of {self.max_bytes} bytes)")
+            with self._lock:
+                self._oversize_inflight += total
+            return _Reservation(host, device, True)
+        evicted: _Evicted = []
+        ticket = object()
+        deadline = time.monotonic() + self.admission_timeout
+        with self._lock:
+            self._queue.append(ticket)
+            try:
+                waited = False
+                while self._queue[0] is not ticket or self._inflight + total > self.max_bytes:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._admission_timeouts += 1
+                        raise BudgetTimeout(
+                            label,
+                            f"waited {self.admission_timeout:g} s for {total} bytes of the cache budget "
+                            f"({self.max_bytes} bytes, {self._inflight} held by work in flight)",
+                        )
+                    waited = True
+                    self._budget_freed.wait(remaining)
+            finally:
+                self._queue.remove(ticket)
+                self._budget_freed.notify_all()
+            self._admission_waits += waited
+            self._evict_to_fit(total, evicted)
+            self._inflight_host += host
+            self._inflight_device += device
+            self._note_peak()
+        res = _Reservation(host, device, False)
+        try:
+            self._notify(evicted)
+        except BaseException:
+            self._release(res)
+            raise
+        return res
+
+    def _release(self, res: _Reservation) -> None:
+        with self._lock:
+            if res.oversize:
+                self._oversize_inflight -= res.total
+            else:
+                self._inflight_host -= res.host
+                self._inflight_device -= res.device
+                self._budget_freed.notify_all()
+            res.host = res.device = 0
+        if res.oversize:
+            res.oversize = False
+            self._oversize_gate.release()
+
+    @contextmanager
+    def reserve(self, nbytes: Estimate, *, label: str = "work") -> Iterator[int]:
+        """Hold ``nbytes`` (or ``(host, device)``) of the budget for work in flight; yields the bytes held.
+
+        Evicts least-recently-used entries to make room and waits (FIFO) while work in flight
+        holds too much; raises :class:`~gpupipe.errors.BudgetTimeout` (naming ``label``) after
+        ``admission_timeout`` seconds. More than ``max_bytes`` runs alone, outside the budget,
+        evicting nothing. Released when the block exits.
+        """
+        res = self._admit(nbytes, label)
+        try:
+            yield res.total
+        finally:
+            self._release(res)
+
+    # ------------------------------------------------------------------ single-flight loads
+
+    def _claim(self, keys: Sequence[Hashable], results: list[Any]) -> tuple[list[Hashable], list[tuple[int, _Flight]], dict[Hashable, list[int]]]:
+        """Under the lock: fill hits into ``results``; return the keys this thread leads, the flights it joins, and each key's positions."""
+        me = threading.get_ident()
+        positions: dict[Hashable, list[int]] = {}
+        for i, k in enumerate(keys):
+            positions.setdefault(k, []).append(i)
+            f = self._flights.get(k)
+            if f is not None and f.owner == me:
+                raise CacheError(f"the loader of key {k!r:.200} requested that same key: it would wait for itself forever")
+        led: list[Hashable] = []
+        joins: list[tuple[int, _Flight]] = []
+        for k, idx in positions.items():
+            item = self._data.get(k)
+            if item is not None:
+                self._data.move_to_end(k)
+                self._hits += len(idx)
+                for i in idx:
+                    results[i] = item[0]
+                continue
+            f = self._flights.get(k)
+            if f is None:
+                self._flights[k] = _Flight()
+                self._misses += 1
+                self._loads += 1
+                self._joined += len(idx) - 1
+                led.append(k)
+            else:
+                self._joined += len(idx)
+                joins.extend((i, f) for i in idx)
+        return led, joins, positions
+
+    def _finish(self, key: Hashable, value: Any, res: _Reservation | None, evicted: _Evicted) -> tuple[Any, BaseException | None]:
+        """Complete ``key``'s flight (lock held) with ``value`` (an exception fails it): cache a good
+        value unless the flight is stale or the work was oversize. Returns ``(value, error)`` as settled."""
+        flight = self._flights.pop(key)
+        error = value if isinstance(value, BaseException) else None
+        if value is None:
+            error = CacheError(f"the loader of key {key!r:.200} returned None")
+        if error is None and not flight.stale and not (res is not None and res.oversize):
+            try:
+                self._put_locked(key, value, evicted, res)
+            except (TypeError, ValueError) as e:
+                error = e
+        if error is not None:
+            self._load_failures += 1
+            flight.error, value = error, None
+        flight.value = value
+        flight.done.set()
+        return value, error
+
+    def _run_part(self, part: list[Hashable], est: Estimate, loader: Callable[[list[Any]], Sequence[Any]], label: Callable[[Hashable], str], out: dict[Hashable, tuple[Any, BaseException | None]]) -> None:
+        """Admit, load and complete one part of a batch (a set of led keys whose estimate fits)."""
+        try:
+            res = self._admit(est, label(part[0]) if len(part) == 1 else f"{label(part[0])} and {len(part) - 1} more")
+        except BudgetTimeout as e:
+            self._finish_all(part, e, out)
+            return
+        try:
+            try:
+                values = list(loader(list(part)))
+                if len(values) != len(part):
+                    raise CacheError(f"the loader returned {len(values)} results for {len(part)} keys")
+            except Exception as e:  # noqa: BLE001 - a load failure reaches every waiter of these keys
+                self._finish_all(part, e, out)
+                return
+            evicted: _Evicted = []
+            with self._lock:
+                for k, v in zip(part, values):
+                    out[k] = self._finish(k, v, res, evicted)
+            self._notify(evicted)
+        finally:
+            self._release(res)
+
+    def _finish_all(self, keys: Sequence[Hashable], error: BaseException, out: dict[Hashable, tuple[Any, BaseException | None]]) -> None:
+        with self._lock:
+            for k in keys:
+                if k in self._flights and k not in out:
+                    out[k] = self._finish(k, error, None, [])
+
+    def _parts(self, keys: list[Hashable], ests: dict[Hashable, tuple[int, int]]) -> Iterator[tuple[list[Hashable], tuple[int, int]]]:
+        """Split led keys into consecutive parts whose estimates fit the budget; oversize keys go alone."""
+        part: list[Hashable] = []
+        host = device = 0
+        for k in keys:
+            h, d = ests[k]
+            if part and host + device + h + d > self.max_bytes:
+                yield part, (host, device)
+                part, host, device = [], 0, 0
+            part.append(k)
+            host += h
+            device += d
+        if part:
+            yield part, (host, device)
+
+    def get_or_load_many(
+        self,
+        keys: Sequence[K],
+        loader: Callable[[list[K]], Sequence[Any]],
+        *,
+        estimate: Callable[[K], Estimate] | None = None,
+        label: Callable[[K], str] | None = None,
+    ) -> list[Any]:
+        """One result per key, in order: the cached value, a value loaded now, or the exception that stopped it.
+
+        Keys that are neither cached nor being loaded by another request are loaded by
+        ``loader(keys)``, which returns one value (or exception) per key; keys another request is
+        loading are waited for (single-flight, shared with :meth:`get_or_load`). Each led key's
+        in-flight bytes are ``estimate(key)`` (an exception it raises becomes that key's result);
+        the keys are loaded in parts that fit the budget, each part's bytes reserved while it runs
+        and its values cached as they come (their cost taken from the reservation). A key whose
+        estimate alone exceeds the budget is loaded alone and not cached. ``label(key)`` names a
+        key in errors. A loader that raises fails every key of its part; a ``BaseException``
+        also fails them, then propagates.
+        """
+        name = label or (lambda k: repr(k)[:200])
+        results: list[Any] = [None] * len(keys)
+        with self._lock:
+            led, joins, positions = self._claim(keys, results)
+        out: dict[Hashable, tuple[Any, BaseException | None]] = {}
+        try:
+            if led:
+                ests: dict[Hashable, tuple[int, int]] = {}
+                ok: list[Hashable] = []
+                for k in led:
+                    try:
+                        ests[k] = _split_estimate(estimate(k)) if estimate is not None else (0, 0)  # type: ignore[arg-type]
+                        ok.append(k)
+                    except Exception as e:  # noqa: BLE001 - that key's failure only
+                        self._finish_all([k], e, out)
+                for part, est in self._parts(ok, ests):
+                    self._run_part(part, est, loader, name, out)  # type: ignore[arg-type]
+        except BaseException as e:
+            self._finish_all(led, e, out)
+            raise
+        for k, (value, err) in out.items():
+            for n, i in enumerate(positions[k]):
+                results[i] = value if err is None else (err if n == 0 else _waiter_copy(err))
+        for i, flight in joins:
+            flight.done.wait()
+            results[i] = flight.value if flight.error is None else _waiter_copy(flight.error)
+        return results
+
+    def get_or_load(self, key: Hashable, loader: Callable[[], V], *, estimate: Estimate | Callable[[], Estimate] | None = None, label: str | None = None) -> V:
+        """The cached value for ``key``, else ``loader()``'s result, cached if it fits.
+
+        Single-flight: concurrent misses of one key call ``loader`` once; the others wait and
+        get the same value, or a copy of the same exception. ``estimate`` (bytes, ``(host,
+        device)``, or a callable returning them) is reserved while ``loader`` runs (see
+        :meth:`get_or_load_many`). A loader that returns ``None``, or requests its own key,
+        fails with :class:`~gpupipe.errors.CacheError`.
+        """
+        est: Callable[[Hashable], Estimate] | None
+        if estimate is None:
+            est = None
+        elif callable(estimate):
+            fn = estimate
+            est = lambda _k: fn()  # noqa: E731
+        else:
+            fixed = estimate
+            est = lambda _k: fixed  # noqa: E731
+        (result,) = self.get_or_load_many(
+            [key], lambda _keys: [loader()], estimate=est, label=(lambda _k: label) if label else None
+        )
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    # ------------------------------------------------------------------ plain operations
 
     def get(self, key: Hashable) -> V | None:
         """The value for ``key`` (refreshing its recency), or ``None`` on a miss."""
@@ -216,65 +585,28 @@ class FrameCache(Generic[V]):
             return None if item is None else item[0]
 
     def put(self, key: Hashable, value: V) -> bool:
-        """Store ``value``; ``True`` if stored, ``False`` if rejected because it alone exceeds ``max_bytes``.
+        """Store ``value``; ``True`` if it is cached after the call.
 
-        A previous value under ``key`` is removed first (``on_evict`` cause ``"replaced"``),
-        even when the new value is rejected: the old one is stale.
+        ``False`` if it alone exceeds ``max_bytes`` (``oversize_rejects``), or if it does not fit
+        beside the work in flight (it is evicted at once, cause ``"size"``). A previous value
+        under ``key`` is removed first (cause ``"replaced"``), even when the new one is not kept.
+        Raises ``TypeError``/``ValueError`` for a value whose size cannot be told.
         """
-        evicted: list[tuple[Hashable, V, EvictCause]] = []
+        evicted: _Evicted = []
         with self._lock:
             stored = self._put_locked(key, value, evicted)
         self._notify(evicted)
         return stored
 
-    def get_or_load(self, key: Hashable, loader: Callable[[], V]) -> V:
-        """The cached value for ``key``, else ``loader()``'s result, cached if it fits.
+    def discard(self, key: Hashable) -> bool:
+        """Remove ``key`` if present (cause ``"explicit"``); ``True`` if it was there.
 
-        Single-flight: concurrent misses of one key call ``loader`` once; the others wait
-        and get the same value. If ``loader`` raises, every waiter gets that exception and
-        nothing is cached.
+        A load of ``key`` under way still returns its value to its waiters but does not cache it.
         """
         with self._lock:
-            item = self._data.get(key)
-            if item is not None:
-                self._data.move_to_end(key)
-                self._hits += 1
-                return item[0]
-            self._misses += 1
             flight = self._flights.get(key)
-            leader = flight is None
-            if leader:
-                flight = self._flights[key] = _Flight()
-                self._loads += 1
-        assert flight is not None
-        if not leader:
-            flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            return flight.value
-        evicted: list[tuple[Hashable, V, EvictCause]] = []
-        try:
-            value = loader()
-        except BaseException as e:
-            with self._lock:
-                self._load_failures += 1
-                del self._flights[key]
-            flight.error = e
-            flight.done.set()
-            raise
-        try:
-            with self._lock:
-                del self._flights[key]
-                self._put_locked(key, value, evicted)
-        finally:
-            flight.value = value
-            flight.done.set()
-        self._notify(evicted)
-        return value
-
-    def discard(self, key: Hashable) -> bool:
-        """Remove ``key`` if present (``on_evict`` cause ``"explicit"``); ``True`` if it was there."""
-        with self._lock:
+            if flight is not None:
+                flight.stale = True
             if key not in self._data:
                 return False
             value, _, _ = self._remove(key)
@@ -282,33 +614,14 @@ class FrameCache(Generic[V]):
         return True
 
     def clear(self) -> None:
-        """Remove every entry (``on_evict`` cause ``"explicit"`` for each); counters are kept."""
+        """Remove every entry (cause ``"explicit"``); loads under way are not cached; counters are kept."""
         with self._lock:
-            items = [(k, v, "explicit") for k, (v, _, _) in self._data.items()]
+            for flight in self._flights.values():
+                flight.stale = True
+            items: _Evicted = [(k, v, "explicit") for k, (v, _, _) in self._data.items()]
             self._data.clear()
             self._host = self._device = 0
-        self._notify(items)  # type: ignore[arg-type]
-
-    @contextmanager
-    def reserve(self, nbytes: int) -> Iterator[int]:
-        """Hold ``nbytes`` of the byte budget for work in flight (staging buffers, URIs being built).
-
-        Least-recently-used entries are evicted until ``bytes + inflight + nbytes <= max_bytes``
-        (or the cache is empty); the reservation is released when the block exits.
-        Yields the number of bytes reserved.
-        """
-        nbytes = max(0, int(nbytes))
-        evicted: list[tuple[Hashable, V, EvictCause]] = []
-        with self._lock:
-            self._evict_to_fit(nbytes, evicted)
-            self._inflight += nbytes
-            self._note_peak()
-        self._notify(evicted)
-        try:
-            yield nbytes
-        finally:
-            with self._lock:
-                self._inflight -= nbytes
+        self._notify(items)
 
     def keys(self) -> list[Hashable]:
         """The keys, least recently used first."""
@@ -326,7 +639,7 @@ class FrameCache(Generic[V]):
     def stats(self) -> CacheStats:
         """A consistent snapshot of the cache's size and counters."""
         with self._lock:
-            lookups = self._hits + self._misses
+            lookups = self._hits + self._misses + self._joined
             return CacheStats(
                 entries=len(self._data),
                 bytes=self._bytes,
@@ -342,8 +655,13 @@ class FrameCache(Generic[V]):
                 evicted_bytes=self._evicted_bytes,
                 oversize_rejects=self._oversize,
                 peak_bytes=self._peak,
-                hit_ratio=(self._hits / lookups) if lookups else 0.0,
+                hit_ratio=((self._hits + self._joined) / lookups) if lookups else 0.0,
                 inflight_bytes=self._inflight,
+                inflight_device_bytes=self._inflight_device,
+                oversize_inflight_bytes=self._oversize_inflight,
+                joined=self._joined,
+                admission_waits=self._admission_waits,
+                admission_timeouts=self._admission_timeouts,
             )
 
     def __repr__(self) -> str:

@@ -99,6 +99,7 @@ class CacheConfig:
 
     max_entries: int = 256
     max_bytes: int = 1500 * MiB
+    admission_timeout: float = 60.0
 
 
 @dataclass(frozen=True)

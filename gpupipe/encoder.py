@@ -15,10 +15,12 @@ from typing import Any, Iterable, Sequence
 
 from .config import Config, load_config
 from .cpu_backend import CpuBackend
+from .cache import Estimate
 from .errors import BackendUnavailable, FrameError
+from .footprint import Header, cpu_footprint, gpu_footprint, read_header
+from .memory import release_large_allocations
 from .plan import Job, OutputSpec, plan_job
-from .sources import Frame, Source, read_frame
-from .uri import b64_len
+from .sources import Frame, Source, read_frame, source_label
 
 __all__ = ["FrameEncoder", "select_backend"]
 
@@ -51,11 +53,15 @@ class FrameEncoder:
 
     ``config`` defaults to :func:`gpupipe.load_config()`; ``backend`` is ``"auto"``, ``"gpu"``
     or ``"cpu"`` (``"auto"`` defers to the config's ``backend``). The chosen backend is
-    ``.backend`` and the reason ``.backend_reason``.
+    ``.backend`` and the reason ``.backend_reason``. ``tune_allocator`` fixes glibc's mmap
+    threshold (see :mod:`gpupipe.memory`), as :class:`~gpupipe.FramePipeline` does.
     """
 
-    def __init__(self, config: Config | None = None, backend: str = "auto") -> None:
+    def __init__(self, config: Config | None = None, backend: str = "auto", *, tune_allocator: bool = True) -> None:
         self.config = config if config is not None else load_config()
+        self.max_source_bytes: int | None = None
+        if tune_allocator:
+            release_large_allocations()
         requested = backend if backend != "auto" else self.config.backend
         self.backend, self.backend_reason = select_backend(requested, self.config)
         self._impl: Any
@@ -158,12 +164,18 @@ class FrameEncoder:
             raise result
         return result
 
-    def inflight_estimate(self, source_bytes: int) -> int:
-        """Bytes that encoding a source of ``source_bytes`` holds while in flight (for cache reservations)."""
-        est = getattr(self._impl, "inflight_estimate", None)
-        if est is not None:
-            return int(est(source_bytes))
-        return source_bytes + b64_len(source_bytes)  # the source + its URI payload
+    def footprint(self, source: Source, spec: OutputSpec, label: str | None = None) -> tuple[Estimate, Header]:
+        """The bytes that encoding ``source`` under ``spec`` holds at once, from its header alone, and that header.
+
+        ``(host, device)`` bytes on the GPU backend, host bytes on the CPU. Raises the frame's
+        :class:`FrameError` (named ``label``, default :func:`~gpupipe.sources.source_label`) when
+        it cannot be opened, has no readable header, or is over ``max_pixels`` or ``max_source_bytes``.
+        """
+        name = label if label is not None else source_label(source)
+        header = read_header(source, name, max_pixels=self.config.max_pixels, max_bytes=self.max_source_bytes)
+        if self.backend == "gpu":
+            return gpu_footprint(header, spec), header
+        return cpu_footprint(header, spec), header
 
     def info(self) -> dict[str, Any]:
         """What this encoder runs on, for reports."""

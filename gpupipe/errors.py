@@ -14,6 +14,8 @@ __all__ = [
     "FrameNotFound",
     "FrameDecodeError",
     "FrameTooLarge",
+    "BudgetTimeout",
+    "CacheError",
     "BackendUnavailable",
 ]
 
@@ -70,6 +72,16 @@ class FrameDecodeError(FrameError):
 
 class FrameTooLarge(FrameError):
     """The frame declares more pixels than ``max_pixels`` allows (decompression-bomb guard)."""
+
+
+class BudgetTimeout(FrameError):
+    """The frame's work waited ``cache.admission_timeout`` seconds for room in the byte budget
+    (held by other work in flight) and gave up; other frames are unaffected."""
+
+
+class CacheError(GpupipeError, RuntimeError):
+    """A cache was used in a way that cannot work: a loader that requests its own key (it would
+    wait for itself forever), or a loader that returns ``None``."""
 
 
 class BackendUnavailable(GpupipeError, RuntimeError):

@@ -9,26 +9,18 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
-from .cache import CacheStats, FrameCache
+from .cache import CacheStats, Estimate, FrameCache
 from .config import Config, load_config
 from .encoder import FrameEncoder, materialize
-from .errors import FrameError
+from .errors import FrameDecodeError, FrameError
+from .footprint import Header
 from .memory import release_large_allocations
 from .plan import OutputSpec
-from .sources import Source, key_digest, source_key
+from .sources import Frame, Source, key_digest, source_key, source_label
 
 __all__ = ["FramePipeline", "open_pipeline"]
 
 Resolver = Callable[[Source], "str | None"]
-
-
-def _source_size(source: Source) -> int:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return memoryview(source).nbytes
-    try:
-        return os.stat(source).st_size
-    except OSError:
-        return 0
 
 
 class FramePipeline:
@@ -37,8 +29,12 @@ class FramePipeline:
     ``resolver(source)``, if given, is asked first: a ``str`` it returns is the answer and the
     cache is not touched; ``None`` falls through to the cache. Output settings (``output``,
     ``size``, ``quality``) default to the encoder's config and are part of every cache key.
-    ``tune_allocator`` fixes glibc's mmap threshold so that evicted URIs return their memory
-    to the OS (see :mod:`gpupipe.memory`: without it a 4K soak's peak RSS overshot budget × 1.15 + base).
+
+    Every encode is admitted by the cache before it starts, with the bytes it will hold
+    estimated from the frame's header (:meth:`FrameEncoder.footprint`): cached entries and work
+    in flight together stay within ``cache.max_bytes`` however many threads ask at once.
+    ``tune_allocator`` fixes glibc's mmap threshold so that evicted URIs return their memory to
+    the OS (see :mod:`gpupipe.memory`).
     """
 
     def __init__(
@@ -63,23 +59,28 @@ class FramePipeline:
         """The cache key of ``source`` under this pipeline's output settings."""
         return (*source_key(source), *self.spec.key())
 
-    def _encode(self, sources: Sequence[Source], keys: Sequence[tuple]) -> list[Any]:
-        """Read and encode ``sources`` (whose cache keys are ``keys``) with their in-flight bytes
-        reserved in the cache's budget."""
-        budget = sum(self.encoder.inflight_estimate(_source_size(s)) for s in sources)
-        # In-memory data was hashed for its key; its error label reuses that digest.
-        digests = [key_digest(k) for k in keys]
-        with self.cache.reserve(budget):
-            return self.encoder.encode_jobs(self.encoder.read_many(sources, digests), self.spec)
+    def _lookup(self, sources: Sequence[Source]) -> list[Any]:
+        """Cached, joined or freshly encoded results for ``sources`` (a URI or an exception each)."""
+        keys = [self.key(s) for s in sources]
+        by_key: dict[tuple, Source] = {}
+        for k, s in zip(keys, sources):
+            by_key.setdefault(k, s)
+        headers: dict[tuple, Header] = {}
 
-    def _load(self, source: Source, key: tuple) -> Callable[[], Any]:
-        def load() -> Any:
-            (result,) = self._encode([source], [key])
-            if isinstance(result, FrameError):
-                raise result
-            return result
+        def label(k: tuple) -> str:
+            return source_label(by_key[k], key_digest(k))
 
-        return load
+        def estimate(k: tuple) -> Estimate:
+            est, headers[k] = self.encoder.footprint(by_key[k], self.spec, label(k))
+            return est
+
+        def load(ks: list[tuple]) -> list[Any]:
+            frames = self.encoder.read_many([by_key[k] for k in ks], [key_digest(k) for k in ks])
+            checked = [_check_unchanged(fr, headers.get(k)) for k, fr in zip(ks, frames)]
+            return self.encoder.encode_jobs(checked, self.spec)
+
+        results = self.cache.get_or_load_many(keys, load, estimate=estimate, label=label)
+        return [r if isinstance(r, BaseException) else materialize(r) for r in results]
 
     def get(self, source: Source) -> str:
         """The URI of ``source``; raises its :class:`FrameError` (nothing is cached then)."""
@@ -87,35 +88,28 @@ class FramePipeline:
             hit = self.resolver(source)
             if hit is not None:
                 return hit
-        key = self.key(source)
-        return materialize(self.cache.get_or_load(key, self._load(source, key)))
+        (result,) = self._lookup([source])
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def get_many(self, sources: Sequence[Source]) -> list[str | FrameError]:
-        """URIs for several sources, encoding the misses together as one batch (GPU-friendly).
+        """URIs for several sources, encoding the misses together in batches that fit the budget.
 
-        One result per source, in order: a URI or that frame's :class:`FrameError`.
+        One result per source, in order: a URI or that frame's :class:`FrameError`. Frames
+        that other requests are encoding already are waited for, not encoded again.
         """
         results: list[Any] = [None] * len(sources)
-        missing: dict[tuple, list[int]] = {}
+        todo: list[int] = []
         for i, src in enumerate(sources):
             if self.resolver is not None and (hit := self.resolver(src)) is not None:
                 results[i] = hit
-                continue
-            k = self.key(src)
-            v = self.cache.get(k)
-            if v is not None:
-                results[i] = materialize(v)
             else:
-                missing.setdefault(k, []).append(i)
-        if missing:
-            keys = list(missing)
-            outs = self._encode([sources[missing[k][0]] for k in keys], keys)
-            for k, out in zip(keys, outs):
-                if not isinstance(out, FrameError):
-                    self.cache.put(k, out)
-                    out = materialize(out)
-                for i in missing[k]:
-                    results[i] = out
+                todo.append(i)
+        for i, r in zip(todo, self._lookup([sources[i] for i in todo])):
+            if isinstance(r, BaseException) and not isinstance(r, FrameError):
+                raise r
+            results[i] = r
         return results
 
     def stats(self) -> CacheStats:
@@ -144,5 +138,15 @@ def open_pipeline(
     """A ready :class:`FramePipeline`: config loaded for ``gpu``, encoder and cache built from it."""
     cfg = config if config is not None else load_config(config_path, gpu)
     encoder = FrameEncoder(cfg, backend=backend)
-    cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes)
+    cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes, admission_timeout=cfg.cache.admission_timeout)
     return FramePipeline(encoder, cache, resolver)
+
+
+def _check_unchanged(frame: Frame | FrameError, header: Header | None) -> Frame | FrameError:
+    """``frame``, or its error when it is larger than the header its budget was estimated from
+    (the file changed between the two reads)."""
+    if isinstance(frame, FrameError) or header is None:
+        return frame
+    if len(frame.data) > header.source_bytes or frame.width * frame.height > header.width * header.height:
+        return FrameDecodeError(frame.label, "changed while being read: it is larger than the header it was admitted by")
+    return frame

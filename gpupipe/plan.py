@@ -11,7 +11,7 @@ from typing import Literal
 
 from .sources import Frame, check_complete, fit_size
 
-__all__ = ["OutputSpec", "Job", "plan_job"]
+__all__ = ["OutputSpec", "Job", "plan_job", "passes_through"]
 
 Target = Literal["jpeg", "png", "auto"]
 
@@ -53,6 +53,15 @@ class Job:
         return self.out_size != self.frame.display_size
 
 
+def passes_through(display_size: tuple[int, int], orientation: int, spec: OutputSpec) -> bool:
+    """Whether a frame of this display size and EXIF orientation is passed through
+    unchanged under ``spec``: always for ``passthrough``; for ``auto`` when it already fits
+    ``spec.size`` and needs no rotation."""
+    if spec.format == "passthrough":
+        return True
+    return spec.format == "auto" and orientation == 1 and fit_size(*display_size, spec.size) == display_size
+
+
 def plan_job(index: int, frame: Frame, spec: OutputSpec) -> Job:
     """Decide how ``frame`` becomes a URI under ``spec``.
 
@@ -63,10 +72,7 @@ def plan_job(index: int, frame: Frame, spec: OutputSpec) -> Job:
     """
     disp = frame.display_size
     out_size = fit_size(disp[0], disp[1], spec.size)
-    passthrough = spec.format == "passthrough" or (
-        spec.format == "auto" and out_size == disp and frame.orientation == 1
-    )
-    if passthrough:
+    if passes_through(disp, frame.orientation, spec):
         check_complete(frame)
         return Job(index, frame, True, frame.kind, disp, spec.quality, spec.png_compress_level)
     target: Target = "auto" if spec.format == "auto" else spec.format  # type: ignore[assignment]

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import struct
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Union
+from typing import BinaryIO, Iterator, Literal, Union
 
 from .errors import FrameDecodeError, FrameNotFound, FrameTooLarge
 
@@ -120,9 +122,49 @@ def fit_size(width: int, height: int, size: tuple[int, int] | None) -> tuple[int
     return max(1, min(bw, round(width * scale))), max(1, min(bh, round(height * scale)))
 
 
-def _check_pixels(label: str, width: int, height: int, max_pixels: int | None) -> None:
+def check_pixels(label: str, width: int, height: int, max_pixels: int | None) -> None:
+    """Raise :class:`FrameTooLarge` if ``width``×``height`` exceeds ``max_pixels`` (``None``: no limit)."""
     if max_pixels is not None and width * height > max_pixels:
         raise FrameTooLarge(label, f"{width}x{height} = {width * height} pixels exceeds max_pixels = {max_pixels}")
+
+
+def check_source_bytes(label: str, nbytes: int, max_bytes: int | None) -> None:
+    """Raise :class:`FrameTooLarge` if an encoded frame of ``nbytes`` exceeds ``max_bytes`` (``None``: no limit)."""
+    if max_bytes is not None and nbytes > max_bytes:
+        raise FrameTooLarge(label, f"the encoded frame is {nbytes} bytes, over the limit of {max_bytes} bytes (max_source_bytes)")
+
+
+_FILE_TYPES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
+
+
+@contextmanager
+def open_frame_file(path: str | os.PathLike[str], label: str, max_bytes: int | None = None) -> Iterator[tuple[BinaryIO, int]]:
+    """Open a frame file for reading; yields the file and its size.
+
+    Never blocks (``O_NONBLOCK``: a FIFO cannot hang the caller) and refuses at once anything
+    but a regular file (FIFOs, devices, sockets, directories) with :class:`FrameNotFound`, and a
+    file over ``max_bytes`` with :class:`FrameTooLarge`, before reading a byte.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FrameNotFound(label, "no such file") from None
+    except IsADirectoryError:
+        raise FrameNotFound(label, "is a directory, not a frame file") from None
+    except OSError as e:
+        raise FrameNotFound(label, f"cannot open: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            what = _FILE_TYPES.get(stat.S_IFMT(st.st_mode), "not a regular file")
+            raise FrameNotFound(label, f"is {what}, not a regular frame file")
+        check_source_bytes(label, st.st_size, max_bytes)
+        f = os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f, st.st_size  # type: ignore[misc]
 
 
 def _probe_png(label: str, data: bytes, max_pixels: int | None = None) -> tuple[int, int, int, bool]:
@@ -131,7 +173,7 @@ def _probe_png(label: str, data: bytes, max_pixels: int | None = None) -> tuple[
     width, height, depth, ctype = struct.unpack(">IIBB", data[16:26])
     if width == 0 or height == 0:
         raise FrameDecodeError(label, f"PNG declares an empty image ({width}x{height})")
-    _check_pixels(label, width, height, max_pixels)  # the size guard comes first, even over a bad CRC
+    check_pixels(label, width, height, max_pixels)  # the size guard comes first, even over a bad CRC
     alpha = ctype in (4, 6)
     # Walk the header chunks before the first IDAT (cheap: headers only): look for tRNS and
     # check each CRC, as decoders do (Pillow and libpng refuse a bad CRC there), so that a
@@ -177,7 +219,7 @@ def _dht_ok(seg: bytes) -> bool:
     return pos == n
 
 
-def _exif_orientation(seg: bytes) -> int:
+def exif_orientation(seg: bytes) -> int:
     """Orientation tag (0x0112) from an APP1 ``Exif`` segment payload, or 1."""
     if not seg.startswith(b"Exif\x00\x00") or len(seg) < 14:
         return 1
@@ -227,7 +269,7 @@ def _probe_jpeg(label: str, data: bytes, max_pixels: int | None = None) -> tuple
                 break
             raise FrameDecodeError(label, f"corrupt JPEG: bad segment length at byte {pos}")
         if marker == 0xE1 and orientation == 1:
-            orientation = _exif_orientation(data[pos + 4 : pos + 2 + length])
+            orientation = exif_orientation(data[pos + 4 : pos + 2 + length])
         if marker == 0xC4 and pos + 2 + length <= n and not _dht_ok(data[pos + 4 : pos + 2 + length]):
             raise FrameDecodeError(label, f"corrupt JPEG: bad Huffman table at byte {pos}")
         if marker in _SOF and size is None:
@@ -236,7 +278,7 @@ def _probe_jpeg(label: str, data: bytes, max_pixels: int | None = None) -> tuple
             height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
             if width == 0 or height == 0:
                 raise FrameDecodeError(label, f"JPEG declares an empty image ({width}x{height})")
-            _check_pixels(label, width, height, max_pixels)
+            check_pixels(label, width, height, max_pixels)
             size = (width, height)
         pos += 2 + length
     if size is not None:

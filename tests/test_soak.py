@@ -32,7 +32,7 @@ def test_soak_keeps_accounting_and_budget(originals, tmp_path):
     c = r.cache
     assert r.failures == 0 and r.invariant_violations == 0
     assert c["bytes"] <= budget and c["bytes"] == c["host_bytes"] + c["device_bytes"]
-    assert c["evictions"] > 0 and c["hits"] + c["misses"] == 400
+    assert c["evictions"] > 0 and c["hits"] + c["misses"] + c["joined"] == 400
     assert c["inflight_bytes"] == 0 and c["peak_bytes"] <= budget
     assert r.samples and r.peak_rss >= r.base_rss
     assert r.to_dict()["ok"] == r.ok
