@@ -453,7 +453,9 @@ class FrameCache(Generic[V]):
         try:
             res = self._admit(est, label(part[0]) if len(part) == 1 else f"{label(part[0])} and {len(part) - 1} more")
         except BudgetTimeout as e:
-            self._finish_all(part, e, out)
+            with self._lock:
+                for k in part:
+                    out[k] = self._finish(k, BudgetTimeout(label(k), e.reason), None, [])
             return
         try:
             try:

@@ -37,6 +37,8 @@ class Header:
     sample_bytes: int
     source_bytes: int
     orientation: int = 1
+    native_rgb: bool = True
+    """Whether the decoder's own image is already RGB or RGBA (no conversion copy)."""
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -54,7 +56,8 @@ def _png_header(data: bytes, size: int) -> Header | None:
     if len(data) < 29 or data[12:16] != b"IHDR":
         return None
     w, h, depth, ctype = struct.unpack(">IIBB", data[16:26])
-    return Header("png", w, h, _PNG_CHANNELS.get(ctype, 4), 2 if depth == 16 else 1, size)
+    sample = 2 if depth == 16 else 1
+    return Header("png", w, h, _PNG_CHANNELS.get(ctype, 4), sample, size, native_rgb=ctype in (2, 6) and sample == 1)
 
 
 def _jpeg_header(data: bytes | memoryview, size: int) -> Header | None:
@@ -72,7 +75,8 @@ def _jpeg_header(data: bytes | memoryview, size: int) -> Header | None:
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
         if marker in _SOF and pos + 10 <= n:
             h, w = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return Header("jpeg", w, h, max(3, data[pos + 9]), 1, size, orientation)
+            comps = data[pos + 9]
+            return Header("jpeg", w, h, max(3, comps), 1, size, orientation, native_rgb=comps == 3)
         if length < 2:
             return None
         if marker == 0xE1 and orientation == 1:
@@ -133,15 +137,23 @@ def _uri(encoded: int) -> int:
     return b64_len(encoded) + _URI_PREFIX
 
 
+def _encoded_bound(opx: int, png: bool) -> int:
+    """Bytes an encoded output of ``opx`` pixels can reach, with ``io.BytesIO``'s 1/8 growth slack:
+    PNG at most 4 bytes per pixel plus zlib and chunk overhead, JPEG at most 3."""
+    raw = opx * 4 + opx // 64 if png else opx * 3
+    return raw + raw // 8 + 8192
+
+
 def cpu_footprint(header: Header, spec: OutputSpec) -> int:
     """Host bytes that the CPU path holds at its peak for this frame (an upper bound).
 
-    Passthrough: the source and its URI. Transcode, stage by stage, with everything that can be
-    alive at once counted: the source; Pillow's decoded image (4 bytes per pixel for colour,
-    Pillow's internal layout) plus one full-size copy for orientation or mode conversion and the
-    16-bit path's NumPy temporaries; the resize (its reduced intermediate and the output, 4 bytes
-    per output pixel each, plus the horizontal pass); the encoded stream (bounded by 4 bytes per
-    output pixel plus the encoder's buffer slack) and the URI.
+    Passthrough: the source and its URI. Transcode, with everything that can be alive at once:
+    the source; the decoded image (at most 4 bytes per pixel in the decoder's layout) and one
+    full-size copy when it is rotated or converted to RGB/RGBA (two for 16-bit samples, whose
+    NumPy scaling makes temporaries); the resize's horizontal pass and output (4 bytes per pixel,
+    twice for the box-reduced intermediate); the encoded stream (:func:`_encoded_bound`; PNG
+    when the target is PNG or may be, for a PNG source under ``auto``) and its URI.
+    ``tests/test_footprint.py`` checks this against measured peak RSS.
     """
     src = header.source_bytes
     if passes_through(header.display_size, header.orientation, spec):
@@ -149,10 +161,13 @@ def cpu_footprint(header: Header, spec: OutputSpec) -> int:
     px = header.width * header.height
     ow, oh = fit_size(*header.display_size, spec.size)
     opx = ow * oh
-    decoded = px * 4 * (2 if header.sample_bytes == 1 else 3)
-    resized = 0 if (ow, oh) == header.display_size else px * 4 + 2 * opx * 4
-    encoded = opx * 4 + opx // 2 + 8192
-    return src + decoded + resized + encoded + _uri(encoded)
+    copy = 0 if header.native_rgb else px * 4 * header.sample_bytes
+    if header.orientation != 1:
+        copy = max(copy, px * 4)
+    resized = 0 if (ow, oh) == header.display_size else ow * max(header.width, header.height) * 4 + 2 * opx * 4
+    png = spec.format == "png" or (spec.format == "auto" and header.kind == "png")
+    encoded = _encoded_bound(opx, png)
+    return src + px * 4 + copy + resized + encoded + _uri(encoded)
 
 
 def gpu_footprint(header: Header, spec: OutputSpec, *, passthrough_on_device: bool = False) -> Estimate:
@@ -173,7 +188,7 @@ def gpu_footprint(header: Header, spec: OutputSpec, *, passthrough_on_device: bo
         return cpu_footprint(header, spec), 0
     ow, oh = fit_size(*header.display_size, spec.size)
     opx = ow * oh
-    encoded = opx * 3 + opx // 2 + 8192
+    encoded = _encoded_bound(opx, False)
     resized = 0 if (ow, oh) == header.display_size else opx * 3
     device = src + header.width * header.height * 3 + resized + opx * 3 // 2 + 4096
     return src + encoded + _uri(encoded), device

@@ -48,11 +48,18 @@ class SoakResult:
     cache: dict
     invariant_violations: int
     samples: list[tuple[float, int, int]] = field(default_factory=list)
+    output: str = "auto"
+    size: tuple[int, int] | None = None
+
+    @property
+    def cache_peak(self) -> int:
+        """The highest ``entries + work in flight`` the cache admitted (``CacheStats.peak_bytes``)."""
+        return int(self.cache["peak_bytes"])
 
     @property
     def ok(self) -> bool:
-        """Peak RSS within budget × 1.15 + base, and the cache's accounting never broke."""
-        return self.peak_rss <= self.target_rss and self.invariant_violations == 0
+        """Peak RSS within budget × 1.15 + base, the cache's peak within its budget, and its accounting never broke."""
+        return self.peak_rss <= self.target_rss and self.cache_peak <= self.budget_bytes and self.invariant_violations == 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -104,12 +111,19 @@ def run_soak(
     sample_hz: float = 10.0,
     seed: int = 0,
     on_progress: Callable[[int], None] | None = None,
+    output: str | None = None,
+    size: tuple[int, int] | None = None,
+    distinct: bool = False,
 ) -> SoakResult:
-    """Play ``requests`` requests over ``frames`` with ``threads`` concurrent workers and sample memory."""
+    """Play ``requests`` requests over ``frames`` with ``threads`` concurrent workers and sample memory.
+
+    ``output``/``size`` are the pipeline's output settings; ``distinct`` requests each frame once,
+    in order (no hits: the most pressure on the budget), instead of a render with seek-backs.
+    """
     proc = psutil.Process()
     cache: FrameCache = FrameCache(max_entries, budget_bytes)
-    pipe = FramePipeline(encoder, cache)
-    trace = render_trace(len(frames), requests, seed=seed)
+    pipe = FramePipeline(encoder, cache, output=output, size=size)
+    trace = list(range(min(requests, len(frames)))) if distinct else render_trace(len(frames), requests, seed=seed)
     base_rss = proc.memory_info().rss
     device_used = _device_used()
     samples: list[tuple[float, int, int]] = []
@@ -120,7 +134,7 @@ def run_soak(
     def sampler() -> None:
         while not stop.is_set():
             s = cache.stats()
-            if s.bytes > s.max_bytes or s.bytes != s.host_bytes + s.device_bytes or s.entries > s.max_entries:
+            if s.bytes + s.inflight_bytes > s.max_bytes or s.bytes != s.host_bytes + s.device_bytes or s.entries > s.max_entries:
                 violations[0] += 1
             samples.append((time.perf_counter() - t0, proc.memory_info().rss, device_used()))
             stop.wait(1.0 / sample_hz)
@@ -172,4 +186,6 @@ def run_soak(
         cache=cache.stats().as_dict(),
         invariant_violations=violations[0],
         samples=samples,
+        output=pipe.spec.format,
+        size=pipe.spec.size,
     )

@@ -138,3 +138,79 @@ def test_in_memory_frames_are_hashed_once_per_miss(enc, frame_files, monkeypatch
     assert isinstance(out[0], FrameDecodeError) and out[0].frame == ei.value.frame and out[1].startswith("data:")
     assert calls == [len(data), len(bad), len(bad), len(data), len(bad)]  # one per key, none for labels
     exact(pipe.cache)
+
+
+# ---------------------------------------------------------------- admission under load
+
+
+def test_get_many_shares_loads_across_threads(enc, tmp_path, png_bytes):
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"f{i}.png"
+        p.write_bytes(png_bytes)
+        paths.append(p)
+    pipe = FramePipeline(enc, FrameCache(10, 64 * MiB))
+    barrier = threading.Barrier(8)
+    out = []
+
+    def worker():
+        barrier.wait(10)
+        out.append(pipe.get_many(paths))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    s = pipe.stats()
+    assert len(out) == 8 and all(r == out[0] for r in out) and all(isinstance(u, str) for u in out[0])
+    assert s.loads == 4 and s.misses == 4 and s.hits + s.joined == 28
+    exact(pipe.cache)
+
+
+def test_budget_timeout_fails_only_that_frame(enc, frame_files):
+    from gpupipe.errors import BudgetTimeout
+
+    p, j = frame_files
+    cache = FrameCache(10, 64 * MiB, admission_timeout=0.2)
+    pipe = FramePipeline(enc, cache)
+    ok = pipe.get(j)  # cached before the budget is taken
+    with cache.reserve(64 * MiB - 100_000):  # work in flight elsewhere holds nearly everything
+        results = pipe.get_many([p, j])
+    assert isinstance(results[0], BudgetTimeout) and results[0].frame == str(p)
+    assert results[1] == ok
+    assert cache.stats().admission_timeouts == 1 and p not in cache
+    assert pipe.get(p).startswith("data:image/png")  # and it succeeds once the budget is free
+    exact(cache)
+
+
+def test_oversize_work_is_returned_uncached_without_evicting(enc, tmp_path, rgb_frame):
+    import io
+
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.fromarray(rgb_frame).resize((1280, 720)).save(big, "PNG")
+    small = tmp_path / "small.jpg"
+    Image.fromarray(rgb_frame).resize((32, 18)).save(small, "JPEG")
+    cache = FrameCache(10, 2 * MiB)
+    pipe = FramePipeline(enc, cache, output="jpeg")
+    pipe.get(small)
+    uri = pipe.get(big)  # decoding 1280x720 RGB alone needs more than 2 MiB in flight
+    s = cache.stats()
+    assert uri.startswith("data:image/jpeg") and len(uri) < 2 * MiB
+    assert big not in [k[1] for k in cache.keys()] and s.entries == 1 and s.evictions == 0
+    assert s.oversize_rejects == 1 and s.peak_bytes <= 2 * MiB
+    Image.open(io.BytesIO(__import__("base64").b64decode(uri.split(",", 1)[1]))).verify()
+
+
+def test_encoder_alone_tunes_the_allocator(monkeypatch):
+    import gpupipe.encoder as encoder_mod
+
+    calls = []
+    monkeypatch.setattr(encoder_mod, "release_large_allocations", lambda: calls.append(1) or True)
+    with FrameEncoder(backend="cpu"):
+        pass
+    with FrameEncoder(backend="cpu", tune_allocator=False):
+        pass
+    assert calls == [1]

@@ -1,0 +1,124 @@
+"""In-flight estimates from frame headers: never below the resident memory an encode really takes."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gpupipe.errors import FrameDecodeError, FrameTooLarge
+from gpupipe.footprint import cpu_footprint, gpu_footprint, header_from_bytes, read_header
+from gpupipe.plan import OutputSpec
+
+HERE = Path(__file__).resolve().parent
+
+
+def _save(img: Image.Image, path: Path, fmt: str, **kw) -> None:
+    img.save(path, fmt, **kw)
+
+
+@pytest.fixture(scope="module")
+def hd_frames(tmp_path_factory) -> Path:
+    """1080p frames with camera-like noise (so they compress like real footage), in every layout the probe measures."""
+    d = tmp_path_factory.mktemp("hd")
+    rng = np.random.default_rng(3)
+    h, w = 1080, 1920
+    base = np.linspace(0, 255, w, dtype=np.float32)[None, :, None] * np.ones((h, 1, 3), np.float32)
+    rgb = np.clip(base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+    _save(Image.fromarray(rgb), d / "noise.png", "PNG", compress_level=1)
+    _save(Image.fromarray(rgb), d / "noise.jpg", "JPEG", quality=92)
+    a = np.full((h, w, 1), 255, np.uint8)
+    a[:200, :200] = 90
+    _save(Image.fromarray(np.concatenate([rgb, a], -1)), d / "rgba.png", "PNG", compress_level=1)
+    g16 = (rgb[..., 0].astype(np.uint16) * 257)
+    _save(Image.fromarray(g16), d / "gray16.png", "PNG", compress_level=1)
+    ex = Image.Exif()
+    ex[0x0112] = 6
+    _save(Image.fromarray(rgb), d / "exif6.jpg", "JPEG", quality=92, exif=ex.tobytes())
+    return d
+
+
+@pytest.mark.slow
+def test_estimates_never_under_count_resident_memory(hd_frames):
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak-RSS mark")
+    out = subprocess.run(
+        [sys.executable, str(HERE / "footprint_probe.py"), str(hd_frames)],
+        capture_output=True, text=True, timeout=240, check=True,
+    )
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 10, out.stdout + out.stderr
+    for r in rows:
+        assert r["measured"] > 0, r
+        assert r["estimate"] >= r["measured"], f"under-counted: {r}"
+        # and not absurdly over: an estimate 4x reality would starve concurrency
+        assert r["estimate"] <= 4 * r["measured"] + 16 * 2**20, f"over-counted: {r}"
+
+
+def _png(w: int, h: int, mode: str = "RGB") -> bytes:
+    b = io.BytesIO()
+    Image.new(mode, (w, h)).save(b, "PNG")
+    return b.getvalue()
+
+
+def _jpeg_with_big_app_segments(w: int, h: int, app_bytes: int) -> bytes:
+    b = io.BytesIO()
+    Image.new("RGB", (w, h), (10, 200, 30)).save(b, "JPEG")
+    data = b.getvalue()
+    seg = b"\xff\xe2" + (65535).to_bytes(2, "big") + b"\0" * 65533
+    return data[:2] + seg * (app_bytes // 65537 + 1) + data[2:]
+
+
+def test_header_of_png_and_jpeg():
+    h = header_from_bytes(_png(640, 360, "RGBA"))
+    assert (h.kind, h.width, h.height, h.channels, h.sample_bytes) == ("png", 640, 360, 4, 1)
+    h = header_from_bytes(_png(64, 36, "I;16"))
+    assert (h.channels, h.sample_bytes) == (1, 2)
+    h = header_from_bytes(_jpeg_with_big_app_segments(64, 48, 0))
+    assert (h.kind, h.width, h.height) == ("jpeg", 64, 48)
+
+
+def test_jpeg_frame_header_behind_large_app_segments(tmp_path):
+    data = _jpeg_with_big_app_segments(64, 48, 300_000)
+    p = tmp_path / "big_app.jpg"
+    p.write_bytes(data)
+    h = read_header(p, "big_app.jpg")
+    assert (h.width, h.height, h.source_bytes) == (64, 48, len(data))
+    assert read_header(data, "mem").width == 64
+
+
+def test_read_header_gives_the_frame_errors(tmp_path):
+    with pytest.raises(FrameDecodeError, match="IHDR"):
+        read_header(b"\x89PNG\r\n\x1a\n\0\0", "trunc")
+    with pytest.raises(FrameDecodeError, match="not a PNG or JPEG"):
+        read_header(b"GIF89a....", "gif")
+    with pytest.raises(FrameTooLarge, match="max_pixels"):
+        read_header(_png(100, 100), "big", max_pixels=99 * 100)
+    with pytest.raises(FrameTooLarge, match="max_source_bytes"):
+        read_header(_png(100, 100), "big", max_bytes=10)
+    with pytest.raises(FrameDecodeError, match="empty image"):
+        read_header(b"\x89PNG\r\n\x1a\n" + b"\0\0\0\x0dIHDR" + b"\0" * 17, "empty")
+
+
+def test_passthrough_estimate_is_source_and_uri_only():
+    h = header_from_bytes(_png(3840, 2160))
+    est = cpu_footprint(h, OutputSpec("passthrough"))
+    assert h.source_bytes < est < 3 * h.source_bytes + 100
+    transcode = cpu_footprint(h, OutputSpec("jpeg"))
+    assert transcode > 3840 * 2160 * 4  # at least the decoded bitmap
+
+
+def test_gpu_estimate_reports_device_bytes():
+    h = header_from_bytes(_jpeg_with_big_app_segments(3840, 2160, 0))
+    host, device = gpu_footprint(h, OutputSpec("jpeg", (1920, 1080)))
+    assert device >= 3840 * 2160 * 3 and host > h.source_bytes
+    host, device = gpu_footprint(h, OutputSpec("passthrough"), passthrough_on_device=True)
+    assert device > 2 * h.source_bytes
+    host_only, none = gpu_footprint(h, OutputSpec("passthrough"))
+    assert none == 0 and host_only == cpu_footprint(h, OutputSpec("passthrough"))
