@@ -65,8 +65,10 @@ def _progress(total: int) -> Progress:
 def _stats_rows(table: Table, stats) -> None:
     table.add_row("cache entries", f"{stats.entries} / {stats.max_entries}")
     table.add_row("cache MiB", f"{stats.bytes / MiB:.1f} / {stats.max_bytes / MiB:.0f} (peak {stats.peak_bytes / MiB:.1f})")
-    table.add_row("hits / misses", f"{stats.hits} / {stats.misses} (hit ratio {stats.hit_ratio:.1%})")
+    table.add_row("hits / joined / misses", f"{stats.hits} / {stats.joined} / {stats.misses} (hit ratio {stats.hit_ratio:.1%})")
     table.add_row("evictions", f"{stats.evictions} ({stats.evicted_bytes / MiB:.1f} MiB), oversize rejects {stats.oversize_rejects}")
+    if stats.admission_waits or stats.admission_timeouts:
+        table.add_row("budget waits", f"{stats.admission_waits} (timeouts {stats.admission_timeouts})")
 
 
 @app.command()
