@@ -3,12 +3,13 @@
 A config file has two top-level sections, both optional::
 
     defaults:            # applies to every GPU (and to the CPU path)
-      cache: {max_entries: 256, max_bytes: 1500MiB}
+      cache: {max_entries: 256, max_bytes: 1500MiB, admission_timeout: 60}
       staging: {max_bytes: 2GiB, pinned_bytes: 256MiB}
       output: {format: auto, jpeg_quality: 90, size: null, png_compress_level: 1}
       backend: auto
       batch_size: 8
       max_pixels: 67108864
+      max_source_bytes: null
       workers: null
     gpus:
       0: {cache: {max_bytes: 4GiB}}   # overrides for GPU 0 only
@@ -16,17 +17,27 @@ A config file has two top-level sections, both optional::
 :func:`load_config` merges ``defaults`` with the chosen GPU's section, then applies the
 environment overrides ``GPUPIPE_CACHE_BYTES_MB``, ``GPUPIPE_CACHE_MAX_ENTRIES`` and
 ``GPUPIPE_BACKEND``. ``GPUPIPE_CONFIG`` names the file when no path is given.
+
+The file is untrusted input: it must be a regular file of at most 1 MiB of UTF-8 holding at
+most 10,000 YAML nodes, nested at most 32 levels deep, with no duplicate keys, and every
+value must lie within the ``_MAX_*`` bounds below (the README's configuration table lists
+them). Anything else is a :class:`ConfigError` naming the file and key path, whose message
+shows at most a few hundred characters of the offending value.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
+import reprlib
+import stat
 import warnings
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -49,11 +60,27 @@ log = logging.getLogger("gpupipe.config")
 KiB = 1024
 MiB = 1024**2
 GiB = 1024**3
+PiB = 1024**5
 CACHE_BYTES_FLOOR = 64 * MiB
 """Smallest accepted cache byte budget; smaller budgets are clamped up with a warning."""
 
 OUTPUT_FORMATS = ("auto", "passthrough", "jpeg", "png")
 BACKENDS = ("auto", "gpu", "cpu")
+
+# Bounds on values (documented in the README's configuration table).
+_MAX_SIZE = PiB  # every byte size
+_MAX_CACHE_ENTRIES = 10**7
+_MAX_ADMISSION_TIMEOUT = 86400.0  # seconds
+_MAX_BATCH_SIZE = 4096
+_MAX_WORKERS = 4096
+_MAX_PIXELS = 2**31
+_MAX_OUTPUT_SIDE = 65535  # JPEG's largest dimension
+_MAX_GPU_INDEX = 1023
+# Bounds on the file itself.
+_MAX_FILE_BYTES = MiB
+_MAX_DEPTH = 32  # nesting levels below the top-level mapping
+_MAX_NODES = 10_000  # YAML nodes and alias references per file; also entries per mapping after merge keys (<<)
+_MAX_TEXT = 64  # characters of a size, 'WxH' or number string; longer ones are refused unparsed
 
 _UNITS = {
     "": 1, "b": 1,
@@ -62,40 +89,89 @@ _UNITS = {
     "g": 1000**3, "gb": 1000**3, "gib": GiB,
     "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]*)")
 
+
+# --------------------------------------------------------------------------- bounded rendering
+
+class _BoundedRepr(reprlib.Repr):
+    """``reprlib.Repr`` that also never renders an integer's full digits (``repr`` of a huge int raises in Python >= 3.11)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 256:
+            return f"<{x.bit_length()}-bit integer>"
+        return super().repr_int(x, level)
+
+
+_REPR = _BoundedRepr()
+_REPR.maxlevel = 3
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxfrozenset = _REPR.maxdict = 6
+_REPR.maxstring = _REPR.maxlong = _REPR.maxother = 80
+_MAX_SHOWN = 300
+
+
+def _clip(text: str, limit: int = _MAX_SHOWN) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: its repr, cut to at most ``_MAX_SHOWN`` characters without building the full repr.
+
+    Bounded for any value a YAML document can produce, including self-referencing lists and
+    alias bombs (lists that share sub-lists and would expand to gigabytes).
+    """
+    return _clip(_REPR.repr(value))
+
+
+def _key_part(k: Any) -> str:
+    """One component of a dotted key path: a string key as written (cut to 60 characters), anything else bounded-repr'd."""
+    return _clip(k, 60) if isinstance(k, str) else _clip(_REPR.repr(k), 60)
+
+
+# --------------------------------------------------------------------------- sizes
 
 def parse_size(value: Any, *, key: str = "size", source: str | None = None) -> int:
     """Parse a byte size: an int (bytes) or a string such as ``"1500MiB"``, ``"4GiB"``, ``"512MB"``.
 
-    Raises :class:`ConfigError` naming ``key`` for negative, non-numeric or unknown-unit values.
+    Raises :class:`ConfigError` naming ``key`` for negative, non-numeric, non-finite or
+    unknown-unit values and for sizes above 1 PiB.
     """
     if isinstance(value, bool):
         raise ConfigError(f"expected a size, got a boolean {value!r}", source=source, key=key)
     if isinstance(value, int):
         n = value
-    elif isinstance(value, float) and value.is_integer():
+    elif isinstance(value, float) and value.is_integer():  # inf and nan are not
         n = int(value)
     elif isinstance(value, str):
-        m = _SIZE_RE.match(value)
+        text = value.strip()
+        m = _SIZE_RE.fullmatch(text) if len(text) <= _MAX_TEXT else None
         unit = m.group(2).lower() if m else None
         if not m or unit not in _UNITS:
             raise ConfigError(
-                f"unparsable size {value!r} (use bytes or e.g. '1500MiB', '4GiB', '512MB')",
+                f"unparsable size {_show(value)} (use bytes or e.g. '1500MiB', '4GiB', '512MB')",
                 source=source,
                 key=key,
             )
-        n = int(float(m.group(1)) * _UNITS[unit])
+        x = float(m.group(1)) * _UNITS[unit]  # finite: at most _MAX_TEXT digits
+        n = int(x) if x <= _MAX_SIZE else _MAX_SIZE + 1
     else:
-        raise ConfigError(f"expected a size, got {type(value).__name__} {value!r}", source=source, key=key)
+        raise ConfigError(f"expected a size, got {type(value).__name__} {_show(value)}", source=source, key=key)
     if n < 0:
-        raise ConfigError(f"size must not be negative, got {value!r}", source=source, key=key)
+        raise ConfigError(f"size must not be negative, got {_show(value)}", source=source, key=key)
+    if n > _MAX_SIZE:
+        raise ConfigError(f"size must be at most 1 PiB ({_MAX_SIZE} bytes), got {_show(value)}", source=source, key=key)
     return n
 
 
+# --------------------------------------------------------------------------- the resolved config
+
 @dataclass(frozen=True)
 class CacheConfig:
-    """Bounds of the frame cache: at most ``max_entries`` URIs and ``max_bytes`` bytes (host + device)."""
+    """Bounds of the frame cache: at most ``max_entries`` URIs and ``max_bytes`` bytes (host + device).
+
+    ``admission_timeout``: seconds a cache reservation waits for in-flight work to release
+    byte budget before it fails.
+    """
 
     max_entries: int = 256
     max_bytes: int = 1500 * MiB
@@ -130,8 +206,10 @@ class OutputConfig:
 class Config:
     """A resolved configuration for one GPU (or the CPU path).
 
-    ``gpu`` is the GPU index the config was resolved for (``None``: defaults only) and
-    ``source`` the file it came from (``None``: built-in defaults).
+    ``max_source_bytes`` is the largest encoded frame file accepted (``None``: the frame
+    reader derives it from ``max_pixels``). ``gpu`` is the GPU index the config was resolved
+    for (``None``: defaults only) and ``source`` the file it came from (``None``: built-in
+    defaults).
     """
 
     cache: CacheConfig = field(default_factory=CacheConfig)
@@ -140,6 +218,7 @@ class Config:
     backend: str = "auto"
     batch_size: int = 8
     max_pixels: int = 8192 * 8192
+    max_source_bytes: int | None = None
     workers: int | None = None
     gpu: int | None = None
     source: str | None = None
@@ -155,9 +234,13 @@ class Config:
         return out
 
 
-# --------------------------------------------------------------------------- validation
+# --------------------------------------------------------------------------- value checks
+# Each check takes (value, key path, source) and returns the validated value or raises ConfigError.
 
-def _check_mapping(obj: Any, key: str, source: str) -> Mapping[str, Any]:
+Check = Callable[[Any, str, str], Any]
+
+
+def _check_mapping(obj: Any, key: str, source: str) -> Mapping[Any, Any]:
     if obj is None:
         return {}
     if not isinstance(obj, Mapping):
@@ -167,102 +250,118 @@ def _check_mapping(obj: Any, key: str, source: str) -> Mapping[str, Any]:
 
 def _int(value: Any, key: str, source: str, lo: int | None = None, hi: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"expected an integer, got {type(value).__name__} {value!r}", source=source, key=key)
+        raise ConfigError(f"expected an integer, got {type(value).__name__} {_show(value)}", source=source, key=key)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         rng = f">= {lo}" if hi is None else f"between {lo} and {hi}"
-        raise ConfigError(f"must be {rng}, got {value}", source=source, key=key)
+        raise ConfigError(f"must be {rng}, got {_show(value)}", source=source, key=key)
     return value
 
 
 def _choice(value: Any, key: str, source: str, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value.lower() not in choices:
-        raise ConfigError(f"must be one of {', '.join(choices)}; got {value!r}", source=source, key=key)
+        raise ConfigError(f"must be one of {', '.join(choices)}; got {_show(value)}", source=source, key=key)
     return value.lower()
+
+
+def _size(value: Any, key: str, source: str, lo: int = 0) -> int:
+    n = parse_size(value, key=key, source=source)
+    if n < lo:
+        raise ConfigError(f"size must be at least {lo} bytes, got {_show(value)}", source=source, key=key)
+    return n
+
+
+def _cache_bytes(value: Any, key: str, source: str) -> int:
+    return _clamp_cache_bytes(parse_size(value, key=key, source=source), key, source, stacklevel=5)
+
+
+def _seconds(value: Any, key: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"expected a number of seconds, got {type(value).__name__} {_show(value)}", source=source, key=key)
+    if not 0 < value <= _MAX_ADMISSION_TIMEOUT:  # also false for nan
+        raise ConfigError(f"must be a finite number of seconds > 0 and <= {_MAX_ADMISSION_TIMEOUT:g}, got {_show(value)}", source=source, key=key)
+    return float(value)
 
 
 def _size_pair(value: Any, key: str, source: str) -> tuple[int, int] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", value)
+        m = re.fullmatch(r"(\d+)\s*[xX]\s*(\d+)", value.strip()) if len(value) <= _MAX_TEXT else None
         if not m:
-            raise ConfigError(f"expected [width, height] or 'WxH', got {value!r}", source=source, key=key)
+            raise ConfigError(f"expected [width, height] or 'WxH', got {_show(value)}", source=source, key=key)
         value = [int(m.group(1)), int(m.group(2))]
     if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise ConfigError(f"expected [width, height] or null, got {value!r}", source=source, key=key)
-    w = _int(value[0], f"{key}[0]", source, lo=1)
-    h = _int(value[1], f"{key}[1]", source, lo=1)
+        raise ConfigError(f"expected [width, height] or null, got {_show(value)}", source=source, key=key)
+    w = _int(value[0], f"{key}[0]", source, 1, _MAX_OUTPUT_SIDE)
+    h = _int(value[1], f"{key}[1]", source, 1, _MAX_OUTPUT_SIDE)
     return (w, h)
 
 
-_SECTION_KEYS = {
-    "cache": {"max_entries", "max_bytes"},
-    "staging": {"max_bytes", "pinned_bytes"},
-    "output": {"format", "jpeg_quality", "size", "png_compress_level"},
+def _optional(check: Check) -> Check:
+    """``check`` that also accepts ``null`` (kept as ``None``)."""
+    return lambda value, key, source: None if value is None else check(value, key, source)
+
+
+_SECTIONS: dict[str, dict[str, Check]] = {
+    "cache": {
+        "max_entries": partial(_int, lo=1, hi=_MAX_CACHE_ENTRIES),
+        "max_bytes": _cache_bytes,
+        "admission_timeout": _seconds,
+    },
+    "staging": {"max_bytes": _size, "pinned_bytes": _size},
+    "output": {
+        "format": partial(_choice, choices=OUTPUT_FORMATS),
+        "jpeg_quality": partial(_int, lo=1, hi=100),
+        "size": _size_pair,
+        "png_compress_level": partial(_int, lo=0, hi=9),
+    },
 }
-_SCALAR_KEYS = {"backend", "batch_size", "max_pixels", "workers"}
+_SCALARS: dict[str, Check] = {
+    "backend": partial(_choice, choices=BACKENDS),
+    "batch_size": partial(_int, lo=1, hi=_MAX_BATCH_SIZE),
+    "max_pixels": partial(_int, lo=1, hi=_MAX_PIXELS),
+    "max_source_bytes": _optional(partial(_size, lo=1)),
+    "workers": _optional(partial(_int, lo=1, hi=_MAX_WORKERS)),
+}
 
 
-def _apply_section(cfg: Config, data: Mapping[str, Any], prefix: str, source: str) -> Config:
-    """Overlay one ``defaults``/``gpus.N`` mapping onto ``cfg``, validating every key."""
-    for k in data:
-        if k not in _SECTION_KEYS and k not in _SCALAR_KEYS:
-            known = ", ".join(sorted(set(_SECTION_KEYS) | _SCALAR_KEYS))
-            raise ConfigError(f"unknown key (known: {known})", source=source, key=f"{prefix}{k}")
-    if "cache" in data:
-        sec = _check_mapping(data["cache"], f"{prefix}cache", source)
-        _unknown(sec, "cache", prefix, source)
-        c = cfg.cache
-        if "max_entries" in sec:
-            c = replace(c, max_entries=_int(sec["max_entries"], f"{prefix}cache.max_entries", source, lo=1))
-        if "max_bytes" in sec:
-            key = f"{prefix}cache.max_bytes"
-            c = replace(c, max_bytes=_clamp_cache_bytes(parse_size(sec["max_bytes"], key=key, source=source), key, source))
-        cfg = replace(cfg, cache=c)
-    if "staging" in data:
-        sec = _check_mapping(data["staging"], f"{prefix}staging", source)
-        _unknown(sec, "staging", prefix, source)
-        s = cfg.staging
-        for name in ("max_bytes", "pinned_bytes"):
-            if name in sec:
-                s = replace(s, **{name: parse_size(sec[name], key=f"{prefix}staging.{name}", source=source)})
-        cfg = replace(cfg, staging=s)
-    if "output" in data:
-        sec = _check_mapping(data["output"], f"{prefix}output", source)
-        _unknown(sec, "output", prefix, source)
-        o = cfg.output
-        if "format" in sec:
-            o = replace(o, format=_choice(sec["format"], f"{prefix}output.format", source, OUTPUT_FORMATS))
-        if "jpeg_quality" in sec:
-            o = replace(o, jpeg_quality=_int(sec["jpeg_quality"], f"{prefix}output.jpeg_quality", source, 1, 100))
-        if "size" in sec:
-            o = replace(o, size=_size_pair(sec["size"], f"{prefix}output.size", source))
-        if "png_compress_level" in sec:
-            o = replace(o, png_compress_level=_int(sec["png_compress_level"], f"{prefix}output.png_compress_level", source, 0, 9))
-        cfg = replace(cfg, output=o)
-    if "backend" in data:
-        cfg = replace(cfg, backend=_choice(data["backend"], f"{prefix}backend", source, BACKENDS))
-    if "batch_size" in data:
-        cfg = replace(cfg, batch_size=_int(data["batch_size"], f"{prefix}batch_size", source, lo=1))
-    if "max_pixels" in data:
-        cfg = replace(cfg, max_pixels=_int(data["max_pixels"], f"{prefix}max_pixels", source, lo=1))
-    if "workers" in data:
-        w = data["workers"]
-        cfg = replace(cfg, workers=None if w is None else _int(w, f"{prefix}workers", source, lo=1))
+def _apply_section(cfg: Config, data: Mapping[Any, Any], prefix: str, source: str) -> Config:
+    """Overlay one ``defaults``/``gpus.N`` mapping onto ``cfg``, validating every key against ``_SECTIONS``/``_SCALARS``."""
+    for k, v in data.items():
+        key = prefix + _key_part(k)
+        if k in _SECTIONS:
+            checks = _SECTIONS[k]
+            updates = {}
+            for name, value in _check_mapping(v, key, source).items():
+                if name not in checks:
+                    raise ConfigError(f"unknown key (known: {', '.join(sorted(checks))})", source=source, key=f"{key}.{_key_part(name)}")
+                updates[name] = checks[name](value, f"{key}.{name}", source)
+            cfg = replace(cfg, **{k: replace(getattr(cfg, k), **updates)})
+        elif k in _SCALARS:
+            cfg = replace(cfg, **{k: _SCALARS[k](v, key, source)})
+        else:
+            known = ", ".join(sorted(set(_SECTIONS) | set(_SCALARS)))
+            raise ConfigError(f"unknown key (known: {known})", source=source, key=key)
     return cfg
 
 
-def _unknown(sec: Mapping[str, Any], name: str, prefix: str, source: str) -> None:
-    for k in sec:
-        if k not in _SECTION_KEYS[name]:
-            known = ", ".join(sorted(_SECTION_KEYS[name]))
-            raise ConfigError(f"unknown key (known: {known})", source=source, key=f"{prefix}{name}.{k}")
+def _gpu_index(k: Any, source: str) -> int:
+    """A ``gpus`` key as a device index: a YAML integer or a string of decimal digits, 0 to ``_MAX_GPU_INDEX``."""
+    if isinstance(k, int) and not isinstance(k, bool):
+        idx = k
+    elif isinstance(k, str) and re.fullmatch(r"[0-9]{1,6}", k):
+        idx = int(k)
+    else:
+        idx = -1
+    if not 0 <= idx <= _MAX_GPU_INDEX:
+        raise ConfigError(f"GPU index must be an integer between 0 and {_MAX_GPU_INDEX}", source=source, key=f"gpus.{_key_part(k)}")
+    return idx
 
 
-def _clamp_cache_bytes(n: int, key: str, source: str) -> int:
+def _clamp_cache_bytes(n: int, key: str, source: str, stacklevel: int) -> int:
     if n < CACHE_BYTES_FLOOR:
         msg = f"{source}: {key} = {n} bytes is below the floor of {CACHE_BYTES_FLOOR // MiB} MiB; clamped to the floor"
-        warnings.warn(msg, stacklevel=4)
+        warnings.warn(msg, stacklevel=stacklevel)
         log.warning(msg)
         return CACHE_BYTES_FLOOR
     return n
@@ -270,22 +369,150 @@ def _clamp_cache_bytes(n: int, key: str, source: str) -> int:
 
 # --------------------------------------------------------------------------- loading
 
-def _read_yaml(path: Path) -> Mapping[str, Any]:
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` for untrusted config files.
+
+    Raises :class:`ConfigError` naming the key path for a duplicate key in any mapping,
+    nesting deeper than ``_MAX_DEPTH`` levels, more than ``_MAX_NODES`` nodes (alias
+    references included) or a mapping that merge keys (``<<``) grow past ``_MAX_NODES``
+    entries. Composition therefore never recurses deeper than ``_MAX_DEPTH`` and the work
+    done is linear in the file's size.
+    """
+
+    def __init__(self, text: str, source: str):
+        super().__init__(text)
+        self.source = source
+        self._path: list[str] = []  # key path of the node being composed
+        self._paths: dict[yaml.Node, str] = {}  # key path of each composed node (its first occurrence)
+        self._count = 0
+
+    def _where(self, path: str | None = None) -> str:
+        p = ".".join(self._path) if path is None else path
+        return p or "<top level>"
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        # index: None for the root and for mapping keys, the key's node for a mapping value, an int for a list item.
+        if parent is not None:
+            if isinstance(index, int):
+                part = str(index)
+            elif isinstance(index, yaml.ScalarNode):
+                part = _clip(index.value, 60)
+            else:
+                part = "<key>" if index is None else "<complex key>"
+            self._path.append(part)
+        try:
+            self._count += 1
+            if len(self._path) > _MAX_DEPTH:
+                raise ConfigError(f"nested deeper than {_MAX_DEPTH} levels", source=self.source, key=self._where())
+            if self._count > _MAX_NODES:
+                raise ConfigError(f"more than {_MAX_NODES} YAML nodes and aliases", source=self.source, key=self._where())
+            node = super().compose_node(parent, index)
+            self._paths.setdefault(node, ".".join(self._path))
+            return node
+        finally:
+            if parent is not None:
+                self._path.pop()
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # merged keys may be overridden; only explicit ones count
+                    continue
+                k = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(k, key_node)
+                except TypeError:  # unhashable: SafeConstructor reports it
+                    continue
+                if first is not key_node:
+                    path = self._paths.get(node, "")
+                    raise ConfigError(
+                        f"duplicate key (lines {first.start_mark.line + 1} and {key_node.start_mark.line + 1})",
+                        source=self.source,
+                        key=f"{path}.{_key_part(k)}" if path else _key_part(k),
+                    )
+        return super().construct_mapping(node, deep)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as e:  # a scalar Python cannot build: an int of > 4300 digits, date 2020-13-45
+            if isinstance(e, ConfigError):
+                raise
+            what = f"{node.tag.rsplit(':', 1)[-1]} {_show(node.value)}" if isinstance(node, yaml.ScalarNode) else node.tag
+            raise ConfigError(f"invalid value {_clip(what, 120)}: {_clip(str(e), 200)}", source=self.source, key=self._where(self._paths.get(node, ""))) from None
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        super().flatten_mapping(node)  # recurses through this override for merged mappings
+        if len(node.value) > _MAX_NODES:
+            raise ConfigError(f"merge keys (<<) expand this mapping past {_MAX_NODES} entries", source=self.source, key=self._where(self._paths.get(node, "")))
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: a regular file of at most ``_MAX_FILE_BYTES`` bytes of UTF-8, read without blocking or reading past the bound."""
     src = str(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise ConfigError("config file not found", source=src) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config file: {e}", source=src) from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError):
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):  # e.g. a socket, which open() refuses with ENXIO
+            raise ConfigError(f"config path is {_file_kind(mode)}, not a regular file", source=src) from None
+        raise ConfigError(f"cannot read config file: {_clip(str(e))}", source=src) from None
+    chunks: list[bytes] = []
     try:
-        data = yaml.safe_load(text)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"config path is {_file_kind(st.st_mode)}, not a regular file", source=src)
+        if st.st_size > _MAX_FILE_BYTES:
+            raise ConfigError(f"config file is larger than 1 MiB ({st.st_size} bytes)", source=src)
+        left = _MAX_FILE_BYTES + 1  # one more than allowed, to notice a file that grew after fstat
+        while left > 0 and (chunk := os.read(fd, min(left, 64 * KiB))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        if left == 0:
+            raise ConfigError("config file is larger than 1 MiB (it grew while being read)", source=src)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file: {_clip(str(e))}", source=src) from None
+    finally:
+        os.close(fd)
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file is not UTF-8: {e.reason} at byte {e.start}", source=src) from None
+
+
+def _read_yaml(path: Path) -> Mapping[Any, Any]:
+    src = str(path)
+    text = _read_text(path)
+    loader = None
+    try:
+        loader = _Loader(text, src)  # refuses non-printable characters already
+        data = loader.get_single_data()
     except yaml.YAMLError as e:
-        raise ConfigError(f"invalid YAML: {e}", source=src) from None
+        if isinstance(e, yaml.MarkedYAMLError):  # keep the line/column marks, cut what quotes the document (an anchor name, a tag)
+            e.context, e.problem, e.note = (_clip(t, 200) if isinstance(t, str) else t for t in (e.context, e.problem, e.note))
+        raise ConfigError(f"invalid YAML: {_clip(str(e), 1000)}", source=src) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     data = _check_mapping(data, "<top level>", src)
     for k in data:
         if k not in ("defaults", "gpus"):
-            raise ConfigError("unknown top-level key (known: defaults, gpus)", source=src, key=str(k))
+            raise ConfigError("unknown top-level key (known: defaults, gpus)", source=src, key=_key_part(k))
     return data
 
 
@@ -295,7 +522,8 @@ def load_config(path: str | os.PathLike[str] | None = None, gpu: int | None = No
     ``path`` defaults to ``$GPUPIPE_CONFIG``, else the built-in defaults are used. The
     ``gpus.<gpu>`` section, if present, overrides ``defaults``; environment overrides
     (``GPUPIPE_CACHE_BYTES_MB``, ``GPUPIPE_CACHE_MAX_ENTRIES``, ``GPUPIPE_BACKEND``) apply last.
-    Raises :class:`ConfigError` naming the file and key path for any invalid entry.
+    Raises :class:`ConfigError` naming the file and key path for any invalid entry, and for a
+    path that is not a regular file of at most 1 MiB.
     """
     cfg = Config(gpu=gpu)
     if path is None:
@@ -306,44 +534,46 @@ def load_config(path: str | os.PathLike[str] | None = None, gpu: int | None = No
         data = _read_yaml(p)
         cfg = replace(cfg, source=src)
         cfg = _apply_section(cfg, _check_mapping(data.get("defaults"), "defaults", src), "defaults.", src)
-        gpus = data.get("gpus")
-        if gpus is not None:
-            gpus = _check_mapping(gpus, "gpus", src)
-            per_gpu: dict[int, Mapping[str, Any]] = {}
-            for k, v in gpus.items():
-                try:
-                    idx = int(k)
-                    if idx < 0 or isinstance(k, bool):
-                        raise ValueError
-                except (TypeError, ValueError):
-                    raise ConfigError("GPU index must be a non-negative integer", source=src, key=f"gpus.{k}") from None
-                per_gpu[idx] = _check_mapping(v, f"gpus.{k}", src)
-                # Validate every GPU's section, not just the selected one, so typos surface early.
-                _apply_section(cfg, per_gpu[idx], f"gpus.{k}.", src)
-            if gpu is not None and gpu in per_gpu:
-                cfg = _apply_section(cfg, per_gpu[gpu], f"gpus.{gpu}.", src)
+        per_gpu: dict[int, Mapping[Any, Any]] = {}
+        for k, v in _check_mapping(data.get("gpus"), "gpus", src).items():
+            idx = _gpu_index(k, src)
+            if idx in per_gpu:
+                raise ConfigError("GPU index given twice (e.g. as 1 and '1')", source=src, key=f"gpus.{idx}")
+            per_gpu[idx] = _check_mapping(v, f"gpus.{idx}", src)
+            # Validate every GPU's section, not just the selected one, so typos surface early.
+            _apply_section(cfg, per_gpu[idx], f"gpus.{idx}.", src)
+        if gpu is not None and gpu in per_gpu:
+            cfg = _apply_section(cfg, per_gpu[gpu], f"gpus.{gpu}.", src)
     return _apply_env(cfg)
 
 
 def _apply_env(cfg: Config) -> Config:
     env = os.environ
-    if (v := env.get("GPUPIPE_CACHE_BYTES_MB")) not in (None, ""):
+    if v := env.get("GPUPIPE_CACHE_BYTES_MB"):
         try:
-            mb = float(v)  # type: ignore[arg-type]
-            if mb < 0 or mb != mb:
-                raise ValueError
+            mb = float(v) if len(v) <= _MAX_TEXT else math.nan
         except ValueError:
-            raise ConfigError(f"expected a non-negative number of MiB, got {v!r}", source="environment", key="GPUPIPE_CACHE_BYTES_MB") from None
-        n = _clamp_cache_bytes(int(mb * MiB), "GPUPIPE_CACHE_BYTES_MB", "environment")
+            mb = math.nan
+        if not 0 <= mb <= _MAX_SIZE // MiB:  # also false for nan
+            raise ConfigError(
+                f"expected a number of MiB between 0 and {_MAX_SIZE // MiB} (1 PiB), got {_show(v)}",
+                source="environment",
+                key="GPUPIPE_CACHE_BYTES_MB",
+            )
+        n = _clamp_cache_bytes(int(mb * MiB), "GPUPIPE_CACHE_BYTES_MB", "environment", stacklevel=4)
         cfg = replace(cfg, cache=replace(cfg.cache, max_bytes=n))
-    if (v := env.get("GPUPIPE_CACHE_MAX_ENTRIES")) not in (None, ""):
+    if v := env.get("GPUPIPE_CACHE_MAX_ENTRIES"):
         try:
-            n = int(v)  # type: ignore[arg-type]
-            if n < 1:
-                raise ValueError
+            n = int(v) if len(v) <= _MAX_TEXT else 0
         except ValueError:
-            raise ConfigError(f"expected a positive integer, got {v!r}", source="environment", key="GPUPIPE_CACHE_MAX_ENTRIES") from None
+            n = 0
+        if not 1 <= n <= _MAX_CACHE_ENTRIES:
+            raise ConfigError(
+                f"expected an integer between 1 and {_MAX_CACHE_ENTRIES}, got {_show(v)}",
+                source="environment",
+                key="GPUPIPE_CACHE_MAX_ENTRIES",
+            )
         cfg = replace(cfg, cache=replace(cfg.cache, max_entries=n))
-    if (v := env.get("GPUPIPE_BACKEND")) not in (None, ""):
+    if v := env.get("GPUPIPE_BACKEND"):
         cfg = replace(cfg, backend=_choice(v, "GPUPIPE_BACKEND", "environment", BACKENDS))
     return cfg

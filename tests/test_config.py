@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gpupipe import load_config
-from gpupipe.config import CACHE_BYTES_FLOOR, GiB, MiB, parse_size
+from gpupipe.config import CACHE_BYTES_FLOOR, Config, GiB, MiB, parse_size
 from gpupipe.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,3 +155,28 @@ def test_shipped_configs_load(name):
 def test_shipped_two_gpu_example_differs_per_gpu():
     path = ROOT / "configs" / "h100-4k.yaml"
     assert load_config(path, 0).cache.max_bytes != load_config(path, 1).cache.max_bytes
+
+
+def test_admission_timeout_and_max_source_bytes(tmp_path):
+    c = load_config()
+    assert c.cache.admission_timeout == 60.0 and c.max_source_bytes is None
+    p = write(tmp_path, """
+defaults:
+  cache: {admission_timeout: 5}
+  max_source_bytes: 64MiB
+gpus:
+  1: {cache: {admission_timeout: 0.25}, max_source_bytes: null}
+  2: {max_source_bytes: 1000}
+""")
+    g0, g1, g2 = (load_config(p, gpu=g) for g in (0, 1, 2))
+    assert g0.cache.admission_timeout == 5.0 and isinstance(g0.cache.admission_timeout, float)
+    assert g0.max_source_bytes == 64 * MiB
+    assert g1.cache.admission_timeout == 0.25 and g1.max_source_bytes is None
+    assert g2.cache.admission_timeout == 5.0 and g2.max_source_bytes == 1000
+    d = g0.to_dict()
+    assert d["cache"]["admission_timeout"] == 5.0 and d["max_source_bytes"] == 64 * MiB
+
+
+def test_shipped_default_yaml_matches_builtin_defaults():
+    path = ROOT / "configs" / "default.yaml"
+    assert load_config(path) == Config(source=str(path))
