@@ -59,7 +59,7 @@ class FrameEncoder:
 
     def __init__(self, config: Config | None = None, backend: str = "auto", *, tune_allocator: bool = True) -> None:
         self.config = config if config is not None else load_config()
-        self.max_source_bytes: int | None = None
+        self.max_source_bytes: int | None = self.config.max_source_bytes
         if tune_allocator:
             release_large_allocations()
         requested = backend if backend != "auto" else self.config.backend
