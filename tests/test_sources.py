@@ -649,8 +649,9 @@ def test_trns_transparency_on_the_gpu_backend(host_gpu_backend, trns):
 
 
 def test_gpu_backend_orientation_matches_the_cpu_path(host_gpu_backend, malformed_exif, png_bytes, rgb_frame):
-    """DALI's own EXIF reading differs (it rotates a LONG-typed little-endian orientation and a
-    PNG eXIf after IDAT, and ignores one before IDAT): the GPU path must apply the probe's."""
+    """DALI's own EXIF reading differs (it rotates for a LONG-typed little-endian orientation, one
+    with a count of 0, and a PNG eXIf after IDAT; not for an IFD whose entry count overstates its
+    entries): the GPU path must apply the probe's orientation, as the CPU path does."""
     from gpupipe.gpu.dali_decode import orientation_ops
 
     datas = [data for _n, data, _o, _r in malformed_exif]
@@ -672,12 +673,17 @@ def test_dali_decoder_applies_the_probe_orientation(rgb_frame, png_bytes):
     from gpupipe.gpu.dali_decode import DaliDecoder
 
     d = DaliDecoder(None, max_batch=3, num_threads=1)
+    collect = lambda js, ims: [np.array(np.asarray(im)) for im in ims]  # noqa: E731
     try:
         for o in range(1, 9):
             data = _png_exif(png_bytes, o)
             job = plan_job(0, read_frame(data), OutputSpec("jpeg"))
-            (out,) = d.decode([job], lambda js, ims: [np.array(np.asarray(im)) for im in ims])
+            (out,) = d.decode([job], collect)
             ref = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
             assert np.array_equal(out, ref), o  # PNG: lossless, so exactly Pillow's transpose
+        # eXIf after the pixel data: ignored (DALI's own reading, like Pillow's, would rotate it).
+        job = plan_job(0, read_frame(_png_exif(png_bytes, 6, before=b"IEND")), OutputSpec("jpeg"))
+        (out,) = d.decode([job], collect)
+        assert np.array_equal(out, rgb_frame)
     finally:
         d.close()

@@ -6,9 +6,10 @@ antialiasing, the closest DALI filter to Pillow's ``LANCZOS``) → for a frame w
 orientation, ``fn.transpose`` and/or a per-frame ``fn.flip``. The orientation is the one the
 header probe read (:attr:`Frame.orientation <gpupipe.sources.Frame.orientation>`), exactly as the
 CPU path applies it: DALI's own EXIF handling (``adjust_orientation``) is off, because it reads
-some malformed EXIF differently from the probe (and from browsers) and, for PNG, honours an
-``eXIf`` chunk after the pixel data while ignoring one before it (DALI 2.4) — the opposite of
-the PNG specification and browsers. With a ``device_id`` the decoder
+malformed EXIF differently from the probe and from browsers (DALI 2.4 on its CPU backend rotates
+for a LONG-typed little-endian orientation or one with a count of 0, and not for an IFD whose
+entry count overstates its entries), and it honours a PNG ``eXIf`` chunk after the pixel data,
+which the PNG specification and browsers ignore. With a ``device_id`` the decoder
 is ``mixed`` (JPEG on nvJPEG and the hardware decoder where the GPU has one; PNG decoded by DALI's
 CPU threads and handed over) and the outputs stay on the device; with ``device_id=None`` the very
 same definition runs on the ``cpu`` backend, which is how CI tests it.
