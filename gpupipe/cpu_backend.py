@@ -74,15 +74,19 @@ def _rgb16_low_bytes(frame: Frame) -> np.ndarray | None:
 
     Decodes the PNG a second time with Pillow's little-endian 16-bit unpacker over the same
     (big-endian) data, which takes the other byte of each sample; the unfiltering is the same.
-    ``None`` if Pillow's tile does not look as expected.
+    ``None`` if Pillow's tile does not look as expected (the caller then compares high bytes).
     """
-    im = Image.open(io.BytesIO(frame.data), formats=["PNG"])
-    if len(im.tile) != 1 or im.tile[0].args != "RGB;16B":
-        log.debug("%s: unexpected Pillow tile %r for a 16-bit RGB PNG", frame.label, im.tile)
+    try:
+        im = Image.open(io.BytesIO(frame.data), formats=["PNG"])
+        (tile,) = im.tile
+        if tile[3] != "RGB;16B":
+            raise ValueError(f"unexpected raw mode {tile[3]!r}")
+        im.tile = [tile._replace(args="RGB;16L") if hasattr(tile, "_replace") else (*tile[:3], "RGB;16L")]
+        im.load()
+        return np.asarray(im)
+    except Exception as e:  # noqa: BLE001 - a Pillow whose internals differ: fall back, do not fail
+        log.debug("%s: no 16-bit low bytes from Pillow (%s: %s)", frame.label, type(e).__name__, e)
         return None
-    im.tile = [im.tile[0]._replace(args="RGB;16L")]
-    im.load()
-    return np.asarray(im)
 
 
 def _key_transparency(img: Image.Image, frame: Frame | None) -> Image.Image | None:
