@@ -445,7 +445,7 @@ def _read_once(label: str, max_bytes: int | None) -> tuple[bytes, tuple, tuple]:
         size = before.st_size
         if max_bytes is not None and size > max_bytes:
             raise FrameTooLarge(label, f"{size} bytes exceeds max_bytes = {max_bytes}")
-        # One byte past the size shows a file that grew; never more than max_bytes + 1 in all.
+        # One byte past the size shows a file that grew; never more than max_bytes + 1 per attempt.
         limit = size + 1 if max_bytes is None else min(size, max_bytes) + 1
         chunks: list[bytes] = []
         got = 0
