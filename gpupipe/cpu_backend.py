@@ -9,6 +9,7 @@ the URI builder release the GIL.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from struct import error as struct_error
 import time
@@ -16,16 +17,31 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile
 
 from .errors import FrameDecodeError, FrameError
 from .plan import Job
+from .sources import Frame
 from .uri import build_uri
 
 __all__ = ["CpuBackend", "run_job", "run_job_guarded", "decode_frame", "resize_image", "encode_image", "pillow_flavour", "StageTimes"]
 
+log = logging.getLogger("gpupipe.cpu")
+
 # Pillow must refuse truncated images rather than pad them with grey (this is its default).
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_T = Image.Transpose
+# EXIF orientation -> the transpose that shows the stored pixels upright (as ImageOps.exif_transpose maps them).
+ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
+    2: _T.FLIP_LEFT_RIGHT,
+    3: _T.ROTATE_180,
+    4: _T.FLIP_TOP_BOTTOM,
+    5: _T.TRANSPOSE,
+    6: _T.ROTATE_270,
+    7: _T.TRANSVERSE,
+    8: _T.ROTATE_90,
+}
 
 
 def pillow_flavour() -> str:
@@ -46,9 +62,86 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 65535).astype(np.uint32).__rshift__(8).astype(np.uint8), "L")
 
 
-def _normalise_mode(img: Image.Image) -> Image.Image:
-    """Any decoded mode → ``RGB``, or ``RGBA`` when the image carries alpha."""
+def _png_bit_depth(frame: Frame | None) -> int:
+    """The PNG's bit depth from its IHDR (8 for anything else)."""
+    if frame is None or frame.kind != "png" or len(frame.data) < 26:
+        return 8
+    return frame.data[24]
+
+
+def _rgb16_low_bytes(frame: Frame) -> np.ndarray | None:
+    """The low bytes of a 16-bit RGB PNG's samples (Pillow's ``RGB`` keeps only the high bytes).
+
+    Decodes the PNG a second time with Pillow's little-endian 16-bit unpacker over the same
+    (big-endian) data, which takes the other byte of each sample; the unfiltering is the same.
+    ``None`` if Pillow's tile does not look as expected (the caller then compares high bytes).
+    """
+    try:
+        im = Image.open(io.BytesIO(frame.data), formats=["PNG"])
+        (tile,) = im.tile
+        if tile[3] != "RGB;16B":
+            raise ValueError(f"unexpected raw mode {tile[3]!r}")
+        im.tile = [tile._replace(args="RGB;16L") if hasattr(tile, "_replace") else (*tile[:3], "RGB;16L")]
+        im.load()
+        return np.asarray(im)
+    except Exception as e:  # noqa: BLE001 - a Pillow whose internals differ: fall back, do not fail
+        log.debug("%s: no 16-bit low bytes from Pillow (%s: %s)", frame.label, type(e).__name__, e)
+        return None
+
+
+def _key_transparency(img: Image.Image, frame: Frame | None) -> Image.Image | None:
+    """``RGBA`` for an image whose PNG ``tRNS`` chunk names one transparent gray level or colour;
+    ``None`` when it has none.
+
+    A pixel is transparent when its *stored* sample values equal the key exactly, as libpng
+    and browsers decide it: 16-bit keys are compared with all 16 bits, and 1/2/4-bit gray
+    keys with the sample before Pillow scales it to 8 bits.
+    """
+    key = img.info.get("transparency")
     mode = img.mode
+    if key is None or mode not in ("1", "L", "I", "I;16", "I;16B", "I;16L", "RGB"):
+        return None
+    depth = _png_bit_depth(frame)
+    if mode == "RGB":
+        if not (isinstance(key, tuple) and len(key) == 3):
+            return None
+        hi = np.asarray(img)
+        k = np.array(key, np.int64)
+        lo = _rgb16_low_bytes(frame) if depth == 16 and frame is not None else None
+        if depth == 16 and lo is not None:
+            mask = np.all((hi == (k >> 8)) & (lo == (k & 0xFF)), axis=-1)
+        elif depth == 16:
+            mask = np.all(hi == (k >> 8), axis=-1)  # Pillow without the expected unpacker: the high bytes only
+        else:
+            mask = np.all(hi == k, axis=-1)
+        base = img
+    elif mode.startswith("I"):
+        if not isinstance(key, int):
+            return None
+        mask = np.asarray(img) == key
+        base = _to_8bit(img)
+    else:
+        if not isinstance(key, int):
+            return None
+        if mode == "L" and depth in (2, 4) and key <= (1 << depth) - 1:
+            key *= 255 // ((1 << depth) - 1)  # Pillow scales the samples of 2/4-bit gray, not the key
+        base = img.convert("L")
+        mask = np.asarray(base) == key
+    out = base.convert("RGBA")
+    out.putalpha(Image.fromarray(np.where(mask, 0, 255).astype(np.uint8), "L"))
+    return out
+
+
+def _normalise_mode(img: Image.Image, frame: Frame | None = None) -> Image.Image:
+    """Any decoded mode → ``RGB``, or ``RGBA`` when the image carries alpha.
+
+    Alpha comes from an alpha channel, a palette's ``tRNS`` entries, or the one transparent
+    gray level or colour of a gray or truecolour PNG's ``tRNS`` chunk (any bit depth).
+    """
+    mode = img.mode
+    keyed = _key_transparency(img, frame)
+    if keyed is not None:
+        return keyed
     if mode in ("RGB", "RGBA"):
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -57,16 +150,18 @@ def _normalise_mode(img: Image.Image) -> Image.Image:
         return img.convert("RGBA" if "transparency" in img.info else "RGB")
     if mode in ("LA", "La", "PA", "RGBa"):
         return img.convert("RGBA")
-    if mode == "L" and "transparency" in img.info:
-        return img.convert("RGBA")
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, F ...
 
 
 def decode_frame(job: Job) -> Image.Image:
     """Decode a job's frame to an ``RGB`` or ``RGBA`` image with EXIF orientation applied.
 
-    For JPEG sources being scaled down, the DCT-domain draft mode decodes at a reduced scale
-    that is still at least the output size. Raises :class:`FrameDecodeError`.
+    The orientation is the one the header probe read (:attr:`Frame.orientation
+    <gpupipe.sources.Frame.orientation>`), applied with :meth:`PIL.Image.Image.transpose`; the
+    EXIF data is not parsed again, so malformed metadata can never fail a frame (an unusable
+    orientation was already read as 1, as browsers read it). For JPEG sources being scaled
+    down, the DCT-domain draft mode decodes at a reduced scale that is still at least the
+    output size. Raises :class:`FrameDecodeError`.
     """
     frame = job.frame
     try:
@@ -79,11 +174,11 @@ def decode_frame(job: Job) -> Image.Image:
                     w, h = h, w
                 img.draft("RGB", (w, h))
             img.load()
+            img = _normalise_mode(img, frame)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning, struct_error) as e:
         raise FrameDecodeError(frame.label, f"cannot decode {frame.kind.upper()}: {e}") from None
-    if frame.orientation != 1:
-        img = ImageOps.exif_transpose(img)
-    return _normalise_mode(img)
+    method = ORIENTATION_TRANSPOSE.get(frame.orientation)
+    return img if method is None else img.transpose(method)
 
 
 def resize_image(img: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -128,8 +223,7 @@ def transcode(job: Job, times: StageTimes | None = None) -> tuple[str, memoryvie
     return ("image/png" if fmt == "png" else "image/jpeg"), data
 
 
-def run_job(job: Job, times: StageTimes | None = None) -> str:
-    """One job → its data URI, on the CPU."""
+def _run_job(job: Job, times: StageTimes | None) -> str:
     if job.passthrough:
         t = time.perf_counter()
         uri = build_uri(job.frame.mime, job.frame.data)
@@ -142,6 +236,26 @@ def run_job(job: Job, times: StageTimes | None = None) -> str:
     if times is not None:
         times.update(uri=time.perf_counter() - t)
     return uri
+
+
+def _unexpected(job: Job, e: BaseException) -> FrameDecodeError:
+    """The frame's error for an exception that decoding, resizing or encoding it raised unexpectedly."""
+    return FrameDecodeError(job.frame.label, f"cannot transcode {job.frame.kind.upper()}: {type(e).__name__}: {e}")
+
+
+def run_job(job: Job, times: StageTimes | None = None) -> str:
+    """One job → its data URI, on the CPU.
+
+    Raises the frame's :class:`FrameError`; any other exception from decoding, resizing or
+    encoding it (a codec library's ``TypeError``, ``struct.error``, ...) becomes that frame's
+    :class:`FrameDecodeError` naming the exception type. ``MemoryError`` propagates.
+    """
+    try:
+        return _run_job(job, times)
+    except (FrameError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - one frame's failure, whatever its type, stays that frame's
+        raise _unexpected(job, e) from e
 
 
 class CpuBackend:
@@ -174,10 +288,16 @@ class CpuBackend:
 
 
 def run_job_guarded(job: Job) -> str | FrameError:
-    """:func:`run_job`, with the frame's :class:`FrameError` returned instead of raised (also for MemoryError)."""
+    """:func:`run_job`, with the frame's :class:`FrameError` returned instead of raised.
+
+    Never raises for a frame: ``MemoryError`` and any other exception become the frame's
+    :class:`FrameDecodeError` (naming the exception type), so one frame cannot sink a batch.
+    """
     try:
         return run_job(job)
     except FrameError as e:
         return e
     except MemoryError:
         return FrameDecodeError(job.frame.label, "out of memory while decoding")
+    except Exception as e:  # noqa: BLE001 - see run_job; kept here for callers' own job objects
+        return _unexpected(job, e)

@@ -20,7 +20,7 @@ from .errors import BackendUnavailable, FrameError
 from .footprint import Header, cpu_footprint, gpu_footprint, read_header
 from .memory import release_large_allocations
 from .plan import Job, OutputSpec, plan_job
-from .sources import Frame, Source, read_frame, source_label
+from .sources import Frame, Source, default_max_source_bytes, read_frame, source_label
 
 __all__ = ["FrameEncoder", "select_backend"]
 
@@ -59,7 +59,7 @@ class FrameEncoder:
 
     def __init__(self, config: Config | None = None, backend: str = "auto", *, tune_allocator: bool = True) -> None:
         self.config = config if config is not None else load_config()
-        self.max_source_bytes: int | None = self.config.max_source_bytes
+        self.max_source_bytes: int = self.config.max_source_bytes or default_max_source_bytes(self.config.max_pixels)
         if tune_allocator:
             release_large_allocations()
         requested = backend if backend != "auto" else self.config.backend
@@ -104,7 +104,7 @@ class FrameEncoder:
         ``digest``: the key digest of in-memory data, when the caller has it (see :func:`~gpupipe.sources.source_label`).
         """
         try:
-            return read_frame(source, self.config.max_pixels, digest=digest)
+            return read_frame(source, self.config.max_pixels, digest=digest, max_bytes=self.max_source_bytes)
         except FrameError as e:
             return e
 

@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "FrameError",
     "FrameNotFound",
+    "FrameNotRegularFile",
     "FrameDecodeError",
     "FrameTooLarge",
     "BudgetTimeout",
@@ -41,7 +42,7 @@ class ConfigError(GpupipeError, ValueError):
 class FrameError(GpupipeError):
     """A frame could not be turned into a data URI.
 
-    ``frame`` names the frame (its path, or ``bytes:<hash prefix>`` for in-memory data).
+    ``frame`` names the frame (its path, or a short ``bytes:`` label for in-memory data).
     """
 
     def __init__(self, frame: str, reason: str):
@@ -66,12 +67,17 @@ class FrameNotFound(FrameError):
     """The frame's file does not exist or cannot be read."""
 
 
+class FrameNotRegularFile(FrameNotFound):
+    """The frame's path is not a regular file (a FIFO, device, socket or directory), so it is never read."""
+
+
 class FrameDecodeError(FrameError):
     """The frame is empty, truncated, corrupt, or not a PNG/JPEG image."""
 
 
 class FrameTooLarge(FrameError):
-    """The frame declares more pixels than ``max_pixels`` allows (decompression-bomb guard)."""
+    """The frame declares more pixels than ``max_pixels`` allows (decompression-bomb guard), or its
+    encoded data is larger than ``max_bytes``."""
 
 
 class BudgetTimeout(FrameError):

@@ -10,6 +10,7 @@ really takes.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
@@ -121,11 +122,12 @@ def read_header(source: Source, label: str, *, max_pixels: int | None = None, ma
         if header is None or header.width == 0 or header.height == 0:
             raise _no_header(label, bytes(view[:_PREFIX]) if sniff(view) == "png" else bytes(view), max_pixels)
     else:
-        with open_frame_file(source, label, max_bytes) as (f, size):
-            head = f.read(_PREFIX)
+        with open_frame_file(source, label, max_bytes) as (fd, st):
+            size = st.st_size
+            head = os.read(fd, _PREFIX)
             header = header_from_bytes(head, size)
             if header is None and sniff(head) == "jpeg" and len(head) < size:
-                head += f.read(size - len(head))  # a frame header behind large APPn segments
+                head += os.read(fd, size - len(head))  # a frame header behind large APPn segments
                 header = header_from_bytes(head, size)
             if header is None or header.width == 0 or header.height == 0:
                 raise _no_header(label, head, max_pixels)

@@ -5,10 +5,17 @@ is sniffed from magic bytes, never from a file name. Header probing reads the di
 EXIF orientation and whether the frame can carry alpha without decoding pixels, so that
 oversized frames are refused (:class:`~gpupipe.errors.FrameTooLarge`) before any decoder
 allocates memory for them.
+
+Reading a path never blocks and never reads without bound: only regular files are read
+(a FIFO, device, socket or directory is refused from its ``stat``, before any read), a file
+larger than ``max_bytes`` is refused from its size, at most ``max_bytes + 1`` bytes are ever
+read, and a file that changes while it is read (its ``stat`` identity differs before and after,
+or the bytes read are not its size) is read once more, then refused.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -17,11 +24,26 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Literal, Union
+from typing import Iterator, Literal, Union
 
-from .errors import FrameDecodeError, FrameNotFound, FrameTooLarge
+from .errors import FrameDecodeError, FrameNotFound, FrameNotRegularFile, FrameTooLarge
 
-__all__ = ["Source", "Frame", "read_frame", "probe", "check_complete", "sniff", "source_label", "source_key", "key_digest", "fit_size", "MIME"]
+__all__ = [
+    "Source",
+    "Frame",
+    "read_frame",
+    "probe",
+    "check_complete",
+    "sniff",
+    "source_label",
+    "source_key",
+    "key_digest",
+    "key_identity",
+    "file_identity",
+    "default_max_source_bytes",
+    "fit_size",
+    "MIME",
+]
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 Kind = Literal["png", "jpeg"]
@@ -36,8 +58,11 @@ class Frame:
     """An encoded frame read from a source, with what its header says.
 
     ``width``/``height`` are the stored dimensions; ``orientation`` is the EXIF orientation
-    (1–8, JPEG only); ``may_have_alpha`` is true when the PNG's colour type or a ``tRNS``
+    (1–8: a JPEG's APP1 ``Exif`` segment, or a PNG's ``eXIf`` chunk before its pixel data; 1 when
+    absent or unusable); ``may_have_alpha`` is true when the PNG's colour type or a ``tRNS``
     chunk allows transparency (whether any pixel is actually non-opaque needs decoding).
+    ``identity`` is the file's :func:`file_identity` that ``data`` was read under (``None`` for
+    in-memory data): the same tuple that :func:`source_key` keys the path on.
     """
 
     label: str
@@ -47,6 +72,7 @@ class Frame:
     height: int
     orientation: int = 1
     may_have_alpha: bool = False
+    identity: tuple | None = None
 
     @property
     def mime(self) -> str:
@@ -62,40 +88,108 @@ class Frame:
 
 
 def _digest(data: bytes | bytearray | memoryview) -> bytes:
-    """The 128-bit BLAKE2b of in-memory frame data: its cache key, and the first 6 bytes its label."""
+    """The 128-bit BLAKE2b of in-memory frame data: its cache key (and, when a caller has it, its label)."""
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
+_FINGERPRINT_SPAN = 2048  # bytes taken from each of the start, the middle and the end
+
+
+def _fingerprint(data: bytes | bytearray | memoryview) -> str:
+    """A short, cheap name for in-memory data: ``<length>B:<8 hex>``, hashing at most 6 KiB.
+
+    The hash covers the length and 2 KiB each from the start, the middle and the end, so the
+    cost does not grow with the frame (a 4K frame is never hashed whole just to be named).
+    Equal data always gets the same name; different frames almost always get different ones.
+    """
+    mv = memoryview(data)
+    if mv.format != "B" or mv.ndim != 1 or not mv.c_contiguous:
+        mv = memoryview(mv.tobytes())  # an exotic view: copy it to bytes once
+    n = mv.nbytes
+    h = hashlib.blake2b(n.to_bytes(8, "little"), digest_size=4)
+    span = _FINGERPRINT_SPAN
+    if n <= 3 * span:
+        h.update(mv)
+    else:
+        mid = n // 2 - span // 2
+        h.update(mv[:span])
+        h.update(mv[mid : mid + span])
+        h.update(mv[n - span :])
+    return f"{n}B:{h.hexdigest()}"
+
+
 def source_label(source: Source, digest: bytes | None = None) -> str:
-    """A short human name for ``source``: its path, or ``bytes:<hash prefix>`` for data.
+    """A short human name for ``source``: its path, or a ``bytes:`` name for in-memory data.
 
     ``digest`` is the data's key digest (:func:`key_digest` of its :func:`source_key`) when the
-    caller already has it, so that a frame's bytes are hashed once, not twice.
+    caller already has it: the label is then ``bytes:<hash prefix>``, so that a cached frame and
+    its errors share one name. Without it the label is ``bytes:<length>B:<fingerprint>``
+    (see :func:`_fingerprint`): the data is not hashed whole only to be named.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return f"bytes:{(digest or _digest(source))[:6].hex()}"
+        if digest is not None:
+            return f"bytes:{digest[:6].hex()}"
+        return f"bytes:{_fingerprint(source)}"
     return os.fspath(source)
+
+
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)``: what says a file's bytes are unchanged.
+
+    The inode change time catches a rewrite that keeps the size and restores the modification
+    time (``os.utime``), and the device and inode catch a file replaced by a rename.
+    """
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def source_key(source: Source) -> tuple:
     """A cache key for ``source``'s content.
 
-    Paths key on the resolved path, size and modification time (so a rewritten file is not
-    served stale); data keys on a 128-bit BLAKE2b hash of its bytes.
+    Paths key on ``("path", resolved path, file_identity)`` (see :func:`file_identity`: a
+    rewritten or replaced file is not served stale; a path that cannot be stat'ed has identity
+    ``None``); data keys on ``("bytes", 128-bit BLAKE2b of its bytes)``.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         return ("bytes", _digest(source))
     p = Path(source)
     try:
-        st = p.stat()
-        return ("path", str(p.resolve()), st.st_size, st.st_mtime_ns)
-    except OSError:
-        return ("path", os.path.abspath(p), -1, -1)
+        st = os.stat(p)
+    except (OSError, ValueError):
+        return ("path", os.path.abspath(p), None)
+    return ("path", str(p.resolve()), file_identity(st))
 
 
 def key_digest(key: tuple) -> bytes | None:
     """The data digest inside a key that starts with :func:`source_key`'s tuple (``None`` for a path)."""
     return key[1] if key[0] == "bytes" else None
+
+
+def key_identity(key: tuple) -> tuple | None:
+    """The :func:`file_identity` inside a key that starts with :func:`source_key`'s tuple (``None`` for data,
+    or for a path that could not be stat'ed); compare it with :attr:`Frame.identity`."""
+    return key[2] if key[0] == "path" else None
+
+
+def default_max_source_bytes(max_pixels: int) -> int:
+    """The largest encoded frame (in bytes) worth reading for a frame of at most ``max_pixels`` pixels.
+
+    The rule: the largest PNG such a frame can be, plus room for metadata. A PNG is largest
+    when its pixels are 16-bit RGBA (8 bytes a pixel) stored uncompressed, in the shape with the
+    most rows (one pixel wide: one filter byte per pixel), so its raw image data is at most
+    ``9 * max_pixels`` bytes. Stored deflate blocks add 5 bytes per block (counted per 16 KiB:
+    zlib's stored blocks hold 16–64 KiB) plus the zlib header and checksum (6 bytes); IDAT chunks of at least 8 KiB (libpng writes 8 KiB; smaller
+    ones are an encoder's choice we need not accept) add 12 bytes per chunk; the signature, IHDR
+    and IEND add 45 bytes. On top of that, 16 MiB are allowed for ancillary chunks (ICC profiles,
+    text, EXIF). A JPEG of the same pixels is smaller: even uniform noise at quality 100 without
+    chroma subsampling takes about 4.1 bytes a pixel with libjpeg-turbo. For the default
+    ``max_pixels`` (8192²) this is about 621 MB.
+    """
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    raw = 9 * max_pixels
+    deflated = raw + 5 * -(-raw // 16384) + 6
+    idat = deflated + 12 * -(-deflated // 8192)
+    return 8 + 25 + idat + 12 + 16 * 1024 * 1024
 
 
 def sniff(data: bytes | memoryview) -> Kind | None:
@@ -131,40 +225,35 @@ def check_pixels(label: str, width: int, height: int, max_pixels: int | None) ->
 def check_source_bytes(label: str, nbytes: int, max_bytes: int | None) -> None:
     """Raise :class:`FrameTooLarge` if an encoded frame of ``nbytes`` exceeds ``max_bytes`` (``None``: no limit)."""
     if max_bytes is not None and nbytes > max_bytes:
-        raise FrameTooLarge(label, f"the encoded frame is {nbytes} bytes, over the limit of {max_bytes} bytes (max_source_bytes)")
-
-
-_FILE_TYPES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
+        raise FrameTooLarge(label, f"{nbytes} bytes exceeds max_source_bytes = {max_bytes}")
 
 
 @contextmanager
-def open_frame_file(path: str | os.PathLike[str], label: str, max_bytes: int | None = None) -> Iterator[tuple[BinaryIO, int]]:
-    """Open a frame file for reading; yields the file and its size.
+def open_frame_file(path: str | os.PathLike[str], label: str, max_bytes: int | None = None) -> Iterator[tuple[int, os.stat_result]]:
+    """Open a frame file for reading; yields the descriptor and its ``fstat``.
 
-    Never blocks (``O_NONBLOCK``: a FIFO cannot hang the caller) and refuses at once anything
-    but a regular file (FIFOs, devices, sockets, directories) with :class:`FrameNotFound`, and a
-    file over ``max_bytes`` with :class:`FrameTooLarge`, before reading a byte.
+    Refuses at once, before reading a byte: anything but a regular file (FIFOs, devices,
+    sockets, directories: :class:`~gpupipe.errors.FrameNotRegularFile`; the path's own stat is
+    checked first so a device node is never even opened, and the open never blocks, so a FIFO
+    swapped in after the stat cannot hang the caller) and a file over ``max_bytes``
+    (:class:`FrameTooLarge`). A missing or unreadable file is :class:`FrameNotFound`.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise FrameNotFound(label, "no such file") from None
-    except IsADirectoryError:
-        raise FrameNotFound(label, "is a directory, not a frame file") from None
+        _refuse_special(label, os.stat(path))
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError as e:
-        raise FrameNotFound(label, f"cannot open: {e.strerror or e}") from None
+        raise _os_error(label, e) from None
+    except ValueError as e:  # a NUL byte in the path
+        raise FrameNotFound(label, f"cannot read: {e}") from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            what = _FILE_TYPES.get(stat.S_IFMT(st.st_mode), "not a regular file")
-            raise FrameNotFound(label, f"is {what}, not a regular frame file")
+        _refuse_special(label, st)
         check_source_bytes(label, st.st_size, max_bytes)
-        f = os.fdopen(fd, "rb", buffering=0)
-    except BaseException:
+        yield fd, st
+    except OSError as e:
+        raise _os_error(label, e) from None
+    finally:
         os.close(fd)
-        raise
-    with f:
-        yield f, st.st_size  # type: ignore[misc]
 
 
 def _probe_png(label: str, data: bytes, max_pixels: int | None = None) -> tuple[int, int, int, bool]:
@@ -175,9 +264,12 @@ def _probe_png(label: str, data: bytes, max_pixels: int | None = None) -> tuple[
         raise FrameDecodeError(label, f"PNG declares an empty image ({width}x{height})")
     check_pixels(label, width, height, max_pixels)  # the size guard comes first, even over a bad CRC
     alpha = ctype in (4, 6)
+    orientation = 1
     # Walk the header chunks before the first IDAT (cheap: headers only): look for tRNS and
-    # check each CRC, as decoders do (Pillow and libpng refuse a bad CRC there), so that a
-    # passed-through frame is never one they would reject at its header.
+    # eXIf, and check each CRC, as decoders do (Pillow and libpng refuse a bad CRC there), so
+    # that a passed-through frame is never one they would reject at its header. An eXIf chunk
+    # counts only before IDAT, as in the PNG specification (3rd edition), Chromium and Safari;
+    # one after the pixel data is ignored (as browsers ignore it).
     pos = 8
     n = len(data)
     while pos + 8 <= n:
@@ -192,8 +284,10 @@ def _probe_png(label: str, data: bytes, max_pixels: int | None = None) -> tuple[
             raise FrameDecodeError(label, f"corrupt PNG: bad CRC in the {ctype_.decode('latin-1')!r} chunk")
         if ctype_ == b"tRNS":
             alpha = True
+        elif ctype_ == b"eXIf" and orientation == 1:
+            orientation = _tiff_orientation(data[pos + 8 : end])
         pos = end + 4
-    return width, height, 1, alpha
+    return width, height, orientation, alpha
 
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -219,26 +313,40 @@ def _dht_ok(seg: bytes) -> bool:
     return pos == n
 
 
-def exif_orientation(seg: bytes) -> int:
-    """Orientation tag (0x0112) from an APP1 ``Exif`` segment payload, or 1."""
-    if not seg.startswith(b"Exif\x00\x00") or len(seg) < 14:
-        return 1
-    tiff = seg[6:]
-    bo = {b"II": "<", b"MM": ">"}.get(tiff[:2])
-    if bo is None:
-        return 1
+def _tiff_orientation(tiff: bytes) -> int:
+    """The EXIF orientation (1–8) in a TIFF structure (an ``Exif`` APP1 payload after its 6-byte
+    header, or a PNG ``eXIf`` chunk), read the way browsers read it; 1 when absent or unusable.
+
+    Only the first IFD is read. The tag counts only as a SHORT with a count of 1 and a value of
+    1–8 (Chromium's rule); entries are read while the tag count says so *and* the data holds
+    them. Never raises: any malformed structure means orientation 1.
+    """
     try:
+        bo = {b"II": "<", b"MM": ">"}.get(bytes(tiff[:2]))
+        if bo is None or len(tiff) < 8:
+            return 1
         (ifd,) = struct.unpack(bo + "I", tiff[4:8])
+        if ifd + 2 > len(tiff):
+            return 1
         (count,) = struct.unpack(bo + "H", tiff[ifd : ifd + 2])
         for i in range(count):
             e = ifd + 2 + 12 * i
-            tag, typ, _cnt = struct.unpack(bo + "HHI", tiff[e : e + 8])
-            if tag == 0x0112 and typ == 3:
+            if e + 12 > len(tiff):
+                break
+            tag, typ, cnt = struct.unpack(bo + "HHI", tiff[e : e + 8])
+            if tag == 0x0112 and typ == 3 and cnt == 1:
                 (val,) = struct.unpack(bo + "H", tiff[e + 8 : e + 10])
                 return val if 1 <= val <= 8 else 1
-    except struct.error:
+    except Exception:  # noqa: BLE001 - metadata must never fail a frame
         return 1
     return 1
+
+
+def exif_orientation(seg: bytes) -> int:
+    """Orientation tag (0x0112) from an APP1 ``Exif`` segment payload, or 1 (never raises)."""
+    if not seg.startswith(b"Exif\x00\x00"):
+        return 1
+    return _tiff_orientation(seg[6:])
 
 
 def _probe_jpeg(label: str, data: bytes, max_pixels: int | None = None) -> tuple[int, int, int, bool]:
@@ -316,26 +424,107 @@ def check_complete(frame: Frame) -> None:
         raise FrameDecodeError(frame.label, "truncated JPEG: no end-of-image marker")
 
 
-def read_frame(source: Source, max_pixels: int | None = None, *, digest: bytes | None = None) -> Frame:
+def _not_regular(mode: int) -> str | None:
+    """What a non-regular file is (``"a FIFO"``, ...), or ``None`` for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, what in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+# Non-blocking, so that a FIFO swapped in after the stat cannot block the open; no controlling tty.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _os_error(label: str, e: OSError) -> FrameNotFound:
+    if isinstance(e, FileNotFoundError):
+        return FrameNotFound(label, "no such file")
+    if e.errno == errno.ENXIO:  # open() of a socket
+        return FrameNotRegularFile(label, "cannot be read as a frame file (no such device or address: a socket?)")
+    return FrameNotFound(label, f"cannot read: {e.strerror or e}")
+
+
+def _refuse_special(label: str, st: os.stat_result) -> None:
+    what = _not_regular(st.st_mode)
+    if what is not None:
+        raise FrameNotRegularFile(label, f"is {what}, not a regular file")
+
+
+def _read_once(label: str, max_bytes: int | None) -> tuple[bytes, tuple, tuple]:
+    """One attempt: ``(data, identity before the read, identity after it)``."""
+    with open_frame_file(label, label, max_bytes) as (fd, before):
+        size = before.st_size
+        # One byte past the size shows a file that grew; never more than max_bytes + 1 per attempt.
+        limit = size + 1 if max_bytes is None else min(size, max_bytes) + 1
+        chunks: list[bytes] = []
+        got = 0
+        while got < limit:
+            b = os.read(fd, limit - got)
+            if not b:
+                break
+            chunks.append(b)
+            got += len(b)
+        after = os.fstat(fd)
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return data, file_identity(before), file_identity(after)
+
+
+def _read_path(label: str, max_bytes: int | None) -> tuple[bytes, tuple]:
+    """A regular file's bytes and the identity they were read under; see :func:`read_frame`."""
+    for _attempt in range(2):
+        data, before, after = _read_once(label, max_bytes)
+        if before == after and len(data) == before[2]:
+            return data, before
+    raise FrameDecodeError(
+        label,
+        f"changed while being read, twice (stat before: {before}, after: {after}; "
+        f"read {len(data)} bytes of {before[2]})",
+    )
+
+
+def read_frame(
+    source: Source,
+    max_pixels: int | None = None,
+    *,
+    digest: bytes | None = None,
+    max_bytes: int | None = None,
+) -> Frame:
     """Read ``source`` and probe its header (``digest``: see :func:`source_label`).
 
-    Raises :class:`FrameNotFound` (missing or unreadable file), :class:`FrameDecodeError`
-    (empty, unrecognised or truncated header) or :class:`FrameTooLarge` (more than
+    A path is read only if it is a regular file (symlinks followed); a FIFO, device, socket or
+    directory is refused at once, without reading. A file (or in-memory data) of more than
+    ``max_bytes`` bytes is refused before it is read, and at most ``max_bytes + 1`` bytes are
+    read even if the file grows meanwhile (see :func:`default_max_source_bytes`). A file whose
+    :func:`file_identity` changes while it is read, or that does not hold as many bytes as its
+    size said, is read once more and then refused.
+
+    Raises :class:`FrameNotFound` (missing or unreadable file;
+    :class:`~gpupipe.errors.FrameNotRegularFile` for what is not a regular file),
+    :class:`FrameDecodeError` (empty, unrecognised or truncated header; a file that kept
+    changing while read) or :class:`FrameTooLarge` (more than ``max_bytes`` bytes, or more than
     ``max_pixels`` declared pixels).
     """
+    identity: tuple | None = None
     if isinstance(source, (bytes, bytearray, memoryview)):
+        label = source_label(source, digest)
+        check_source_bytes(label, memoryview(source).nbytes, max_bytes)
         data = bytes(source)
-        label = source_label(data, digest)
     else:
         label = os.fspath(source)
-        try:
-            with open(label, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise FrameNotFound(label, "no such file") from None
-        except IsADirectoryError:
-            raise FrameNotFound(label, "is a directory, not a frame file") from None
-        except OSError as e:
-            raise FrameNotFound(label, f"cannot read: {e.strerror or e}") from None
+        data, identity = _read_path(label, max_bytes)
     kind, w, h, orientation, alpha = probe(label, data, max_pixels)
-    return Frame(label, data, kind, w, h, orientation, alpha)
+    return Frame(label, data, kind, w, h, orientation, alpha, identity)

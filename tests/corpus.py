@@ -47,6 +47,9 @@ __all__ = [
 
 W, H = 72, 40  # not square, so a 90° EXIF rotation shows in the size
 
+# Malformed-EXIF cases that Pillow's exif_transpose reads as a rotation although browsers do not.
+_PILLOW_ROTATES = {"exif_orient_long_le", "exif_orient_long_be"}
+
 
 
 class Verbatim:
@@ -79,6 +82,10 @@ class CorpusItem:
     (the outcome when the frame is decoded) differs. ``display`` is the size the header
     declares after EXIF orientation and ``orientation`` the EXIF orientation, both ``None``
     where the header cannot be read; they decide whether ``auto`` passes the bytes through.
+    ``orientation`` is the one a browser applies (Chromium's reading of the EXIF); where
+    Pillow's ``ImageOps.exif_transpose`` reads (or fails on) the file differently,
+    ``pillow_orientation_agrees`` is false. ``transparent``: some pixels are not opaque, so an
+    ``auto`` or ``png`` transcode must give a PNG with those pixels' alpha below 255.
     """
 
     name: str
@@ -89,6 +96,8 @@ class CorpusItem:
     expect_decoded: Outcome | None = None
     display: tuple[int, int] | None = None
     orientation: int = 1
+    pillow_orientation_agrees: bool = True
+    transparent: bool = False
 
     @property
     def valid(self) -> bool:
@@ -192,6 +201,128 @@ def _scan_range(data: bytes) -> tuple[int, int]:
     return start, end
 
 
+# --------------------------------------------------------------------------- EXIF and tRNS builders
+
+
+def tiff_ifd(byteorder: str, entries: list[tuple[int, int, int, bytes]], *, ifd: int = 8, next_ifd: int = 0, count: int | None = None) -> bytes:
+    """A TIFF structure (an EXIF payload) with one IFD of ``entries`` ``(tag, type, count, 4 value bytes)``.
+
+    ``byteorder`` is ``"II"`` (little-endian) or ``"MM"`` (big-endian); ``ifd`` the IFD's offset
+    (padding fills the gap), ``next_ifd`` the next-IFD pointer, ``count`` the declared number of
+    entries (default: the real one). Nothing is checked: this writes malformed EXIF on purpose.
+    """
+    e = "<" if byteorder == "II" else ">"
+    out = byteorder.encode() + struct.pack(e + "HI", 42, ifd) + b"\x00" * max(0, ifd - 8)
+    out += struct.pack(e + "H", len(entries) if count is None else count)
+    for tag, typ, cnt, value in entries:
+        out += struct.pack(e + "HHI", tag, typ, cnt) + value
+    return out + struct.pack(e + "I", next_ifd)
+
+
+def exif_value(byteorder: str, fmt: str, *values: Any) -> bytes:
+    """4 value bytes of an IFD entry: ``values`` packed with ``fmt`` in ``byteorder``, zero-padded."""
+    b = struct.pack(("<" if byteorder == "II" else ">") + fmt, *values)
+    return b + b"\x00" * (4 - len(b))
+
+
+def jpeg_with_app1(jpeg: bytes, payload: bytes) -> bytes:
+    """``jpeg`` with an APP1 segment holding ``payload`` (e.g. ``b"Exif\\0\\0" + tiff``) right after SOI."""
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def png_with_chunk(png: bytes, tag: bytes, data: bytes, before: bytes = b"IDAT") -> bytes:
+    """``png`` with a ``tag`` chunk inserted before its first ``before`` chunk (``IDAT`` or ``IEND``)."""
+    pos = next(s for t, s, _ in _png_chunks(png) if t == before)
+    return png[:pos] + png_chunk(tag, data) + png[pos:]
+
+
+def malformed_exif_cases() -> list[tuple[str, bytes, int, bool]]:
+    """``(name, APP1 payload, orientation a browser applies, Pillow's exif_transpose raises)`` for
+    malformed EXIF in both byte orders.
+
+    The browser's orientation follows Chromium's rule: the first IFD's 0x0112 entry, a SHORT
+    with a count of 1 and a value of 1–8, read while the data holds the entries.
+    """
+    out: list[tuple[str, bytes, int, bool]] = []
+    for bo, end in (("II", "le"), ("MM", "be")):
+        six = (0x0112, 3, 1, exif_value(bo, "H", 6))
+
+        def add(name: str, tiff: bytes, orientation: int, raises: bool = False, raw: bool = False) -> None:
+            out.append((f"exif_{name}_{end}", tiff if raw else b"Exif\x00\x00" + tiff, orientation, raises))
+
+        add("valid6", tiff_ifd(bo, [six]), 6)
+        add("ifd_past_end", tiff_ifd(bo, [six])[:4] + exif_value(bo, "I", 0x7FFFFFF0) + b"\x00" * 20, 1)
+        add("count_huge", tiff_ifd(bo, [six], count=0xFFFF), 6)
+        add("orient_long", tiff_ifd(bo, [(0x0112, 4, 1, exif_value(bo, "I", 6))]), 1)
+        add("orient_ascii", tiff_ifd(bo, [(0x0112, 2, 4, b"abc\x00")]), 1)
+        add("orient_count0", tiff_ifd(bo, [(0x0112, 3, 0, exif_value(bo, "H", 6))]), 1)
+        for v in (0, 9, 65535):
+            add(f"orient{v}", tiff_ifd(bo, [(0x0112, 3, 1, exif_value(bo, "H", v))]), 1)
+        full = tiff_ifd(bo, [six, (0x010F, 2, 100, exif_value(bo, "I", 26))])
+        add("truncated_after_orientation", full[:30], 6)
+        add("truncated_in_orientation", full[:16], 1)
+        add("app1_cut", b"Exi", 1, raw=True)
+        add("ifd_loop", tiff_ifd(bo, [six, (0x8769, 4, 1, exif_value(bo, "I", 8))], next_ifd=8), 6)
+        add("next_ifd_past_end", tiff_ifd(bo, [six], next_ifd=0x7FFFFF00), 6)
+        # Wrong types for other tags: Pillow reads them, then fails writing the EXIF back.
+        add("ycbcr_sshort", tiff_ifd(bo, [six, (0x0213, 8, 1, exif_value(bo, "h", -2))]), 6, True)
+        add("xres_ascii", tiff_ifd(bo, [six, (0x011A, 2, 1, b"x\x00\x00\x00")]), 6, True)
+        add("software_float", tiff_ifd(bo, [six, (0x0131, 11, 1, exif_value(bo, "f", 1.5))]), 6, True)
+        add("exififd_sshort", tiff_ifd(bo, [six, (0x8769, 8, 1, exif_value(bo, "h", -30))]), 6, True)
+    out.append(("exif_bad_byteorder", b"Exif\x00\x00XX" + tiff_ifd("II", [(0x0112, 3, 1, exif_value("II", "H", 6))])[2:], 1, False))
+    return out
+
+
+def trns_pngs() -> list[tuple[str, bytes, np.ndarray]]:
+    """``(name, PNG, transparent mask)`` of gray and truecolour PNGs whose ``tRNS`` chunk names one
+    transparent value, at 2, 8 and 16 bits; the mask is True where a browser shows transparency.
+
+    The 16-bit ones also hold pixels whose high bytes equal the key's but whose low bytes do
+    not: those stay opaque (a decoder keeping only 8 bits would get them wrong).
+    """
+    rgb = base_pixels()
+    gray = rgb[..., 1].copy()
+    key_rgb, key_gray = (10, 200, 30), 7
+    mask = np.zeros((H, W), bool)
+    mask[4:16, 6:30] = True
+    rgb[mask] = key_rgb
+    gray[mask] = key_gray
+    rgb[(rgb == key_rgb).all(-1) & ~mask] += 1  # no stray key pixels elsewhere
+    gray[(gray == key_gray) & ~mask] += 1
+    near = np.zeros((H, W), bool)
+    near[24:34, 40:60] = True
+    rgb16 = rgb.astype(np.uint16) * 257
+    gray16 = gray.astype(np.uint16) * 257
+    rgb16[near] = np.array(key_rgb, np.uint16) * 257 + 1  # same high bytes as the key, not the key
+    gray16[near] = key_gray * 257 + 1
+    g2 = (np.arange(W)[None, :] * 4 // W).repeat(H, 0).astype(np.uint8)  # 2-bit gray: 0..3
+    out = [
+        ("png_rgb_trns.png", png_with_chunk(write_png(rgb), b"tRNS", struct.pack(">3H", *key_rgb)), mask),
+        ("png_gray8_trns.png", png_with_chunk(write_png(gray), b"tRNS", struct.pack(">H", key_gray)), mask),
+        ("png_gray16_trns.png", png_with_chunk(write_png(gray16), b"tRNS", struct.pack(">H", key_gray * 257)), mask),
+        ("png_rgb16_trns.png", png_with_chunk(write_png(rgb16), b"tRNS", struct.pack(">3H", *(k * 257 for k in key_rgb))), mask),
+        ("png_rgb16_trns_interlaced.png", png_with_chunk(write_png(rgb16, interlace=True), b"tRNS", struct.pack(">3H", *(k * 257 for k in key_rgb))), mask),
+        ("png_gray2_trns.png", _png_low_bit_gray(g2, 2, trns=1), g2 == 1),
+    ]
+    return out
+
+
+def _png_low_bit_gray(values: np.ndarray, depth: int, trns: int | None = None) -> bytes:
+    """A ``depth``-bit (1, 2 or 4) grayscale PNG of ``values`` (H×W, each below ``2**depth``), with an optional tRNS key."""
+    h, w = values.shape
+    per = 8 // depth
+    padded = np.zeros((h, -(-w // per) * per), np.uint8)
+    padded[:, :w] = values
+    groups = padded.reshape(h, -1, per)
+    packed = np.zeros(groups.shape[:2], np.uint8)
+    for k in range(per):
+        packed |= groups[:, :, k] << (8 - depth * (k + 1))
+    raw = b"".join(b"\x00" + row.tobytes() for row in packed)
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, 0, 0, 0, 0)
+    extra = png_chunk(b"tRNS", struct.pack(">H", trns)) if trns is not None else b""
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + extra + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b"")
+
+
 # --------------------------------------------------------------------------- the corpus
 
 
@@ -239,6 +370,7 @@ def build_corpus(directory: str | Path) -> list[CorpusItem]:
 
     # ---- valid JPEG variants
     jpg = _pillow_bytes(img, "JPEG", quality=90)
+    jpg_plain = jpg
     add("jpeg_baseline.jpg", jpg, "jpeg", "baseline 4:2:0 JPEG", size)
     add("jpeg_444.jpg", _pillow_bytes(img, "JPEG", quality=95, subsampling=0), "jpeg", "4:4:4 JPEG", size)
     add("jpeg_progressive.jpg", _pillow_bytes(img, "JPEG", quality=90, progressive=True), "jpeg", "progressive JPEG", size)
@@ -255,6 +387,41 @@ def build_corpus(directory: str | Path) -> list[CorpusItem]:
             disp,
             orientation=o,
         )
+    # ---- malformed EXIF: a URI every time, with the orientation a browser applies
+    for name, payload, o, raises in malformed_exif_cases():
+        disp = (H, W) if o in (5, 6, 7, 8) else (W, H)
+        add(
+            f"{name}.jpg",
+            jpeg_with_app1(jpg_plain, payload),
+            "exif-malformed",
+            f"JPEG with malformed EXIF ({name}); browsers apply orientation {o}"
+            + ("; Pillow's exif_transpose raises on it" if raises else ""),
+            disp,
+            orientation=o,
+            pillow_orientation_agrees=not raises and name not in _PILLOW_ROTATES,
+        )
+    # ---- PNG eXIf: honoured before IDAT, ignored after it (the PNG spec, Chromium, Safari)
+    tiff6 = tiff_ifd("MM", [(0x0112, 3, 1, exif_value("MM", "H", 6))])
+    add("png_exif6.png", png_with_chunk(png_rgb, b"eXIf", tiff6), "exif", "PNG with an eXIf chunk (orientation 6) before IDAT", (H, W), orientation=6)
+    add(
+        "png_exif6_after_idat.png",
+        png_with_chunk(png_rgb, b"eXIf", tiff6, before=b"IEND"),
+        "exif",
+        "PNG with an eXIf chunk (orientation 6) after IDAT: browsers ignore it (Pillow does not)",
+        size,
+        pillow_orientation_agrees=False,
+    )
+    add(
+        "png_exif_malformed.png",
+        png_with_chunk(png_rgb, b"eXIf", tiff_ifd("II", [(0x0112, 3, 1, exif_value("II", "H", 6))], count=0)[:6]),
+        "exif-malformed",
+        "PNG with a truncated eXIf chunk (Pillow's exif_transpose raises struct.error on it)",
+        size,
+        pillow_orientation_agrees=False,
+    )
+    # ---- tRNS transparency in gray and truecolour PNGs
+    for name, data, _mask in trns_pngs():
+        add(name, data, "png", f"{name[:-4]}: one transparent value named by tRNS", size, transparent=True)
     add("jpeg_1x1.jpg", _pillow_bytes(Image.new("RGB", (1, 1), (10, 200, 10)), "JPEG"), "tiny", "1x1 JPEG", (1, 1))
     add("jpeg_restart.jpg", _pillow_bytes(img, "JPEG", quality=90, restart_marker_blocks=1), "jpeg", "JPEG with restart markers", size)
 
@@ -408,15 +575,33 @@ def expected_outcome(item: CorpusItem, output: str, size: tuple[int, int] | None
     return exp
 
 
-def decode_uri(uri: str) -> Image.Image:
-    """Pillow image of a data URI's payload, fully loaded, EXIF orientation applied."""
+ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def decode_uri(uri: str, orientation: int | None = None) -> Image.Image:
+    """Pillow image of a data URI's payload, fully loaded, shown upright.
+
+    ``orientation``: the EXIF orientation to apply (as a browser reads the file); ``None``:
+    whatever Pillow's ``exif_transpose`` reads.
+    """
     head, _, payload = uri.partition(",")
     assert head in ("data:image/png;base64", "data:image/jpeg;base64"), head[:40]
     raw = base64.b64decode(payload, validate=True)
     im = Image.open(io.BytesIO(raw))
     assert im.format == ("PNG" if head == "data:image/png;base64" else "JPEG"), (head, im.format)
     im.load()
-    return ImageOps.exif_transpose(im)
+    if orientation is None:
+        return ImageOps.exif_transpose(im)
+    method = ORIENTATION_TRANSPOSE.get(orientation)
+    return im if method is None else im.transpose(method)
 
 
 def _short(result: object) -> str:
@@ -436,8 +621,19 @@ def check_result(item: CorpusItem, output: str, size: tuple[int, int] | None, re
         return "passed through verbatim (damage needs a decode to see)"
     if isinstance(exp, tuple):
         assert isinstance(result, str), f"{item.name} [{output} {size}]: expected a URI of {exp}, got {_short(result)}"
-        im = decode_uri(result)
-        assert im.size == exp, f"{item.name} [{output} {size}]: image is {im.size}, expected {exp}"
+        where = f"{item.name} [{output} {size}]"
+        if takes_passthrough(item, output, size):
+            payload = base64.b64decode(result.partition(",")[2], validate=True)
+            assert payload == item.path.read_bytes(), f"{where}: passthrough changed the bytes"
+            im = decode_uri(result, orientation=item.orientation)  # shown as a browser shows the file
+        else:
+            im = decode_uri(result)
+            # A transcode is upright already: it must carry no orientation of its own.
+            assert im.getexif().get(0x0112, 1) == 1, f"{where}: the transcode carries an EXIF orientation"
+            if item.transparent and output in ("auto", "png"):
+                assert result.startswith("data:image/png;"), f"{where}: transparency lost (not a PNG)"
+                assert im.mode == "RGBA" and im.getchannel("A").getextrema()[0] < 255, f"{where}: transparency lost"
+        assert im.size == exp, f"{where}: image is {im.size}, expected {exp}"
         return "valid"
     assert isinstance(result, exp), f"{item.name} [{output} {size}]: expected {exp.__name__}, got {_short(result)}"
     assert result.frame and result.reason, result  # names the frame and says why

@@ -224,3 +224,37 @@ def test_auto_falls_back_to_cpu_when_the_gpu_backend_fails_to_start(monkeypatch,
         assert e.encode(png_bytes).startswith("data:image/png;base64,")
     with pytest.raises(BackendUnavailable, match="failed to start"):
         FrameEncoder(backend="gpu")
+
+
+@pytest.mark.timeout(10)  # reading the FIFO with a blocking open would hang the batch forever
+def test_a_fifo_in_a_batch_fails_alone_without_blocking(tmp_path, png_bytes, jpeg_bytes):
+    import os
+
+    from gpupipe.errors import FrameNotRegularFile
+
+    good_png, good_jpg, fifo = tmp_path / "a.png", tmp_path / "b.jpg", tmp_path / "c.png"
+    good_png.write_bytes(png_bytes)
+    good_jpg.write_bytes(jpeg_bytes)
+    os.mkfifo(fifo)
+    with FrameEncoder(Config(), backend="cpu") as e:
+        results = e.encode_batch([good_png, fifo, good_jpg, fifo, png_bytes])
+    assert isinstance(results[1], FrameNotRegularFile) and results[1].frame == str(fifo)
+    assert "is a FIFO, not a regular file" in str(results[1]) and results[3] == results[1]
+    assert payload(results[0]) == ("image/png", png_bytes) and payload(results[2]) == ("image/jpeg", jpeg_bytes)
+    assert results[4] == results[0]
+
+
+def test_truecolour_trns_stays_png_with_its_transparency(enc, rgb_frame):
+    """An RGB PNG whose tRNS chunk names a transparent colour is transparent there, like RGBA."""
+    rgb = rgb_frame.copy()
+    rgb[:60, :100] = (1, 2, 3)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG", transparency=(1, 2, 3))
+    data = buf.getvalue()
+    assert b"tRNS" in data
+    img = decode(enc.encode(data, size=(160, 90)))
+    assert img.format == "PNG" and img.mode == "RGBA" and img.size == (160, 90)
+    alpha = np.asarray(img)[..., 3]
+    assert alpha[10, 20] < 16 and alpha[80, 150] == 255
+    full = np.asarray(decode(enc.encode(data, output="png")))[..., 3]
+    assert np.array_equal(full == 0, (rgb == (1, 2, 3)).all(-1))
