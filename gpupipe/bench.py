@@ -1,19 +1,28 @@
-"""``gpupipe bench``: throughput and per-stage timings of the CPU (and GPU) path.
+"""``gpupipe bench``: throughput, host CPU cost and per-stage timings of the CPU (and GPU) path.
 
-The matrix: 1080p and 4K; PNG and JPEG sources; three workloads (``passthrough``: the
-source as a URI; ``transcode``: decode and re-encode as JPEG at the same size; ``resize``:
-decode, scale to fit 1280×720, encode JPEG). Each workload runs on
+The matrix: 1080p and 4K; PNG and JPEG sources; workloads ``passthrough`` (the source as a
+URI), ``transcode`` (decode and re-encode as JPEG at the same size), ``resize`` (decode, scale
+to fit 1280×720, encode JPEG) and, for 4K PNG and JPEG, ``resize-1080p`` (fit 1920×1080; not in
+the quick matrix).
+Each cell runs on
 
-- ``cpu``: the CPU path at its best (all cores, pybase64, Pillow or Pillow-SIMD, single-pass URIs),
+- ``cpu``: the CPU path at its best (every usable core, pybase64, Pillow or Pillow-SIMD, single-pass URIs),
 - ``stdlib``: the naive baseline a renderer starts from (one thread, Pillow, ``base64.b64encode``,
   ``prefix + b64.decode()``),
-- ``gpu``: the GPU path, where a usable CUDA device is present,
+- ``gpu``: the GPU path, where a usable CUDA device is present; passthrough cells run it with
+  both ``passthrough_device`` values where the config has that setting,
 
-all in the same run, so the ratios compare like with like. Timings are wall-clock medians
-of repeated runs after a warm-up run. Also measured: per-stage medians (read, decode,
-resize, encode, URI), URI assembly throughput beside a plain memory copy of the same size,
-a 4K memory soak (peak RSS against the budget) and cache hit ratios against Belady's optimum.
-Results go to ``<out>/bench.json``, ``<out>/BENCH.md`` and PNG charts.
+all in the same run, so the ratios compare like with like. For every backend and cell: frames/s
+(frames over the median wall-clock time of repeated runs after a warm-up run) and CPU-seconds
+per frame (the process's user + sys CPU time, all threads, over the same timed runs; median
+over the runs, divided by the frames). GPU rows add both ratios against the CPU path.
+
+Also measured (not with ``goals``): per-stage medians (read, decode, resize, encode, URI), URI
+assembly throughput beside a plain memory copy of the same size, a 4K memory soak (peak RSS
+against the budget) and cache hit ratios against Belady's optimum. ``goals=True`` measures only
+the rows the GPU goals need (:data:`gpupipe.gpu.goals.GOAL_MATRIX`) plus the GPU kernel and
+stage tables. Results go to ``<out>/bench.json`` (rewritten after every row, so a run stopped
+early keeps what it measured), ``<out>/BENCH.md`` and PNG charts.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import platform
 import statistics
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -40,13 +49,27 @@ from .plan import OutputSpec, plan_job
 from .sources import read_frame
 from .uri import URI_METHOD, base64_impl, build_uri
 
-__all__ = ["run_bench", "WORKLOADS", "stdlib_uri", "median_time", "uri_assembly_bench"]
+__all__ = [
+    "run_bench",
+    "WORKLOADS",
+    "KINDS",
+    "full_matrix",
+    "stdlib_uri",
+    "median_time",
+    "timed_runs",
+    "RunTimes",
+    "measure",
+    "usable_cores",
+    "uri_assembly_bench",
+]
 
 WORKLOADS: dict[str, OutputSpec] = {
     "passthrough": OutputSpec("passthrough"),
     "transcode": OutputSpec("jpeg", None, 90),  # PNG for sources with alpha (see workload_spec)
     "resize": OutputSpec("auto", (1280, 720), 90),
+    "resize-1080p": OutputSpec("jpeg", (1920, 1080), 90),
 }
+KINDS = ("png", "jpeg", "png-alpha")
 
 
 def workload_spec(workload: str, kind: str) -> OutputSpec:
@@ -61,16 +84,78 @@ RESOLUTIONS = {"1080p": (1920, 1080), "4k": (3840, 2160)}
 FFMPEG_GRAIN = 12  # ffmpeg noise strength: 4K PNG ~14 MB, JPEG ~2.1 MB, like camera footage
 
 
-def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
-    """Median wall-clock seconds of ``fn`` over ``repeats`` runs after ``warmup`` runs; and all times."""
+Cell = tuple[str, str, str]  # (resolution, source kind, workload)
+
+
+def full_matrix(quick: bool = False) -> list[Cell]:
+    """The cells of the benchmark: each resolution × source kind × workload; ``resize-1080p`` for
+    4K PNG/JPEG only, and not in the ``quick`` matrix (``--goals`` measures it)."""
+    cells: list[Cell] = []
+    for res in RESOLUTIONS:
+        for kind in KINDS:
+            for wl in ("passthrough", "transcode", "resize"):
+                cells.append((res, kind, wl))
+            if res == "4k" and kind in ("png", "jpeg") and not quick:
+                cells.append((res, kind, "resize-1080p"))
+    return cells
+
+
+@dataclass(frozen=True)
+class RunTimes:
+    """Wall-clock and process CPU seconds of each timed run (same runs, same order)."""
+
+    wall: list[float]
+    cpu: list[float]
+
+
+def timed_runs(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> RunTimes:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed.
+
+    Each timed run records wall-clock seconds (``time.perf_counter``) and the process's CPU
+    seconds (``time.process_time``: user + sys of every thread of this process, so pools,
+    DALI's worker threads and driver threads count too).
+    """
     for _ in range(warmup):
         fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
+        c = time.process_time()
         t = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), times
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return RunTimes(wall, cpu)
+
+
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
+    """Median wall-clock seconds of ``fn`` over ``repeats`` runs after ``warmup`` runs; and all times."""
+    r = timed_runs(fn, repeats, warmup)
+    return statistics.median(r.wall), r.wall
+
+
+def measure(fn: Callable[[], Any], frames: int, repeats: int, warmup: int = 1) -> dict[str, Any]:
+    """Throughput and host CPU cost of ``fn`` (which encodes ``frames`` frames per call).
+
+    ``fps``: frames over the median wall time; ``cpu_s_per_frame``: the median CPU seconds of
+    a run over ``frames``; ``cores_busy``: the median of CPU over wall seconds per run (how many
+    cores the path keeps busy); ``times`` / ``cpu_times``: every run's seconds.
+    """
+    r = timed_runs(fn, repeats, warmup)
+    return {
+        "fps": frames / statistics.median(r.wall),
+        "cpu_s_per_frame": statistics.median(r.cpu) / frames,
+        "cores_busy": statistics.median(c / w for c, w in zip(r.cpu, r.wall) if w > 0),
+        "times": r.wall,
+        "cpu_times": r.cpu,
+    }
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def stdlib_uri(path: Path, spec: OutputSpec) -> str:
@@ -145,18 +230,17 @@ def uri_assembly_bench(data: bytes, repeats: int) -> dict[str, float]:
     return res
 
 
-def _frames(root: Path, use_ffmpeg: bool, count: int, resolutions: Sequence[str]) -> tuple[dict[tuple[str, str], list[Path]], str]:
-    """Frames per (resolution, kind): ffmpeg's (with grain) where ffmpeg is and wanted, else synthetic."""
+def _frames(root: Path, use_ffmpeg: bool, count: int, wanted: Sequence[tuple[str, str]]) -> tuple[dict[tuple[str, str], list[Path]], str]:
+    """``count`` frames per wanted (resolution, kind): ffmpeg's (with grain) where ffmpeg is and wanted, else synthetic."""
     from .ffmpeg_frames import frames_or_synthetic
 
     clips: dict[tuple[str, str], list[Path]] = {}
     origin = ""
-    for res in resolutions:
+    for res, kind in wanted:
         w, h = RESOLUTIONS[res]
-        for kind in ("png", "jpeg", "png-alpha"):
-            clips[(res, kind)], origin = frames_or_synthetic(
-                root / "frames", w, h, count, kind, grain=FFMPEG_GRAIN, prefer_ffmpeg=use_ffmpeg
-            )
+        clips[(res, kind)], origin = frames_or_synthetic(
+            root / "frames", w, h, count, kind, grain=FFMPEG_GRAIN, prefer_ffmpeg=use_ffmpeg
+        )
     if origin.startswith("synthetic"):
         return clips, "synthetic frames (gpupipe.samples)"
     return clips, f"ffmpeg testsrc2 frames with grain {FFMPEG_GRAIN} ({origin})"
@@ -176,7 +260,8 @@ def _machine() -> dict[str, Any]:
         pass
     return {
         "cpu": cpu,
-        "cores": os.cpu_count(),
+        "cores": usable_cores(),
+        "cpu_count": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -195,83 +280,163 @@ def run_bench(
     soak: bool = True,
     console: Any = None,
     config: Config | None = None,
+    goals: bool = False,
+    max_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark matrix and write JSON, markdown and charts under ``out``; returns the results."""
+    """Run the benchmark matrix and write JSON, markdown and charts under ``out``; returns the results.
+
+    ``backend``: ``cpu`` (CPU path and stdlib baseline), ``gpu`` or ``all`` (add the GPU path
+    where a device is usable). ``goals``: only the rows of :data:`gpupipe.gpu.goals.GOAL_MATRIX`
+    (4K JPEG and PNG, no stdlib baseline, no stage/URI/soak/hit-ratio sections), 8 distinct
+    frames in batches of 32 (``quick``: 2 in batches of 4), 7 timed repeats; check them with
+    ``python -m gpupipe.gpu.goals <out>/bench.json``. ``max_seconds``: start no new row or GPU
+    detail section after this many seconds (the report says where it stopped).
+    """
     from .gpu import gpu_available
 
     say = console.print if console is not None else print
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = config or load_config()
-    repeats = repeats or (1 if quick else 3)
-    count = 2 if quick else 6
+    if goals:
+        from .gpu.goals import GOAL_MATRIX
+
+        cells = list(GOAL_MATRIX)
+        repeats = repeats or (1 if quick else 7)
+        distinct, per_batch = (2, 4) if quick else (8, 32)
+    else:
+        cells = full_matrix(quick)
+        repeats = repeats or (1 if quick else 3)
+        distinct = per_batch = 2 if quick else 6
     work = Path(tempfile.gettempdir()) / "gpupipe-bench"
     t_start = time.perf_counter()
-    clips, frames_note = _frames(work, use_ffmpeg, count, list(RESOLUTIONS))
+
+    def out_of_time() -> bool:
+        return max_seconds is not None and time.perf_counter() - t_start > max_seconds
+
+    clips, frames_note = _frames(work, use_ffmpeg, distinct, list(dict.fromkeys((r, k) for r, k, _ in cells)))
     gpu_ok, gpu_why = gpu_available(cfg.gpu or 0)
-    backends = ["cpu", "stdlib"]
+    backends = ["cpu"] if goals else ["cpu", "stdlib"]
     if backend in ("gpu", "all") and gpu_ok:
         backends.append("gpu")
-    if backend == "cpu":
-        backends = ["cpu", "stdlib"]
     if backend == "gpu" and not gpu_ok:
         say(f"[yellow]GPU path not run: {gpu_why}[/yellow]" if console else f"GPU path not run: {gpu_why}")
+    cores = usable_cores()
+    pt_setting = getattr(cfg, "passthrough_device", None)
+    flags = (" --goals" if goals else "") + (" --quick" if quick else "") + (f" --max-seconds {max_seconds:g}" if max_seconds else "")
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "command": f"gpupipe bench --backend {backend}{' --quick' if quick else ''}",
+        "command": f"gpupipe bench --backend {backend}{flags}",
         "machine": _machine(),
         "frames": frames_note,
-        "frames_per_workload": count,
+        "frames_per_workload": per_batch,
+        "distinct_frames": distinct,
         "repeats": repeats,
-        "gpu": {"usable": gpu_ok, "reason": gpu_why},
+        "goals": goals,
+        "backends": backends,
+        "gpu": {"usable": gpu_ok, "reason": gpu_why, "passthrough_device": pt_setting},
         "workloads": [],
         "stages": [],
     }
-    cpu_cfg = replace(cfg, workers=os.cpu_count(), batch_size=count)
-    encoders = {"cpu": FrameEncoder(cpu_cfg, backend="cpu")}
+
+    def save() -> None:
+        (out / "bench.json").write_text(json.dumps(results, indent=2, default=str))
+
+    run_cfg = replace(cfg, workers=cores, batch_size=per_batch)
+    encoders = {"cpu": FrameEncoder(run_cfg, backend="cpu")}
     if "gpu" in backends:
-        encoders["gpu"] = FrameEncoder(replace(cfg, batch_size=count), backend="gpu")
+        encoders["gpu"] = FrameEncoder(run_cfg, backend="gpu")
     try:
-        for (res, kind), paths in clips.items():
+        for res, kind, wl in cells:
+            if out_of_time():
+                results["stopped_early"] = f"time limit of {max_seconds:g} s reached before {res} {kind} {wl}"
+                say(results["stopped_early"])
+                break
+            paths = (clips[(res, kind)] * -(-per_batch // distinct))[:per_batch]
+            spec = workload_spec(wl, kind)
             src_mb = sum(p.stat().st_size for p in paths) / len(paths) / 1e6
-            for wl in WORKLOADS:
-                spec = workload_spec(wl, kind)
-                row: dict[str, Any] = {"resolution": res, "source": kind, "workload": wl, "frames": len(paths), "source_mb": round(src_mb, 2)}
-                for b in backends:
-                    if b == "stdlib":
-                        fn: Callable[[], Any] = lambda: [stdlib_uri(p, spec) for p in paths]
-                    else:
-                        enc = encoders[b]
-                        fn = lambda enc=enc: _check(enc.encode_batch(paths, spec.format, spec.size, spec.quality))
-                    med, times = median_time(fn, repeats)
-                    row[f"{b}_fps"] = len(paths) / med
-                    row[f"{b}_times"] = times
+            row: dict[str, Any] = {
+                "resolution": res, "source": kind, "workload": wl, "frames": len(paths),
+                "distinct_frames": len(set(paths)), "source_mb": round(src_mb, 2),
+            }
+            for b in backends:
+                if b == "stdlib":
+                    fn: Callable[[], Any] = lambda: [stdlib_uri(p, spec) for p in paths]
+                else:
+                    fn = _encode_fn(encoders[b], paths, spec)
+                _put(row, b, measure(fn, len(paths), repeats))
+            if wl == "passthrough" and "gpu" in backends:
+                row["gpu_passthrough"] = _passthrough_both_ways(row, encoders, run_cfg, pt_setting, paths, spec, repeats)
+            if "stdlib" in backends:
                 row["cpu_vs_stdlib"] = row["cpu_fps"] / row["stdlib_fps"]
-                if "gpu" in backends:
-                    row["gpu_vs_cpu"] = row["gpu_fps"] / row["cpu_fps"]
-                results["workloads"].append(row)
+            if "gpu" in backends:
+                row["gpu_vs_cpu"] = row["gpu_fps"] / row["cpu_fps"]
+                row["gpu_cpu_s_vs_cpu"] = row["gpu_cpu_s_per_frame"] / row["cpu_cpu_s_per_frame"]
+            results["workloads"].append(row)
+            save()
+            if not goals:
                 st = stage_times(paths[0], spec, max(1, repeats))
                 results["stages"].append({"resolution": res, "source": kind, "workload": wl, "backend": "cpu", **st})
-                say(f"{res:5} {kind:4} {wl:11} " + "  ".join(f"{b} {row[f'{b}_fps']:7.1f} f/s" for b in backends))
-        big = clips[("4k", "png")][0].read_bytes()
-        results["uri_assembly"] = uri_assembly_bench(big, 3 if quick else 9)
-        if "gpu" in backends:
-            results["gpu_detail"] = _gpu_detail(clips, repeats, quick)
-        from .traces import hit_ratio_table
+            say(f"{res:5} {kind:9} {wl:12} " + "  ".join(
+                f"{b} {row[f'{b}_fps']:7.1f} f/s {row[f'{b}_cpu_s_per_frame'] * 1e3:7.1f} CPU-ms/f" for b in backends))
+        if not goals:
+            big = clips[("4k", "png")][0].read_bytes()
+            results["uri_assembly"] = uri_assembly_bench(big, 3 if quick else 9)
+        if "gpu" in backends and not out_of_time():
+            stage_cells = [c for c in cells if c[2] != "passthrough"]
+            results["gpu_detail"] = _gpu_detail(clips, stage_cells, per_batch, repeats, quick, out_of_time)
+            save()
+        if not goals:
+            from .traces import hit_ratio_table
 
-        results["hit_ratio"] = hit_ratio_table(quick=quick)
-        if soak:
-            results["soak"] = _soak(encoders.get("gpu") or encoders["cpu"], clips, quick, work)
+            results["hit_ratio"] = hit_ratio_table(quick=quick)
+            if soak:
+                results["soak"] = _soak(encoders.get("gpu") or encoders["cpu"], clips, quick, work)
     finally:
         for e in encoders.values():
             e.close()
     results["seconds"] = time.perf_counter() - t_start
-    (out / "bench.json").write_text(json.dumps(results, indent=2, default=str))
+    save()
     from .report import write_report
 
     written = write_report(results, out)
     say(f"wrote {out / 'bench.json'}" + "".join(f", {p}" for p in written) + f" in {results['seconds']:.0f} s")
     return results
+
+
+def _encode_fn(enc: FrameEncoder, paths: list[Path], spec: OutputSpec) -> Callable[[], Any]:
+    return lambda: _check(enc.encode_batch(paths, spec.format, spec.size, spec.quality))
+
+
+def _put(row: dict[str, Any], backend: str, m: dict[str, Any]) -> None:
+    """Store :func:`measure`'s figures in ``row`` as ``<backend>_fps``, ``<backend>_cpu_s_per_frame`` ..."""
+    for k, v in m.items():
+        row[f"{backend}_{k}"] = v
+
+
+def _passthrough_both_ways(
+    row: dict[str, Any], encoders: dict[str, FrameEncoder], run_cfg: Config, setting: str | None,
+    paths: list[Path], spec: OutputSpec, repeats: int,
+) -> dict[str, Any]:
+    """The GPU backend's passthrough with ``passthrough_device`` ``cpu`` and ``gpu``.
+
+    The row's ``gpu_*`` figures are the config's own setting; each other value runs on its own
+    GPU encoder (made on first use, kept in ``encoders``). Where the config has no such setting,
+    only the row's GPU run is recorded, with a note.
+    """
+    mine = {k: row[f"gpu_{k}"] for k in ("fps", "cpu_s_per_frame", "cores_busy", "times", "cpu_times")}
+    if setting is None:
+        return {"gpu": mine, "note": "this gpupipe has no passthrough_device setting; the GPU backend ran passthrough through the base64 kernel"}
+    both: dict[str, Any] = {"setting": setting}
+    for dev in ("cpu", "gpu"):
+        if dev == setting:
+            both[dev] = mine
+            continue
+        key = f"gpu-passthrough-{dev}"
+        if key not in encoders:
+            encoders[key] = FrameEncoder(replace(run_cfg, passthrough_device=dev), backend="gpu")  # type: ignore[call-arg]
+        both[dev] = measure(_encode_fn(encoders[key], paths, spec), len(paths), repeats)
+    return both
 
 
 def _check(results: list) -> list:
@@ -283,18 +448,23 @@ def _check(results: list) -> list:
     return results
 
 
-def _gpu_detail(clips: dict[tuple[str, str], list[Path]], repeats: int, quick: bool) -> dict[str, Any]:
+def _gpu_detail(
+    clips: dict[tuple[str, str], list[Path]], cells: Sequence[Cell], per_batch: int, repeats: int, quick: bool,
+    out_of_time: Callable[[], bool],
+) -> dict[str, Any]:
+    """The kernel bandwidth and the GPU per-stage table for ``cells`` (batches of ``per_batch`` frames)."""
     from .gpu.bench import base64_kernel_bandwidth, gpu_stage_benchmark
 
     detail: dict[str, Any] = {"base64_kernel": base64_kernel_bandwidth(64 * MiB, 5 if quick else 20), "stages": []}
-    for (res, kind), paths in clips.items():
-        data = [p.read_bytes() for p in paths]
-        for wl in WORKLOADS:
-            spec = workload_spec(wl, kind)
-            if wl == "passthrough":
-                continue
-            st = gpu_stage_benchmark(data, spec.size, spec.quality, max(2, repeats))
-            detail["stages"].append({"resolution": res, "source": kind, "workload": wl, **st})
+    for res, kind, wl in cells:
+        if out_of_time():
+            detail["stopped_early"] = f"time limit reached before the stage benchmark of {res} {kind} {wl}"
+            break
+        spec = workload_spec(wl, kind)
+        paths = clips[(res, kind)]
+        data = [p.read_bytes() for p in (paths * -(-per_batch // len(paths)))[:per_batch]]
+        st = gpu_stage_benchmark(data, spec.size, spec.quality, max(2, repeats))
+        detail["stages"].append({"resolution": res, "source": kind, "workload": wl, **st})
     return detail
 
 

@@ -50,33 +50,125 @@ def _gpu_sections(g: dict[str, Any]) -> list[str]:
     return lines
 
 
+_LABELS = {"stdlib": "stdlib 1 thread", "cpu": "CPU path all cores", "gpu": "GPU"}
+
+
+def _backends(r: dict[str, Any]) -> list[str]:
+    """The backends whose figures the rows carry, in table order."""
+    wl = r["workloads"]
+    return [b for b in ("stdlib", "cpu", "gpu") if wl and f"{b}_fps" in wl[0]]
+
+
+def _ms(x: Any) -> str:
+    return _fmt(x * 1e3, 1) if isinstance(x, (int, float)) else "—"
+
+
+def _ratio(x: Any, nd: int = 2) -> str:
+    return f"{x:.{nd}f}×" if isinstance(x, (int, float)) else "—"
+
+
+def _throughput_section(r: dict[str, Any], backends: list[str]) -> list[str]:
+    cores = r["machine"]["cores"]
+    head = ["resolution", "source", "workload", "MB/frame"] + [
+        {"stdlib": "stdlib 1 thread", "cpu": f"CPU path {cores} cores", "gpu": "GPU"}[b] for b in backends]
+    if "stdlib" in backends:
+        head.append("CPU / stdlib")
+    if "gpu" in backends:
+        head.append("GPU / CPU")
+    lines = ["", "### Throughput (frames/s, median)", "", "| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
+    for w in r["workloads"]:
+        cells = [w["resolution"], w["source"], w["workload"], f"{w['source_mb']:.1f}"] + [f"{w[f'{b}_fps']:.1f}" for b in backends]
+        if "stdlib" in backends:
+            cells.append(_ratio(w.get("cpu_vs_stdlib")))
+        if "gpu" in backends:
+            cells.append(_ratio(w.get("gpu_vs_cpu")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _cpu_cost_section(r: dict[str, Any], backends: list[str]) -> list[str]:
+    head = ["resolution", "source", "workload"]
+    for b in backends:
+        head += [f"{_LABELS[b]}: CPU-ms/frame", "cores busy"]
+    if "gpu" in backends:
+        head.append("GPU / CPU CPU-s per frame")
+    lines = [
+        "",
+        "### Host CPU cost (CPU-ms per frame: process user + sys, all threads, median over the timed runs)",
+        "",
+        "Measured over the same runs as the throughput. *cores busy*: CPU seconds over wall seconds per run (median).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|---|---|" + "---:|" * (len(head) - 3),
+    ]
+    for w in r["workloads"]:
+        cells = [w["resolution"], w["source"], w["workload"]]
+        for b in backends:
+            cells += [_ms(w.get(f"{b}_cpu_s_per_frame")), _fmt(w.get(f"{b}_cores_busy", "—"), 1)]
+        if "gpu" in backends:
+            cells.append(_ratio(w.get("gpu_cpu_s_vs_cpu"), 3))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _passthrough_section(r: dict[str, Any]) -> list[str]:
+    rows = [w for w in r["workloads"] if w.get("gpu_passthrough")]
+    if not rows:
+        return []
+    setting = r.get("gpu", {}).get("passthrough_device")
+    lines = [
+        "",
+        "### GPU backend passthrough, `passthrough_device: cpu` and `gpu` (f/s; CPU-ms per frame)",
+        "",
+        f"The config's own setting: `{setting}`." if setting else
+        "This gpupipe has no `passthrough_device` setting: the GPU backend ran passthrough through the base64 kernel.",
+        "",
+        "| resolution | source | MB/frame | CPU path f/s | CPU path CPU-ms/frame | GPU, pt=cpu f/s | CPU-ms/frame | GPU, pt=gpu f/s | CPU-ms/frame |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for w in rows:
+        pt = w["gpu_passthrough"]
+        cells = [w["resolution"], w["source"], f"{w['source_mb']:.1f}", f"{w['cpu_fps']:.1f}", _ms(w.get("cpu_cpu_s_per_frame"))]
+        for dev in ("cpu", "gpu"):
+            m = pt.get(dev)
+            cells += [f"{m['fps']:.1f}", _ms(m["cpu_s_per_frame"])] if m else ["—", "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _goals_section(r: dict[str, Any]) -> list[str]:
+    from .gpu.goals import check_goals, summary
+
+    checked = check_goals(r)
+    return ["", "### GPU goals (`python -m gpupipe.gpu.goals bench.json`)", "", "```"] + [str(x) for x in checked] + [summary(checked), "```"]
+
+
 def markdown_report(r: dict[str, Any]) -> str:
-    """The results as markdown: machine, throughput table, stages, URI assembly, soak, hit ratios."""
+    """The results as markdown: machine, throughput and CPU-cost tables, stages, URI assembly, soak, hit ratios, goals."""
     m = r["machine"]
-    gpu = any("gpu_fps" in w for w in r["workloads"])
+    backends = _backends(r)
+    gpu = "gpu" in backends
+    distinct = r.get("distinct_frames", r["frames_per_workload"])
+    batch = f"{r['frames_per_workload']} per workload" + (f" ({distinct} distinct, repeated)" if distinct != r["frames_per_workload"] else "")
     lines = [
         f"Run {r['when']}: `{r['command']}` in {r.get('seconds', 0):.0f} s.",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}; {m['pillow']}; "
         f"{m['base64']}; URI builder: {m['uri_builder']}.",
-        f"Frames: {r['frames']}, {r['frames_per_workload']} per workload; {r['repeats']} timed repeat(s) after a warm-up, medians.",
+        f"Frames: {r['frames']}, {batch}; {r['repeats']} timed repeat(s) after a warm-up, medians.",
         f"GPU: {'used' if gpu else 'not run'} ({r['gpu']['reason']}).",
-        "",
-        "### Throughput (frames/s, median)",
-        "",
-        "| resolution | source | workload | MB/frame | stdlib 1 thread | CPU all cores | CPU / stdlib |" + (" GPU | GPU / CPU |" if gpu else ""),
-        "|---|---|---|---:|---:|---:|---:|" + ("---:|---:|" if gpu else ""),
     ]
-    for w in r["workloads"]:
-        row = f"| {w['resolution']} | {w['source']} | {w['workload']} | {w['source_mb']:.1f} | {w['stdlib_fps']:.1f} | {w['cpu_fps']:.1f} | {w['cpu_vs_stdlib']:.2f}× |"
-        if gpu:
-            row += f" {w['gpu_fps']:.1f} | {w['gpu_vs_cpu']:.2f}× |"
-        lines.append(row)
-    lines += ["", "### CPU per-stage time (ms per frame, one thread, median)", "",
-              "| resolution | source | workload | read | decode | resize | encode | base64 alone | URI (base64 + assembly, fused) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    for s in r["stages"]:
-        lines.append(f"| {s['resolution']} | {s['source']} | {s['workload']} | " + " | ".join(
-            _fmt(s.get(k, 0.0) * 1e3) for k in ("read", "decode", "resize", "encode", "base64", "uri")) + " |")
+    if r.get("stopped_early"):
+        lines.append(f"**Stopped early**: {r['stopped_early']}.")
+    lines += _throughput_section(r, backends)
+    lines += _cpu_cost_section(r, backends)
+    lines += _passthrough_section(r)
+    if r.get("stages"):
+        lines += ["", "### CPU per-stage time (ms per frame, one thread, median)", "",
+                  "| resolution | source | workload | read | decode | resize | encode | base64 alone | URI (base64 + assembly, fused) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+        for s in r["stages"]:
+            lines.append(f"| {s['resolution']} | {s['source']} | {s['workload']} | " + " | ".join(
+                _fmt(s.get(k, 0.0) * 1e3) for k in ("read", "decode", "resize", "encode", "base64", "uri")) + " |")
     if "uri_assembly" in r:
         u = r["uri_assembly"]
         lines += ["", f"### URI assembly ({u['uri_bytes'] / 1e6:.1f} MB URI from a 4K PNG; GB/s of URI written, median)", "",
@@ -84,6 +176,8 @@ def markdown_report(r: dict[str, Any]) -> str:
         lines += [f"| {k} | {v:.2f} |" for k, v in u.items() if k != "uri_bytes"]
     if "gpu_detail" in r:
         lines += _gpu_sections(r["gpu_detail"])
+    if r.get("goals") or gpu:
+        lines += _goals_section(r)
     if "soak" in r:
         s = r["soak"]
         c = s["cache"]
@@ -128,41 +222,52 @@ def write_report(r: dict[str, Any], out: Path) -> list[Path]:
         return written
     wl = r["workloads"]
     labels = [f"{w['resolution']}\n{w['source']}\n{w['workload']}" for w in wl]
-    backends = [b for b in ("stdlib", "cpu", "gpu") if wl and f"{b}_fps" in wl[0]]
+    backends = _backends(r)
+    names = {"stdlib": "stdlib, 1 thread", "cpu": f"CPU path, {r['machine']['cores']} cores", "gpu": "GPU path"}
     import numpy as np
 
     x = np.arange(len(wl))
-    fig, ax = plt.subplots(figsize=(max(8, len(wl) * 0.9), 4.5))
     width = 0.8 / max(1, len(backends))
-    for i, b in enumerate(backends):
-        ax.bar(x + i * width - 0.4 + width / 2, [w[f"{b}_fps"] for w in wl], width, label={"stdlib": "stdlib, 1 thread", "cpu": "CPU path, all cores", "gpu": "GPU path"}[b])
-    ax.set_xticks(x, labels, fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("frames/s (median, log scale)")
-    ax.set_title("Throughput per workload")
-    ax.legend()
-    written.append(_save(fig, out / "throughput.png"))
+    for key, ylabel, title, fname, scale in (
+        ("fps", "frames/s (median, log scale)", "Throughput per workload", "throughput.png", 1.0),
+        ("cpu_s_per_frame", "CPU-ms per frame (process user + sys, median, log scale)", "Host CPU cost per frame", "cpu_cost.png", 1e3),
+    ):
+        if not wl:
+            break
+        fig, ax = plt.subplots(figsize=(max(8, len(wl) * 0.9), 4.5))
+        for i, b in enumerate(backends):
+            ax.bar(x + i * width - 0.4 + width / 2, [w.get(f"{b}_{key}", 0.0) * scale for w in wl], width, label=names[b])
+        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend()
+        written.append(_save(fig, out / fname))
 
     st = r["stages"]
-    fig, ax = plt.subplots(figsize=(max(8, len(st) * 0.9), 4.5))
-    bottom = np.zeros(len(st))
-    for k in ("read", "decode", "resize", "encode", "uri"):
-        vals = np.array([s.get(k, 0.0) * 1e3 for s in st])
-        ax.bar(np.arange(len(st)), vals, 0.7, bottom=bottom, label=k)
-        bottom += vals
-    ax.set_xticks(np.arange(len(st)), [f"{s['resolution']}\n{s['source']}\n{s['workload']}" for s in st], fontsize=7)
-    ax.set_ylabel("ms per frame (one CPU thread, median)")
-    ax.set_title("CPU path: per-stage time")
-    ax.legend()
-    written.append(_save(fig, out / "stages.png"))
+    if st:
+        fig, ax = plt.subplots(figsize=(max(8, len(st) * 0.9), 4.5))
+        bottom = np.zeros(len(st))
+        for k in ("read", "decode", "resize", "encode", "uri"):
+            vals = np.array([s.get(k, 0.0) * 1e3 for s in st])
+            ax.bar(np.arange(len(st)), vals, 0.7, bottom=bottom, label=k)
+            bottom += vals
+        ax.set_xticks(np.arange(len(st)), [f"{s['resolution']}\n{s['source']}\n{s['workload']}" for s in st], fontsize=7)
+        ax.set_ylabel("ms per frame (one CPU thread, median)")
+        ax.set_title("CPU path: per-stage time")
+        ax.legend()
+        written.append(_save(fig, out / "stages.png"))
 
-    if "gpu" in backends:
+    if "gpu" in backends and wl:
         fig, ax = plt.subplots(figsize=(max(8, len(wl) * 0.9), 4))
-        ax.bar(x, [w["gpu_vs_cpu"] for w in wl])
+        ax.bar(x - 0.2, [w["gpu_vs_cpu"] for w in wl], 0.4, label="GPU / CPU path frames/s (goal ≥ 3: 4K JPEG transcode, resize-1080p)")
+        ax.bar(x + 0.2, [w["gpu_cpu_s_vs_cpu"] for w in wl], 0.4, label="GPU / CPU path CPU-s per frame (goal ≤ 0.1: same rows)")
         ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_yscale("log")
         ax.set_xticks(x, labels, fontsize=7)
-        ax.set_ylabel("GPU / CPU throughput")
-        ax.set_title("GPU path vs CPU path at its best (same run)")
+        ax.set_ylabel("ratio (log scale)")
+        ax.set_title("GPU path vs CPU path on every core (same run)")
+        ax.legend(fontsize=8)
         written.append(_save(fig, out / "gpu_cpu_ratio.png"))
 
     if "soak" in r:

@@ -1,24 +1,72 @@
 #!/usr/bin/env bash
-# Everything a GPU session should run, from the repository root on the GPU machine: install the
-# offline DALI/nvImageCodec bundle (if its parts were copied to $BUNDLE), check the stack, run the
-# GPU tests, the base64 kernel bandwidth and the benchmark, and leave the logs and results in $OUT
-# (default ./gpu-results). Then copy the figures into docs/gpu.md's runs table.
+# What a GPU session runs, from the repository root on the GPU machine, in STEPS that fit the
+# 10-minute limit of one device call. Logs and results go to $OUT (default ./gpu-results); the
+# last lines printed are the goal PASS/FAIL lines and one line per step saying whether it passed.
 #
-#   BUNDLE=/tmp/b OUT=$OUT bash scripts/gpu_session.sh                 # every step
-#   STEPS="tests kernel" OUT=$OUT bash scripts/gpu_session.sh          # some steps (a device call
-#                                                                      # is limited to 10 minutes)
-# Steps, in order: install (bundle + smoke check), versions, tests, kernel, bench.
+#   call 1:  STEPS=call1 BUNDLE=/tmp/b OUT=$OUT bash scripts/gpu_session.sh   # install versions tests kernel
+#   call 2:  STEPS=call2 BUNDLE=/tmp/b OUT=$OUT bash scripts/gpu_session.sh   # install bench-gpu goals
+#   CPU smoke (no GPU; ~30 s on 2 cores): STEPS="bench-gpu goals" QUICK=1 OUT=/tmp/g bash scripts/gpu_session.sh
+#
+# Steps, in the order they run (any subset, space-separated; call1/call2 expand as above):
+#   install    DALI + nvImageCodec from the offline bundle in $BUNDLE (skipped when they already
+#              import), then the bundle's smoke check; fails when a smoke stage prints FAIL
+#   versions   GPU, driver, CuPy/CUDA/DALI/nvImageCodec versions; `gpupipe info --json`
+#   tests      pytest -m gpu                                       (timeout $TESTS_TIMEOUT, 300 s)
+#   kernel     base64 kernel vs device copy over 256 MiB, then its goal (>= 70 %)
+#   bench-gpu  gpupipe bench --backend gpu --goals: 4K JPEG/PNG transcode and resize-1080p, passthrough
+#              with passthrough_device cpu and gpu, GPU path and CPU path on every core, frames/s and
+#              CPU-s/frame (soft limit $BENCH_MAX_S, 300 s; hard timeout 450 s; QUICK=1: the small
+#              matrix, for the CPU smoke)
+#   goals      python -m gpupipe.gpu.goals on bench-gpu's bench.json (+ the kernel step's JSON if
+#              present): PASS/FAIL/SKIP/INFO lines
+#   bench      the full `gpupipe bench --backend all` (not part of call1/call2: it may not fit a call)
+#
+# Exit status: 0 when every step run passed; 1 when a step failed (the summary names it);
+# 3 when none failed but the goals were skipped (no usable GPU); 2 for an unknown step name.
 set -uo pipefail
 OUT=${OUT:-gpu-results}
-STEPS=" ${STEPS:-install versions tests kernel bench} "
+STEPS=" ${STEPS:-call1 call2} "
+STEPS=${STEPS// call1 / install versions tests kernel }
+STEPS=${STEPS// call2 / install bench-gpu goals }
+for s in $STEPS; do
+  case $s in install|versions|tests|kernel|bench-gpu|goals|bench) ;;
+    *) echo "gpu_session.sh: unknown step '$s' (steps: install versions tests kernel bench-gpu goals bench, call1, call2)" >&2; exit 2 ;;
+  esac
+done
 mkdir -p "$OUT"
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$(pwd) PYTHONUNBUFFERED=1
 want() { [[ "$STEPS" == *" $1 "* ]]; }
-rc=0
+summary=()
+failed=0
+skipped=0
+# record NAME RC [NOTE]: one summary line per step; RC 3 means skipped, 124 a timeout.
+record() {
+  local name=$1 rc=$2 note=${3:-}
+  case $rc in
+    0) summary+=("step $name: PASS${note:+ ($note)}") ;;
+    3) summary+=("step $name: SKIPPED${note:+ ($note)}"); skipped=1 ;;
+    124) summary+=("step $name: FAIL (timed out${note:+; $note})"); failed=1 ;;
+    *) summary+=("step $name: FAIL (exit $rc${note:+; $note})"); failed=1 ;;
+  esac
+}
+stack_imports() { python3 -c 'import nvidia.dali, nvidia.nvimgcodec' >/dev/null 2>&1; }
 
-if want install && [ -n "${BUNDLE:-}" ] && [ -f "$BUNDLE/install.sh" ]; then
-  bash "$BUNDLE/install.sh" "$BUNDLE" || exit 1
-  python3 "$BUNDLE/smoke.py" 2>&1 | tee "$OUT/smoke.log"
+if want install; then
+  if stack_imports; then
+    echo "install: DALI and nvImageCodec already import" | tee "$OUT/install.log"
+    record install 0 "already installed"
+  elif [ -n "${BUNDLE:-}" ] && [ -f "$BUNDLE/install.sh" ]; then
+    bash "$BUNDLE/install.sh" "$BUNDLE" 2>&1 | tee "$OUT/install.log"
+    rc=${PIPESTATUS[0]}
+    if [ "$rc" -eq 0 ]; then
+      python3 "$BUNDLE/smoke.py" 2>&1 | tee "$OUT/smoke.log"
+      if grep -q '^FAIL' "$OUT/smoke.log"; then rc=1; fi
+    fi
+    record install "$rc" "log $OUT/install.log, $OUT/smoke.log"
+  else
+    echo "install: DALI/nvImageCodec do not import and \$BUNDLE has no install.sh" | tee "$OUT/install.log"
+    record install 1 "no bundle"
+  fi
 fi
 if want versions; then
   {
@@ -26,18 +74,48 @@ if want versions; then
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     python3 -c 'import cupy, nvidia.dali as d; from nvidia import nvimgcodec as n; print("cupy", cupy.__version__, "cuda runtime", cupy.cuda.runtime.runtimeGetVersion(), "dali", d.__version__, "nvimgcodec", getattr(n, "__version__", "?"))'
   } 2>&1 | tee "$OUT/versions.txt"
-  python3 -m gpupipe info --json > "$OUT/info.json" 2>&1
+  rc=${PIPESTATUS[0]}
+  python3 -m gpupipe info --json > "$OUT/info.json" 2>&1 || rc=1
+  record versions "$rc" "$OUT/versions.txt"
 fi
 if want tests; then
-  python3 -m pytest -m gpu -v -p no:cacheprovider 2>&1 | tee "$OUT/pytest-gpu.log" | tail -30
-  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  timeout "${TESTS_TIMEOUT:-300}" python3 -m pytest -m gpu -v -p no:cacheprovider 2>&1 | tee "$OUT/pytest-gpu.log" | tail -30
+  rc=${PIPESTATUS[0]}
+  record tests "$rc" "log $OUT/pytest-gpu.log"
 fi
 if want kernel; then
-  python3 -c 'import json; from gpupipe.gpu.bench import base64_kernel_bandwidth as b; print(json.dumps(b(256 << 20, 20), indent=1))' 2>&1 | tee "$OUT/base64-kernel.json"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  timeout 120 python3 -c 'import json, sys; from gpupipe.gpu.bench import base64_kernel_bandwidth as b; json.dump(b(256 << 20, 20), open(sys.argv[1], "w"), indent=1)' \
+    "$OUT/base64-kernel.json" 2>&1 | tee "$OUT/kernel.log"
+  rc=${PIPESTATUS[0]}
+  if [ "$rc" -eq 0 ]; then
+    python3 -m gpupipe.gpu.goals --kernel "$OUT/base64-kernel.json" | tee "$OUT/kernel-goal.txt"
+    rc=${PIPESTATUS[0]}
+  fi
+  record kernel "$rc" "$OUT/base64-kernel.json"
+fi
+if want bench-gpu; then
+  timeout 450 python3 -m gpupipe bench --backend gpu --goals --max-seconds "${BENCH_MAX_S:-300}" ${QUICK:+--quick} \
+    --out "$OUT/bench-gpu" 2>&1 | tee "$OUT/bench-gpu.log" | tail -20
+  rc=${PIPESTATUS[0]}
+  record bench-gpu "$rc" "$OUT/bench-gpu/BENCH.md"
+fi
+if want goals; then
+  echo "== goals"
+  kernel_args=()
+  [ -f "$OUT/base64-kernel.json" ] && kernel_args=(--kernel "$OUT/base64-kernel.json")
+  python3 -m gpupipe.gpu.goals "$OUT/bench-gpu/bench.json" "${kernel_args[@]}" > "$OUT/goals.txt" 2>&1
+  rc=$?
+  cat "$OUT/goals.txt"
+  record goals "$rc" "$OUT/goals.txt"
 fi
 if want bench; then
-  python3 -m gpupipe bench --backend all --out "$OUT/bench" 2>&1 | tee "$OUT/bench.log" | tail -30
-  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  timeout 540 python3 -m gpupipe bench --backend all --out "$OUT/bench" 2>&1 | tee "$OUT/bench.log" | tail -30
+  rc=${PIPESTATUS[0]}
+  record bench "$rc" "$OUT/bench/BENCH.md"
 fi
-exit $rc
+
+echo "== steps ($OUT)"
+printf '%s\n' "${summary[@]}"
+if [ "$failed" -ne 0 ]; then exit 1; fi
+if [ "$skipped" -ne 0 ]; then exit 3; fi
+exit 0
