@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import copy
 import logging
-import operator
 import threading
 import time
-from collections import OrderedDict, deque
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Hashable, Iterator, Literal, Sequence, TypeVar, Union
+from typing import Any, Callable, Generic, Hashable, Iterator, Literal, Sequence, TypeVar
 
+from .admission import Admission, Estimate, Reservation, nonneg_int, split_estimate
 from .errors import BudgetTimeout, CacheError
+from .policy import EvictionPolicy, LruPolicy
 
 __all__ = ["FrameCache", "CacheStats", "EvictCause", "Estimate", "entry_cost"]
 
@@ -39,22 +39,8 @@ log = logging.getLogger("gpupipe.cache")
 V = TypeVar("V")
 K = TypeVar("K", bound=Hashable)
 EvictCause = Literal["size", "replaced", "explicit"]
-Estimate = Union[int, "tuple[int, int]"]
-"""Bytes that work holds while in flight: ``host`` or ``(host, device)``."""
 
 _Evicted = list  # list[tuple[Hashable, V, EvictCause]]
-
-
-def _nonneg_int(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a non-negative integer, got a boolean")
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a non-negative integer, got {type(value).__name__}") from None
-    if n < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {n}")
-    return n
 
 
 def entry_cost(value: Any) -> tuple[int, int]:
@@ -69,16 +55,10 @@ def entry_cost(value: Any) -> tuple[int, int]:
     hb = getattr(value, "host_bytes", None)
     db = getattr(value, "device_bytes", None)
     if hb is not None and db is not None:
-        return _nonneg_int(hb, "host_bytes"), _nonneg_int(db, "device_bytes")
+        return nonneg_int(hb, "host_bytes"), nonneg_int(db, "device_bytes")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return memoryview(value).nbytes, 0
     raise TypeError(f"cannot size a cache value of type {type(value).__name__}: give it host_bytes and device_bytes")
-
-
-def _split_estimate(est: Estimate) -> tuple[int, int]:
-    if isinstance(est, tuple):
-        return _nonneg_int(est[0], "estimate host bytes"), _nonneg_int(est[1], "estimate device bytes")
-    return _nonneg_int(est, "estimate"), 0
 
 
 @dataclass(frozen=True)
@@ -140,19 +120,61 @@ class _Flight:
         self.stale = False
 
 
-class _Reservation:
-    """Bytes held for one piece of work; ``oversize`` work holds them outside the budget."""
+class _Store(Generic[V]):
+    """Cached values with their costs, ordered for eviction by a policy; no locking of its own."""
 
-    __slots__ = ("host", "device", "oversize")
-
-    def __init__(self, host: int, device: int, oversize: bool) -> None:
-        self.host = host
-        self.device = device
-        self.oversize = oversize
+    def __init__(self, policy: EvictionPolicy) -> None:
+        self.policy = policy
+        self._items: dict[Hashable, tuple[V, int, int]] = {}
+        self.host = 0
+        self.device = 0
 
     @property
-    def total(self) -> int:
+    def bytes(self) -> int:
         return self.host + self.device
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def peek(self, key: Hashable) -> V | None:
+        item = self._items.get(key)
+        return None if item is None else item[0]
+
+    def touch(self, key: Hashable) -> V | None:
+        """The value for ``key``, counted as a use by the policy; ``None`` if absent."""
+        item = self._items.get(key)
+        if item is None:
+            return None
+        self.policy.touch(key)
+        return item[0]
+
+    def insert(self, key: Hashable, value: V, host: int, device: int) -> None:
+        self._items[key] = (value, host, device)
+        self.policy.add(key)
+        self.host += host
+        self.device += device
+
+    def remove(self, key: Hashable) -> tuple[V, int, int]:
+        value, host, device = self._items.pop(key)
+        self.policy.remove(key)
+        self.host -= host
+        self.device -= device
+        return value, host, device
+
+    def victim(self) -> Hashable:
+        return self.policy.victim()
+
+    def keys(self) -> list[Hashable]:
+        return list(self.policy)
+
+    def clear(self) -> list[tuple[Hashable, V]]:
+        items = [(k, self._items[k][0]) for k in self.policy]
+        for k, _ in items:
+            self.remove(k)
+        return items
 
 
 def _waiter_copy(err: BaseException) -> BaseException:
@@ -170,11 +192,12 @@ def _waiter_copy(err: BaseException) -> BaseException:
 
 
 class FrameCache(Generic[V]):
-    """LRU cache bounded by ``max_entries`` and ``max_bytes`` (entries + work in flight); thread-safe.
+    """A cache bounded by ``max_entries`` and ``max_bytes`` (entries + work in flight); thread-safe.
 
-    After each insert, least-recently-used entries are evicted while ``entries > max_entries``
-    or ``bytes + inflight > max_bytes``. An entry whose cost alone exceeds ``max_bytes`` is never
-    inserted: :meth:`put` returns ``False`` and ``oversize_rejects`` counts it.
+    Entries leave in the order of ``policy`` (default :class:`~gpupipe.policy.LruPolicy`) while
+    ``entries > max_entries`` or ``bytes + inflight > max_bytes``. An entry whose cost alone
+    exceeds ``max_bytes`` is never inserted: :meth:`put` returns ``False`` and
+    ``oversize_rejects`` counts it.
 
     ``on_evict(key, value, cause)`` is called, outside the cache's lock, for every entry that
     leaves: ``cause`` is ``"size"`` (a bound), ``"replaced"`` (a new value for the key) or
@@ -195,6 +218,7 @@ class FrameCache(Generic[V]):
         on_evict: Callable[[Hashable, V, EvictCause], None] | None = None,
         *,
         admission_timeout: float = 60.0,
+        policy: EvictionPolicy | None = None,
     ) -> None:
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
             raise ValueError(f"max_entries must be a positive integer, got {max_entries!r}")
@@ -207,58 +231,34 @@ class FrameCache(Generic[V]):
         self.on_evict = on_evict
         self.admission_timeout = float(admission_timeout)
         self._lock = threading.Lock()
-        self._budget_freed = threading.Condition(self._lock)
-        self._queue: deque[object] = deque()  # admission tickets, FIFO
-        self._oversize_gate = threading.Lock()  # oversize work runs one job at a time
-        self._data: OrderedDict[Hashable, tuple[V, int, int]] = OrderedDict()
+        self._store: _Store[V] = _Store(policy if policy is not None else LruPolicy())
+        self._admission = Admission(max_bytes, self.admission_timeout, self._lock)
         self._flights: dict[Hashable, _Flight] = {}
-        self._host = 0
-        self._device = 0
-        self._inflight_host = 0
-        self._inflight_device = 0
-        self._oversize_inflight = 0
         self._peak = 0
         self._hits = self._misses = self._joined = self._loads = self._load_failures = 0
         self._evictions = self._evicted_bytes = self._oversize = 0
-        self._admission_waits = self._admission_timeouts = 0
         self._last_oversize_log = -1e9
         self._suppressed_logs = 0
 
-    # ------------------------------------------------------------------ storage (lock held)
+    # ------------------------------------------------------------------ bounds (lock held)
 
-    @property
-    def _bytes(self) -> int:
-        return self._host + self._device
+    def _over(self, extra: int = 0) -> bool:
+        return len(self._store) > self.max_entries or self._store.bytes + self._admission.inflight + extra > self.max_bytes
 
-    @property
-    def _inflight(self) -> int:
-        return self._inflight_host + self._inflight_device
-
-    def _remove(self, key: Hashable) -> tuple[V, int, int]:
-        value, hb, db = self._data.pop(key)
-        self._host -= hb
-        self._device -= db
-        return value, hb, db
-
-    def _evict_lru(self, out: _Evicted) -> None:
-        key = next(iter(self._data))
-        value, hb, db = self._remove(key)
+    def _evict_one(self, out: _Evicted) -> None:
+        key = self._store.victim()
+        value, hb, db = self._store.remove(key)
         self._evictions += 1
         self._evicted_bytes += hb + db
         out.append((key, value, "size"))
 
-    def _over(self, extra: int = 0) -> bool:
-        return len(self._data) > self.max_entries or self._bytes + self._inflight + extra > self.max_bytes
-
     def _evict_to_fit(self, extra: int, out: _Evicted) -> None:
-        """Evict LRU entries until both bounds hold with ``extra`` more bytes in flight (or none are left)."""
-        while self._data and self._over(extra):
-            self._evict_lru(out)
+        """Evict until both bounds hold with ``extra`` more bytes in flight (or nothing is left)."""
+        while len(self._store) and self._over(extra):
+            self._evict_one(out)
 
     def _note_peak(self) -> None:
-        total = self._bytes + self._inflight
-        if total > self._peak:
-            self._peak = total
+        self._peak = max(self._peak, self._store.bytes + self._admission.inflight)
 
     def _log_oversize(self, key: Hashable, cost: int, what: str) -> None:
         now = time.monotonic()
@@ -271,31 +271,24 @@ class FrameCache(Generic[V]):
         else:
             self._suppressed_logs += 1
 
-    def _put_locked(self, key: Hashable, value: V, evicted: _Evicted, res: _Reservation | None = None) -> bool:
+    def _put_locked(self, key: Hashable, value: V, evicted: _Evicted, res: Reservation | None = None) -> bool:
         """Insert ``value``; with ``res``, its cost is taken from that reservation first."""
         hb, db = entry_cost(value)
-        if key in self._data:
-            old, _, _ = self._remove(key)
+        if key in self._store:
+            old, _, _ = self._store.remove(key)
             if old is not value:
                 evicted.append((key, old, "replaced"))
         if hb + db > self.max_bytes:
             self._oversize += 1
             self._log_oversize(key, hb + db, "value")
             return False
-        if res is not None and not res.oversize:
-            take_host = min(hb + db, res.host)
-            take_device = min(hb + db - take_host, res.device)
-            res.host -= take_host
-            res.device -= take_device
-            self._inflight_host -= take_host
-            self._inflight_device -= take_device
-        self._data[key] = (value, hb, db)
-        self._host += hb
-        self._device += db
-        while len(self._data) > 1 and self._over():
-            self._evict_lru(evicted)
+        if res is not None:
+            self._admission.take(res, hb + db)
+        self._store.insert(key, value, hb, db)
+        while len(self._store) > 1 and self._over():
+            self._evict_one(evicted)
         if self._over():  # it does not fit beside the work in flight: it leaves at once
-            self._evict_lru(evicted)
+            self._evict_one(evicted)
             return False
         self._note_peak()
         return True
@@ -319,82 +312,41 @@ class FrameCache(Generic[V]):
 
     # ------------------------------------------------------------------ admission
 
-    def _admit(self, est: Estimate, label: str) -> _Reservation:
-        """Reserve ``est`` bytes, evicting LRU entries and waiting (FIFO) for work in flight to release."""
-        host, device = _split_estimate(est)
-        total = host + device
-        if total > self.max_bytes:
-            with self._lock:
-                self._oversize += 1
-                self._log_oversize(label, total, "work")
-            if not self._oversize_gate.acquire(timeout=self.admission_timeout):
-                with self._lock:
-                    self._admission_timeouts += 1
-                raise BudgetTimeout(label, f"waited {self.admission_timeout:g} s to run alone (its {total} bytes exceed the cache budget of {self.max_bytes} bytes)")
-            with self._lock:
-                self._oversize_inflight += total
-            return _Reservation(host, device, True)
+    def _admit(self, est: Estimate, label: str) -> Reservation:
+        """Reserve ``est`` bytes (see :class:`~gpupipe.admission.Admission`), evicting entries to make room."""
         evicted: _Evicted = []
-        ticket = object()
-        deadline = time.monotonic() + self.admission_timeout
-        with self._lock:
-            self._queue.append(ticket)
-            try:
-                waited = False
-                while self._queue[0] is not ticket or self._inflight + total > self.max_bytes:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        self._admission_timeouts += 1
-                        raise BudgetTimeout(
-                            label,
-                            f"waited {self.admission_timeout:g} s for {total} bytes of the cache budget "
-                            f"({self.max_bytes} bytes, {self._inflight} held by work in flight)",
-                        )
-                    waited = True
-                    self._budget_freed.wait(remaining)
-            finally:
-                self._queue.remove(ticket)
-                self._budget_freed.notify_all()
-            self._admission_waits += waited
+
+        def make_room(total: int) -> None:
             self._evict_to_fit(total, evicted)
-            self._inflight_host += host
-            self._inflight_device += device
-            self._note_peak()
-        res = _Reservation(host, device, False)
+
+        res = self._admission.admit(est, label, make_room)
+        with self._lock:
+            if res.oversize:
+                self._oversize += 1
+                self._log_oversize(label, res.total, "work")
+            else:
+                self._note_peak()
         try:
             self._notify(evicted)
         except BaseException:
-            self._release(res)
+            self._admission.release(res)
             raise
         return res
-
-    def _release(self, res: _Reservation) -> None:
-        with self._lock:
-            if res.oversize:
-                self._oversize_inflight -= res.total
-            else:
-                self._inflight_host -= res.host
-                self._inflight_device -= res.device
-                self._budget_freed.notify_all()
-            res.host = res.device = 0
-        if res.oversize:
-            res.oversize = False
-            self._oversize_gate.release()
 
     @contextmanager
     def reserve(self, nbytes: Estimate, *, label: str = "work") -> Iterator[int]:
         """Hold ``nbytes`` (or ``(host, device)``) of the budget for work in flight; yields the bytes held.
 
-        Evicts least-recently-used entries to make room and waits (FIFO) while work in flight
-        holds too much; raises :class:`~gpupipe.errors.BudgetTimeout` (naming ``label``) after
-        ``admission_timeout`` seconds. More than ``max_bytes`` runs alone, outside the budget,
-        evicting nothing. Released when the block exits.
+        Evicts entries to make room and waits (FIFO) while work in flight holds too much; raises
+        :class:`~gpupipe.errors.BudgetTimeout` (naming ``label``) after ``admission_timeout``
+        seconds. More than ``max_bytes`` runs alone, outside the budget, evicting nothing.
+        Released when the block exits.
         """
         res = self._admit(nbytes, label)
         try:
             yield res.total
         finally:
-            self._release(res)
+            self._admission.release(res)
 
     # ------------------------------------------------------------------ single-flight loads
 
@@ -410,12 +362,11 @@ class FrameCache(Generic[V]):
         led: list[Hashable] = []
         joins: list[tuple[int, _Flight]] = []
         for k, idx in positions.items():
-            item = self._data.get(k)
-            if item is not None:
-                self._data.move_to_end(k)
+            value = self._store.touch(k)
+            if value is not None:
                 self._hits += len(idx)
                 for i in idx:
-                    results[i] = item[0]
+                    results[i] = value
                 continue
             f = self._flights.get(k)
             if f is None:
@@ -429,7 +380,7 @@ class FrameCache(Generic[V]):
                 joins.extend((i, f) for i in idx)
         return led, joins, positions
 
-    def _finish(self, key: Hashable, value: Any, res: _Reservation | None, evicted: _Evicted) -> tuple[Any, BaseException | None]:
+    def _finish(self, key: Hashable, value: Any, res: Reservation | None, evicted: _Evicted) -> tuple[Any, BaseException | None]:
         """Complete ``key``'s flight (lock held) with ``value`` (an exception fails it): cache a good
         value unless the flight is stale or the work was oversize. Returns ``(value, error)`` as settled."""
         flight = self._flights.pop(key)
@@ -471,7 +422,7 @@ class FrameCache(Generic[V]):
                     out[k] = self._finish(k, v, res, evicted)
             self._notify(evicted)
         finally:
-            self._release(res)
+            self._admission.release(res)
 
     def _finish_all(self, keys: Sequence[Hashable], error: BaseException, out: dict[Hashable, tuple[Any, BaseException | None]]) -> None:
         with self._lock:
@@ -494,6 +445,18 @@ class FrameCache(Generic[V]):
         if part:
             yield part, (host, device)
 
+    def _load_led(self, led: list[Hashable], loader: Callable[[list[Any]], Sequence[Any]], estimate: Callable[[Any], Estimate] | None,
+                  label: Callable[[Any], str], out: dict[Hashable, tuple[Any, BaseException | None]]) -> None:
+        """Estimate the keys this thread leads, then load them in parts that fit the budget."""
+        ests: dict[Hashable, tuple[int, int]] = {}
+        for k in led:
+            try:
+                ests[k] = split_estimate(estimate(k)) if estimate is not None else (0, 0)
+            except Exception as e:  # noqa: BLE001 - that key's failure only
+                self._finish_all([k], e, out)
+        for part, est in self._parts([k for k in led if k in ests], ests):
+            self._run_part(part, est, loader, label, out)
+
     def get_or_load_many(
         self,
         keys: Sequence[K],
@@ -514,26 +477,16 @@ class FrameCache(Generic[V]):
         key in errors. A loader that raises fails every key of its part; a ``BaseException``
         also fails them, then propagates.
         """
-        name = label or (lambda k: repr(k)[:200])
         results: list[Any] = [None] * len(keys)
         with self._lock:
             led, joins, positions = self._claim(keys, results)
         out: dict[Hashable, tuple[Any, BaseException | None]] = {}
-        try:
-            if led:
-                ests: dict[Hashable, tuple[int, int]] = {}
-                ok: list[Hashable] = []
-                for k in led:
-                    try:
-                        ests[k] = _split_estimate(estimate(k)) if estimate is not None else (0, 0)  # type: ignore[arg-type]
-                        ok.append(k)
-                    except Exception as e:  # noqa: BLE001 - that key's failure only
-                        self._finish_all([k], e, out)
-                for part, est in self._parts(ok, ests):
-                    self._run_part(part, est, loader, name, out)  # type: ignore[arg-type]
-        except BaseException as e:
-            self._finish_all(led, e, out)
-            raise
+        if led:
+            try:
+                self._load_led(led, loader, estimate, label or (lambda k: repr(k)[:200]), out)
+            except BaseException as e:
+                self._finish_all(led, e, out)
+                raise
         for k, (value, err) in out.items():
             for n, i in enumerate(positions[k]):
                 results[i] = value if err is None else (err if n == 0 else _waiter_copy(err))
@@ -572,19 +525,17 @@ class FrameCache(Generic[V]):
     def get(self, key: Hashable) -> V | None:
         """The value for ``key`` (refreshing its recency), or ``None`` on a miss."""
         with self._lock:
-            item = self._data.get(key)
-            if item is None:
+            value = self._store.touch(key)
+            if value is None:
                 self._misses += 1
-                return None
-            self._data.move_to_end(key)
-            self._hits += 1
-            return item[0]
+            else:
+                self._hits += 1
+            return value
 
     def peek(self, key: Hashable) -> V | None:
         """The value for ``key`` without touching recency or counters."""
         with self._lock:
-            item = self._data.get(key)
-            return None if item is None else item[0]
+            return self._store.peek(key)
 
     def put(self, key: Hashable, value: V) -> bool:
         """Store ``value``; ``True`` if it is cached after the call.
@@ -609,9 +560,9 @@ class FrameCache(Generic[V]):
             flight = self._flights.get(key)
             if flight is not None:
                 flight.stale = True
-            if key not in self._data:
+            if key not in self._store:
                 return False
-            value, _, _ = self._remove(key)
+            value, _, _ = self._store.remove(key)
         self._notify([(key, value, "explicit")])
         return True
 
@@ -620,33 +571,31 @@ class FrameCache(Generic[V]):
         with self._lock:
             for flight in self._flights.values():
                 flight.stale = True
-            items: _Evicted = [(k, v, "explicit") for k, (v, _, _) in self._data.items()]
-            self._data.clear()
-            self._host = self._device = 0
+            items: _Evicted = [(k, v, "explicit") for k, v in self._store.clear()]
         self._notify(items)
 
     def keys(self) -> list[Hashable]:
         """The keys, least recently used first."""
         with self._lock:
-            return list(self._data)
+            return self._store.keys()
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._data)
+            return len(self._store)
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
-            return key in self._data
+            return key in self._store
 
     def stats(self) -> CacheStats:
         """A consistent snapshot of the cache's size and counters."""
         with self._lock:
             lookups = self._hits + self._misses + self._joined
             return CacheStats(
-                entries=len(self._data),
-                bytes=self._bytes,
-                host_bytes=self._host,
-                device_bytes=self._device,
+                entries=len(self._store),
+                bytes=self._store.bytes,
+                host_bytes=self._store.host,
+                device_bytes=self._store.device,
                 max_entries=self.max_entries,
                 max_bytes=self.max_bytes,
                 hits=self._hits,
@@ -658,12 +607,12 @@ class FrameCache(Generic[V]):
                 oversize_rejects=self._oversize,
                 peak_bytes=self._peak,
                 hit_ratio=((self._hits + self._joined) / lookups) if lookups else 0.0,
-                inflight_bytes=self._inflight,
-                inflight_device_bytes=self._inflight_device,
-                oversize_inflight_bytes=self._oversize_inflight,
+                inflight_bytes=self._admission.inflight,
+                inflight_device_bytes=self._admission.device,
+                oversize_inflight_bytes=self._admission.oversize_bytes,
                 joined=self._joined,
-                admission_waits=self._admission_waits,
-                admission_timeouts=self._admission_timeouts,
+                admission_waits=self._admission.waits,
+                admission_timeouts=self._admission.timeouts,
             )
 
     def __repr__(self) -> str:

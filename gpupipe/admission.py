@@ -1,0 +1,156 @@
+"""Admission control: work in flight reserves its bytes from a budget it shares with cached entries.
+
+:class:`Admission` keeps the in-flight side of :class:`~gpupipe.cache.FrameCache`'s byte budget.
+A reservation is admitted in FIFO order once the work in flight leaves room for it; the cache
+then evicts entries until stored + in flight fits (``make_room``). A reservation that waits longer
+than ``timeout`` fails with :class:`~gpupipe.errors.BudgetTimeout`. Work larger than the whole
+budget ("oversize") does not wait for room: it runs alone, one such job at a time, outside the
+budget. All methods run under the cache's lock except where they say otherwise.
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Union
+
+from .errors import BudgetTimeout
+
+__all__ = ["Admission", "Reservation", "Estimate", "split_estimate"]
+
+Estimate = Union[int, "tuple[int, int]"]
+"""Bytes that work holds while in flight: ``host`` or ``(host, device)``."""
+
+
+def nonneg_int(value: Any, name: str) -> int:
+    """``value`` as a non-negative ``int`` (``__index__`` types accepted; ``bool`` refused), else ``TypeError``/``ValueError`` naming ``name``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a non-negative integer, got a boolean")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a non-negative integer, got {type(value).__name__}") from None
+    if n < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {n}")
+    return n
+
+
+def split_estimate(est: Estimate) -> tuple[int, int]:
+    """``(host, device)`` bytes of an estimate."""
+    if isinstance(est, tuple):
+        return nonneg_int(est[0], "estimate host bytes"), nonneg_int(est[1], "estimate device bytes")
+    return nonneg_int(est, "estimate"), 0
+
+
+class Reservation:
+    """Bytes held for one piece of work; ``oversize`` work holds them outside the budget."""
+
+    __slots__ = ("host", "device", "oversize")
+
+    def __init__(self, host: int, device: int, oversize: bool) -> None:
+        self.host = host
+        self.device = device
+        self.oversize = oversize
+
+    @property
+    def total(self) -> int:
+        """Host plus device bytes held."""
+        return self.host + self.device
+
+
+class Admission:
+    """The in-flight side of a byte budget of ``max_bytes``, under ``lock`` (the cache's)."""
+
+    def __init__(self, max_bytes: int, timeout: float, lock: threading.Lock) -> None:
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self._lock = lock
+        self._freed = threading.Condition(lock)
+        self._queue: deque[object] = deque()
+        self._oversize_gate = threading.Lock()
+        self.host = 0
+        self.device = 0
+        self.oversize_bytes = 0
+        self.waits = 0
+        self.timeouts = 0
+
+    @property
+    def inflight(self) -> int:
+        """Bytes held inside the budget."""
+        return self.host + self.device
+
+    @property
+    def queued(self) -> int:
+        """Reservations waiting for room."""
+        return len(self._queue)
+
+    def admit(self, est: Estimate, label: str, make_room: Callable[[int], None]) -> Reservation:
+        """Reserve ``est``; called *without* the lock held. ``make_room(total)`` runs under the lock
+        once the reservation may proceed, to evict entries until stored + in flight + total fits."""
+        host, device = split_estimate(est)
+        if host + device > self.max_bytes:
+            return self._admit_oversize(host, device, label)
+        with self._lock:
+            self._wait_turn(host + device, label)
+            make_room(host + device)
+            self.host += host
+            self.device += device
+        return Reservation(host, device, False)
+
+    def _wait_turn(self, total: int, label: str) -> None:
+        """Wait (lock held) until this request is first in line and the work in flight leaves room."""
+        ticket = object()
+        deadline = time.monotonic() + self.timeout
+        self._queue.append(ticket)
+        try:
+            waited = False
+            while self._queue[0] is not ticket or self.inflight + total > self.max_bytes:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.timeouts += 1
+                    raise BudgetTimeout(label, f"waited {self.timeout:g} s for {total} bytes of the cache budget "
+                                               f"({self.max_bytes} bytes, {self.inflight} held by work in flight)")
+                waited = True
+                self._freed.wait(remaining)
+            self.waits += waited
+        finally:
+            self._queue.remove(ticket)
+            self._freed.notify_all()
+
+    def _admit_oversize(self, host: int, device: int, label: str) -> Reservation:
+        if not self._oversize_gate.acquire(timeout=self.timeout):
+            with self._lock:
+                self.timeouts += 1
+            raise BudgetTimeout(label, f"waited {self.timeout:g} s to run alone (its {host + device} bytes "
+                                       f"exceed the cache budget of {self.max_bytes} bytes)")
+        with self._lock:
+            self.oversize_bytes += host + device
+        return Reservation(host, device, True)
+
+    def take(self, res: Reservation, nbytes: int) -> None:
+        """Move up to ``nbytes`` out of ``res`` (lock held): an entry now accounts for them."""
+        if res.oversize:
+            return
+        host = min(nbytes, res.host)
+        device = min(nbytes - host, res.device)
+        res.host -= host
+        res.device -= device
+        self.host -= host
+        self.device -= device
+        self._freed.notify_all()
+
+    def release(self, res: Reservation) -> None:
+        """Give back what ``res`` still holds; called *without* the lock held."""
+        with self._lock:
+            if res.oversize:
+                self.oversize_bytes -= res.total
+            else:
+                self.host -= res.host
+                self.device -= res.device
+                self._freed.notify_all()
+            res.host = res.device = 0
+        if res.oversize:
+            res.oversize = False
+            self._oversize_gate.release()
