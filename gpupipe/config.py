@@ -54,6 +54,7 @@ CACHE_BYTES_FLOOR = 64 * MiB
 
 OUTPUT_FORMATS = ("auto", "passthrough", "jpeg", "png")
 BACKENDS = ("auto", "gpu", "cpu")
+PASSTHROUGH_DEVICES = ("cpu", "gpu")
 
 _UNITS = {
     "": 1, "b": 1,
@@ -142,6 +143,7 @@ class Config:
     workers: int | None = None
     gpu: int | None = None
     source: str | None = None
+    passthrough_device: str = "cpu"  # GPU backend: where passthrough frames are base64-encoded (cpu | gpu)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (sizes in bytes), e.g. for ``gpupipe info``."""
@@ -199,7 +201,7 @@ _SECTION_KEYS = {
     "staging": {"max_bytes", "pinned_bytes"},
     "output": {"format", "jpeg_quality", "size", "png_compress_level"},
 }
-_SCALAR_KEYS = {"backend", "batch_size", "max_pixels", "workers"}
+_SCALAR_KEYS = {"backend", "batch_size", "max_pixels", "workers", "passthrough_device"}
 
 
 def _apply_section(cfg: Config, data: Mapping[str, Any], prefix: str, source: str) -> Config:
@@ -248,6 +250,9 @@ def _apply_section(cfg: Config, data: Mapping[str, Any], prefix: str, source: st
     if "workers" in data:
         w = data["workers"]
         cfg = replace(cfg, workers=None if w is None else _int(w, f"{prefix}workers", source, lo=1))
+    if "passthrough_device" in data:
+        dev = _choice(data["passthrough_device"], f"{prefix}passthrough_device", source, PASSTHROUGH_DEVICES)
+        cfg = replace(cfg, passthrough_device=dev)
     return cfg
 
 
