@@ -66,6 +66,7 @@ CACHE_BYTES_FLOOR = 64 * MiB
 
 OUTPUT_FORMATS = ("auto", "passthrough", "jpeg", "png")
 BACKENDS = ("auto", "gpu", "cpu")
+PASSTHROUGH_DEVICES = ("cpu", "gpu")
 
 # Bounds on values (documented in the README's configuration table).
 _MAX_SIZE = PiB  # every byte size
@@ -222,6 +223,7 @@ class Config:
     workers: int | None = None
     gpu: int | None = None
     source: str | None = None
+    passthrough_device: str = "cpu"  # GPU backend: where passthrough frames are base64-encoded (cpu | gpu)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (sizes in bytes), e.g. for ``gpupipe info``."""
@@ -322,6 +324,7 @@ _SCALARS: dict[str, Check] = {
     "max_pixels": partial(_int, lo=1, hi=_MAX_PIXELS),
     "max_source_bytes": _optional(partial(_size, lo=1)),
     "workers": _optional(partial(_int, lo=1, hi=_MAX_WORKERS)),
+    "passthrough_device": partial(_choice, choices=PASSTHROUGH_DEVICES),
 }
 
 

@@ -29,15 +29,22 @@ def _first_version(*dists: str) -> str | None:
 
 
 def environment_report(config: Config) -> dict[str, Any]:
-    """Versions, backend availability (with reasons) and the resolved config, as plain data."""
+    """Versions, backend availability (with reasons) and the resolved config, as plain data.
+
+    ``backends.gpu``: ``usable``, ``reason`` (the first thing missing: CuPy, the NVIDIA driver,
+    a driver for CUDA 13, a device, the base64 kernel, DALI, nvImageCodec), ``code`` (see
+    :class:`gpupipe.gpu.GpuStatus`), ``checks`` (what was found), and with a device, ``detail``
+    (:meth:`gpupipe.gpu.GpuBackend.info`).
+    """
     from . import __version__
     from .cpu_backend import pillow_flavour
     from .encoder import select_backend
-    from .gpu import gpu_available
+    from .gpu import gpu_status
     from .memory import allocator_tuning
     from .uri import URI_METHOD, base64_impl
 
-    gpu_ok, gpu_why = gpu_available(config.gpu or 0)
+    status = gpu_status(config.gpu or 0)
+    gpu_ok, gpu_why = status.usable, status.reason
     try:
         chosen, why = select_backend(config.backend, config)
     except Exception as e:  # noqa: BLE001 - e.g. backend: gpu on a machine without one
@@ -71,7 +78,13 @@ def environment_report(config: Config) -> dict[str, Any]:
         "allocator": allocator_tuning() + " (FramePipeline fixes the mmap threshold unless GPUPIPE_MALLOC_TUNE=0)",
         "backends": {
             "cpu": {"usable": True, "reason": "always available"},
-            "gpu": {"usable": gpu_ok, "reason": gpu_why, **({"detail": gpu_detail} if gpu_detail else {})},
+            "gpu": {
+                "usable": gpu_ok,
+                "reason": gpu_why,
+                "code": status.code,
+                "checks": status.checks,
+                **({"detail": gpu_detail} if gpu_detail else {}),
+            },
         },
         "selected_backend": {"backend": chosen, "reason": why},
         "config": config.to_dict(),

@@ -1,4 +1,6 @@
-"""Shared fixtures. Tests marked ``gpu`` skip cleanly unless a CUDA device is usable (CuPy sees one and DALI imports)."""
+"""Shared fixtures. Tests marked ``gpu`` skip cleanly unless the GPU path can run, with the first thing
+missing as the reason (no CuPy, no NVIDIA driver, a driver too old for CUDA 13, no device, no way to
+load the base64 kernel, no DALI or nvImageCodec: ``gpupipe.gpu.gpu_status``)."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ def pytest_collection_modifyitems(config, items):
     ok, why = gpu_state()
     if ok:
         return
-    skip = pytest.mark.skip(reason=f"no usable CUDA device: {why}")
+    skip = pytest.mark.skip(reason=f"GPU path unavailable: {why}")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)

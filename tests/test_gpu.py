@@ -1,6 +1,6 @@
 """Tests that need a CUDA device (CuPy + DALI + nvImageCodec). Skipped cleanly elsewhere: every test
 is marked ``gpu``, and tests/conftest.py skips ``gpu`` tests when ``gpupipe.gpu.gpu_available()`` is
-False. Run on a GPU host with ``PYTHONPATH=. python3 -m pytest -m gpu``."""
+False, giving its reason. Run on a GPU host with ``PYTHONPATH=. python3 -m pytest -m gpu``."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _require_gpu():
 
     ok, why = gpu_available(0)
     if not ok:
-        pytest.skip(f"no usable CUDA device: {why}")
+        pytest.skip(f"GPU path unavailable: {why}")
 
 
 def _corrupt_png(png: bytes) -> bytes:
@@ -40,6 +40,13 @@ def _corrupt_png(png: bytes) -> bytes:
 
 
 # --------------------------------------------------------------------------- base64 kernel
+
+
+def test_kernel_loads_from_the_prebuilt_fatbin():
+    """On a CUDA 13 driver the shipped fatbin loads (no NVRTC involved)."""
+    from gpupipe.gpu.base64_kernel import get_kernel
+
+    assert get_kernel().loaded_from == "prebuilt"
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -143,8 +150,9 @@ def test_nvimgcodec_gpu_encode_from_device(rgb_frame):
 def gpu_backend():
     from gpupipe.gpu.backend import GpuBackend
 
-    be = GpuBackend(replace(Config(), batch_size=4, gpu=0))
+    be = GpuBackend(replace(Config(), batch_size=4, gpu=0, passthrough_device="gpu"))
     yield be
+    assert be.device_lost is None
     be.close()
 
 
@@ -173,7 +181,7 @@ def test_staging_pool_limit_honoured(png_bytes):
     from gpupipe.gpu.backend import GpuBackend
 
     limit = 64 << 20
-    cfg = replace(Config(), batch_size=8, gpu=0, staging=StagingConfig(max_bytes=limit, pinned_bytes=16 << 20))
+    cfg = replace(Config(), batch_size=8, gpu=0, passthrough_device="gpu", staging=StagingConfig(max_bytes=limit, pinned_bytes=128 << 20))
     be = GpuBackend(cfg)
     try:
         pool = be.ops.pool
@@ -190,6 +198,7 @@ def test_staging_pool_limit_honoured(png_bytes):
         st = be.staging_stats()
         assert st["peak_inflight_bytes"] <= limit and st["splits"] >= 1
         assert pool.total_bytes() <= limit
+        assert 0 < st["pinned_peak_bytes"] <= cfg.staging.pinned_bytes
         info = be.info()
         assert info["pool_limit_bytes"] == limit and "staging" in info and info["device"]
     finally:
@@ -202,3 +211,50 @@ def test_stage_benchmark_runs(png_bytes, jpeg_bytes):
     r = gpu_stage_benchmark([png_bytes, jpeg_bytes], (160, 160), 85, 2)
     assert set(r["stages_s"]) == {"upload", "decode", "resize", "encode", "base64", "download", "host_string"}
     assert r["transcode_fps"] > 0 and r["passthrough_fps"] > 0
+
+
+def test_bad_frames_cost_one_rebuild_each_on_the_device(png_bytes, jpeg_bytes):
+    """The ``mixed`` decoder names the failing sample too: 2 bad frames in 8, 2 rebuilds."""
+    import struct
+    import zlib
+
+    import cupy as cp
+
+    from gpupipe.errors import FrameDecodeError
+    from gpupipe.gpu.dali_decode import DaliDecoder
+
+    bad = _corrupt_png(png_bytes)
+    out, pos = bytearray(bad[:8]), 8
+    while pos < len(bad):  # valid CRCs: only a decoder sees the damage
+        (n,) = struct.unpack(">I", bad[pos : pos + 4])
+        out += bad[pos : pos + 8 + n] + struct.pack(">I", zlib.crc32(bad[pos + 4 : pos + 8 + n]))
+        pos += 12 + n
+    bad = bytes(out)
+    d = DaliDecoder(0, max_batch=8, num_threads=2)
+    datas = [png_bytes, jpeg_bytes, bad, png_bytes, jpeg_bytes, png_bytes, bad, jpeg_bytes]
+    jobs = [plan_job(i, read_frame(b), OutputSpec("jpeg")) for i, b in enumerate(datas)]
+    outs = d.decode(jobs, lambda js, ims: [cp.asnumpy(cp.asarray(im)).shape for im in ims])
+    st = d.stats()
+    d.close()
+    assert [isinstance(o, FrameDecodeError) for o in outs] == [k in (2, 6) for k in range(8)]
+    assert st["dali_rebuilds"] <= 2
+
+
+def test_passthrough_on_the_cpu_path_by_default(png_bytes, jpeg_bytes):
+    from gpupipe.gpu.backend import GpuBackend
+
+    be = GpuBackend(replace(Config(), batch_size=4, gpu=0))
+    try:
+        jobs = [plan_job(i, read_frame(b), OutputSpec("passthrough")) for i, b in enumerate([png_bytes, jpeg_bytes])]
+        assert be.run(jobs) == CpuBackend(1).run(jobs)
+        assert be.stats()["cpu_jobs"] == 2
+    finally:
+        be.close()
+
+
+@pytest.mark.parametrize("transcode", [False, True], ids=["passthrough", "transcode"])
+def test_overlap_benchmark_runs(png_bytes, jpeg_bytes, transcode):
+    from gpupipe.gpu.bench import overlap_benchmark
+
+    r = overlap_benchmark([png_bytes, jpeg_bytes] * 4, batches=6, transcode=transcode, size=(160, 160), repeats=2)
+    assert r["verified"] and r["serial_s"] > 0 and r["overlapped_s"] > 0

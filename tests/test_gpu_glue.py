@@ -4,7 +4,9 @@
 CuPy underneath is a host-memory stand-in whose ``RawModule`` compiles and runs the kernel's own
 CUDA source on the host. This checks the glue (buffer layout and offsets, the kernel's arguments,
 one upload and one download per batch, the pool limit, out-of-memory handling, the staging
-estimates against the allocations actually made). It says nothing about asynchrony or speed:
+estimates against the allocations actually made), where the kernel comes from on a host without
+NVRTC (the prebuilt fatbin), which device every CUDA call runs on, the pinned-memory bound, and a
+kernel fault that kills the context. It says nothing about asynchrony or speed:
 ``tests/test_gpu.py`` covers the real device.
 """
 
@@ -41,7 +43,8 @@ def kernel_dir(tmp_path_factory):
 
 @pytest.fixture
 def fake(monkeypatch, kernel_dir):
-    return fake_cupy.install(monkeypatch, kernel_dir)
+    """The fake device on a stock host: a driver, but no NVRTC and no CUDA headers."""
+    return fake_cupy.install(monkeypatch, kernel_dir, nvrtc=False)
 
 
 def _frames(n: int, seed: int = 0) -> list[bytes]:
@@ -69,7 +72,7 @@ def _layer(monkeypatch, config: Config):
 @given(st.lists(st.tuples(st.binary(max_size=400), st.sampled_from(MIMES)), min_size=1, max_size=10))
 def test_base64_kernel_through_its_cupy_glue(kernel_dir, items):
     with pytest.MonkeyPatch.context() as mp:
-        state = fake_cupy.install(mp, kernel_dir)
+        state = fake_cupy.install(mp, kernel_dir, nvrtc=False)
         from gpupipe.gpu.base64_kernel import THREADS, encode_device
 
         datas = [d for d, _ in items]
@@ -99,7 +102,7 @@ def test_kernel_refuses_misaligned_or_short_buffers(fake):
 def test_device_layer_passthrough_matches_cpu_one_copy_each_way(fake, monkeypatch, png_bytes, jpeg_bytes, rgba_png_bytes):
     from gpupipe.gpu.backend import GpuBackend
 
-    cfg = replace(Config(), batch_size=64)
+    cfg = replace(Config(), batch_size=64, passthrough_device="gpu")
     backend = GpuBackend(cfg, ops=_layer(monkeypatch, cfg), workers=1)
     try:
         frames = [read_frame(d) for d in [png_bytes, jpeg_bytes, rgba_png_bytes, *_frames(12)]]
@@ -108,6 +111,7 @@ def test_device_layer_passthrough_matches_cpu_one_copy_each_way(fake, monkeypatc
         assert got == CpuBackend(1).run(jobs)
         assert [kind for kind, _ in fake.copies] == ["H2D", "D2H"]  # one batch: one upload, one download
         assert len(fake.launches) == 1
+        assert fake.module_loads == [("path", "sass_90")]  # the prebuilt fatbin's sm_90 code, no NVRTC
         info = backend.info()
         assert info["device"] == "fake device (host emulation)" and info["pool_limit_bytes"] == cfg.staging.max_bytes
         assert info["staging"]["oom_retries"] == 0 and info["staging"]["inflight_bytes"] == 0
@@ -125,7 +129,7 @@ def test_staging_estimate_covers_the_pool_allocations(fake, monkeypatch):
     frames = [read_frame(d) for d in _frames(20, seed=5)]
     jobs = [plan_job(i, f, OutputSpec("passthrough")) for i, f in enumerate(frames)]
     budget = sum(passthrough_cost(j) for j in jobs[:3])  # about three frames per batch
-    cfg = replace(Config(), batch_size=8, staging=StagingConfig(max_bytes=budget, pinned_bytes=64 << 20))
+    cfg = replace(Config(), batch_size=8, staging=StagingConfig(max_bytes=budget, pinned_bytes=64 << 20), passthrough_device="gpu")
     layer = _layer(monkeypatch, cfg)
     backend = GpuBackend(cfg, ops=layer, workers=1)
     try:
@@ -158,7 +162,7 @@ def test_device_out_of_memory_halves_the_batch_then_falls_back(fake, monkeypatch
     costs = [passthrough_cost(j) for j in jobs]
     fake.device.capacity = 2 * max(c for i, c in enumerate(costs) if i != 4)  # ~2 small frames; never the big one
     assert costs[4] > fake.device.capacity
-    cfg = replace(Config(), batch_size=8)  # the 2 GiB staging budget believes all 9 fit
+    cfg = replace(Config(), batch_size=8, passthrough_device="gpu")  # the 2 GiB staging budget believes all 9 fit
     layer = _layer(monkeypatch, cfg)
     backend = GpuBackend(cfg, ops=layer, workers=1)
     try:
@@ -185,9 +189,17 @@ def test_device_layer_info_release_close(fake, monkeypatch):
     assert layer.pinned.nbytes == 0
 
 
-def test_bandwidth_benchmark_code_runs_and_verifies(fake):
+@pytest.fixture
+def fake_ctk(monkeypatch, kernel_dir):
+    """The fake device with NVRTC and the CUDA headers present, as the gpu extra's wheels provide
+    (CuPy's own elementwise kernels, e.g. ``fill``, are compiled with them)."""
+    return fake_cupy.install(monkeypatch, kernel_dir, nvrtc=True, headers=True)
+
+
+def test_bandwidth_benchmark_code_runs_and_verifies(fake_ctk):
     """The kernel bandwidth benchmark's code path (its figures here mean nothing: host emulation),
     including the check that catches a kernel that skips bytes."""
+    fake = fake_ctk
     from gpupipe.gpu.bench import base64_kernel_bandwidth
 
     r = base64_kernel_bandwidth(64 << 10, repeats=2, frames=4)
@@ -254,7 +266,7 @@ def test_stage_benchmark_code_runs(fake, monkeypatch, png_bytes, jpeg_bytes):
     assert all(v >= 0 for v in r["stages_s"].values()) and r["transcode_fps"] > 0 and r["passthrough_fps"] > 0
 
 
-def test_bench_gpu_report_path(fake, monkeypatch, tmp_path):
+def test_bench_gpu_report_path(fake_ctk, monkeypatch, tmp_path):
     """``gpupipe bench --backend gpu`` end to end on small frames: the GPU columns, the kernel and
     per-stage tables and the GPU/CPU chart are produced (the figures themselves mean nothing here)."""
     _cpu_dali_and_encoder(monkeypatch)
@@ -271,3 +283,256 @@ def test_bench_gpu_report_path(fake, monkeypatch, tmp_path):
     assert "### GPU base64 kernel against a device-to-device copy" in md and "yes, against pybase64" in md
     assert md.count("| 4k |") >= 9 + 6  # throughput rows and per-stage rows
     assert (tmp_path / "results" / "gpu_cpu_ratio.png").stat().st_size > 1000
+
+
+# --------------------------------------------------------------------------- where the kernel comes from
+
+
+def test_fake_cupy_fails_like_cupy_without_nvrtc_or_headers(monkeypatch, kernel_dir):
+    """The fake refuses what real CuPy refuses on a host with only the driver: compiling from
+    source without NVRTC (cuda.pathfinder's error), and CuPy's own kernels without the headers."""
+    from cuda.pathfinder import DynamicLibNotFoundError
+    from cupy.cuda.compiler import CompileException
+
+    fake_cupy.install(monkeypatch, kernel_dir, nvrtc=False)
+    import cupy as cp
+
+    from gpupipe.gpu.base64_kernel import KERNEL_SOURCE
+
+    with pytest.raises(DynamicLibNotFoundError, match="libnvrtc.so.13"):
+        cp.RawModule(code=KERNEL_SOURCE).get_function("b64_batch")
+    with pytest.raises(DynamicLibNotFoundError):
+        cp.empty(16, cp.uint8).fill(0xEE)
+    fake_cupy.install(monkeypatch, kernel_dir, nvrtc=True, headers=False)
+    import cupy as cp
+
+    cp.RawModule(code=KERNEL_SOURCE).get_function("b64_batch")  # the kernel itself includes no header
+    with pytest.raises(CompileException, match='cannot open source file "cuda_fp16.h"'):
+        cp.empty(16, cp.uint8).fill(0xEE)
+
+
+def test_fake_nvrtc_lookup_agrees_with_kernel_build(monkeypatch, kernel_dir):
+    """In its default mode the fake finds NVRTC exactly when gpupipe's own check does."""
+    from gpupipe.gpu.kernel_build import nvrtc_status
+
+    fake_cupy.install(monkeypatch, kernel_dir, nvrtc="lookup")
+    import cupy as cp
+
+    from gpupipe.gpu.base64_kernel import KERNEL_SOURCE
+
+    if nvrtc_status().found:
+        cp.RawModule(code=KERNEL_SOURCE).get_function("b64_batch")
+    else:
+        with pytest.raises(Exception, match="libnvrtc"):
+            cp.RawModule(code=KERNEL_SOURCE).get_function("b64_batch")
+
+
+def _stale_package(tmp_path, monkeypatch):
+    """A copy of gpupipe/gpu's kernel files whose source no longer matches the fatbin's manifest."""
+    import shutil
+
+    import gpupipe.gpu.kernel_build as kb
+
+    d = tmp_path / "pkg"
+    d.mkdir()
+    for name in (kb.KERNEL_FILE, kb.FATBIN_FILE, kb.MANIFEST_FILE):
+        shutil.copy(kb.HERE / name, d / name)
+    (d / kb.KERNEL_FILE).write_text((kb.HERE / kb.KERNEL_FILE).read_text() + "\n// edited\n")
+    monkeypatch.setattr(kb, "HERE", d)
+    return d
+
+
+def test_stale_prebuilt_is_not_used(fake, monkeypatch, tmp_path, caplog):
+    """An edited kernel source makes the fatbin stale: it is compiled with NVRTC instead, and
+    without NVRTC the GPU path says it cannot build the kernel."""
+    _stale_package(tmp_path, monkeypatch)
+    from cuda.pathfinder import DynamicLibNotFoundError
+
+    from gpupipe.gpu import gpu_status
+    from gpupipe.gpu.base64_kernel import Base64Kernel
+
+    st_ = gpu_status(0)
+    assert not st_.usable and st_.code == "kernel" and "stale" in st_.reason and "NVRTC" in st_.reason
+    with pytest.raises(DynamicLibNotFoundError):
+        Base64Kernel()
+    fake.nvrtc = True
+    k = Base64Kernel()
+    assert k.loaded_from == "nvrtc" and fake.module_loads[-1] == ("code", "nvrtc")
+    assert "stale" in caplog.text
+
+
+@pytest.mark.parametrize("cc,want", [(90, ("path", "sass_90")), (87, ("path", "sass_86")), (121, ("path", "sass_120")), (130, ("path", "ptx_75"))])
+def test_prebuilt_fatbin_covers_every_cuda13_device(monkeypatch, kernel_dir, cc, want):
+    """SASS for the device's generation, or the PTX JIT-compiled on one newer than all of them."""
+    state = fake_cupy.install(monkeypatch, kernel_dir, cc=cc, nvrtc=False)
+    from gpupipe.gpu.base64_kernel import Base64Kernel
+
+    k = Base64Kernel()
+    assert k.loaded_from == "prebuilt" and state.module_loads == [want]
+
+
+def test_refused_fatbin_falls_back_to_nvrtc(monkeypatch, kernel_dir, caplog):
+    """A device the fatbin cannot serve (CUDA_ERROR_NO_BINARY_FOR_GPU) gets the kernel from NVRTC."""
+    state = fake_cupy.install(monkeypatch, kernel_dir, cc=72, nvrtc=True)
+    from gpupipe.gpu.base64_kernel import Base64Kernel
+
+    assert Base64Kernel().loaded_from == "nvrtc"
+    assert "CUDA_ERROR_NO_BINARY_FOR_GPU" in caplog.text and state.module_loads == [("code", "nvrtc")]
+
+
+def test_gpu_status_names_what_is_missing(monkeypatch, kernel_dir):
+    from gpupipe.gpu import gpu_available, gpu_status
+
+    def status(**kw):
+        with pytest.MonkeyPatch.context() as mp:
+            fake_cupy.install(mp, kernel_dir, **kw)
+            return gpu_status(0)
+
+    assert status(libcuda=False).code == "no-driver"
+    assert "libcuda.so.1" in status(libcuda=False).reason
+    old = status(driver=12040)
+    assert old.code == "driver-too-old" and "CUDA 12.4" in old.reason and "R580" in old.reason
+    assert status(devices=0).code == "no-device" and "sees no CUDA device" in status(devices=0).reason
+    assert status(cc=70).code == "device-too-old"
+    ok = status(nvrtc=False)
+    assert ok.usable and ok.code == "ok" and "prebuilt" in ok.checks["kernel"], ok
+    with pytest.MonkeyPatch.context() as mp:
+        fake_cupy.install(mp, kernel_dir)
+        got = gpu_available(1)
+    assert got == (False, "CUDA device 1 requested but 1 device(s) present")
+    with pytest.MonkeyPatch.context() as mp:
+        fake_cupy.install(mp, kernel_dir)
+        mp.setitem(__import__("sys").modules, "nvidia.dali", None)  # import fails as if not installed
+        st_ = gpu_status(0)
+    assert st_.code == "dali-missing" and "DALI is not installed" in st_.reason
+
+
+def test_gpu_status_without_a_driver_here():
+    """On this machine (whatever it has), the reason is specific: never the CUDA runtime's
+    misleading "driver version is insufficient" when there is no driver at all."""
+    import ctypes
+
+    from gpupipe.gpu import gpu_status
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        st_ = gpu_status(0)
+        assert st_.code in ("no-driver", "cupy-missing") and "insufficient" not in st_.reason
+    else:
+        pytest.skip("this machine has an NVIDIA driver")
+
+
+# --------------------------------------------------------------------------- devices, faults, pinned memory
+
+
+def test_gpu_1_never_touches_device_0(monkeypatch, kernel_dir, png_bytes, jpeg_bytes):
+    """With ``gpu: 1`` every CUDA call (allocations, pinned memory, copies, launches,
+    synchronisations) runs on device 1, in both phases and both paths."""
+    state = fake_cupy.install(monkeypatch, kernel_dir, devices=2, nvrtc=False)
+    _cpu_dali_and_encoder(monkeypatch)
+    from gpupipe.gpu.backend import GpuBackend
+    from gpupipe.gpu.device import DeviceLayer
+
+    cfg = replace(Config(), batch_size=2, gpu=1, passthrough_device="gpu")
+    backend = GpuBackend(cfg, ops=DeviceLayer(cfg, device_id=1, dali_threads=1), workers=1)
+    try:
+        frames = [read_frame(d) for d in (png_bytes, jpeg_bytes, png_bytes, jpeg_bytes, png_bytes)]
+        pjobs = [plan_job(i, f, OutputSpec("passthrough")) for i, f in enumerate(frames)]
+        tjobs = [plan_job(i, f, OutputSpec("jpeg", (160, 160), 85)) for i, f in enumerate(frames)]
+        assert backend.run(pjobs) == CpuBackend(1).run(pjobs)
+        assert_transcodes_match(backend.run(tjobs), CpuBackend(1).run(tjobs))
+        backend.info()
+    finally:
+        backend.close()
+    ops = {op for op, _ in state.calls}
+    assert {"hostAlloc", "malloc", "memcpyAsync", "launch", "streamSynchronize"} <= ops
+    assert state.devices_touched() == {1}, sorted({c for c in state.calls if c[1] != 1})
+    assert not any(op == "deviceSynchronize" for op, _ in state.calls)
+
+
+def test_kernel_fault_contains_the_device_for_the_rest_of_the_process(fake, monkeypatch, caplog):
+    """An illegal address in the kernel (reported, as on a GPU, at the next synchronisation, as
+    CuPy's CUDARuntimeError 700): every frame still gets its URI, one warning, and no CUDA call
+    is made again."""
+    from gpupipe.gpu.backend import GpuBackend, GpuDeviceLostWarning
+
+    cfg = replace(Config(), batch_size=4, passthrough_device="gpu")
+    backend = GpuBackend(cfg, ops=_layer(monkeypatch, cfg), workers=1)
+    frames = [read_frame(d) for d in _frames(10, seed=3)]
+    jobs = [plan_job(i, f, OutputSpec("passthrough")) for i, f in enumerate(frames)]
+    try:
+        assert backend.run(jobs[:4]) == CpuBackend(1).run(jobs[:4])  # healthy
+        fake.arm_fault(700)
+        with pytest.warns(GpuDeviceLostWarning, match="cudaErrorIllegalAddress"):
+            assert backend.run(jobs) == CpuBackend(1).run(jobs)
+        calls = len(fake.calls)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert backend.run(jobs) == CpuBackend(1).run(jobs)
+        assert len(fake.calls) == calls  # nothing touched the dead context
+        info = backend.info()
+        assert info["device_lost"].startswith("CUDARuntimeError: cudaErrorIllegalAddress") and info["stats"]["device_lost"] == 1
+        assert "sticky CUDA error" in caplog.text
+    finally:
+        backend.close()  # closing after the loss does not raise
+
+
+def test_pinned_memory_held_stays_within_its_setting(fake, monkeypatch):
+    """Growing passthrough batches through the device branch: the pinned memory CuPy's pools
+    actually hold (in use plus cached) never exceeds ``staging.pinned_bytes``; staging stats
+    report it."""
+    from gpupipe.gpu.backend import GpuBackend
+
+    limit = 1 << 20
+    cfg = replace(Config(), batch_size=4, passthrough_device="gpu", staging=StagingConfig(max_bytes=64 << 20, pinned_bytes=limit))
+    backend = GpuBackend(cfg, ops=_layer(monkeypatch, cfg), workers=1)
+    rng = np.random.default_rng(2)
+    try:
+        for size in (2_000, 5_000, 9_000, 20_000, 40_000, 70_000, 100_000, 30_000, 110_000):
+            datas = []
+            for _ in range(4):
+                img = Image.fromarray(rng.integers(0, 256, (size // 300 + 1, 100, 3), dtype=np.uint8))
+                b = io.BytesIO()
+                img.save(b, "PNG", compress_level=0)
+                datas.append(b.getvalue())
+            jobs = [plan_job(i, read_frame(d), OutputSpec("passthrough")) for i, d in enumerate(datas)]
+            assert backend.run(jobs) == CpuBackend(1).run(jobs)
+            assert fake.pinned_held <= limit
+        st_ = backend.staging_stats()
+        assert fake.pinned_peak <= limit and 0 < st_["pinned_peak_bytes"] <= limit and st_["pinned_limit"] == limit
+        assert st_["pinned_bytes"] == fake.pinned_held
+    finally:
+        backend.close()
+    assert fake.pinned_held == 0  # closing frees it
+
+
+def test_inflight_estimate_covers_one_frame_on_device_pinned_and_host(fake, monkeypatch):
+    """What one passthrough frame really holds (device pool peak, pinned memory, the host URI)
+    is within ``inflight_estimate``."""
+    from gpupipe.gpu.backend import GpuBackend
+
+    cfg = replace(Config(), batch_size=1, passthrough_device="gpu")
+    layer = _layer(monkeypatch, cfg)
+    backend = GpuBackend(cfg, ops=layer, workers=1)
+    data = _frames(1, seed=4)[0]
+    data = data[:-12] + np.random.default_rng(0).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes() + data[-12:]
+    job = plan_job(0, read_frame(data), OutputSpec("passthrough"))
+    try:
+        (uri,) = backend.run([job])
+        held = layer.pool.peak_used + fake.pinned_peak + len(uri) + len(data)
+        assert held <= backend.inflight_estimate(len(data))
+    finally:
+        backend.close()
+
+
+def test_overlap_benchmark_runs_on_the_fake_device(fake, monkeypatch):
+    """``overlap_benchmark``'s code path (figures meaningless here: host emulation, no asynchrony)."""
+    import gpupipe.gpu.device as device
+    from gpupipe.gpu.bench import overlap_benchmark
+
+    monkeypatch.setattr(device, "JpegEncoder", lambda *a, **k: None)  # passthrough only
+    r = overlap_benchmark(_frames(4, seed=6), batches=3, device_id=0)
+    assert r["batches"] == 3 and r["frames_per_batch"] == 4 and r["verified"]
+    assert r["serial_s"] > 0 and r["overlapped_s"] > 0 and r["stage_sum_s"] > 0
+    assert set(r["phases_s"]) == {"process", "finish"}

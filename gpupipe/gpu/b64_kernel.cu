@@ -1,7 +1,8 @@
 // The batched base64 kernel of gpupipe (see gpupipe/gpu/base64_kernel.py and gpupipe/b64.py).
-// Compiled at run time by CuPy (NVRTC); CI also compiles it with nvcc for sm_90 and runs it on the
-// host through tests/cuda_host/ (a serial emulation of the launch grid), byte for byte against
-// the NumPy twin and base64.b64encode.
+// Shipped prebuilt by nvcc as b64_kernel.fatbin (python -m gpupipe.gpu.kernel_build; CI checks that
+// the fatbin was built from this file); compiled by CuPy with NVRTC only when the fatbin is stale or
+// refused. CI also runs it on the host through tests/cuda_host/ (a serial emulation of the launch
+// grid), byte for byte against the NumPy twin and base64.b64encode.
 #define CHUNK_IN 48
 #define CHUNK_OUT 64
 

@@ -1,21 +1,27 @@
 """``GpuBackend``: the GPU path, with the same interface and results as :class:`~gpupipe.cpu_backend.CpuBackend`.
 
-Jobs are routed three ways (see ``docs/gpu.md``):
+Jobs are routed to where they pay (see ``docs/gpu.md``):
 
-* **passthrough** → the device layer's batched base64 kernel (one upload, one launch, one
-  download per batch, host ``str`` built from each span with one copy);
-* **transcode to JPEG** → DALI decode/resize on the device → nvImageCodec JPEG encode from the
-  device buffers → host base64 of the (host-resident) bitstream;
+* **transcode to JPEG** (and resize) → DALI decode/resize on the device → nvImageCodec JPEG
+  encode from the device buffers → host base64 of the (host-resident) bitstream;
+* **passthrough** → the CPU path by default (``passthrough_device: cpu``): building the host
+  ``str`` is most of the cost on either path, so the GPU cannot win there; with
+  ``passthrough_device: gpu``, the device layer's batched base64 kernel (one upload, one launch,
+  one download per batch);
 * **PNG output** (target ``png``, or ``auto`` for a frame that may carry alpha) → the CPU path
-  (:func:`gpupipe.cpu_backend.run_job`) on a thread pool, concurrently with the GPU work: DALI's
-  decoder is asked for RGB, nvImageCodec has no PNG encoder on the GPU, and whether such a frame
-  needs PNG at all depends on its decoded alpha, which the CPU path decides exactly as
-  :class:`~gpupipe.cpu_backend.CpuBackend` does.
+  (:func:`gpupipe.cpu_backend.run_job`): DALI's decoder is asked for RGB, nvImageCodec has no PNG
+  encoder on the GPU, and whether such a frame needs PNG at all depends on its decoded alpha.
 
-Device work runs in batches that fit ``staging.max_bytes`` (:class:`~gpupipe.gpu.staging.StagedRunner`):
-split when over budget, halved and retried after an out-of-memory error, and as a last resort a
-frame is encoded on the CPU path with a :class:`~gpupipe.gpu.staging.GpuFallbackWarning`. Results
-are URI ``str`` s (materialized on the host once, at the end of each batch).
+CPU-path jobs run on a thread pool concurrently with the GPU batches. Device work runs in batches
+that fit ``staging.max_bytes`` (:class:`~gpupipe.gpu.staging.StagedRunner`): split when over
+budget, halved and retried after an out-of-memory error, a frame encoded on the CPU path with a
+:class:`~gpupipe.gpu.staging.GpuFallbackWarning` as a last resort. Batch k+1's device work
+overlaps batch k's host work (two slots of buffers and pipelines).
+
+**Fault containment.** After a sticky CUDA error (illegal address, kernel fault, ...; see
+:mod:`gpupipe.gpu.faults`) the CUDA context is dead for CuPy, DALI and nvImageCodec alike. The
+backend then sends every job to the CPU path for the rest of the process, with one
+:class:`GpuDeviceLostWarning` and one log record; ``info()`` and :meth:`GpuBackend.stats` say so.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, Sequence
 
@@ -30,16 +37,22 @@ from ..config import Config
 from ..errors import FrameError
 from ..plan import Job
 from ..uri import b64_len
-from .staging import StagedRunner, StagingBudget
+from .faults import DeviceLost, is_sticky_error
+from .staging import PinnedBuffers, StagedRunner, StagingBudget
 
-__all__ = ["GpuBackend", "DeviceOps", "routes_to_cpu"]
+__all__ = ["GpuBackend", "DeviceOps", "routes_to_cpu", "GpuDeviceLostWarning"]
 
 log = logging.getLogger("gpupipe.gpu.backend")
 
 
+class GpuDeviceLostWarning(RuntimeWarning):
+    """The GPU hit a sticky CUDA error; the rest of the process encodes on the CPU path."""
+
+
 class DeviceOps(Protocol):
     """What :class:`GpuBackend` needs from its device layer (:class:`~gpupipe.gpu.device.DeviceLayer`;
-    tests substitute their own)."""
+    tests substitute their own). Optional: ``passthrough_begin/_end`` and ``transcode_begin/_end``
+    (two-phase batches, for overlap), ``is_fatal``, ``stats``, ``device_bytes``, ``pinned``."""
 
     def passthrough(self, jobs: Sequence[Job]) -> list[Any]: ...
     def transcode(self, jobs: Sequence[Job]) -> list[Any]: ...
@@ -53,7 +66,7 @@ class DeviceOps(Protocol):
 
 
 def routes_to_cpu(job: Job) -> bool:
-    """Whether the GPU backend sends ``job`` to the CPU path: PNG output, or ``auto`` for a frame that may have alpha."""
+    """Whether ``job`` needs the CPU path whatever the settings: PNG output, or ``auto`` for a frame that may have alpha."""
     return not job.passthrough and job.target != "jpeg"
 
 
@@ -62,12 +75,15 @@ class GpuBackend:
 
     ``ops`` substitutes the device layer (tests; or ``DeviceLayer(config, device_id=None)`` to
     run the same data path with CPU stand-ins). ``workers`` threads run the frames that go to
-    the CPU path.
+    the CPU path. ``overlap`` (default on) overlaps each batch's device work with the previous
+    batch's host work when the device layer has two-phase operations.
     """
 
     name = "gpu"
 
-    def __init__(self, config: Config, *, ops: DeviceOps | None = None, workers: int | None = None) -> None:
+    def __init__(
+        self, config: Config, *, ops: DeviceOps | None = None, workers: int | None = None, overlap: bool = True
+    ) -> None:
         self.config = config
         if ops is None:
             from .device import DeviceLayer
@@ -75,17 +91,33 @@ class GpuBackend:
             ops = DeviceLayer(config, device_id=config.gpu or 0)
         self.ops = ops
         self.workers = workers or config.workers or os.cpu_count() or 1
+        self.passthrough_device = getattr(config, "passthrough_device", "cpu")
+        self.overlap = overlap
         self.budget = StagingBudget(config.staging.max_bytes, config.staging.pinned_bytes)
         pinned = getattr(ops, "pinned", None)
         if pinned is not None:
-            self.budget.pinned_bytes = lambda: pinned.nbytes
+            self.budget.gauges.update(
+                pinned_bytes=lambda: pinned.nbytes,
+                pinned_peak_bytes=lambda: pinned.peak_nbytes,
+                unpinned_requests=lambda: pinned.unpinned_requests,
+            )
+        device_bytes = getattr(ops, "device_bytes", None)
+        if device_bytes is not None:
+            self.budget.gauges["device_bytes"] = device_bytes
         self._runner = StagedRunner(
-            self.budget, max_batch=max(1, config.batch_size), is_oom=ops.is_oom, release=ops.release
+            self.budget,
+            max_batch=max(1, config.batch_size),
+            is_oom=ops.is_oom,
+            release=ops.release,
+            is_fatal=getattr(ops, "is_fatal", is_sticky_error),
         )
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._device_lock = threading.Lock()
         self._closed = False
+        self.device_lost: str | None = None
+        """Why the device was given up (a sticky CUDA error), or ``None`` while it is in use."""
+        self.cpu_jobs = 0
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -93,68 +125,141 @@ class GpuBackend:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gpupipe-gpu-cpu")
             return self._pool
 
+    def route(self, job: Job) -> str:
+        """Where ``job`` runs: ``"cpu"``, ``"passthrough"`` (the GPU kernel) or ``"transcode"`` (DALI + nvImageCodec)."""
+        if self.device_lost is not None or routes_to_cpu(job):
+            return "cpu"
+        if job.passthrough:
+            return "passthrough" if self.passthrough_device == "gpu" else "cpu"
+        return "transcode"
+
     def run(self, jobs: list[Job]) -> list[str | FrameError]:
         """Each job's URI, or its :class:`FrameError`, in order."""
         if self._closed:
             raise RuntimeError("GpuBackend is closed")
         results: list[Any] = [None] * len(jobs)
-        cpu_idx = [i for i, j in enumerate(jobs) if routes_to_cpu(j)]
-        pass_idx = [i for i, j in enumerate(jobs) if j.passthrough]
-        gpu_idx = [i for i, j in enumerate(jobs) if not j.passthrough and not routes_to_cpu(j)]
-        futures: list[tuple[int, Future]] = []
-        if cpu_idx:
-            from ..cpu_backend import run_job_guarded
-
-            ex = self._executor()
-            futures = [(i, ex.submit(run_job_guarded, jobs[i])) for i in cpu_idx]
+        routes = [self.route(j) for j in jobs]
+        futures = self._submit_cpu(jobs, [i for i, r in enumerate(routes) if r == "cpu"])
         with self._device_lock:
-            if pass_idx:
-                out = self._runner.run(
-                    [jobs[i] for i in pass_idx],
-                    self.ops.passthrough,
-                    self.ops.passthrough_cost,
-                    self.ops.passthrough_host_cost,
-                )
-                for i, r in zip(pass_idx, out):
-                    results[i] = r
-            if gpu_idx:
-                out = self._runner.run([jobs[i] for i in gpu_idx], self.ops.transcode, self.ops.transcode_cost)
-                for i, r in zip(gpu_idx, out):
+            for kind in ("passthrough", "transcode"):
+                idx = [i for i, r in enumerate(routes) if r == kind]
+                if not idx:
+                    continue
+                if self.device_lost is not None:  # lost during this call's earlier kind
+                    futures += self._submit_cpu(jobs, idx)
+                    continue
+                try:
+                    out = self._run_device(kind, [jobs[i] for i in idx])
+                except DeviceLost as lost:
+                    self._lose_device(lost.cause)
+                    out = lost.results
+                    futures += self._submit_cpu(jobs, [i for k, i in enumerate(idx) if not lost.done[k]])
+                    for k, i in enumerate(idx):
+                        if lost.done[k]:
+                            results[i] = out[k]
+                    continue
+                for i, r in zip(idx, out):
                     results[i] = r
         for i, f in futures:
             results[i] = f.result()
         return results
 
+    def _run_device(self, kind: str, jobs: list[Job]) -> list[Any]:
+        ops = self.ops
+        if kind == "passthrough":
+            cost, host = ops.passthrough_cost, ops.passthrough_host_cost
+            begin, end = getattr(ops, "passthrough_begin", None), getattr(ops, "passthrough_end", None)
+            one = ops.passthrough
+        else:
+            cost, host = ops.transcode_cost, None
+            begin, end = getattr(ops, "transcode_begin", None), getattr(ops, "transcode_end", None)
+            one = ops.transcode
+        if begin is not None and end is not None:
+            return self._runner.run(jobs, begin, cost, host, finish=end, overlap=self.overlap)
+        return self._runner.run(jobs, one, cost, host)
+
+    def _submit_cpu(self, jobs: list[Job], idx: list[int]) -> list[tuple[int, Future]]:
+        if not idx:
+            return []
+        from ..cpu_backend import run_job_guarded
+
+        self.cpu_jobs += len(idx)
+        ex = self._executor()
+        return [(i, ex.submit(run_job_guarded, jobs[i])) for i in idx]
+
+    def _lose_device(self, cause: BaseException) -> None:
+        """Give the device up for the rest of the process (once): one warning, one log record."""
+        if self.device_lost is not None:
+            return
+        first = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+        self.device_lost = f"{type(cause).__name__}: {first[0] if first else ''}"[:300]
+        msg = (
+            f"GPU {self.config.gpu or 0} hit a sticky CUDA error ({self.device_lost}); its context cannot be used "
+            "again in this process, so every frame from now on is encoded on the CPU path"
+        )
+        log.warning(msg)
+        warnings.warn(msg, GpuDeviceLostWarning, stacklevel=3)
+
     def inflight_estimate(self, source_bytes: int) -> int:
         """Bytes that encoding a source of ``source_bytes`` holds while in flight, for cache reservations.
 
-        Host: the source and its URI string. Device and pinned staging (passthrough, the
-        largest case): the uploaded source, the URI span on the device and its pinned copy.
+        Host: the source and its URI string. Staged on the device and in pinned host memory
+        (each counted): with ``passthrough_device: gpu``, the uploaded source and its URI span
+        (pinned: their copies); otherwise the encoded source that is uploaded for decoding.
         The pipeline reserves this inside the cache's byte budget, so ``CacheStats.inflight_bytes``
-        reports it; the staging pool is bounded separately by ``staging.max_bytes``.
+        reports it; the staging pool is bounded separately by ``staging.max_bytes`` and pinned
+        memory by ``staging.pinned_bytes``.
         """
         src = int(source_bytes)
         uri = b64_len(src) + 32
-        return (src + uri) + (src + uri) + uri
+        if self.passthrough_device == "gpu":  # + rounding: pinned buffers to 64 KiB, pool blocks to 512 bytes
+            staged = src + uri + 2 * PinnedBuffers.GRANULE + 4096
+        else:
+            staged = src
+        return (src + uri) + 2 * staged
 
     def staging_stats(self) -> dict[str, int]:
-        """In-flight staging bytes, their peak, the budget and the runner's counters."""
+        """In-flight staging bytes, their peak, the budget, device and pinned bytes held, and the runner's counters."""
         return self.budget.stats().as_dict()
 
+    def stats(self) -> dict[str, int]:
+        """:meth:`staging_stats` plus the device layer's counters (DALI runs, rebuilds, refused frames),
+        the jobs sent to the CPU path, and ``device_lost`` (1 after a sticky CUDA error)."""
+        d = self.staging_stats()
+        dev_stats = getattr(self.ops, "stats", None)
+        if dev_stats is not None:
+            try:
+                d.update(dev_stats())
+            except Exception:  # noqa: BLE001 - a report must not fail
+                log.debug("device stats failed", exc_info=True)
+        d["cpu_jobs"] = self.cpu_jobs
+        d["device_lost"] = int(self.device_lost is not None)
+        return d
+
     def info(self) -> dict[str, Any]:
-        """Device, library versions, staging figures (for ``gpupipe info`` and reports)."""
+        """Device, library versions, routing, fault state and staging figures (for ``gpupipe info`` and reports)."""
         d: dict[str, Any] = {}
-        try:
-            d.update(self.ops.info())
-        except Exception as e:  # noqa: BLE001 - a report must not fail
-            d["device_error"] = str(e)
+        if self.device_lost is None:
+            try:
+                d.update(self.ops.info())
+            except Exception as e:  # noqa: BLE001 - a report must not fail
+                d["device_error"] = str(e)
+        d["device_lost"] = self.device_lost
+        d["mode"] = "cpu path for every frame (device lost)" if self.device_lost else "gpu"
+        d["stats"] = self.stats()
         d["staging"] = self.staging_stats()
+        d["passthrough"] = (
+            "GPU base64 kernel (passthrough_device: gpu)"
+            if self.passthrough_device == "gpu"
+            else "CPU path (passthrough_device: cpu; the host string is most of the work on either path)"
+        )
         d["png_output"] = "CPU path (Pillow): PNG targets and frames that may carry alpha"
         d["transcode_base64"] = "host (pybase64 into the final str); bitstreams come back from nvImageCodec in host memory"
+        d["overlap"] = self.overlap
         return d
 
     def close(self) -> None:
-        """Shut the CPU thread pool down and release device resources."""
+        """Shut the thread pools down and release device resources."""
         if self._closed:
             return
         self._closed = True
@@ -162,4 +267,10 @@ class GpuBackend:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
-        self.ops.close()
+        self._runner.close()
+        try:
+            self.ops.close()
+        except Exception:  # noqa: BLE001 - after a sticky error every CUDA call fails
+            if self.device_lost is None:
+                raise
+            log.debug("closing the device layer after the device was lost failed", exc_info=True)

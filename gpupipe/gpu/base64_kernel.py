@@ -16,8 +16,8 @@ and one extra item per frame copies its ``data:<mime>;base64,`` prefix, in the s
 
 from __future__ import annotations
 
+import logging
 import threading
-from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -25,23 +25,43 @@ import numpy as np
 import cupy as cp
 
 from ..b64 import BatchLayout
+from . import kernel_build
 
-__all__ = ["KERNEL_FILE", "KERNEL_SOURCE", "Base64Kernel", "get_kernel", "encode_device"]
+__all__ = ["KERNEL_FILE", "KERNEL_SOURCE", "Base64Kernel", "get_kernel", "encode_device", "load_module"]
 
-KERNEL_FILE = "b64_kernel.cu"
-KERNEL_SOURCE = (resources.files(__package__) / KERNEL_FILE).read_text(encoding="utf-8")
+log = logging.getLogger("gpupipe.gpu.kernel")
+
+KERNEL_FILE = kernel_build.KERNEL_FILE
+KERNEL_SOURCE = kernel_build.source_path().read_text(encoding="utf-8")
 """The kernel's CUDA C++ source (``gpupipe/gpu/b64_kernel.cu``)."""
 
 THREADS = 256
 _BLOCKS_PER_SM = 8  # at most 8 x 256 threads = 2048, the H100's resident-thread limit per SM
 
 
+def load_module() -> tuple[Any, Any, str]:
+    """``(module, function, source)`` for the current device: the prebuilt fatbin when it is current
+    and the driver accepts it (``source`` ``"prebuilt"``), else the source compiled by CuPy with
+    NVRTC (``"nvrtc"``). Loading happens in ``get_function``, so a refused fatbin is seen here."""
+    pre = kernel_build.prebuilt_status()
+    if pre.usable:
+        try:
+            module = cp.RawModule(path=str(pre.path))
+            return module, module.get_function("b64_batch"), "prebuilt"
+        except Exception as e:  # noqa: BLE001 - e.g. CUDA_ERROR_NO_BINARY_FOR_GPU on a device it does not cover
+            log.warning("the prebuilt base64 kernel did not load (%s); compiling it with NVRTC", e)
+    else:
+        log.warning("%s; compiling the base64 kernel with NVRTC", pre.reason)
+    module = cp.RawModule(code=KERNEL_SOURCE, options=kernel_build.NVRTC_FLAGS)
+    return module, module.get_function("b64_batch"), "nvrtc"
+
+
 class Base64Kernel:
-    """The compiled kernel for one device; :meth:`encode` runs a batch in one launch."""
+    """The kernel loaded for one device (``loaded_from``: ``"prebuilt"`` or ``"nvrtc"``);
+    :meth:`encode` runs a batch in one launch."""
 
     def __init__(self) -> None:
-        self._module = cp.RawModule(code=KERNEL_SOURCE, options=("-std=c++14",))
-        self._fn = self._module.get_function("b64_batch")
+        self._module, self._fn, self.loaded_from = load_module()
         dev = cp.cuda.Device()
         try:  # resident blocks per SM at this kernel's register use (nvcc 13 for sm_90: 32 registers, so 8)
             per_sm = int(cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(self._fn.kernel.ptr, THREADS, 0))

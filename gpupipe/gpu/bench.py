@@ -10,6 +10,10 @@ their spans), plus the end-to-end transcode and passthrough throughput of :class
 Stages on CuPy's stream are timed with CUDA events; DALI and nvImageCodec calls are
 host-synchronous and are timed with the host clock. Every figure is the median of ``repeats``
 runs after one warm-up run.
+
+:func:`overlap_benchmark` measures how much one batch's device work overlaps the previous
+batch's host work: the wall time of N batches with overlap off and on, beside the sum of the
+stage times.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ from typing import Any, Callable
 import numpy as np
 
 from ..b64 import batch_layout, pack_batch, uris_from_buffer
-from ..config import Config
+from ..config import Config, StagingConfig
 from ..plan import Job, OutputSpec, plan_job
 from ..sources import read_frame
 
-__all__ = ["gpu_stage_benchmark", "base64_kernel_bandwidth"]
+__all__ = ["gpu_stage_benchmark", "base64_kernel_bandwidth", "overlap_benchmark"]
 
 
 def _median(fn: Callable[[], Any], repeats: int) -> float:
@@ -200,3 +204,78 @@ def _check_against_pybase64(host_in: np.ndarray, host_out: np.ndarray, layout: A
         want = layout.prefixes[i] + pybase64.b64encode(host_in[o : o + n].tobytes())
         if host_out[s : s + m].tobytes() != want:
             raise AssertionError(f"base64 kernel output differs from pybase64 for frame {i} of the bandwidth run")
+
+
+def overlap_benchmark(
+    frames: list[bytes],
+    batches: int = 8,
+    *,
+    transcode: bool = False,
+    size: tuple[int, int] | None = None,
+    quality: int = 90,
+    device_id: int | None = 0,
+    repeats: int = 3,
+) -> dict[str, Any]:
+    """How much of each batch's device work hides behind the previous batch's host work.
+
+    Runs ``batches`` batches of ``frames`` through :class:`~gpupipe.gpu.backend.GpuBackend`
+    (passthrough through the base64 kernel, or with ``transcode`` DALI decode (+ resize to
+    ``size``) and nvImageCodec JPEG at ``quality``), once with overlap off and once on, on the
+    same warmed-up backend. Returns the wall times (``serial_s``, ``overlapped_s``: medians of
+    ``repeats``), the per-phase sums of the serial run (``phases_s``: ``process`` = pack, upload,
+    kernel, download, or DALI decode; ``finish`` = host strings, or JPEG encode and base64) and
+    their total ``stage_sum_s``, ``speedup`` (serial / overlapped) and ``overlap_fraction``
+    (``1 - overlapped / stage_sum``: 0 when nothing overlaps, at most 0.5 when the two phases
+    take equally long). ``verified``: both runs gave the same URIs. ``device_id=None`` runs the
+    CPU stand-ins (a smoke test: its figures say nothing about a GPU).
+    """
+    from .backend import GpuBackend
+    from .device import DeviceLayer
+
+    n = len(frames)
+    if n == 0 or batches < 1:
+        raise ValueError("overlap_benchmark needs frames and at least one batch")
+    parsed = [read_frame(f) for f in frames]
+    spec = OutputSpec("jpeg", size, quality) if transcode else OutputSpec("passthrough")
+    jobs = [plan_job(i, parsed[i % n], spec) for i in range(n * batches)]
+    per_batch = sum(DeviceLayer.transcode_cost(j) if transcode else DeviceLayer.passthrough_cost(j) for j in jobs[:n])
+    staging = StagingConfig(max_bytes=4 * per_batch + (64 << 20), pinned_bytes=4 * per_batch + (16 << 20))
+    cfg = replace(Config(), batch_size=n, passthrough_device="gpu", staging=staging, gpu=device_id)
+    backend = GpuBackend(cfg, ops=DeviceLayer(cfg, device_id=device_id))
+    runner = backend._runner
+    try:
+        backend.run(jobs)  # warm-up: pipelines, kernel, pinned buffers
+        walls: dict[bool, list[float]] = {False: [], True: []}
+        outs: dict[bool, list[Any]] = {}
+        serial_phases: list[dict[str, float]] = []
+        for _ in range(max(1, repeats)):
+            for overlap in (False, True):
+                backend.overlap = overlap
+                runner.timings.clear()
+                t = time.perf_counter()
+                outs[overlap] = backend.run(jobs)
+                walls[overlap].append(time.perf_counter() - t)
+                if not overlap:
+                    sums = {"process": 0.0, "finish": 0.0}
+                    for phase, sec in runner.timings:
+                        sums[phase] += sec
+                    serial_phases.append(sums)
+        info = backend.info()
+    finally:
+        backend.close()
+    serial, overlapped = float(np.median(walls[False])), float(np.median(walls[True]))
+    phases = {k: float(np.median([p[k] for p in serial_phases])) for k in ("process", "finish")}
+    stage_sum = phases["process"] + phases["finish"]
+    return {
+        "batches": batches,
+        "frames_per_batch": n,
+        "mode": "transcode" if transcode else "passthrough",
+        "serial_s": serial,
+        "overlapped_s": overlapped,
+        "phases_s": phases,
+        "stage_sum_s": stage_sum,
+        "speedup": serial / overlapped if overlapped > 0 else None,
+        "overlap_fraction": 1.0 - overlapped / stage_sum if stage_sum > 0 else None,
+        "verified": outs[False] == outs[True],
+        "device": info.get("device"),
+    }

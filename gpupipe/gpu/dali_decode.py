@@ -1,4 +1,4 @@
-"""Decode (and resize) frames with an NVIDIA DALI pipeline, isolating bad frames.
+"""Decode (and resize) frames with an NVIDIA DALI pipeline, isolating bad frames cheaply.
 
 The pipeline: ``fn.external_source`` (encoded bytes) → ``fn.decoders.image`` (RGB, stored
 orientation) → optionally ``fn.resize`` to each frame's own output size (Lanczos-3 with
@@ -14,52 +14,94 @@ is ``mixed`` (JPEG on nvJPEG and the hardware decoder where the GPU has one; PNG
 CPU threads and handed over) and the outputs stay on the device; with ``device_id=None`` the very
 same definition runs on the ``cpu`` backend, which is how CI tests it.
 
-DALI fails a whole batch when one sample is bad, and after an error the pipeline object is no
-longer valid. So on a batch error the pipeline is rebuilt and the batch's frames are run one at a
-time: only the bad frame gets a :class:`~gpupipe.errors.FrameDecodeError`. Out-of-memory errors are
-not decode errors: they propagate as :class:`DeviceOutOfMemory` so that the staging layer can
-shrink the batch.
+Bad frames. DALI fails a whole batch when one sample is bad, and the pipeline object is not
+valid after an error, so every failed run costs a pipeline rebuild. Three things keep that rare:
 
-DALI may reuse a pipeline's output buffers on its next ``run()``, so :meth:`DaliDecoder.decode`
-hands each run's outputs to a ``consume`` callback (e.g. the JPEG encoder) before it runs again;
-nothing holds on to DALI's buffers afterwards. Pipelines are built for the largest batch and fed
-smaller ones as needed.
+1. **Host checks first** (:func:`host_precheck`): the headers were probed when the frame was
+   read; here a PNG's chunk structure and every chunk CRC (``zlib.crc32``) and a JPEG's
+   end-of-image marker are checked, so frames DALI would refuse for those reasons never reach it.
+   They come back as :class:`~gpupipe.errors.FrameDecodeError` (the device layer then asks the
+   CPU path, whose verdict stands).
+2. **Skip the failing sample**: DALI's image decoder names the sample it failed on ("Failed to
+   decode sample #N", ``dali/operators/imgcodec/image_decoder.h``, for the ``cpu`` and ``mixed``
+   backends alike). That frame gets its error and the rest of the batch is run once more, so
+   ``k`` bad frames cost ``k`` rebuilds, and never a run per frame.
+3. Only when DALI does not name the sample (a failure outside the decode step), the batch is
+   bisected to find the bad frame(s); the good ones are then run together once.
+
+Out-of-memory errors are not decode errors: they propagate as :class:`DeviceOutOfMemory` so that
+the staging layer can shrink the batch; sticky CUDA errors (:func:`~gpupipe.gpu.faults.is_sticky_error`)
+propagate unchanged, since no rebuild can help.
+
+DALI may reuse a pipeline's output buffers on its next ``run()``. :meth:`DaliDecoder.run_batch`
+returns the images of one run per pipeline "slot"; the caller must be done with them before that
+slot runs again (the staged runner alternates two slots, so batch k's images are encoded while
+batch k+1 decodes on the other slot's pipelines). ``run()`` is called without a CUDA stream, which
+makes its outputs host-synchronous (DALI 2.4 ``Pipeline.run``): they are complete on return.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import struct
 import threading
+import zlib
 from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
 from ..errors import FrameDecodeError, FrameError
 from ..plan import Job
-from ..sources import check_complete
+from ..sources import Frame, check_complete
+from .faults import DeviceOutOfMemory, is_oom_error, is_sticky_error
 
-__all__ = ["DaliDecoder", "DeviceOutOfMemory", "is_oom_error", "build_pipeline", "orientation_ops"]
+__all__ = ["DaliDecoder", "DeviceOutOfMemory", "is_oom_error", "build_pipeline", "host_precheck", "failed_sample", "orientation_ops"]
 
 log = logging.getLogger("gpupipe.gpu.dali")
 
 R = TypeVar("R")
 
-_OOM_MARKERS = ("out of memory", "cudaerrormemoryallocation", "cuda_error_out_of_memory", "std::bad_alloc", "outofmemory")
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+_FAILED_SAMPLE_RE = re.compile(r"Failed to decode sample #(\d+)")
 
 
-class DeviceOutOfMemory(RuntimeError):
-    """Device (or pinned host) memory ran out while processing a batch; the batch may be retried smaller."""
+def host_precheck(frame: Frame) -> str | None:
+    """Why DALI would refuse ``frame`` for a reason the host can see cheaply, or ``None``.
+
+    PNG: every chunk lies inside the data with a correct CRC, and the stream reaches ``IEND``.
+    JPEG: an end-of-image marker in the last KiB (:func:`gpupipe.sources.check_complete`).
+    The header itself was probed when the frame was read.
+    """
+    if frame.kind == "jpeg":
+        try:
+            check_complete(frame)
+        except FrameError as e:
+            return e.reason
+        return None
+    data = frame.data
+    if not data.startswith(_PNG_SIG):
+        return "not a PNG signature"
+    pos, n = len(_PNG_SIG), len(data)
+    crc32 = zlib.crc32
+    while pos + 12 <= n:
+        (length,) = struct.unpack_from(">I", data, pos)
+        end = pos + 8 + length
+        if end + 4 > n:
+            return f"truncated PNG: the chunk at byte {pos} runs past the end of the data"
+        ctype = data[pos + 4 : pos + 8]
+        if crc32(memoryview(data)[pos + 4 : end]) != struct.unpack_from(">I", data, end)[0]:
+            return f"corrupt PNG: bad CRC in the {ctype.decode('latin-1')!r} chunk at byte {pos}"
+        if ctype == b"IEND":
+            return None
+        pos = end + 4
+    return "truncated PNG: no IEND chunk"
 
 
-def is_oom_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is an out-of-memory error from CuPy, DALI or nvImageCodec (by type or message)."""
-    if isinstance(exc, (DeviceOutOfMemory, MemoryError)):
-        return True
-    name = type(exc).__name__.lower()
-    if "outofmemory" in name:
-        return True
-    msg = str(exc).lower()
-    return any(m in msg for m in _OOM_MARKERS)
+def failed_sample(exc: BaseException) -> int | None:
+    """The sample index DALI's decoder names in ``exc`` ("Failed to decode sample #N"), if any."""
+    m = _FAILED_SAMPLE_RE.search(str(exc))
+    return int(m.group(1)) if m else None
 
 
 def orientation_ops(orientation: int) -> tuple[bool, int, int]:
@@ -128,10 +170,14 @@ class DaliDecoder:
     """Decodes batches of transcode :class:`~gpupipe.plan.Job` s with DALI.
 
     ``device_id``: the CUDA device, or ``None`` for the CPU backend. ``max_batch``: the
-    pipelines' batch size (larger job lists are run in slices). Pipelines are built lazily, one
-    per kind of job: keyed ``resize`` (a bool: whether it resizes) for frames shown as stored,
-    and ``(resize, transposed)`` for frames with an EXIF orientation (flipped, and for
-    orientations 5–8 transposed, after the resize).
+    pipelines' batch size (larger job lists are run in slices by :meth:`decode`). Pipelines are
+    built lazily, one per kind of job and slot: the kind is ``resize`` (a bool: whether it
+    resizes) for frames shown as stored, and ``(resize, transposed)`` for frames with an EXIF
+    orientation (flipped, and for orientations 5–8 transposed, after the resize).
+
+    Counters: ``runs`` (pipeline runs), ``failed_runs``, ``rebuilds`` (pipelines dropped after an
+    error; the next use builds a new one), ``host_rejects`` (frames refused by
+    :func:`host_precheck`), ``bad_samples`` (frames DALI refused).
     """
 
     def __init__(self, device_id: int | None, max_batch: int = 8, num_threads: int = 4) -> None:
@@ -140,35 +186,50 @@ class DaliDecoder:
         self.device_id = device_id
         self.max_batch = max_batch
         self.num_threads = max(1, num_threads)
-        self._pipes: dict[Any, Any] = {}
+        self._pipes: dict[tuple[Any, int], Any] = {}
         self._lock = threading.Lock()
+        self.runs = 0
+        self.failed_runs = 0
         self.rebuilds = 0
+        self.host_rejects = 0
+        self.bad_samples = 0
+
+    def stats(self) -> dict[str, int]:
+        """The counters as a dict."""
+        return {
+            "dali_runs": self.runs,
+            "dali_failed_runs": self.failed_runs,
+            "dali_rebuilds": self.rebuilds,
+            "dali_host_rejects": self.host_rejects,
+            "dali_bad_samples": self.bad_samples,
+        }
 
     # ------------------------------------------------------------------ pipelines
 
     @staticmethod
     def _key(job: Job) -> Any:
-        """The pipeline a job runs on (see the class docstring)."""
+        """The kind of pipeline a job runs on (see the class docstring)."""
         transpose, fh, fv = orientation_ops(job.frame.orientation)
         if not (transpose or fh or fv):
             return job.needs_resize
         return (job.needs_resize, transpose)
 
-    def _pipe(self, key: Any) -> Any:
-        p = self._pipes.get(key)
+    def _pipe(self, key: Any, slot: int) -> Any:
+        p = self._pipes.get((key, slot))
         if p is None:
             resize, orient = (key, None) if isinstance(key, bool) else (key[0], "transpose" if key[1] else "flip")
-            p = self._pipes[key] = build_pipeline(self.max_batch, self.num_threads, self.device_id, resize, orient)
+            p = self._pipes[(key, slot)] = build_pipeline(self.max_batch, self.num_threads, self.device_id, resize, orient)
         return p
 
-    def _invalidate(self, key: Any) -> None:
+    def _invalidate(self, key: Any, slot: int) -> None:
         """Drop a pipeline after an error (DALI marks it invalid); the next use rebuilds it."""
-        p = self._pipes.pop(key, None)
+        p = self._pipes.pop((key, slot), None)
         self.rebuilds += 1
         del p
 
-    def _run(self, jobs: Sequence[Job], key: Any) -> list[Any]:
-        pipe = self._pipe(key)
+    def _run(self, jobs: Sequence[Job], key: Any, slot: int = 0) -> list[Any]:
+        pipe = self._pipe(key, slot)
+        self.runs += 1
         resize = key if isinstance(key, bool) else key[0]
         pipe.feed_input("enc", [np.frombuffer(j.frame.data, np.uint8) for j in jobs])
         ops = [orientation_ops(j.frame.orientation) for j in jobs]
@@ -180,10 +241,38 @@ class DaliDecoder:
         if not isinstance(key, bool):
             pipe.feed_input("fh", [np.int32(h) for _, h, _ in ops])
             pipe.feed_input("fv", [np.int32(v) for _, _, v in ops])
-        (out,) = pipe.run()  # host-synchronous: the outputs are complete when it returns
+        (out,) = pipe.run()  # no cuda_stream: host-synchronous, the outputs are complete on return
         return [out[i] for i in range(len(jobs))]
 
     # ------------------------------------------------------------------ public
+
+    def run_batch(self, jobs: Sequence[Job], slot: int = 0) -> list[Any]:
+        """Decode ``jobs`` (at most ``max_batch`` per resize group) on ``slot``'s pipelines.
+
+        Returns one entry per job, in order: a DALI tensor (HWC ``uint8`` RGB, on the device when
+        ``device_id`` is set; ``np.asarray`` works on CPU ones), valid until this slot's
+        pipelines run again, or the job's :class:`FrameDecodeError`. Raises
+        :class:`DeviceOutOfMemory` when DALI ran out of memory, and sticky CUDA errors as they are.
+        """
+        results: list[Any] = [None] * len(jobs)
+        groups: dict[Any, list[int]] = {}
+        for i, job in enumerate(jobs):
+            if job.passthrough:
+                raise ValueError(f"{job.frame.label}: passthrough jobs are not decoded")
+            why = host_precheck(job.frame)
+            if why is not None:
+                self.host_rejects += 1
+                results[i] = FrameDecodeError(job.frame.label, f"refused before DALI: {why}")
+                continue
+            groups.setdefault(self._key(job), []).append(i)
+        with self._lock:
+            for key, idx in groups.items():
+                if len(idx) > self.max_batch:
+                    raise ValueError(f"run_batch got {len(idx)} frames for pipelines of batch size {self.max_batch}")
+                if idx:
+                    for i, r in self._decode_group(jobs, idx, key, slot).items():
+                        results[i] = r
+        return results
 
     def decode(
         self,
@@ -192,49 +281,77 @@ class DaliDecoder:
     ) -> list[R | FrameError]:
         """Decode ``jobs`` (resized to ``job.out_size`` where needed) and pass the images to ``consume``.
 
-        ``consume(jobs, images)`` receives DALI tensors (HWC ``uint8`` RGB, on the device when
-        ``device_id`` is set; ``np.asarray`` works on CPU ones) and must finish with them before it
-        returns: they are only valid until the pipeline's next run. Returns one result per job, in
-        order: what ``consume`` returned for it, or the job's :class:`FrameDecodeError`. Raises
-        :class:`DeviceOutOfMemory` when DALI ran out of memory.
+        ``consume(jobs, images)`` receives the decoded frames of one run and must finish with them
+        before it returns (they are only valid until the pipeline's next run). Returns one result
+        per job, in order: what ``consume`` returned for it, or the job's :class:`FrameDecodeError`.
         """
         results: list[Any] = [None] * len(jobs)
-        todo: dict[Any, list[int]] = {}
-        for i, job in enumerate(jobs):
-            if job.passthrough:
-                raise ValueError(f"{job.frame.label}: passthrough jobs are not decoded")
-            if job.frame.kind == "jpeg":
-                # A JPEG without its end-of-image marker fails in Pillow on the CPU path; nvJPEG may
-                # not notice. (A PNG missing only IEND decodes in both, so PNGs are left to DALI.)
-                try:
-                    check_complete(job.frame)
-                except FrameError as e:
-                    results[i] = e
-                    continue
-            todo.setdefault(self._key(job), []).append(i)
-        with self._lock:
-            for key, idx in todo.items():
-                for s in range(0, len(idx), self.max_batch):
-                    part = idx[s : s + self.max_batch]
-                    for i, r in zip(part, self._decode_part([jobs[i] for i in part], key, consume)):
-                        results[i] = r
+        for s in range(0, len(jobs), self.max_batch):
+            part = list(jobs[s : s + self.max_batch])
+            out = self.run_batch(part, 0)
+            ok = [k for k, r in enumerate(out) if not isinstance(r, FrameError)]
+            for k, r in enumerate(out):
+                if isinstance(r, FrameError):
+                    results[s + k] = r
+            if ok:
+                for k, r in zip(ok, consume([part[k] for k in ok], [out[k] for k in ok])):
+                    results[s + k] = r
         return results
 
-    def _decode_part(self, jobs: list[Job], key: Any, consume: Callable[[list[Job], list[Any]], list[R]]) -> list[Any]:
+    def _attempt(self, jobs: Sequence[Job], idx: list[int], key: Any, slot: int) -> list[Any] | BaseException:
+        """One run of ``idx``: its images, or the decode error (after dropping the pipeline)."""
         try:
-            images = self._run(jobs, key)
-        except Exception as e:  # noqa: BLE001 - DALI raises RuntimeError/IndexError for bad data
-            self._invalidate(key)
+            return self._run([jobs[i] for i in idx], key, slot)
+        except Exception as e:  # noqa: BLE001 - DALI raises RuntimeError for bad data
+            self.failed_runs += 1
+            self._invalidate(key, slot)
+            if is_sticky_error(e):
+                raise
             if is_oom_error(e):
-                raise DeviceOutOfMemory(f"DALI ran out of memory decoding {len(jobs)} frame(s): {e}") from e
-            if len(jobs) == 1:
-                return [_decode_error(jobs[0], e)]
-            log.debug("DALI batch of %d failed (%s); isolating the bad frame(s)", len(jobs), _first_line(e))
-            out: list[Any] = []
-            for job in jobs:
-                out.extend(self._decode_part([job], key, consume))
-            return out
-        return list(consume(jobs, images))
+                raise DeviceOutOfMemory(f"DALI ran out of memory decoding {len(idx)} frame(s): {_first_line(e)}") from e
+            return e
+
+    def _decode_group(self, jobs: Sequence[Job], idx: list[int], key: Any, slot: int) -> dict[int, Any]:
+        """Images (or errors) for the jobs ``idx``, which share a pipeline: the last run is the one
+        whose outputs are returned, so it holds every good frame."""
+        out: dict[int, Any] = {}
+        todo = list(idx)
+        while todo:
+            got = self._attempt(jobs, todo, key, slot)
+            if not isinstance(got, BaseException):
+                out.update(zip(todo, got))
+                return out
+            k = failed_sample(got)
+            if k is not None and 0 <= k < len(todo):
+                i = todo.pop(k)
+                out[i] = _decode_error(jobs[i], got)
+                self.bad_samples += 1
+                log.debug("DALI refused %s (sample #%d of %d); running the rest again", jobs[i].frame.label, k, len(todo) + 1)
+                continue
+            bad = self._bisect(jobs, todo, key, slot, got)
+            if not bad:  # every part decodes on its own: not a bad frame, so not a decode error
+                raise RuntimeError(f"DALI failed a batch of {len(todo)} whose parts decode alone: {_first_line(got)}") from got
+            for i, e in bad.items():
+                out[i] = e
+            self.bad_samples += len(bad)
+            todo = [i for i in todo if i not in bad]
+        return out
+
+    def _bisect(self, jobs: Sequence[Job], idx: list[int], key: Any, slot: int, err: BaseException) -> dict[int, FrameDecodeError]:
+        """Find the frames of ``idx`` (which failed with ``err``, naming no sample) that fail alone."""
+        if len(idx) == 1:
+            return {idx[0]: _decode_error(jobs[idx[0]], err)}
+        half = len(idx) // 2
+        bad: dict[int, FrameDecodeError] = {}
+        for part in (idx[:half], idx[half:]):
+            got = self._attempt(jobs, part, key, slot)
+            if isinstance(got, BaseException):
+                k = failed_sample(got)
+                if k is not None and 0 <= k < len(part):
+                    bad[part[k]] = _decode_error(jobs[part[k]], got)  # the rest of this half is retried by the caller
+                else:
+                    bad.update(self._bisect(jobs, part, key, slot, got))
+        return bad
 
     def close(self) -> None:
         """Release the pipelines."""

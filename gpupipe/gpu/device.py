@@ -1,21 +1,29 @@
 """The device layer of the GPU backend: the stages that touch CUDA, DALI and nvImageCodec.
 
-:class:`DeviceLayer` implements the two batch operations :class:`~gpupipe.gpu.backend.GpuBackend`
-needs, each returning one URI ``str`` (or :class:`~gpupipe.errors.FrameError`) per job:
+:class:`DeviceLayer` implements the batch operations :class:`~gpupipe.gpu.backend.GpuBackend`
+needs, each giving one URI ``str`` (or :class:`~gpupipe.errors.FrameError`) per job, in two
+phases so that the backend can overlap one batch's device work with the previous batch's host
+work (``*_begin(jobs, slot)`` → handle, ``*_end(handle)`` → results; ``slot`` 0 or 1 picks one of
+two sets of reused buffers and pipelines):
 
-``passthrough(jobs)``
-    pack the frames and their ``data:`` prefixes into one reused pinned host buffer (with the
-    kernel's frame table) → one host-to-device copy → the base64 kernel (one launch for the
-    batch) → one device-to-host copy of all URIs into a reused pinned buffer → each URI ``str``
-    built from its span with :func:`gpupipe.uri.assemble_uri` (one copy).
-``transcode(jobs)``
-    DALI decode (+ resize) on the device → nvImageCodec JPEG encode from DALI's device buffers →
-    the bitstream arrives in host memory → :func:`gpupipe.uri.build_uri` (pybase64 writing
-    straight into the final ``str``). Base64 of transcoded frames runs on the host on purpose:
-    the JPEG is already on the host (nvImageCodec returns host ``CodeStream`` s), and sending it
-    back over PCIe for the kernel and fetching 4/3 of it again costs two transfers plus a
-    synchronisation, ~0.2 ms for a 2 MB 4K JPEG at ~25 GB/s, while pybase64 encodes it in
-    ~0.4 ms with the final ``str`` written once, and the host string must be written anyway.
+passthrough (used when ``passthrough_device: gpu``)
+    begin: pack the frames and their ``data:`` prefixes into the slot's pinned host buffer (with
+    the kernel's frame table) → one host-to-device copy → the base64 kernel (one launch for the
+    batch) → one device-to-host copy of all URIs into the slot's pinned output buffer → wait for
+    the layer's stream. end: each URI ``str`` built from its span with
+    :func:`gpupipe.uri.assemble_uri` (one copy).
+transcode (target JPEG)
+    begin: DALI decode (+ resize) on the device, on the slot's pipelines. end: nvImageCodec JPEG
+    encode from DALI's device buffers → the bitstream arrives in host memory →
+    :func:`gpupipe.uri.build_uri` (pybase64 writing straight into the final ``str``). Base64 of
+    transcoded frames runs on the host on purpose: the JPEG is already on the host (nvImageCodec
+    returns host ``CodeStream`` s), and sending it back over PCIe for the kernel and fetching 4/3
+    of it again costs two transfers plus a synchronisation, ~0.2 ms for a 2 MB 4K JPEG at
+    ~25 GB/s, while pybase64 encodes it in ~0.4 ms with the final ``str`` written once.
+
+Every CUDA call runs inside ``cupy.cuda.Device(device_id)`` (pinned allocations included), so
+``gpu: 1`` never creates a context on, or synchronises, device 0. The base64 kernel is loaded on
+first use (a prebuilt fatbin; see :mod:`gpupipe.gpu.kernel_build`).
 
 With ``device_id=None`` the same layer runs without a GPU: the NumPy twin of the kernel
 (:mod:`gpupipe.b64`) instead of CuPy, DALI's CPU backend and nvImageCodec's CPU encoder. That
@@ -27,23 +35,26 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, ContextManager, Iterator, Sequence
 
 import numpy as np
 
-from ..b64 import ALIGN, batch_layout, encode_packed, pack_batch, uris_from_buffer
+from ..b64 import ALIGN, BatchLayout, batch_layout, encode_packed, pack_batch, uris_from_buffer
 from ..config import Config
 from ..errors import FrameDecodeError, FrameError
 from ..plan import Job
 from ..uri import b64_len, build_uri
-from .dali_decode import DaliDecoder, is_oom_error
+from .dali_decode import DaliDecoder
+from .faults import is_oom_error, is_sticky_error
 from .jpeg_encode import JpegEncoder
 from .staging import PinnedBuffers, cpu_fallback, make_device_pool
 
 __all__ = ["DeviceLayer", "passthrough_cost", "transcode_cost"]
 
 log = logging.getLogger("gpupipe.gpu.device")
+
 
 _PREFIX_MAX = 32  # len("data:image/jpeg;base64,") is 23; room for alignment
 
@@ -73,6 +84,18 @@ def transcode_cost(job: Job) -> int:
     return len(job.frame.data) + decoded + resized + ow * oh * 3 // 2 + 4096
 
 
+@dataclass
+class _PassHandle:
+    layout: BatchLayout
+    host_out: np.ndarray
+
+
+@dataclass
+class _TransHandle:
+    jobs: list[Job]
+    decoded: list[Any]
+
+
 class DeviceLayer:
     """The GPU stages on CUDA device ``device_id``, or their CPU stand-ins when it is ``None``."""
 
@@ -81,21 +104,28 @@ class DeviceLayer:
         self.device_id = device_id
         threads = dali_threads or max(1, min(8, os.cpu_count() or 1))
         self._lock = threading.Lock()
+        self._kernel: Any = None
+        self._kernel_lock = threading.Lock()
         if device_id is None:
             self.pinned = PinnedBuffers(config.staging.pinned_bytes, alloc=lambda n: np.empty(n, np.uint8))
             self.pool = None
         else:
             import cupy as cp
 
+            from .staging import _CupyPinnedPool
+
             self._cp = cp
             self._device = cp.cuda.Device(device_id)
             with self._device:
                 self.pool = make_device_pool(config.staging.max_bytes)
                 self.stream = cp.cuda.Stream(non_blocking=True)
-                from .base64_kernel import get_kernel
+                pinned_pool = _CupyPinnedPool()
 
-                self.kernel = get_kernel()
-            self.pinned = PinnedBuffers(config.staging.pinned_bytes)
+            def alloc(n: int) -> np.ndarray:
+                with self._device:  # cudaHostAlloc creates a context on the current device
+                    return pinned_pool.alloc(n)
+
+            self.pinned = PinnedBuffers(config.staging.pinned_bytes, alloc=alloc, release=pinned_pool.release)
         self.decoder = DaliDecoder(device_id, max_batch=max(1, config.batch_size), num_threads=threads)
         self.jpeg = JpegEncoder(device_id)
 
@@ -112,12 +142,21 @@ class DeviceLayer:
         """Whether ``exc`` is an out-of-memory error of the device stack."""
         return is_oom_error(exc)
 
+    def is_fatal(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a sticky CUDA error: the context is dead for CuPy, DALI and nvImageCodec."""
+        return is_sticky_error(exc)
+
+    def device_bytes(self) -> int:
+        """Device bytes the staging pool holds now."""
+        return int(self.pool.total_bytes()) if self.pool is not None else 0
+
     def release(self) -> None:
-        """Free cached device memory after an out-of-memory error (CuPy pool blocks, DALI's unused memory)."""
+        """Free cached memory after an out-of-memory error (CuPy pool blocks, unused pinned blocks, DALI's unused memory)."""
         if self.pool is not None:
             with self._device:
                 self.stream.synchronize()
                 self.pool.free_all_blocks()
+            self.pinned._release()
             try:
                 from nvidia.dali import backend as dali_backend
 
@@ -125,76 +164,108 @@ class DeviceLayer:
             except Exception:  # noqa: BLE001 - older DALI, or nothing to release
                 log.debug("DALI ReleaseUnusedMemory failed", exc_info=True)
 
+    def _in_device(self) -> ContextManager[Any]:
+        return self._device if self.device_id is not None else nullcontext()
+
     @contextmanager
     def _on_device(self) -> Iterator[None]:
         cp = self._cp
         with self._device, cp.cuda.using_allocator(self.pool.malloc), self.stream:
             yield
 
+    @property
+    def kernel(self) -> Any:
+        """The base64 kernel on this device, loaded on first use (:func:`~gpupipe.gpu.base64_kernel.load_module`)."""
+        with self._kernel_lock:
+            if self._kernel is None:
+                with self._device:
+                    from .base64_kernel import get_kernel
+
+                    self._kernel = get_kernel()
+            return self._kernel
+
     # ------------------------------------------------------------------ passthrough
 
-    def passthrough(self, jobs: Sequence[Job]) -> list[Any]:
-        """URIs of passthrough jobs: the batch base64-encoded in one kernel launch, one copy back."""
+    def passthrough_begin(self, jobs: Sequence[Job], slot: int = 0) -> _PassHandle:
+        """Device part of a passthrough batch: the URIs of ``jobs`` in ``slot``'s pinned output buffer."""
         datas = [j.frame.data for j in jobs]
         layout = batch_layout([j.frame.mime for j in jobs], [len(d) for d in datas])
         with self._lock:
             if self.device_id is None:
-                host_in = pack_batch(datas, layout, self.pinned.get("in", layout.in_size))
-                host_out = self.pinned.get("out", layout.out_size)
+                host_in = pack_batch(datas, layout, self.pinned.get(f"in{slot}", layout.in_size))
+                host_out = self.pinned.get(f"out{slot}", layout.out_size)
                 encode_packed(host_in, layout, host_out)
-                return list(uris_from_buffer(host_out, layout, check_ascii=False))
-            return list(self._passthrough_device(datas, layout))
+                return _PassHandle(layout, host_out)
+            return _PassHandle(layout, self._passthrough_device(datas, layout, slot))
 
-    def _passthrough_device(self, datas: list[bytes], layout: Any) -> list[str]:
+    def passthrough_end(self, handle: _PassHandle) -> list[Any]:
+        """Host part: one ``str`` per URI span (the kernel writes only prefix and alphabet bytes
+        into the spans, so no ASCII re-check: one pass, as on the CPU path)."""
+        return list(uris_from_buffer(handle.host_out, handle.layout, check_ascii=False))
+
+    def passthrough(self, jobs: Sequence[Job]) -> list[Any]:
+        """URIs of passthrough jobs: the batch base64-encoded in one kernel launch, one copy back."""
+        return self.passthrough_end(self.passthrough_begin(jobs))
+
+    def _passthrough_device(self, datas: list[bytes], layout: Any, slot: int) -> np.ndarray:
         cp = self._cp
         rt = cp.cuda.runtime
+        kernel = self.kernel
         table = layout.kernel_table()
         table_off = (layout.in_size + 15) // 16 * 16
         up = table_off + table.nbytes
-        host_in = self.pinned.get("in", up)
+        host_in = self.pinned.get(f"in{slot}", up)
         pack_batch(datas, layout, host_in)
         host_in[table_off:up] = table.view(np.uint8)
-        host_out = self.pinned.get("out", layout.out_size)
+        host_out = self.pinned.get(f"out{slot}", layout.out_size)
         with self._on_device():
             d_in = cp.empty(up, cp.uint8)
             rt.memcpyAsync(d_in.data.ptr, host_in.ctypes.data, up, rt.memcpyHostToDevice, self.stream.ptr)
             d_table = d_in[table_off:up].view(cp.int64)
             d_out = cp.empty(max(layout.out_size, ALIGN), cp.uint8)
-            self.kernel.encode(d_in, layout, d_table=d_table, d_out=d_out, stream=self.stream)
+            kernel.encode(d_in, layout, d_table=d_table, d_out=d_out, stream=self.stream)
             if layout.out_size:
                 rt.memcpyAsync(host_out.ctypes.data, d_out.data.ptr, layout.out_size, rt.memcpyDeviceToHost, self.stream.ptr)
             self.stream.synchronize()
             del d_in, d_out, d_table
-        # The kernel writes only prefix and alphabet bytes into the spans (so no ASCII re-check:
-        # the host strings take one pass, as on the CPU path).
-        return uris_from_buffer(host_out[: layout.out_size], layout, check_ascii=False)
+        return host_out[: layout.out_size]
 
     # ------------------------------------------------------------------ transcode
 
-    def transcode(self, jobs: Sequence[Job]) -> list[Any]:
-        """URIs of transcode jobs (target ``jpeg``): DALI decode/resize → nvImageCodec JPEG → host base64."""
+    def transcode_begin(self, jobs: Sequence[Job], slot: int = 0) -> _TransHandle:
+        """Device part of a transcode batch: DALI decode (+ resize) on ``slot``'s pipelines."""
         for j in jobs:
             if j.passthrough or j.target != "jpeg":
                 raise ValueError(f"{j.frame.label}: the device layer transcodes to JPEG only (got target {j.target!r})")
         with self._lock:
-            out = self.decoder.decode(jobs, self._encode_images)
-        # A frame DALI refuses gets a second opinion from the CPU path, which decides: Pillow
-        # accepts some damage that nvImageCodec does not (a PNG missing only IEND, a bad IDAT CRC),
-        # and the two backends must accept and refuse the same frames. Only failing frames pay.
+            return _TransHandle(list(jobs), self.decoder.run_batch(jobs, slot))
+
+    def transcode_end(self, handle: _TransHandle) -> list[Any]:
+        """JPEG-encode the decoded frames (before their slot runs again) and build the URIs; a frame
+        DALI refused gets the CPU path's verdict."""
+        jobs, decoded = handle.jobs, handle.decoded
+        out: list[Any] = list(decoded)
+        ok = [i for i, d in enumerate(decoded) if not isinstance(d, FrameError)]
+        with self._in_device():
+            for i, r in zip(ok, self._encode_images([jobs[i] for i in ok], [decoded[i] for i in ok])):
+                out[i] = r
+        handle.decoded = []  # DALI's buffers are not touched after this
+        # Pillow accepts some damage that nvImageCodec does not (a PNG missing only IEND, a bad IDAT
+        # CRC), and the two backends must accept and refuse the same frames. Only failing frames pay.
         for i, r in enumerate(out):
             if isinstance(r, FrameDecodeError):
                 out[i] = _cpu_second_opinion(jobs[i])
         return out
 
+    def transcode(self, jobs: Sequence[Job]) -> list[Any]:
+        """URIs of transcode jobs (target ``jpeg``): DALI decode/resize → nvImageCodec JPEG → host base64."""
+        return self.transcode_end(self.transcode_begin(jobs))
+
     def _encode_images(self, jobs: list[Job], images: list[Any]) -> list[Any]:
-        """``consume`` for the decoder: JPEG-encode DALI's images (before its next run) and build URIs."""
+        """JPEG-encode DALI's images and build URIs. DALI's ``run()`` (called without a CUDA
+        stream) returned host-synchronous outputs, so the images are complete: no synchronisation
+        is needed before nvImageCodec reads them."""
         out: list[Any] = [None] * len(jobs)
-        if self.device_id is not None:
-            # DALI writes its outputs on its own stream and nvImageCodec's as_image() defaults to
-            # stream 0: finish DALI's work before the encoder reads the images. (Whether DALI's
-            # run() already guarantees this has not been checked on a GPU; the sync is cheap here,
-            # as this path is synchronous anyway.)
-            self._cp.cuda.runtime.deviceSynchronize()
         by_q: dict[int, list[int]] = {}
         for i, j in enumerate(jobs):
             by_q.setdefault(j.quality, []).append(i)
@@ -209,8 +280,14 @@ class DeviceLayer:
 
     # ------------------------------------------------------------------ reports
 
+    def stats(self) -> dict[str, int]:
+        """Counters: DALI runs, failed runs, rebuilds, frames refused on the host or by DALI."""
+        return self.decoder.stats()
+
     def info(self) -> dict[str, Any]:
-        """Device name, library versions and memory figures."""
+        """Device name, library versions, memory figures and where the kernel comes from."""
+        from .kernel_build import kernel_availability
+
         d: dict[str, Any] = {"device_id": self.device_id}
         try:
             import nvidia.dali as dali
@@ -237,8 +314,12 @@ class DeviceLayer:
             d["pool_limit_bytes"] = self.pool.get_limit()
             d["pool_used_bytes"] = self.pool.used_bytes()
             d["pool_held_bytes"] = self.pool.total_bytes()
+            d["kernel"] = self._kernel.loaded_from if self._kernel is not None else "not loaded yet (loads on the first GPU passthrough)"
+            d["kernel_source"] = kernel_availability()[1]
         d["pinned_bytes"] = self.pinned.nbytes
+        d["pinned_peak_bytes"] = self.pinned.peak_nbytes
         d["pinned_limit"] = self.pinned.limit
+        d.update(self.stats())
         return d
 
     def close(self) -> None:
@@ -260,5 +341,5 @@ def _cpu_second_opinion(job: Job) -> Any:
         return e
     except MemoryError:
         return FrameDecodeError(job.frame.label, "out of memory while decoding")
-    log.info("%s: DALI could not decode it but the CPU path could; used the CPU result", job.frame.label)
+    log.info("%s: the GPU decoder refused it but the CPU path decoded it; used the CPU result", job.frame.label)
     return uri

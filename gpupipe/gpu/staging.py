@@ -3,16 +3,19 @@
 * Device buffers that gpupipe allocates itself (the base64 kernel's input and output) come from a
   CuPy ``MemoryPool`` whose limit is ``staging.max_bytes`` (:func:`make_device_pool`), used through
   ``cupy.cuda.using_allocator`` so that other CuPy users in the process are not affected.
-* Pinned host buffers (:class:`PinnedBuffers`) are allocated once and reused across batches, up to
-  ``staging.pinned_bytes`` in all; a batch needing more gets ordinary pageable memory for that once.
+* Pinned host buffers (:class:`PinnedBuffers`) are allocated once and reused across batches; the
+  memory they hold never exceeds ``staging.pinned_bytes`` (a buffer that grows is freed before its
+  replacement is allocated); a batch needing more gets ordinary pageable memory for that once.
 * :class:`StagingBudget` accounts the bytes of the batches in flight (an estimate that also covers
   DALI's and nvImageCodec's own device memory, which does not come from the CuPy pool); its
   :meth:`~StagingBudget.stats` feed ``GpuBackend.info()`` / ``gpupipe info``.
 * :class:`StagedRunner` runs a job list through a device function in batches that fit the budget:
   a batch that would exceed it is split; a device out-of-memory error frees cached blocks, halves
   the batch and retries; a single frame that still does not fit (or alone exceeds the budget) is
-  encoded on the CPU path (:func:`gpupipe.cpu_backend.run_job`) with a warning. No frame is lost:
-  every job gets its URI or its :class:`~gpupipe.errors.FrameError`.
+  encoded on the CPU path (:func:`gpupipe.cpu_backend.run_job`) with a warning. A sticky CUDA
+  error ends the run with :class:`~gpupipe.gpu.faults.DeviceLost`, carrying what was finished.
+  Two-phase batches overlap one batch's device work with the previous batch's host work. No frame
+  is lost: every job gets its URI or its :class:`~gpupipe.errors.FrameError`.
 
 Nothing here imports CuPy at module level; the device is reached only through the callables the
 runner is given, so the logic is tested without a GPU by substituting them.
@@ -22,8 +25,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import warnings
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -31,6 +36,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..plan import Job
+from .faults import DeviceLost
 
 __all__ = [
     "StagingStats",
@@ -54,7 +60,12 @@ class GpuFallbackWarning(RuntimeWarning):
 
 @dataclass(frozen=True)
 class StagingStats:
-    """Staging state: bytes in flight now and at peak, the budget, and what the runner had to do."""
+    """Staging state: bytes in flight now and at peak, the budget, what is held, and what the runner had to do.
+
+    ``device_bytes``: device memory the staging pool holds now; ``pinned_bytes`` /
+    ``pinned_peak_bytes``: pinned host memory held now and at most (never above ``pinned_limit``);
+    ``unpinned_requests``: batches that had to use pageable memory because pinned did not fit.
+    """
 
     inflight_bytes: int
     peak_inflight_bytes: int
@@ -65,6 +76,9 @@ class StagingStats:
     splits: int
     oom_retries: int
     cpu_fallbacks: int
+    device_bytes: int = 0
+    pinned_peak_bytes: int = 0
+    unpinned_requests: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The stats as a plain dict."""
@@ -72,7 +86,11 @@ class StagingStats:
 
 
 class StagingBudget:
-    """Thread-safe accounting of the staging bytes held by batches in flight, against ``max_bytes``."""
+    """Thread-safe accounting of the staging bytes held by batches in flight, against ``max_bytes``.
+
+    ``gauges`` (settable): callables reporting ``device_bytes``, ``pinned_bytes``,
+    ``pinned_peak_bytes`` and ``unpinned_requests`` for :meth:`stats`.
+    """
 
     def __init__(self, max_bytes: int, pinned_limit: int = 0) -> None:
         if max_bytes < 1:
@@ -87,20 +105,30 @@ class StagingBudget:
         self.oom_retries = 0
         self.cpu_fallbacks = 0
         self.pinned_bytes: Callable[[], int] = lambda: 0
+        self.gauges: dict[str, Callable[[], int]] = {}
 
-    @contextmanager
-    def reserve(self, nbytes: int) -> Iterator[int]:
-        """Count ``nbytes`` as in flight for the duration of the block."""
+    def acquire(self, nbytes: int) -> int:
+        """Count ``nbytes`` as in flight (until :meth:`release`); returns the count."""
         nbytes = max(0, int(nbytes))
         with self._lock:
             self._inflight += nbytes
             self._peak = max(self._peak, self._inflight)
             self.batches += 1
+        return nbytes
+
+    def release(self, nbytes: int) -> None:
+        """No longer count ``nbytes`` (from :meth:`acquire`) as in flight."""
+        with self._lock:
+            self._inflight -= int(nbytes)
+
+    @contextmanager
+    def reserve(self, nbytes: int) -> Iterator[int]:
+        """Count ``nbytes`` as in flight for the duration of the block."""
+        n = self.acquire(nbytes)
         try:
-            yield nbytes
+            yield n
         finally:
-            with self._lock:
-                self._inflight -= nbytes
+            self.release(n)
 
     @property
     def inflight_bytes(self) -> int:
@@ -117,17 +145,20 @@ class StagingBudget:
 
     def stats(self) -> StagingStats:
         """A snapshot."""
+        g = {k: int(f()) for k, f in self.gauges.items()}
+        pinned = g.pop("pinned_bytes", None)
         with self._lock:
             return StagingStats(
                 inflight_bytes=self._inflight,
                 peak_inflight_bytes=self._peak,
                 max_bytes=self.max_bytes,
-                pinned_bytes=int(self.pinned_bytes()),
+                pinned_bytes=int(self.pinned_bytes()) if pinned is None else pinned,
                 pinned_limit=self.pinned_limit,
                 batches=self.batches,
                 splits=self.splits,
                 oom_retries=self.oom_retries,
                 cpu_fallbacks=self.cpu_fallbacks,
+                **g,
             )
 
 
@@ -182,7 +213,17 @@ class StagedRunner:
 
     ``is_oom(exc)`` tells device out-of-memory errors from others; ``release()`` is called after
     one (free the pool's cached blocks, DALI's unused memory) before the retry; ``fallback(job,
-    why)`` encodes one job elsewhere (default: :func:`cpu_fallback`).
+    why)`` encodes one job elsewhere (default: :func:`cpu_fallback`); ``is_fatal(exc)`` tells a
+    sticky CUDA error, after which :meth:`run` raises :class:`~gpupipe.gpu.faults.DeviceLost`
+    carrying what it finished.
+
+    Two-phase batches (``finish`` given): ``process(batch, slot)`` does the device part and
+    returns a handle, ``finish(handle)`` turns it into results. With ``overlap``, ``finish`` runs
+    on a helper thread while the next batch's ``process`` runs, on the other of two slots (double
+    buffering): batch k+1's upload/decode overlaps batch k's encode/download/strings. A slot is
+    reused only after the batch that last used it has finished. Two batches may then be in flight
+    at once, so batches are planned for half the device and pinned budgets; one that cannot share
+    the budget with the batch still finishing waits for it.
     """
 
     def __init__(
@@ -193,72 +234,161 @@ class StagedRunner:
         is_oom: Callable[[BaseException], bool],
         release: Callable[[], None] = lambda: None,
         fallback: Callable[[Job, str], Result] = cpu_fallback,
+        is_fatal: Callable[[BaseException], bool] = lambda e: False,
     ) -> None:
         self.budget = budget
         self.max_batch = max(1, int(max_batch))
         self.is_oom = is_oom
         self.release = release
         self.fallback = fallback
+        self.is_fatal = is_fatal
+        self.timings: deque[tuple[str, float]] = deque(maxlen=4096)
+        """``("process" | "finish", seconds)`` per batch phase, most recent last (for the overlap benchmark)."""
+        self._finisher: ThreadPoolExecutor | None = None
 
     def run(
         self,
         jobs: Sequence[Job],
-        process: Callable[[list[Job]], list[Result]],
+        process: Callable[..., Any],
         device_cost: Callable[[Job], int],
         host_cost: Callable[[Job], int] | None = None,
+        *,
+        finish: Callable[[Any], list[Result]] | None = None,
+        overlap: bool = False,
     ) -> list[Result]:
-        """One result per job, in order. ``process(batch)`` returns one result per job of ``batch``."""
+        """One result per job, in order.
+
+        One-phase: ``process(batch)`` returns one result per job of ``batch``. Two-phase: see the
+        class docstring.
+        """
         jobs = list(jobs)
         if not jobs:
             return []
+        overlap = overlap and finish is not None
         costs = [int(device_cost(j)) for j in jobs]
         hcosts = [int(host_cost(j)) for j in jobs] if host_cost is not None else None
         limit = self.budget.max_bytes
+        share = 2 if overlap else 1
+        pinned = self.budget.pinned_limit if hcosts is not None and self.budget.pinned_limit > 0 else None
         batches = plan_batches(
-            costs, limit, self.max_batch, hcosts, self.budget.pinned_limit if hcosts is not None and self.budget.pinned_limit > 0 else None
+            costs, max(1, limit // share), self.max_batch, hcosts, None if pinned is None else max(1, pinned // share)
         )
         naive = (len(jobs) + self.max_batch - 1) // self.max_batch
         if len(batches) > naive:
             self.budget.note(splits=len(batches) - naive)
-        results: list[Result] = [None] * len(jobs)
-        done = [False] * len(jobs)
-        queue: deque[list[int]] = deque(batches)
-        while queue:
-            batch = queue.popleft()
-            if len(batch) == 1 and costs[batch[0]] > limit:
-                i = batch[0]
-                results[i] = self._fallback(jobs[i], f"needs ~{costs[i]} staging bytes, over the budget of {limit}")
-                done[i] = True
-                continue
-            try:
-                with self.budget.reserve(sum(costs[i] for i in batch)):
-                    out = process([jobs[i] for i in batch])
-                if len(out) != len(batch):
-                    raise RuntimeError(f"device stage returned {len(out)} results for {len(batch)} jobs")
-            except Exception as e:  # noqa: BLE001 - every frame must still get a result
-                if self.is_oom(e):
-                    self._release()
-                    self.budget.note(oom_retries=1)
-                    if len(batch) > 1:
-                        half = (len(batch) + 1) // 2
-                        queue.appendleft(batch[half:])
-                        queue.appendleft(batch[:half])
-                        log.info("device out of memory on a batch of %d; retrying as %d + %d", len(batch), half, len(batch) - half)
-                        continue
-                    i = batch[0]
-                    results[i] = self._fallback(jobs[i], f"device out of memory even alone: {_short(e)}")
-                    done[i] = True
+        st = _RunState(jobs, [None] * len(jobs), [False] * len(jobs), deque(batches))
+        pending: tuple[list[int], Future, int] | None = None
+        slot = 0
+        try:
+            while st.queue or pending is not None:
+                if not st.queue:
+                    p, pending = pending, None
+                    self._collect(st, p)  # type: ignore[arg-type]
                     continue
-                log.exception("GPU batch of %d failed unexpectedly; encoding it on the CPU path", len(batch))
-                for i in batch:
-                    results[i] = self._fallback(jobs[i], f"GPU error: {_short(e)}")
-                    done[i] = True
-                continue
-            for i, r in zip(batch, out):
-                results[i] = r
-                done[i] = True
-        assert all(done), "staging lost a frame"  # by construction; guards future edits
-        return results
+                batch = st.queue.popleft()
+                if len(batch) == 1 and costs[batch[0]] > limit:
+                    i = batch[0]
+                    self._store(st, batch, [self._fallback(jobs[i], f"needs ~{costs[i]} staging bytes, over the budget of {limit}")])
+                    continue
+                cost = sum(costs[i] for i in batch)
+                if pending is not None and self.budget.inflight_bytes + cost > limit:
+                    p, pending = pending, None
+                    self._collect(st, p)  # both do not fit: let the other slot finish first
+                reserved = self.budget.acquire(cost)
+                part = [jobs[i] for i in batch]
+                t0 = time.perf_counter()
+                try:
+                    handle = process(part, slot) if finish is not None else process(part)
+                except Exception as e:  # noqa: BLE001 - every frame must still get a result
+                    self.budget.release(reserved)
+                    if pending is not None:  # drain before releasing memory or retrying
+                        p, pending = pending, None
+                        self._collect(st, p)
+                    self._failed(st, batch, e)
+                    continue
+                self.timings.append(("process", time.perf_counter() - t0))
+                if not overlap:
+                    try:
+                        out = self._timed_finish(finish, handle) if finish is not None else handle
+                        self._check_len(out, batch)
+                    except Exception as e:  # noqa: BLE001
+                        self._failed(st, batch, e)
+                        continue
+                    finally:
+                        self.budget.release(reserved)
+                        handle = None
+                    self._store(st, batch, out)
+                    continue
+                # The helper thread runs finishes in order; collecting the previous one frees the
+                # slot the next batch will use.
+                p, pending = pending, (batch, self._executor().submit(self._timed_finish, finish, handle), reserved)
+                handle = None
+                slot ^= 1
+                if p is not None:
+                    self._collect(st, p)
+        except BaseException:
+            if pending is not None:  # never leave a finish running on buffers about to be reused
+                wait([pending[1]])
+                self.budget.release(pending[2])
+            raise
+        assert all(st.done), "staging lost a frame"  # by construction; guards future edits
+        return st.results
+
+    # ------------------------------------------------------------------ helpers
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._finisher is None:
+            self._finisher = ThreadPoolExecutor(1, thread_name_prefix="gpupipe-gpu-finish")
+        return self._finisher
+
+    def _timed_finish(self, finish: Callable[[Any], list[Result]], handle: Any) -> list[Result]:
+        t0 = time.perf_counter()
+        try:
+            return finish(handle)
+        finally:
+            self.timings.append(("finish", time.perf_counter() - t0))
+
+    @staticmethod
+    def _check_len(out: Any, batch: list[int]) -> None:
+        if len(out) != len(batch):
+            raise RuntimeError(f"device stage returned {len(out)} results for {len(batch)} jobs")
+
+    def _store(self, st: "_RunState", batch: list[int], out: Sequence[Result]) -> None:
+        for i, r in zip(batch, out):
+            st.results[i] = r
+            st.done[i] = True
+
+    def _collect(self, st: "_RunState", pending: tuple[list[int], Future, int]) -> None:
+        batch, fut, reserved = pending
+        try:
+            out = fut.result()
+            self._check_len(out, batch)
+        except Exception as e:  # noqa: BLE001
+            self._failed(st, batch, e)
+            return
+        finally:
+            self.budget.release(reserved)
+        self._store(st, batch, out)
+
+    def _failed(self, st: "_RunState", batch: list[int], e: BaseException) -> None:
+        """A batch raised ``e``: lost device, out of memory (halve and retry), or anything else (CPU path)."""
+        jobs = st.jobs
+        if self.is_fatal(e):
+            raise DeviceLost(e, st.results, st.done) from e
+        if self.is_oom(e):
+            self._release()
+            self.budget.note(oom_retries=1)
+            if len(batch) > 1:
+                half = (len(batch) + 1) // 2
+                st.queue.appendleft(batch[half:])
+                st.queue.appendleft(batch[:half])
+                log.info("device out of memory on a batch of %d; retrying as %d + %d", len(batch), half, len(batch) - half)
+                return
+            i = batch[0]
+            self._store(st, batch, [self._fallback(jobs[i], f"device out of memory even alone: {_short(e)}")])
+            return
+        log.error("GPU batch of %d failed unexpectedly; encoding it on the CPU path", len(batch), exc_info=e)
+        self._store(st, batch, [self._fallback(jobs[i], f"GPU error: {_short(e)}") for i in batch])
 
     def _fallback(self, job: Job, why: str) -> Result:
         self.budget.note(cpu_fallbacks=1)
@@ -270,6 +400,20 @@ class StagedRunner:
         except Exception:  # noqa: BLE001 - best effort
             log.debug("releasing device memory failed", exc_info=True)
 
+    def close(self) -> None:
+        """Stop the helper thread."""
+        if self._finisher is not None:
+            self._finisher.shutdown(wait=True)
+            self._finisher = None
+
+
+@dataclass
+class _RunState:
+    jobs: list[Job]
+    results: list[Result]
+    done: list[bool]
+    queue: deque[list[int]]
+
 
 def _short(e: BaseException) -> str:
     s = str(e).strip().splitlines()
@@ -277,19 +421,33 @@ def _short(e: BaseException) -> str:
 
 
 class PinnedBuffers:
-    """Named host buffers reused across batches, pinned (page-locked) up to ``limit`` bytes in all.
+    """Named host buffers reused across batches, pinned (page-locked), holding at most ``limit`` bytes in all.
 
-    ``alloc(nbytes)`` returns a ``uint8`` NumPy array over pinned memory (default: CuPy's
-    ``cupyx.empty_pinned``). A buffer grows (to the next power of two) when a batch needs more; a
-    request that would push the total over ``limit`` gets a one-off pageable array instead.
+    ``alloc(nbytes)`` returns a ``uint8`` NumPy array over pinned memory and ``release()`` hands
+    pinned blocks nobody uses any more back to the system (default: a private CuPy
+    ``PinnedMemoryPool`` and its ``free_all_blocks``, so replaced buffers do not linger in a pool).
+    A buffer that must grow is dropped and released *before* its replacement is allocated, at the
+    size needed rounded up to :attr:`GRANULE` (or up to a quarter more, when that still fits, so
+    slowly growing batches do not reallocate every time). A request that cannot fit beside the
+    other buffers gets a one-off pageable array (counted in ``unpinned_requests``).
+
+    Callers must drop their views of a buffer before asking for the same name again (otherwise
+    its memory cannot be released and would be held twice).
     """
 
-    def __init__(self, limit: int, alloc: Callable[[int], np.ndarray] | None = None) -> None:
+    GRANULE = 64 << 10
+
+    def __init__(self, limit: int, alloc: Callable[[int], np.ndarray] | None = None, release: Callable[[], None] | None = None) -> None:
         self.limit = int(limit)
-        self._alloc = alloc or _cupy_pinned
+        if alloc is None:
+            pool = _CupyPinnedPool()
+            alloc, release = pool.alloc, pool.release
+        self._alloc = alloc
+        self._release_fn = release or (lambda: None)
         self._bufs: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self.unpinned_requests = 0
+        self.peak_nbytes = 0
 
     @property
     def nbytes(self) -> int:
@@ -298,34 +456,58 @@ class PinnedBuffers:
             return sum(b.nbytes for b in self._bufs.values())
 
     def get(self, name: str, nbytes: int) -> np.ndarray:
-        """A ``uint8`` array of at least ``nbytes`` (its first ``nbytes`` are what the caller uses)."""
+        """A ``uint8`` array of exactly ``nbytes`` (a view of a buffer of at least that size)."""
         nbytes = max(1, int(nbytes))
         with self._lock:
             buf = self._bufs.get(name)
             if buf is not None and buf.nbytes >= nbytes:
                 return buf[:nbytes]
             others = sum(b.nbytes for k, b in self._bufs.items() if k != name)
-            size = 1 << (nbytes - 1).bit_length()
-            if others + size > self.limit:
-                size = nbytes
-            if others + size > self.limit:
+            room = self.limit - others
+            need = -(-nbytes // self.GRANULE) * self.GRANULE
+            if need > room:
+                need = nbytes  # exact, when the rounding alone would not fit
+            if need > room:
                 self.unpinned_requests += 1
                 log.debug("pinned budget of %d bytes exceeded; %d pageable bytes for %r", self.limit, nbytes, name)
                 return np.empty(nbytes, np.uint8)
-            self._bufs.pop(name, None)  # free the smaller one first
-            buf = self._bufs[name] = self._alloc(size)
+            if buf is not None:
+                grown = -(-(buf.nbytes + buf.nbytes // 4) // self.GRANULE) * self.GRANULE
+                if need < grown <= room:
+                    need = grown
+                del self._bufs[name], buf  # the old one goes back before the new one is allocated
+                self._release()
+            buf = self._bufs[name] = self._alloc(need)
+            self.peak_nbytes = max(self.peak_nbytes, sum(b.nbytes for b in self._bufs.values()))
             return buf[:nbytes]
 
+    def _release(self) -> None:
+        try:
+            self._release_fn()
+        except Exception:  # noqa: BLE001 - best effort
+            log.debug("releasing pinned memory failed", exc_info=True)
+
     def clear(self) -> None:
-        """Drop every buffer."""
+        """Drop every buffer and release their memory."""
         with self._lock:
             self._bufs.clear()
+            self._release()
 
 
-def _cupy_pinned(nbytes: int) -> np.ndarray:
-    import cupyx
+class _CupyPinnedPool:
+    """Pinned allocations from a private ``cupy.cuda.PinnedMemoryPool`` (not CuPy's default pool)."""
 
-    return cupyx.empty_pinned((nbytes,), dtype=np.uint8)
+    def __init__(self) -> None:
+        import cupy as cp
+
+        self._pool = cp.cuda.PinnedMemoryPool()
+
+    def alloc(self, nbytes: int) -> np.ndarray:
+        mem = self._pool.malloc(nbytes)
+        return np.ndarray((nbytes,), np.uint8, buffer=mem)
+
+    def release(self) -> None:
+        self._pool.free_all_blocks()
 
 
 def make_device_pool(max_bytes: int) -> Any:
