@@ -12,15 +12,18 @@ import io
 import logging
 import os
 from struct import error as struct_error
+import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile
 
 from .errors import FrameDecodeError, FrameError
-from .plan import Job
+from .footprint import Header, cpu_footprint
+from .plan import Job, OutputSpec
 from .sources import Frame
 from .uri import build_uri
 
@@ -259,32 +262,53 @@ def run_job(job: Job, times: StageTimes | None = None) -> str:
 
 
 class CpuBackend:
-    """Runs jobs on a thread pool of ``workers`` threads (default: the number of cores)."""
+    """The CPU path as a :class:`~gpupipe.backend.Backend`: jobs on a thread pool of ``workers``
+    threads (default: the number of cores)."""
 
     name = "cpu"
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
         self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self.jobs = 0
 
     def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gpupipe-cpu")
-        return self._pool
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gpupipe-cpu")
+            return self._pool
 
     def run(self, jobs: list[Job]) -> list[str | FrameError]:
         """Each job's URI, or its :class:`FrameError`, in order."""
-        if not jobs:
-            return []
-        if len(jobs) == 1 or self.workers == 1:
+        self.jobs += len(jobs)
+        if len(jobs) <= 1 or self.workers == 1:
             return [run_job_guarded(j) for j in jobs]
         return list(self._executor().map(run_job_guarded, jobs))
 
+    def submit(self, job: Job) -> Future[str | FrameError]:
+        """Run ``job`` on the pool; its future's result is the URI or the :class:`FrameError`."""
+        self.jobs += 1
+        return self._executor().submit(run_job_guarded, job)
+
+    def footprint(self, header: Header, spec: OutputSpec) -> int:
+        """Host bytes this path holds at once for such a frame (:func:`~gpupipe.footprint.cpu_footprint`)."""
+        return cpu_footprint(header, spec)
+
+    def info(self) -> dict[str, Any]:
+        """The codec library and the thread count."""
+        return {"codec": pillow_flavour(), "workers": self.workers}
+
+    def stats(self) -> dict[str, int]:
+        """Jobs run so far."""
+        return {"cpu_jobs": self.jobs}
+
     def close(self) -> None:
         """Shut the thread pool down."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 def run_job_guarded(job: Job) -> str | FrameError:

@@ -15,9 +15,10 @@ from typing import Any, Iterable, Sequence
 
 from .config import Config, load_config
 from .cpu_backend import CpuBackend
-from .cache import Estimate
+from .admission import Estimate
+from .backend import Backend
 from .errors import BackendUnavailable, FrameError
-from .footprint import Header, cpu_footprint, gpu_footprint, read_header
+from .footprint import Header, read_header
 from .memory import release_large_allocations
 from .plan import Job, OutputSpec, plan_job
 from .sources import Frame, Source, default_max_source_bytes, read_frame, source_label
@@ -64,7 +65,7 @@ class FrameEncoder:
             release_large_allocations()
         requested = backend if backend != "auto" else self.config.backend
         self.backend, self.backend_reason = select_backend(requested, self.config)
-        self._impl: Any
+        self._impl: Backend
         if self.backend == "gpu":
             from .gpu import GpuBackend
 
@@ -116,7 +117,7 @@ class FrameEncoder:
         return list(self._io.map(self.read, sources, ds))
 
     def encode_jobs(self, frames: Sequence[Frame | FrameError], spec: OutputSpec) -> list[Any]:
-        """Plan and run already-read frames; one URI (or device URI) or FrameError each."""
+        """Plan and run already-read frames; one URI or FrameError each."""
         results: list[Any] = list(frames)
         jobs: list[Job] = []
         for i, fr in enumerate(frames):
@@ -144,11 +145,11 @@ class FrameEncoder:
         """
         spec = self.spec(output, size, quality)
         sources = list(sources)
-        chunk = max(self.config.batch_size, getattr(self._impl, "workers", 1))
+        chunk = max(self.config.batch_size, self._impl.workers)
         out: list[str | FrameError] = []
         for start in range(0, len(sources), chunk):
             part = sources[start : start + chunk]
-            out.extend(materialize(r) for r in self.encode_jobs(self.read_many(part), spec))
+            out.extend(self.encode_jobs(self.read_many(part), spec))
         return out
 
     def encode(
@@ -173,17 +174,11 @@ class FrameEncoder:
         """
         name = label if label is not None else source_label(source)
         header = read_header(source, name, max_pixels=self.config.max_pixels, max_bytes=self.max_source_bytes)
-        if self.backend == "gpu":
-            return gpu_footprint(header, spec), header
-        return cpu_footprint(header, spec), header
+        return self._impl.footprint(header, spec), header
 
     def info(self) -> dict[str, Any]:
         """What this encoder runs on, for reports."""
-        d = {"backend": self.backend, "reason": self.backend_reason}
-        extra = getattr(self._impl, "info", None)
-        if extra is not None:
-            d.update(extra())
-        return d
+        return {"backend": self.backend, "reason": self.backend_reason, **self._impl.info()}
 
     def close(self) -> None:
         """Release thread pools and device resources."""
@@ -196,9 +191,3 @@ class FrameEncoder:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def materialize(value: Any) -> Any:
-    """A backend result as the caller sees it: a URI ``str`` (device-resident values are copied out) or a FrameError."""
-    if isinstance(value, (str, FrameError)):
-        return value
-    return value.materialize()

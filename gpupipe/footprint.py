@@ -14,7 +14,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from .cache import Estimate
+from .admission import Estimate
 from .errors import FrameDecodeError, FrameError
 from .plan import OutputSpec, passes_through
 from .sources import Kind, Source, check_pixels, check_source_bytes, exif_orientation, fit_size, open_frame_file, probe, sniff
@@ -172,25 +172,26 @@ def cpu_footprint(header: Header, spec: OutputSpec) -> int:
     return src + px * 4 + copy + resized + encoded + _uri(encoded)
 
 
-def gpu_footprint(header: Header, spec: OutputSpec, *, passthrough_on_device: bool = False) -> Estimate:
+def gpu_footprint(header: Header, spec: OutputSpec, *, passthrough_on_device: bool = False, staging_slack: int = 0) -> Estimate:
     """``(host, device)`` bytes of the GPU path for this frame; pinned staging counts as device.
 
     Passthrough on the device: host source and URI; device and pinned staging of the source and
     URI. Transcode: host source, encoded JPEG and URI; device input, decoded and resized RGB and
     the encoder's bitstream/workspace. Frames the GPU backend sends to the CPU path (PNG output,
-    or passthrough when not on the device) cost :func:`cpu_footprint`.
+    or passthrough when not on the device) cost :func:`cpu_footprint`. ``staging_slack`` is added
+    to each staged copy for the allocators' rounding.
     """
     src = header.source_bytes
     if passes_through(header.display_size, header.orientation, spec):
         if not passthrough_on_device:
             return cpu_footprint(header, spec), 0
         uri = _uri(src)
-        return src + uri, 2 * (src + uri) + uri
+        return src + uri, 2 * (src + uri + staging_slack)
     if spec.format == "png" or (spec.format == "auto" and header.channels in (2, 4) and header.kind == "png"):
         return cpu_footprint(header, spec), 0
     ow, oh = fit_size(*header.display_size, spec.size)
     opx = ow * oh
     encoded = _encoded_bound(opx, False)
     resized = 0 if (ow, oh) == header.display_size else opx * 3
-    device = src + header.width * header.height * 3 + resized + opx * 3 // 2 + 4096
+    device = src + staging_slack + header.width * header.height * 3 + resized + opx * 3 // 2 + 4096
     return src + encoded + _uri(encoded), device

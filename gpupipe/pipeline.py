@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
-from .cache import CacheStats, Estimate, FrameCache
+from .admission import Estimate
+from .cache import CacheStats, FrameCache
 from .config import Config, load_config
-from .encoder import FrameEncoder, materialize
+from .encoder import FrameEncoder
 from .errors import FrameDecodeError, FrameError
 from .footprint import Header
 from .memory import release_large_allocations
@@ -79,8 +80,7 @@ class FramePipeline:
             checked = [_check_unchanged(fr, headers.get(k)) for k, fr in zip(ks, frames)]
             return self.encoder.encode_jobs(checked, self.spec)
 
-        results = self.cache.get_or_load_many(keys, load, estimate=estimate, label=label)
-        return [r if isinstance(r, BaseException) else materialize(r) for r in results]
+        return self.cache.get_or_load_many(keys, load, estimate=estimate, label=label)
 
     def get(self, source: Source) -> str:
         """The URI of ``source``; raises its :class:`FrameError` (nothing is cached then)."""

@@ -507,9 +507,11 @@ def test_pinned_memory_held_stays_within_its_setting(fake, monkeypatch):
     assert fake.pinned_held == 0  # closing frees it
 
 
-def test_inflight_estimate_covers_one_frame_on_device_pinned_and_host(fake, monkeypatch):
+def test_footprint_covers_one_frame_on_device_pinned_and_host(fake, monkeypatch):
     """What one passthrough frame really holds (device pool peak, pinned memory, the host URI)
-    is within ``inflight_estimate``."""
+    is within the backend's ``footprint``."""
+    from gpupipe.footprint import read_header
+
     from gpupipe.gpu.backend import GpuBackend
 
     cfg = replace(Config(), batch_size=1, passthrough_device="gpu")
@@ -521,7 +523,8 @@ def test_inflight_estimate_covers_one_frame_on_device_pinned_and_host(fake, monk
     try:
         (uri,) = backend.run([job])
         held = layer.pool.peak_used + fake.pinned_peak + len(uri) + len(data)
-        assert held <= backend.inflight_estimate(len(data))
+        host, device = backend.footprint(read_header(data, "frame"), OutputSpec("passthrough"))
+        assert held <= host + device and layer.pool.peak_used + fake.pinned_peak <= device
     finally:
         backend.close()
 

@@ -463,16 +463,23 @@ def test_passthrough_device_config_key_rejects_other_values(tmp_path):
         load_config(f)
 
 
-def test_inflight_estimate_counts_device_and_pinned_staging():
+def test_footprint_counts_device_and_pinned_staging():
+    from gpupipe.footprint import Header, cpu_footprint
+    from gpupipe.plan import OutputSpec
     from gpupipe.uri import b64_len
 
     n = 1 << 20
+    header = Header("png", 640, 360, 3, 1, n)
+    passthrough, resize = OutputSpec("passthrough"), OutputSpec("jpeg", (320, 180))
     host = n + b64_len(n) + 32
     gpu = _backend(FakeOps(10_000), passthrough_device="gpu")
     cpu = _backend(FakeOps(10_000), passthrough_device="cpu")
     rounding = 2 * PinnedBuffers.GRANULE + 4096
-    assert gpu.inflight_estimate(n) == 3 * host + 2 * rounding  # host strings, device buffers, pinned copies
-    assert cpu.inflight_estimate(n) == host + 2 * n  # the encoded source, uploaded for decoding
+    # host strings; device buffers and pinned copies, each with the allocators' rounding
+    assert gpu.footprint(header, passthrough) == (host, 2 * (host + rounding))
+    assert cpu.footprint(header, passthrough) == (cpu_footprint(header, passthrough), 0) == (host, 0)
+    _, device = cpu.footprint(header, resize)  # transcodes stay on the device: the upload, decoded and resized RGB
+    assert device >= n + rounding + 640 * 360 * 3 + 320 * 180 * 3
 
 
 # --------------------------------------------------------------------------- a lost device

@@ -30,13 +30,15 @@ import logging
 import os
 import threading
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Protocol, Sequence
 
+from ..admission import Estimate
 from ..config import Config
+from ..cpu_backend import CpuBackend
 from ..errors import FrameError
-from ..plan import Job
-from ..uri import b64_len
+from ..footprint import Header, gpu_footprint
+from ..plan import Job, OutputSpec
 from .faults import DeviceLost, is_sticky_error
 from .staging import PinnedBuffers, StagedRunner, StagingBudget
 
@@ -91,7 +93,7 @@ class GpuBackend:
             ops = DeviceLayer(config, device_id=config.gpu or 0)
         self.ops = ops
         self.workers = workers or config.workers or os.cpu_count() or 1
-        self.passthrough_device = getattr(config, "passthrough_device", "cpu")
+        self.passthrough_device = config.passthrough_device
         self.overlap = overlap
         self.budget = StagingBudget(config.staging.max_bytes, config.staging.pinned_bytes)
         pinned = getattr(ops, "pinned", None)
@@ -111,19 +113,11 @@ class GpuBackend:
             release=ops.release,
             is_fatal=getattr(ops, "is_fatal", is_sticky_error),
         )
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._cpu = CpuBackend(self.workers)
         self._device_lock = threading.Lock()
         self._closed = False
         self.device_lost: str | None = None
         """Why the device was given up (a sticky CUDA error), or ``None`` while it is in use."""
-        self.cpu_jobs = 0
-
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gpupipe-gpu-cpu")
-            return self._pool
 
     def route(self, job: Job) -> str:
         """Where ``job`` runs: ``"cpu"``, ``"passthrough"`` (the GPU kernel) or ``"transcode"`` (DALI + nvImageCodec)."""
@@ -179,13 +173,7 @@ class GpuBackend:
         return self._runner.run(jobs, one, cost, host)
 
     def _submit_cpu(self, jobs: list[Job], idx: list[int]) -> list[tuple[int, Future]]:
-        if not idx:
-            return []
-        from ..cpu_backend import run_job_guarded
-
-        self.cpu_jobs += len(idx)
-        ex = self._executor()
-        return [(i, ex.submit(run_job_guarded, jobs[i])) for i in idx]
+        return [(i, self._cpu.submit(jobs[i])) for i in idx]
 
     def _lose_device(self, cause: BaseException) -> None:
         """Give the device up for the rest of the process (once): one warning, one log record."""
@@ -200,23 +188,19 @@ class GpuBackend:
         log.warning(msg)
         warnings.warn(msg, GpuDeviceLostWarning, stacklevel=3)
 
-    def inflight_estimate(self, source_bytes: int) -> int:
-        """Bytes that encoding a source of ``source_bytes`` holds while in flight, for cache reservations.
+    def footprint(self, header: Header, spec: OutputSpec) -> Estimate:
+        """``(host, device)`` bytes a frame with ``header`` holds at once under ``spec`` on this backend.
 
-        Host: the source and its URI string. Staged on the device and in pinned host memory
-        (each counted): with ``passthrough_device: gpu``, the uploaded source and its URI span
-        (pinned: their copies); otherwise the encoded source that is uploaded for decoding.
-        The pipeline reserves this inside the cache's byte budget, so ``CacheStats.inflight_bytes``
-        reports it; the staging pool is bounded separately by ``staging.max_bytes`` and pinned
-        memory by ``staging.pinned_bytes``.
+        Device bytes count the device and pinned staging copies (pool and pinned-buffer rounding
+        included); frames routed to the CPU path (and every frame once the device is lost) cost
+        what the CPU path holds. The pipeline reserves this inside the cache's byte budget; the
+        staging pool is bounded separately by ``staging.max_bytes`` and pinned memory by
+        ``staging.pinned_bytes``.
         """
-        src = int(source_bytes)
-        uri = b64_len(src) + 32
-        if self.passthrough_device == "gpu":  # + rounding: pinned buffers to 64 KiB, pool blocks to 512 bytes
-            staged = src + uri + 2 * PinnedBuffers.GRANULE + 4096
-        else:
-            staged = src
-        return (src + uri) + 2 * staged
+        if self.device_lost is not None:
+            return self._cpu.footprint(header, spec)
+        return gpu_footprint(header, spec, passthrough_on_device=self.passthrough_device == "gpu",
+                             staging_slack=2 * PinnedBuffers.GRANULE + 4096)
 
     def staging_stats(self) -> dict[str, int]:
         """In-flight staging bytes, their peak, the budget, device and pinned bytes held, and the runner's counters."""
@@ -232,7 +216,7 @@ class GpuBackend:
                 d.update(dev_stats())
             except Exception:  # noqa: BLE001 - a report must not fail
                 log.debug("device stats failed", exc_info=True)
-        d["cpu_jobs"] = self.cpu_jobs
+        d.update(self._cpu.stats())
         d["device_lost"] = int(self.device_lost is not None)
         return d
 
@@ -263,10 +247,7 @@ class GpuBackend:
         if self._closed:
             return
         self._closed = True
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+        self._cpu.close()
         self._runner.close()
         try:
             self.ops.close()

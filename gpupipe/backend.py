@@ -1,0 +1,49 @@
+"""The backend contract: what :class:`~gpupipe.FrameEncoder` needs from the CPU and GPU paths.
+
+Both :class:`~gpupipe.cpu_backend.CpuBackend` and :class:`~gpupipe.gpu.backend.GpuBackend`
+implement it; the encoder reads, probes and plans frames, then hands the same
+:class:`~gpupipe.plan.Job` list to whichever backend runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from .admission import Estimate
+from .errors import FrameError
+from .footprint import Header
+from .plan import Job, OutputSpec
+
+__all__ = ["Backend"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A way to turn planned jobs into data URIs.
+
+    ``name`` is ``"cpu"`` or ``"gpu"``; ``workers`` is how many frames it works on at once on the
+    host (the encoder sizes its chunks by it).
+    """
+
+    name: str
+    workers: int
+
+    def run(self, jobs: list[Job]) -> list[str | FrameError]:
+        """Each job's URI, or its :class:`~gpupipe.errors.FrameError`, in order."""
+        ...
+
+    def footprint(self, header: Header, spec: OutputSpec) -> Estimate:
+        """Bytes (host, or ``(host, device)``) that a frame with ``header`` holds at once under ``spec``."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """What it runs on, for ``gpupipe info`` and reports."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """Its counters (jobs, fallbacks, staging figures)."""
+        ...
+
+    def close(self) -> None:
+        """Release threads and device resources."""
+        ...
