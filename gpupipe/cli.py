@@ -230,7 +230,7 @@ def demo(
 
 def _demo_clips(samples_dir: Optional[Path], frames: int, real: bool) -> list[tuple[str, list[Path]]]:
     if real:
-        from .ffmpeg_frames import extract_frames
+        from .tools.ffmpeg_frames import extract_frames
 
         base = samples_dir or Path(tempfile.gettempdir()) / "gpupipe-ffmpeg"
         clips = []
@@ -251,11 +251,11 @@ def bench(
     repeats: int = typer.Option(0, "--repeats", help="Timed repeats per workload (0: default for the mode)."),
     ffmpeg: bool = typer.Option(True, "--ffmpeg/--synthetic", help="Frames encoded by ffmpeg (default) or the synthetic generator."),
     soak: bool = typer.Option(True, "--soak/--no-soak", help="Run the 4K memory soak."),
-    goals: bool = typer.Option(False, "--goals", help="Only the rows the GPU goals need (4K JPEG/PNG transcode, resize-1080p, passthrough both ways); check with `python -m gpupipe.gpu.goals OUT/bench.json`."),
+    goals: bool = typer.Option(False, "--goals", help="Only the rows the GPU goals need (4K JPEG/PNG transcode, resize-1080p, passthrough both ways); check with `python -m gpupipe.tools.goals OUT/bench.json`."),
     max_seconds: float = typer.Option(0, "--max-seconds", min=0, help="Start no new row after this many seconds (0: no limit); the report says where it stopped."),
 ) -> None:
     """Throughput, host CPU cost (CPU-s/frame) and per-stage benchmark of the CPU (and GPU) path; writes results/ with charts."""
-    from .bench import run_bench
+    from .tools.bench import run_bench
 
     run_bench(backend=backend, quick=quick, out=out, repeats=repeats or None, use_ffmpeg=ffmpeg, soak=soak,
               console=_wide_console(), goals=goals, max_seconds=max_seconds or None)

@@ -17,7 +17,7 @@
 #              with passthrough_device cpu and gpu, GPU path and CPU path on every core, frames/s and
 #              CPU-s/frame (soft limit $BENCH_MAX_S, 300 s; hard timeout 450 s; QUICK=1: the small
 #              matrix, for the CPU smoke)
-#   goals      python -m gpupipe.gpu.goals on bench-gpu's bench.json (+ the kernel step's JSON if
+#   goals      python -m gpupipe.tools.goals on bench-gpu's bench.json (+ the kernel step's JSON if
 #              present): PASS/FAIL/SKIP/INFO lines
 #   bench      the full `gpupipe bench --backend all` (not part of call1/call2: it may not fit a call)
 #
@@ -88,7 +88,7 @@ if want kernel; then
     "$OUT/base64-kernel.json" 2>&1 | tee "$OUT/kernel.log"
   rc=${PIPESTATUS[0]}
   if [ "$rc" -eq 0 ]; then
-    python3 -m gpupipe.gpu.goals --kernel "$OUT/base64-kernel.json" | tee "$OUT/kernel-goal.txt"
+    python3 -m gpupipe.tools.goals --kernel "$OUT/base64-kernel.json" | tee "$OUT/kernel-goal.txt"
     rc=${PIPESTATUS[0]}
   fi
   record kernel "$rc" "$OUT/base64-kernel.json"
@@ -103,7 +103,7 @@ if want goals; then
   echo "== goals"
   kernel_args=()
   [ -f "$OUT/base64-kernel.json" ] && kernel_args=(--kernel "$OUT/base64-kernel.json")
-  python3 -m gpupipe.gpu.goals "$OUT/bench-gpu/bench.json" "${kernel_args[@]}" > "$OUT/goals.txt" 2>&1
+  python3 -m gpupipe.tools.goals "$OUT/bench-gpu/bench.json" "${kernel_args[@]}" > "$OUT/goals.txt" 2>&1
   rc=$?
   cat "$OUT/goals.txt"
   record goals "$rc" "$OUT/goals.txt"

@@ -31,7 +31,7 @@ def _originals(args: argparse.Namespace, work: Path) -> list[Path]:
         from gpupipe.samples import write_samples
 
         return write_samples(work / "synthetic", sizes=(args.resolution,), kinds=(args.kind,), count=6)[(args.resolution, args.kind)]
-    from gpupipe.ffmpeg_frames import extract_frames
+    from gpupipe.tools.ffmpeg_frames import extract_frames
     from gpupipe.samples import SAMPLE_SIZES
 
     w, h = SAMPLE_SIZES[args.resolution]
@@ -43,7 +43,7 @@ def run_cell(args: argparse.Namespace, threads: int, budget_mib: int) -> dict:
     from gpupipe import FrameEncoder
     from gpupipe.config import Config, MiB
     from gpupipe.memory import allocator_tuning
-    from gpupipe.soak import alias_frames, run_soak
+    from gpupipe.tools.soak import alias_frames, run_soak
 
     work = Path(tempfile.gettempdir()) / "gpupipe-soak"
     originals = _originals(args, work)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-import gpupipe.gpu.goals as goals
-from gpupipe.bench import WORKLOADS, full_matrix, measure, median_time, stdlib_uri, timed_runs
+import gpupipe.tools.goals as goals
+from gpupipe.tools.bench import WORKLOADS, full_matrix, measure, median_time, stdlib_uri, timed_runs
 from gpupipe.config import Config
 from gpupipe.plan import OutputSpec
 
@@ -248,7 +248,7 @@ def test_session_script_rejects_unknown_steps(tmp_path):
 
 
 def _tiny_frames(monkeypatch, tmp_path):
-    import gpupipe.bench as bench
+    import gpupipe.tools.bench as bench
 
     monkeypatch.setattr(bench, "RESOLUTIONS", {"1080p": (192, 108), "4k": (384, 216)})
     monkeypatch.setattr(__import__("tempfile"), "tempdir", str(tmp_path))
@@ -341,7 +341,7 @@ def test_goals_bench_on_the_fake_gpu(fake_gpu, monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_quick_bench_writes_report(tmp_path, monkeypatch):
-    from gpupipe.bench import run_bench
+    from gpupipe.tools.bench import run_bench
 
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile

@@ -1,4 +1,4 @@
-"""Frames encoded by ffmpeg itself (gpupipe.ffmpeg_frames), at a small size."""
+"""Frames encoded by ffmpeg itself (gpupipe.tools.ffmpeg_frames), at a small size."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gpupipe import ffmpeg_frames as ff
+from gpupipe.tools import ffmpeg_frames as ff
 
 FFMPEG = ff.find_ffmpeg()
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="no ffmpeg (pip install imageio-ffmpeg)")

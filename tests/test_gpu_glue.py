@@ -270,7 +270,7 @@ def test_bench_gpu_report_path(fake_ctk, monkeypatch, tmp_path):
     """``gpupipe bench --backend gpu`` end to end on small frames: the GPU columns, the kernel and
     per-stage tables and the GPU/CPU chart are produced (the figures themselves mean nothing here)."""
     _cpu_dali_and_encoder(monkeypatch)
-    import gpupipe.bench as bench
+    import gpupipe.tools.bench as bench
     import gpupipe.gpu.bench as gbench
 
     real_bw = gbench.base64_kernel_bandwidth

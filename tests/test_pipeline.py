@@ -214,3 +214,19 @@ def test_encoder_alone_tunes_the_allocator(monkeypatch):
     with FrameEncoder(backend="cpu", tune_allocator=False):
         pass
     assert calls == [1]
+
+
+def test_core_loads_no_tooling(tmp_path, png_bytes):
+    """Importing gpupipe and encoding through open_pipeline loads neither the tooling nor its dependencies."""
+    import subprocess
+    import sys
+
+    f = tmp_path / "f.png"
+    f.write_bytes(png_bytes)
+    code = (
+        "import sys, gpupipe\n"
+        f"with gpupipe.open_pipeline(backend='cpu') as p: assert p.get({str(f)!r}).startswith('data:image/png')\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('gpupipe.tools', 'matplotlib', 'imageio_ffmpeg', 'cupy', 'nvidia')))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

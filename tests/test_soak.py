@@ -7,7 +7,7 @@ import pytest
 from gpupipe import FrameEncoder
 from gpupipe.config import MiB
 from gpupipe.samples import encode_frame, make_frame
-from gpupipe.soak import alias_frames, run_soak
+from gpupipe.tools.soak import alias_frames, run_soak
 
 
 @pytest.fixture(scope="module")

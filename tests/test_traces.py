@@ -1,4 +1,4 @@
-"""Access traces, LRU replay through the real FrameCache, and Belady's optimum (gpupipe.traces)."""
+"""Access traces, LRU replay through the real FrameCache, and Belady's optimum (gpupipe.tools.traces)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from gpupipe import traces as tr
+from gpupipe.tools import traces as tr
 
 MiB = tr.MiB
 

@@ -1,4 +1,4 @@
-"""GPU stage timings for ``gpupipe bench`` (needs a CUDA device; called by :mod:`gpupipe.bench`).
+"""GPU stage timings for ``gpupipe bench`` (needs a CUDA device; called by :mod:`gpupipe.tools.bench`).
 
 :func:`gpu_stage_benchmark` times each stage of the GPU path on a batch of encoded frames:
 ``upload`` (pinned host → device), ``decode`` (DALI ``mixed``), ``resize`` (DALI resize, as the

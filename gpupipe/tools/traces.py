@@ -18,7 +18,7 @@ The same key always has the same size. Four generators model how renderers read 
 variable sizes) on the same trace and bounds; :func:`hit_ratio_table` puts them side by
 side, :func:`format_table` prints it and :func:`plot_hit_ratios` draws a bar chart.
 
-``python -m gpupipe.traces [--chart out.png]`` prints the table for the default traces.
+``python -m gpupipe.tools.traces [--chart out.png]`` prints the table for the default traces.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Hashable, Iterable, Iterator, Mapping, Sequence
 
-from .cache import FrameCache
-from .uri import b64_len
+from ..cache import FrameCache
+from ..uri import b64_len
 
 __all__ = [
     "Request",
@@ -486,7 +486,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import json
 
-    ap = argparse.ArgumentParser(prog="python -m gpupipe.traces", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m gpupipe.tools.traces", description=__doc__.split("\n\n")[0])
     ap.add_argument("--max-entries", type=int, default=256)
     ap.add_argument("--max-mib", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)

@@ -137,10 +137,10 @@ def _passthrough_section(r: dict[str, Any]) -> list[str]:
 
 
 def _goals_section(r: dict[str, Any]) -> list[str]:
-    from .gpu.goals import check_goals, summary
+    from .goals import check_goals, summary
 
     checked = check_goals(r)
-    return ["", "### GPU goals (`python -m gpupipe.gpu.goals bench.json`)", "", "```"] + [str(x) for x in checked] + [summary(checked), "```"]
+    return ["", "### GPU goals (`python -m gpupipe.tools.goals bench.json`)", "", "```"] + [str(x) for x in checked] + [summary(checked), "```"]
 
 
 def markdown_report(r: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ Goals (every ratio compares figures from the same run, on the same host):
 Reported without a goal (``INFO`` lines): 4K PNG sources (DALI decodes PNG on CPU threads
 inside its ``mixed`` operator), and passthrough with ``passthrough_device`` ``cpu`` and ``gpu``.
 
-Run ``python -m gpupipe.gpu.goals [BENCH_JSON] [--kernel KERNEL_JSON]``. It prints one line per
+Run ``python -m gpupipe.tools.goals [BENCH_JSON] [--kernel KERNEL_JSON]``. It prints one line per
 goal, ``PASS: <goal>: <figures>``, ``FAIL: ...``, ``SKIP: ...`` (no GPU, or no results given for
 it) or ``INFO: ...``, then a summary line. Exit status: 0 when every goal was checked and
 passed; 1 when a goal failed (or was not measured on a host with a usable GPU, or an input file
@@ -229,7 +229,7 @@ def _load(path: Path | None) -> dict[str, Any] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: print the goal lines for the given result files; returns the exit status."""
-    ap = argparse.ArgumentParser(prog="python -m gpupipe.gpu.goals", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m gpupipe.tools.goals", description=__doc__.split("\n\n")[0])
     ap.add_argument("bench_json", nargs="?", type=Path, help="bench.json of `gpupipe bench --goals` (or any bench run)")
     ap.add_argument("--kernel", type=Path, help="JSON of base64_kernel_bandwidth (the session's kernel step)")
     args = ap.parse_args(argv)

@@ -22,11 +22,11 @@ from typing import Callable, Sequence
 
 import psutil
 
-from .cache import FrameCache
-from .demo import render_trace
-from .encoder import FrameEncoder
-from .errors import FrameError
-from .pipeline import FramePipeline
+from ..cache import FrameCache
+from ..demo import render_trace
+from ..encoder import FrameEncoder
+from ..errors import FrameError
+from ..pipeline import FramePipeline
 
 __all__ = ["SoakResult", "run_soak", "alias_frames"]
 
@@ -85,7 +85,7 @@ def alias_frames(originals: Sequence[Path], unique: int, directory: Path) -> lis
 
 def _device_used() -> Callable[[], int]:
     try:
-        from .gpu import gpu_available
+        from ..gpu import gpu_available
 
         if not gpu_available()[0]:
             return lambda: 0

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from .errors import GpupipeError
+from ..errors import GpupipeError
 
 __all__ = [
     "FrameKind",
@@ -252,7 +252,7 @@ def frames_or_synthetic(
     if prefer_ffmpeg and find_ffmpeg() is not None:
         paths = extract_frames(out_dir, width, height, count, kind, source, fps, grain=grain)
         return paths, ffmpeg_version() or "ffmpeg"
-    from .samples import encode_frame, make_frame
+    from ..samples import encode_frame, make_frame
 
     root = Path(out_dir) if out_dir is not None else default_frame_dir()
     folder = root / f"synthetic-{width}x{height}-{kind}-{count}f"

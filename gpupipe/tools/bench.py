@@ -20,7 +20,7 @@ over the runs, divided by the frames). GPU rows add both ratios against the CPU 
 Also measured (not with ``goals``): per-stage medians (read, decode, resize, encode, URI), URI
 assembly throughput beside a plain memory copy of the same size, a 4K memory soak (peak RSS
 against the budget) and cache hit ratios against Belady's optimum. ``goals=True`` measures only
-the rows the GPU goals need (:data:`gpupipe.gpu.goals.GOAL_MATRIX`) plus the GPU kernel and
+the rows the GPU goals need (:data:`gpupipe.tools.goals.GOAL_MATRIX`) plus the GPU kernel and
 stage tables. Results go to ``<out>/bench.json`` (rewritten after every row, so a run stopped
 early keeps what it measured), ``<out>/BENCH.md`` and PNG charts.
 """
@@ -42,12 +42,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from .config import Config, MiB, load_config
-from .cpu_backend import StageTimes, pillow_flavour, transcode
-from .encoder import FrameEncoder
-from .plan import OutputSpec, plan_job
-from .sources import read_frame
-from .uri import URI_METHOD, base64_impl, build_uri
+from ..config import Config, MiB, load_config
+from ..cpu_backend import StageTimes, pillow_flavour, transcode
+from ..encoder import FrameEncoder
+from ..plan import OutputSpec, plan_job
+from ..sources import read_frame
+from ..uri import URI_METHOD, base64_impl, build_uri
 
 __all__ = [
     "run_bench",
@@ -286,20 +286,20 @@ def run_bench(
     """Run the benchmark matrix and write JSON, markdown and charts under ``out``; returns the results.
 
     ``backend``: ``cpu`` (CPU path and stdlib baseline), ``gpu`` or ``all`` (add the GPU path
-    where a device is usable). ``goals``: only the rows of :data:`gpupipe.gpu.goals.GOAL_MATRIX`
+    where a device is usable). ``goals``: only the rows of :data:`gpupipe.tools.goals.GOAL_MATRIX`
     (4K JPEG and PNG, no stdlib baseline, no stage/URI/soak/hit-ratio sections), 8 distinct
     frames in batches of 32 (``quick``: 2 in batches of 4), 7 timed repeats; check them with
-    ``python -m gpupipe.gpu.goals <out>/bench.json``. ``max_seconds``: start no new row or GPU
+    ``python -m gpupipe.tools.goals <out>/bench.json``. ``max_seconds``: start no new row or GPU
     detail section after this many seconds (the report says where it stopped).
     """
-    from .gpu import gpu_available
+    from ..gpu import gpu_available
 
     say = console.print if console is not None else print
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = config or load_config()
     if goals:
-        from .gpu.goals import GOAL_MATRIX
+        from .goals import GOAL_MATRIX
 
         cells = list(GOAL_MATRIX)
         repeats = repeats or (1 if quick else 7)
@@ -440,7 +440,7 @@ def _passthrough_both_ways(
 
 
 def _check(results: list) -> list:
-    from .errors import FrameError
+    from ..errors import FrameError
 
     bad = [r for r in results if isinstance(r, FrameError)]
     if bad:
@@ -453,7 +453,7 @@ def _gpu_detail(
     out_of_time: Callable[[], bool],
 ) -> dict[str, Any]:
     """The kernel bandwidth and the GPU per-stage table for ``cells`` (batches of ``per_batch`` frames)."""
-    from .gpu.bench import base64_kernel_bandwidth, gpu_stage_benchmark
+    from ..gpu.bench import base64_kernel_bandwidth, gpu_stage_benchmark
 
     detail: dict[str, Any] = {"base64_kernel": base64_kernel_bandwidth(64 * MiB, 5 if quick else 20), "stages": []}
     for res, kind, wl in cells:
