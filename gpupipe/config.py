@@ -41,7 +41,9 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from .env import env
 from .errors import ConfigError
+from .vocabulary import BACKENDS, OUTPUT_FORMATS, PASSTHROUGH_DEVICES, GiB, KiB, MiB, PiB, parse_wxh
 
 __all__ = [
     "CacheConfig",
@@ -57,16 +59,9 @@ __all__ = [
 
 log = logging.getLogger("gpupipe.config")
 
-KiB = 1024
-MiB = 1024**2
-GiB = 1024**3
-PiB = 1024**5
 CACHE_BYTES_FLOOR = 64 * MiB
 """Smallest accepted cache byte budget; smaller budgets are clamped up with a warning."""
 
-OUTPUT_FORMATS = ("auto", "passthrough", "jpeg", "png")
-BACKENDS = ("auto", "gpu", "cpu")
-PASSTHROUGH_DEVICES = ("cpu", "gpu")
 
 # Bounds on values (documented in the README's configuration table).
 _MAX_SIZE = PiB  # every byte size
@@ -288,10 +283,10 @@ def _size_pair(value: Any, key: str, source: str) -> tuple[int, int] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        m = re.fullmatch(r"(\d+)\s*[xX]\s*(\d+)", value.strip()) if len(value) <= _MAX_TEXT else None
-        if not m:
-            raise ConfigError(f"expected [width, height] or 'WxH', got {_show(value)}", source=source, key=key)
-        value = [int(m.group(1)), int(m.group(2))]
+        try:
+            value = list(parse_wxh(value[:_MAX_TEXT + 1]))
+        except ValueError:
+            raise ConfigError(f"expected [width, height] or 'WxH', got {_show(value)}", source=source, key=key) from None
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise ConfigError(f"expected [width, height] or null, got {_show(value)}", source=source, key=key)
     w = _int(value[0], f"{key}[0]", source, 1, _MAX_OUTPUT_SIDE)
@@ -530,7 +525,7 @@ def load_config(path: str | os.PathLike[str] | None = None, gpu: int | None = No
     """
     cfg = Config(gpu=gpu)
     if path is None:
-        path = os.environ.get("GPUPIPE_CONFIG") or None
+        path = env("GPUPIPE_CONFIG")
     if path is not None:
         p = Path(path)
         src = str(p)
@@ -551,8 +546,7 @@ def load_config(path: str | os.PathLike[str] | None = None, gpu: int | None = No
 
 
 def _apply_env(cfg: Config) -> Config:
-    env = os.environ
-    if v := env.get("GPUPIPE_CACHE_BYTES_MB"):
+    if v := env("GPUPIPE_CACHE_BYTES_MB"):
         try:
             mb = float(v) if len(v) <= _MAX_TEXT else math.nan
         except ValueError:
@@ -565,7 +559,11 @@ def _apply_env(cfg: Config) -> Config:
             )
         n = _clamp_cache_bytes(int(mb * MiB), "GPUPIPE_CACHE_BYTES_MB", "environment", stacklevel=4)
         cfg = replace(cfg, cache=replace(cfg.cache, max_bytes=n))
-    if v := env.get("GPUPIPE_CACHE_MAX_ENTRIES"):
+    if v := env("GPUPIPE_CACHE_MAX_BYTES"):
+        key = "GPUPIPE_CACHE_MAX_BYTES"
+        n = _clamp_cache_bytes(parse_size(v, key=key, source="environment"), key, "environment", stacklevel=4)
+        cfg = replace(cfg, cache=replace(cfg.cache, max_bytes=n))
+    if v := env("GPUPIPE_CACHE_MAX_ENTRIES"):
         try:
             n = int(v) if len(v) <= _MAX_TEXT else 0
         except ValueError:
@@ -577,6 +575,6 @@ def _apply_env(cfg: Config) -> Config:
                 key="GPUPIPE_CACHE_MAX_ENTRIES",
             )
         cfg = replace(cfg, cache=replace(cfg.cache, max_entries=n))
-    if v := env.get("GPUPIPE_BACKEND"):
+    if v := env("GPUPIPE_BACKEND"):
         cfg = replace(cfg, backend=_choice(v, "GPUPIPE_BACKEND", "environment", BACKENDS))
     return cfg

@@ -26,6 +26,7 @@ from .footprint import Header, cpu_footprint
 from .plan import Job, OutputSpec
 from .sources import Frame
 from .uri import build_uri
+from .vocabulary import MIME
 
 __all__ = ["CpuBackend", "run_job", "run_job_guarded", "decode_frame", "resize_image", "encode_image", "pillow_flavour", "StageTimes"]
 
@@ -223,7 +224,7 @@ def transcode(job: Job, times: StageTimes | None = None) -> tuple[str, memoryvie
     t3 = clock()
     if times is not None:
         times.update(decode=t1 - t0, resize=t2 - t1, encode=t3 - t2)
-    return ("image/png" if fmt == "png" else "image/jpeg"), data
+    return MIME["png" if fmt == "png" else "jpeg"], data
 
 
 def _run_job(job: Job, times: StageTimes | None) -> str:

@@ -22,6 +22,7 @@ from .footprint import Header, read_header
 from .memory import release_large_allocations
 from .plan import Job, OutputSpec, plan_job
 from .sources import Frame, Source, default_max_source_bytes, read_frame, source_label
+from .vocabulary import BACKENDS, OUTPUT_FORMATS
 
 __all__ = ["FrameEncoder", "select_backend"]
 
@@ -35,7 +36,7 @@ def select_backend(requested: str, config: Config) -> tuple[str, str]:
     ``gpu`` raises :class:`BackendUnavailable` saying why the GPU path cannot run.
     """
     requested = requested.lower()
-    if requested not in ("auto", "gpu", "cpu"):
+    if requested not in BACKENDS:
         raise ValueError(f"backend must be auto, gpu or cpu; got {requested!r}")
     if requested == "cpu":
         return "cpu", "requested"
@@ -87,7 +88,7 @@ class FrameEncoder:
         """The :class:`OutputSpec` for these overrides of the config's ``output`` section."""
         o = self.config.output
         fmt = (output or o.format).lower()
-        if fmt not in ("auto", "passthrough", "jpeg", "png"):
+        if fmt not in OUTPUT_FORMATS:
             raise ValueError(f"output must be auto, passthrough, jpeg or png; got {output!r}")
         q = o.jpeg_quality if quality is None else int(quality)
         if not 1 <= q <= 100:

@@ -31,6 +31,8 @@ import logging
 import os
 import threading
 
+from .env import env
+
 __all__ = ["release_large_allocations", "allocator_tuning"]
 
 log = logging.getLogger("gpupipe.memory")
@@ -52,7 +54,7 @@ def release_large_allocations(threshold: int = DEFAULT_THRESHOLD) -> bool:
     with _lock:
         if _applied is not None:
             return True
-        if os.environ.get("GPUPIPE_MALLOC_TUNE", "1") == "0" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        if env("GPUPIPE_MALLOC_TUNE") == "0" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
             return False
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

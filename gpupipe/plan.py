@@ -7,20 +7,19 @@ decisions and produce the same kind of URI for every frame.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from .sources import Frame, check_complete, fit_size
+from .vocabulary import OutputFormat, Target
 
 __all__ = ["OutputSpec", "Job", "plan_job", "passes_through"]
 
-Target = Literal["jpeg", "png", "auto"]
 
 
 @dataclass(frozen=True)
 class OutputSpec:
     """What the caller asked for: ``format`` (auto|passthrough|jpeg|png), ``size`` (fit inside) and JPEG ``quality``."""
 
-    format: str = "auto"
+    format: OutputFormat = "auto"
     size: tuple[int, int] | None = None
     quality: int = 90
     png_compress_level: int = 1
@@ -75,7 +74,7 @@ def plan_job(index: int, frame: Frame, spec: OutputSpec) -> Job:
     if passes_through(disp, frame.orientation, spec):
         check_complete(frame)
         return Job(index, frame, True, frame.kind, disp, spec.quality, spec.png_compress_level)
-    target: Target = "auto" if spec.format == "auto" else spec.format  # type: ignore[assignment]
+    target: Target = "png" if spec.format == "png" else "jpeg" if spec.format == "jpeg" else "auto"
     if target == "auto" and not frame.may_have_alpha:
         target = "jpeg"
     return Job(index, frame, False, target, out_size, spec.quality, spec.png_compress_level)

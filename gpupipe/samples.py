@@ -17,9 +17,12 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .env import env
+from .vocabulary import RESOLUTIONS
+
 __all__ = ["make_frame", "encode_frame", "write_samples", "SAMPLE_SIZES", "default_sample_dir"]
 
-SAMPLE_SIZES: dict[str, tuple[int, int]] = {"1080p": (1920, 1080), "4k": (3840, 2160)}
+SAMPLE_SIZES = RESOLUTIONS
 
 
 def make_frame(width: int, height: int, index: int = 0, seed: int = 0, alpha: bool = False) -> np.ndarray:
@@ -74,7 +77,7 @@ def encode_frame(pixels: np.ndarray, kind: Literal["png", "jpeg"], quality: int 
 
 def default_sample_dir() -> Path:
     """Where sample frames are cached: ``$GPUPIPE_SAMPLES`` or a folder in the temp dir."""
-    return Path(os.environ.get("GPUPIPE_SAMPLES") or Path(tempfile.gettempdir()) / "gpupipe-samples")
+    return Path(env("GPUPIPE_SAMPLES") or Path(tempfile.gettempdir()) / "gpupipe-samples")
 
 
 def write_samples(

@@ -24,9 +24,10 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, Union
+from typing import Iterator, Union
 
 from .errors import FrameDecodeError, FrameNotFound, FrameNotRegularFile, FrameTooLarge
+from .vocabulary import MIME, Kind
 
 __all__ = [
     "Source",
@@ -46,8 +47,6 @@ __all__ = [
 ]
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
-Kind = Literal["png", "jpeg"]
-MIME: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg"}
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"

@@ -180,3 +180,28 @@ gpus:
 def test_shipped_default_yaml_matches_builtin_defaults():
     path = ROOT / "configs" / "default.yaml"
     assert load_config(path) == Config(source=str(path))
+
+
+def test_every_environment_variable_is_declared_and_documented():
+    import re
+
+    from gpupipe.env import ENV_VARS
+
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(GPUPIPE_[A-Z_]+)` \|", readme, re.M))
+    assert documented == set(ENV_VARS)
+    code = "\n".join(p.read_text() for p in (ROOT / "gpupipe").rglob("*.py") if p.name != "env.py")
+    assert not re.search(r"environ(\.get)?\(?\[?[\"']GPUPIPE_", code), "read GPUPIPE_* variables through gpupipe.env.env()"
+    assert set(re.findall(r"env\(\"(GPUPIPE_[A-Z_]+)\"\)", code)) == set(ENV_VARS)
+
+
+def test_cache_max_bytes_env_uses_the_yaml_units(monkeypatch):
+    monkeypatch.setenv("GPUPIPE_CACHE_MAX_BYTES", "512MB")
+    assert load_config().cache.max_bytes == 512_000_000
+    monkeypatch.setenv("GPUPIPE_CACHE_BYTES_MB", "100")  # MiB, but the size string wins
+    assert load_config().cache.max_bytes == 512_000_000
+    monkeypatch.delenv("GPUPIPE_CACHE_MAX_BYTES")
+    assert load_config().cache.max_bytes == 100 * MiB
+    monkeypatch.setenv("GPUPIPE_CACHE_MAX_BYTES", "lots")
+    with pytest.raises(ConfigError, match="GPUPIPE_CACHE_MAX_BYTES"):
+        load_config()

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
+from ..env import env
 from ..errors import GpupipeError
 
 __all__ = [
@@ -108,7 +109,7 @@ def ffmpeg_version(exe: str | None = None) -> str | None:
 
 def default_frame_dir() -> Path:
     """Where extracted frames are cached: ``$GPUPIPE_FFMPEG_FRAMES`` or a folder in the temp dir."""
-    return Path(os.environ.get("GPUPIPE_FFMPEG_FRAMES") or Path(tempfile.gettempdir()) / "gpupipe-ffmpeg-frames")
+    return Path(env("GPUPIPE_FFMPEG_FRAMES") or Path(tempfile.gettempdir()) / "gpupipe-ffmpeg-frames")
 
 
 def _command(exe: str, width: int, height: int, count: int, kind: str, source: str, fps: int, pattern: str, grain: int = 0) -> list[str]:

@@ -1,0 +1,59 @@
+"""The words gpupipe uses everywhere, defined once: output formats, backends, where passthrough
+runs, image kinds and their MIME types, byte units, the standard resolutions, and ``WxH`` sizes.
+
+Modes are ``Literal`` types (plain strings in YAML, on the command line and in code); each has a
+tuple of its values for validation.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal, get_args
+
+__all__ = [
+    "OutputFormat", "OUTPUT_FORMATS", "BackendChoice", "BACKENDS", "PassthroughDevice", "PASSTHROUGH_DEVICES",
+    "Kind", "Target", "MIME", "KiB", "MiB", "GiB", "TiB", "PiB", "RESOLUTIONS", "parse_wxh",
+]
+
+OutputFormat = Literal["auto", "passthrough", "jpeg", "png"]
+"""What URIs to produce: ``auto`` (pass through what already fits, else JPEG, PNG for alpha),
+``passthrough`` (the source bytes as they are), ``jpeg`` or ``png`` (always re-encoded)."""
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)
+
+BackendChoice = Literal["auto", "gpu", "cpu"]
+"""Which path encodes: ``auto`` (the GPU when usable, else the CPU), ``gpu`` or ``cpu``."""
+BACKENDS: tuple[BackendChoice, ...] = get_args(BackendChoice)
+
+PassthroughDevice = Literal["cpu", "gpu"]
+"""Where the GPU backend base64-encodes passthrough frames."""
+PASSTHROUGH_DEVICES: tuple[PassthroughDevice, ...] = get_args(PassthroughDevice)
+
+Kind = Literal["png", "jpeg"]
+"""An encoded image's format, as sniffed from its magic bytes."""
+
+Target = Literal["jpeg", "png", "auto"]
+"""A transcode's output: ``auto`` decides between JPEG and PNG from the decoded alpha."""
+
+MIME: dict[Kind, str] = {"png": "image/png", "jpeg": "image/jpeg"}
+
+KiB = 1024
+MiB = 1024**2
+GiB = 1024**3
+TiB = 1024**4
+PiB = 1024**5
+
+RESOLUTIONS: dict[str, tuple[int, int]] = {"1080p": (1920, 1080), "4k": (3840, 2160)}
+"""The standard frame sizes of the samples, benchmarks and demos."""
+
+_WXH = re.compile(r"\s*(\d{1,9})\s*[xX]\s*(\d{1,9})\s*")
+
+
+def parse_wxh(text: str) -> tuple[int, int]:
+    """``"1920x1080"`` → ``(1920, 1080)``; ``ValueError`` (saying what was expected) otherwise, or for a zero side."""
+    m = _WXH.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"expected WIDTHxHEIGHT such as 1920x1080, got {str(text)[:60]!r}")
+    w, h = int(m.group(1)), int(m.group(2))
+    if w < 1 or h < 1:
+        raise ValueError(f"width and height must be at least 1, got {w}x{h}")
+    return w, h
