@@ -18,6 +18,13 @@ __all__ = [
     "BudgetTimeout",
     "CacheError",
     "BackendUnavailable",
+    "DeviceOutOfMemory",
+    "DeviceLost",
+    "EncodeFailed",
+    "GpuFallbackWarning",
+    "GpuDeviceLostWarning",
+    "FfmpegUnavailable",
+    "FfmpegFailed",
 ]
 
 
@@ -92,3 +99,42 @@ class CacheError(GpupipeError, RuntimeError):
 
 class BackendUnavailable(GpupipeError, RuntimeError):
     """The requested backend cannot run here; the message says why (no CUDA device, CuPy or DALI missing)."""
+
+
+class DeviceOutOfMemory(RuntimeError):
+    """Device (or pinned host) memory ran out while processing a batch; the batch may be retried smaller."""
+
+
+class DeviceLost(RuntimeError):
+    """The CUDA context hit a sticky error: no further device work can succeed in this process.
+
+    ``cause`` is the library's exception; ``results``/``done`` hold what the staged run finished
+    before it (one slot per job; ``done[i]`` says whether ``results[i]`` is a result).
+    """
+
+    def __init__(self, cause: BaseException, results: list | None = None, done: list[bool] | None = None) -> None:
+        lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+        super().__init__(f"CUDA context lost: {(lines[0] if lines else type(cause).__name__)[:200]}")
+        self.cause = cause
+        self.results = results if results is not None else []
+        self.done = done if done is not None else []
+
+
+class EncodeFailed(RuntimeError):
+    """nvImageCodec could not encode an image (it returns ``None`` instead of raising)."""
+
+
+class GpuFallbackWarning(RuntimeWarning):
+    """A frame that should have run on the GPU was encoded on the CPU path instead."""
+
+
+class GpuDeviceLostWarning(RuntimeWarning):
+    """The GPU hit a sticky CUDA error; the rest of the process encodes on the CPU path."""
+
+
+class FfmpegUnavailable(GpupipeError, RuntimeError):
+    """No ffmpeg binary was found (neither imageio-ffmpeg's nor one on ``PATH``)."""
+
+
+class FfmpegFailed(GpupipeError, RuntimeError):
+    """ffmpeg ran but did not produce the expected frames; the message holds its stderr."""

@@ -37,6 +37,7 @@ from ..admission import Estimate
 from ..config import Config
 from ..cpu_backend import CpuBackend
 from ..errors import FrameError
+from ..errors import GpuDeviceLostWarning
 from ..footprint import Header, gpu_footprint
 from ..plan import Job, OutputSpec
 from .faults import DeviceLost, is_sticky_error
@@ -45,10 +46,6 @@ from .staging import PinnedBuffers, StagedRunner, StagingBudget
 __all__ = ["GpuBackend", "DeviceOps", "routes_to_cpu", "GpuDeviceLostWarning"]
 
 log = logging.getLogger("gpupipe.gpu.backend")
-
-
-class GpuDeviceLostWarning(RuntimeWarning):
-    """The GPU hit a sticky CUDA error; the rest of the process encodes on the CPU path."""
 
 
 class DeviceOps(Protocol):

@@ -26,6 +26,8 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
+from ..errors import DeviceLost, DeviceOutOfMemory
+
 __all__ = [
     "DeviceOutOfMemory",
     "DeviceLost",
@@ -34,24 +36,6 @@ __all__ = [
     "is_sticky_error",
     "cuda_status",
 ]
-
-
-class DeviceOutOfMemory(RuntimeError):
-    """Device (or pinned host) memory ran out while processing a batch; the batch may be retried smaller."""
-
-
-class DeviceLost(RuntimeError):
-    """The CUDA context hit a sticky error: no further device work can succeed in this process.
-
-    ``cause`` is the library's exception; ``results``/``done`` hold what the staged run finished
-    before it (one slot per job; ``done[i]`` says whether ``results[i]`` is a result).
-    """
-
-    def __init__(self, cause: BaseException, results: list | None = None, done: list[bool] | None = None) -> None:
-        super().__init__(f"CUDA context lost: {_first_line(cause)}")
-        self.cause = cause
-        self.results = results if results is not None else []
-        self.done = done if done is not None else []
 
 
 STICKY_CUDA_ERRORS: dict[int, str] = {

@@ -15,11 +15,9 @@ from __future__ import annotations
 import threading
 from typing import Any, Sequence
 
+from ..errors import EncodeFailed
+
 __all__ = ["JpegEncoder", "EncodeFailed"]
-
-
-class EncodeFailed(RuntimeError):
-    """nvImageCodec could not encode an image (it returns ``None`` instead of raising)."""
 
 
 class JpegEncoder:

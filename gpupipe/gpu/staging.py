@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..plan import Job
+from ..errors import GpuFallbackWarning
 from .faults import DeviceLost
 
 __all__ = [
@@ -52,10 +53,6 @@ __all__ = [
 log = logging.getLogger("gpupipe.gpu.staging")
 
 Result = Any  # str | FrameError (or a device-resident URI)
-
-
-class GpuFallbackWarning(RuntimeWarning):
-    """A frame that should have run on the GPU was encoded on the CPU path instead."""
 
 
 @dataclass(frozen=True)

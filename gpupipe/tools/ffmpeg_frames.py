@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..env import env
+from ..errors import FfmpegFailed, FfmpegUnavailable
 from ..errors import GpupipeError
 
 __all__ = [
@@ -55,14 +56,6 @@ _ALPHA_GRAPH = (
     "[0:v]format=rgba,split[a][b];[a]colorchannelmixer=aa=0.35[bg];"
     "[b]crop=iw/2:ih/2[fg];[bg][fg]overlay=W/4:H/4:format=auto,format=rgba[out]"
 )
-
-
-class FfmpegUnavailable(GpupipeError, RuntimeError):
-    """No ffmpeg binary was found (neither imageio-ffmpeg's nor one on ``PATH``)."""
-
-
-class FfmpegFailed(GpupipeError, RuntimeError):
-    """ffmpeg ran but did not produce the expected frames; the message holds its stderr."""
 
 
 def find_ffmpeg() -> str | None:
