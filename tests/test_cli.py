@@ -142,6 +142,19 @@ def test_config_errors_are_one_line_on_every_command(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_errors_inside_commands_are_one_line(tmp_path):
+    """Errors raised past option parsing (the bench's own config load, an unusable GPU backend) too."""
+    from conftest import gpu_state
+
+    r = run("bench", "--quick", "--synthetic", "--no-soak", "--out", str(tmp_path / "r"), env=_env(GPUPIPE_CACHE_MAX_ENTRIES="0"), timeout=120)
+    _one_line_error(r, "GPUPIPE_CACHE_MAX_ENTRIES")
+    if gpu_state()[0]:
+        return
+    r = run("demo", "--backend", "gpu", "--samples-dir", str(tmp_path / "s"))
+    _one_line_error(r, "GPU backend unavailable")
+    assert not (tmp_path / "s").exists()  # refused before writing sample frames
+
+
 def test_backend_option_is_case_insensitive(frame_files):
     r = run("encode", str(frame_files[1]), "--backend", "CPU")
     assert r.returncode == 0, r.stderr
