@@ -38,8 +38,10 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 # --------------------------------------------------------------------------- errors and option checks
 
 def _fail(message: str, prefix: str = "error") -> NoReturn:
-    """Print ``prefix: message`` as one line on stderr and exit with status 2 (a usage or input error)."""
-    err.print(f"[red]{prefix}:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+    """Print ``prefix: message`` as one line on stderr (a multi-line message, such as one quoting
+    ffmpeg's output, joined with `` | ``) and exit with status 2 (a usage or input error)."""
+    text = " | ".join(line.strip() for line in message.splitlines() if line.strip())
+    err.print(f"[red]{prefix}:[/red] {escape(text)}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
 
 

@@ -155,6 +155,17 @@ def test_errors_inside_commands_are_one_line(tmp_path):
     assert not (tmp_path / "s").exists()  # refused before writing sample frames
 
 
+def test_multi_line_error_message_is_one_line(capsys):
+    import typer
+
+    from gpupipe.cli import _fail
+
+    with pytest.raises(typer.Exit) as exc:
+        _fail("ffmpeg failed:\n  line one\n\nline two\n")
+    assert exc.value.exit_code == 2
+    assert capsys.readouterr().err == "error: ffmpeg failed: | line one | line two\n"
+
+
 def test_backend_option_is_case_insensitive(frame_files):
     r = run("encode", str(frame_files[1]), "--backend", "CPU")
     assert r.returncode == 0, r.stderr
