@@ -327,13 +327,13 @@ def test_demo_says_where_sample_frames_are(ffmpeg, tmp_path, monkeypatch):
 
     from typer.testing import CliRunner
 
-    import gpupipe.ffmpeg_frames
+    import gpupipe.tools.ffmpeg_frames
     import gpupipe.samples
     from gpupipe import cli
 
     calls: list = []
     fake_extract, fake_write = _fake_writer(calls)
-    monkeypatch.setattr(gpupipe.ffmpeg_frames, "extract_frames", fake_extract)
+    monkeypatch.setattr(gpupipe.tools.ffmpeg_frames, "extract_frames", fake_extract)
     monkeypatch.setattr(gpupipe.samples, "write_samples", fake_write)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
