@@ -2,25 +2,82 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, Iterable, List, NoReturn, Optional, TextIO, TypeVar
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .config import MiB, load_config
+from .config import _MAX_GPU_INDEX, MiB, load_config
 from .errors import ConfigError, FrameError, GpupipeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Video frames to data:image/...;base64 URIs on NVIDIA GPUs or the CPU, in a memory-bounded cache.")
 err = Console(stderr=True)
+
+PROGRESS_INTERVAL_S = 5.0
+"""Seconds between plain progress lines when stderr is not a terminal."""
+
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
+"""File name endings (any case) that ``encode DIR`` picks up."""
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+# --------------------------------------------------------------------------- errors and option checks
+
+def _fail(message: str, prefix: str = "error") -> NoReturn:
+    """Print ``prefix: message`` as one line on stderr (a multi-line message, such as one quoting
+    ffmpeg's output, joined with `` | ``) and exit with status 2 (a usage or input error)."""
+    text = " | ".join(line.strip() for line in message.splitlines() if line.strip())
+    err.print(f"[red]{prefix}:[/red] {escape(text)}", soft_wrap=True, highlight=False)
+    raise typer.Exit(2)
+
+
+def _user_errors(fn: _F) -> _F:
+    """Turn the errors a user can cause (bad config, unusable backend, unreadable or unwritable
+    paths) into one line on stderr and exit status 2 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BrokenPipeError:  # stdout closed early (`| head`): the runner exits quietly
+            raise
+        except ConfigError as e:
+            _fail(str(e), "config error")
+        except (GpupipeError, OSError) as e:
+            _fail(str(e))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _check_gpu(value: Optional[int]) -> Optional[int]:
+    if value is not None and not 0 <= value <= _MAX_GPU_INDEX:
+        _fail(f"--gpu: expected a GPU index between 0 and {_MAX_GPU_INDEX}, got {value}")
+    return value
+
+
+def _backend_check(choices: tuple[str, ...]) -> Callable[[Optional[str]], Optional[str]]:
+    def check(value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
+        if value.lower() not in choices:
+            _fail(f"--backend: expected {', '.join(choices[:-1])} or {choices[-1]}, got {value!r}")
+        return value.lower()
+
+    return check
 
 
 def _parse_size(value: Optional[str]) -> Optional[tuple[int, int]]:
@@ -33,15 +90,14 @@ def _parse_size(value: Optional[str]) -> Optional[tuple[int, int]]:
             raise ValueError
         return size
     except ValueError:
-        raise typer.BadParameter(f"expected WIDTHxHEIGHT such as 1280x720, got {value!r}") from None
+        _fail(f"--size: expected WIDTHxHEIGHT such as 1280x720, got {value!r}")
 
 
 def _load(config: Optional[Path], gpu: Optional[int], backend: Optional[str]):
     try:
         cfg = load_config(config, gpu)
     except ConfigError as e:
-        err.print(f"[red]config error:[/red] {escape(str(e))}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        _fail(str(e), "config error")
     if backend:
         from dataclasses import replace
 
@@ -49,17 +105,95 @@ def _load(config: Optional[Path], gpu: Optional[int], backend: Optional[str]):
     return cfg
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"gpupipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Video frames to data:image/...;base64 URIs on NVIDIA GPUs or the CPU, in a memory-bounded cache."""
+
+
+# --------------------------------------------------------------------------- output helpers
+
 def _wide_console() -> Console:
     """stdout, at least 110 columns wide when it is not a terminal (pipes, logs, CI)."""
     con = Console()
     return con if con.is_terminal else Console(width=max(con.width, 110))
 
 
-def _progress(total: int) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(), console=err, transient=True, disable=total < 8 or not err.is_terminal,
-    )
+class _BarProgress:
+    """A rich progress bar on a terminal stderr (none for fewer than 8 steps)."""
+
+    def __init__(self, total: int, rate_unit: str) -> None:
+        self.total, self.rate_unit, self.done = total, rate_unit, 0
+        self._t0 = time.perf_counter()
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(), console=err, transient=True, disable=total < 8,
+        )
+        self._task = self._bar.add_task("working", total=total, rate="")
+
+    def update(self, done: int) -> None:
+        self.done = done
+        secs = time.perf_counter() - self._t0
+        self._bar.update(self._task, completed=done, rate=f"{done / secs:.1f} {self.rate_unit}" if secs > 0 else "")
+
+    def advance(self, n: int = 1) -> None:
+        self.update(self.done + n)
+
+    def __enter__(self) -> "_BarProgress":
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.__exit__(*exc)  # type: ignore[arg-type]
+
+
+class _PlainProgress:
+    """Progress for a stderr that is not a terminal (a log, a pipe, CI): a plain line such as
+    ``encoded 40/120 frames, 12.3 fps`` at most every ``interval`` seconds, nothing for short runs."""
+
+    def __init__(self, total: int, verb: str, unit: str, rate_unit: str, *, interval: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, stream: TextIO | None = None) -> None:
+        self.total, self.verb, self.unit, self.rate_unit = total, verb, unit, rate_unit
+        self.interval = PROGRESS_INTERVAL_S if interval is None else interval
+        self.clock = clock
+        self.stream = stream
+        self.done = 0
+        self._t0 = self._last = clock()
+
+    def update(self, done: int) -> None:
+        self.done = done
+        now = self.clock()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        secs = now - self._t0
+        rate = f", {done / secs:.1f} {self.rate_unit}" if secs > 0 else ""
+        print(f"{self.verb} {done}/{self.total} {self.unit}{rate}", file=self.stream or sys.stderr, flush=True)
+
+    def advance(self, n: int = 1) -> None:
+        self.update(self.done + n)
+
+    def __enter__(self) -> "_PlainProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _progress(total: int, verb: str, unit: str, rate_unit: str) -> "_BarProgress | _PlainProgress":
+    """A bar when stderr is a terminal, else plain progress lines every few seconds."""
+    if err.is_terminal:
+        return _BarProgress(total, rate_unit)
+    return _PlainProgress(total, verb, unit, rate_unit)
 
 
 def _stats_rows(table: Table, stats) -> None:
@@ -71,50 +205,102 @@ def _stats_rows(table: Table, stats) -> None:
         table.add_row("budget waits", f"{stats.admission_waits} (timeouts {stats.admission_timeouts})")
 
 
+def _json_safe_as_is(text: str) -> bool:
+    """Whether ``json.dumps`` would write ``text`` unchanged between its quotes: printable ASCII
+    (0x20-0x7e) without ``"`` or ``\\``. Base64 data URIs always are; checking is ~10x cheaper than
+    ``json.dumps``."""
+    if not text.isascii() or '"' in text or "\\" in text:
+        return False
+    if not text:
+        return True
+    codes = np.frombuffer(text.encode("ascii"), np.uint8)
+    return int(codes.min()) >= 0x20 and int(codes.max()) < 0x7F
+
+
+def _write_uri_line(sink: TextIO, fields: dict[str, Any], uri: str) -> None:
+    """Write ``{**fields, "uri": uri}`` as one JSON line, the same text ``json.dumps`` gives, without
+    re-encoding the (often 30+ MB) URI when it needs no escaping."""
+    if not _json_safe_as_is(uri):
+        sink.write(json.dumps({**fields, "uri": uri}) + "\n")
+        return
+    head = json.dumps(fields)
+    sink.write(head[:-1] + (', "uri": "' if fields else '"uri": "'))
+    sink.write(uri)
+    sink.write('"}\n')
+
+
+# --------------------------------------------------------------------------- commands
+
+def _expand_inputs(args: Iterable[Path], stdin: Optional[TextIO] = None) -> list[Path]:
+    """Frame paths from the command line: a directory gives its PNG/JPEG files (sorted by name, not
+    recursive), ``-`` the paths on stdin (one per line, blank lines skipped), anything else itself."""
+    out: list[Path] = []
+    for a in args:
+        if str(a) == "-":
+            stream = stdin if stdin is not None else sys.stdin
+            raw = getattr(stream, "buffer", None)
+            lines = [os.fsdecode(b).rstrip("\r\n") for b in raw] if raw is not None else [s.rstrip("\r\n") for s in stream]
+            got = [Path(s) for s in lines if s.strip()]
+            if not got:
+                _fail("-: no paths on stdin (expected one frame path per line)")
+            out.extend(got)
+        elif a.is_dir():
+            found = sorted((p for p in a.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()), key=lambda p: p.name)
+            if not found:
+                _fail(f"{a}: directory has no {', '.join(FRAME_SUFFIXES)} files")
+            out.extend(found)
+        else:
+            out.append(a)
+    return out
+
+
 @app.command()
+@_user_errors
 def encode(
-    paths: List[Path] = typer.Argument(..., help="Frame files (PNG or JPEG; the format is sniffed from the bytes)."),
+    paths: List[Path] = typer.Argument(..., help="Frame files (PNG or JPEG; the format is sniffed from the bytes), directories (their PNG/JPEG files, sorted by name) or - (paths on stdin, one per line)."),
     output: str = typer.Option(None, "--output", "-o", help="auto | passthrough | jpeg | png (default: config)."),
     size: Optional[str] = typer.Option(None, "--size", help="Fit inside WIDTHxHEIGHT, aspect kept, never upscaled."),
     quality: Optional[int] = typer.Option(None, "--quality", "-q", min=1, max=100, help="JPEG quality (default: config)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: $GPUPIPE_CONFIG or built-in)."),
-    gpu: Optional[int] = typer.Option(None, "--gpu", help="GPU index whose config section and device to use."),
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="auto | gpu | cpu (default: config)."),
+    gpu: Optional[int] = typer.Option(None, "--gpu", callback=_check_gpu, help="GPU index whose config section and device to use."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", callback=_backend_check(("auto", "gpu", "cpu")), help="auto | gpu | cpu (default: config)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write JSON lines here instead of stdout."),
 ) -> None:
-    """Encode frames to data URIs: one JSON line per frame {source, mime, bytes, uri}."""
+    """Encode frames to data URIs: one JSON line per input, in order: {source, mime, bytes, uri}, or {source, error, type} for a frame that failed."""
     from .pipeline import open_pipeline
 
+    wanted = _parse_size(size)
     cfg = _load(config, gpu, backend)
+    frames = _expand_inputs(paths)
     try:
-        pipe = open_pipeline(config=cfg, backend=cfg.backend)
-        pipe.spec = pipe.encoder.spec(output, _parse_size(size), quality)
-    except (GpupipeError, ValueError) as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    sink = open(out, "w", encoding="utf-8") if out else sys.stdout
-    failures: list[FrameError] = []
-    bytes_in = bytes_out = 0
-    chunk = max(cfg.batch_size, 1)
-    t0 = time.perf_counter()
+        sink = open(out, "w", encoding="utf-8") if out else sys.stdout
+    except OSError as e:
+        _fail(f"--out: cannot write {out}: {e.strerror or e}")
     try:
-        with pipe, _progress(len(paths)) as prog:
-            task = prog.add_task("encoding", total=len(paths), rate="")
-            for start in range(0, len(paths), chunk):
-                part = paths[start : start + chunk]
+        try:
+            pipe = open_pipeline(config=cfg, backend=cfg.backend)
+            pipe.spec = pipe.encoder.spec(output, wanted, quality)
+        except (GpupipeError, ValueError) as e:
+            _fail(str(e))
+        failures: list[FrameError] = []
+        bytes_in = bytes_out = 0
+        chunk = max(cfg.batch_size, 1)
+        t0 = time.perf_counter()
+        with pipe, _progress(len(frames), "encoded", "frames", "fps") as prog:
+            for start in range(0, len(frames), chunk):
+                part = frames[start : start + chunk]
                 for src, res in zip(part, pipe.get_many(part)):
                     if isinstance(res, FrameError):
                         failures.append(res)
+                        sink.write(json.dumps({"source": str(src), "error": res.reason, "type": type(res).__name__}) + "\n")
                         continue
                     try:
                         bytes_in += src.stat().st_size
                     except OSError:
                         pass
-                    mime = res[5 : res.index(";")]
                     bytes_out += len(res)
-                    sink.write(json.dumps({"source": str(src), "mime": mime, "bytes": len(res), "uri": res}) + "\n")
-                done = start + len(part)
-                prog.update(task, completed=done, rate=f"{done / (time.perf_counter() - t0):.1f} frames/s")
+                    _write_uri_line(sink, {"source": str(src), "mime": res[5 : res.index(";")], "bytes": len(res)}, res)
+                prog.update(start + len(part))
             stats = pipe.stats()
             backend_name = pipe.encoder.backend
     finally:
@@ -122,9 +308,9 @@ def encode(
             sink.close()
     secs = time.perf_counter() - t0
     t = Table(title=f"gpupipe encode ({backend_name} backend)", show_header=False)
-    t.add_row("frames", f"{len(paths)} ({len(failures)} failed)")
+    t.add_row("frames", f"{len(frames)} ({len(failures)} failed)")
     t.add_row("MB in / out", f"{bytes_in / 1e6:.1f} / {bytes_out / 1e6:.1f}")
-    t.add_row("frames/s", f"{len(paths) / secs:.1f} ({secs:.2f} s)")
+    t.add_row("frames/s", f"{len(frames) / secs:.1f} ({secs:.2f} s)")
     _stats_rows(t, stats)
     err.print(t)
     for f in failures:
@@ -134,9 +320,10 @@ def encode(
 
 
 @app.command()
+@_user_errors
 def info(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config to resolve."),
-    gpu: Optional[int] = typer.Option(None, "--gpu", help="GPU index whose section to resolve."),
+    gpu: Optional[int] = typer.Option(None, "--gpu", callback=_check_gpu, help="GPU index whose section to resolve."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Versions, which backends are usable and why, and the resolved config."""
@@ -177,13 +364,14 @@ def info(
 
 
 @app.command()
+@_user_errors
 def demo(
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="auto | gpu | cpu (default: config)."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", callback=_backend_check(("auto", "gpu", "cpu")), help="auto | gpu | cpu (default: config)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config."),
     cache_mb: int = typer.Option(128, "--cache-mb", min=64, help="Cache byte budget in MiB for the demo (small, to show eviction)."),
     frames: int = typer.Option(6, "--frames", min=2, help="Sample frames per clip."),
     requests: int = typer.Option(40, "--requests", min=1, help="Frame requests per clip and setting."),
-    samples_dir: Optional[Path] = typer.Option(None, "--samples-dir", help="Where to write the sample frames (default: temp dir)."),
+    samples_dir: Optional[Path] = typer.Option(None, "--samples-dir", help="Folder for the sample frames, kept and reused by later runs (default: $GPUPIPE_SAMPLES or a folder in the temp dir; with --ffmpeg, gpupipe-ffmpeg in the temp dir)."),
     real: bool = typer.Option(False, "--ffmpeg", help="Use frames encoded by ffmpeg (imageio-ffmpeg) instead of synthetic ones."),
 ) -> None:
     """Make sample frames (1080p and 4K, PNG and JPEG) and play a render through the cache."""
@@ -196,13 +384,17 @@ def demo(
 
     cfg = _load(config, None, backend)
     cfg = replace(cfg, cache=replace(cfg.cache, max_bytes=cache_mb * MiB))
-    with err.status("writing sample frames…"):
-        clips = _demo_clips(samples_dir, frames, real)
+    encoder = FrameEncoder(cfg, backend=cfg.backend)  # before the samples: an unusable backend fails fast
+    folder = _demo_samples_dir(samples_dir, real)
     try:
-        encoder = FrameEncoder(cfg, backend=cfg.backend)
-    except GpupipeError as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        with err.status(f"writing sample frames to {escape(str(folder))}…"):
+            clips = _demo_clips(folder, frames, real)
+    except BaseException:
+        encoder.close()
+        raise
+    mb = sum(p.stat().st_size for _, paths in clips for p in paths) / 1e6
+    err.print(f"sample frames: {mb:.0f} MB in {escape(str(folder))} (kept for the next run; --samples-dir chooses the folder)",
+              soft_wrap=True, highlight=False)
     cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes)
     con = _wide_console()
     con.print(f"backend: [bold]{encoder.backend}[/bold] ({escape(encoder.backend_reason)}); cache budget {cache_mb} MiB, {cfg.cache.max_entries} entries")
@@ -210,14 +402,13 @@ def demo(
     for col in ("clip", "output", "requests", "failed", "frames/s", "MB served", "hit ratio"):
         t.add_column(col, justify="right" if col not in ("clip", "output") else "left")
     total = len(clips) * 2 * requests
-    with encoder, _progress(total) as prog:
-        task = prog.add_task("playing", total=total, rate="")
+    with encoder, _progress(total, "played", "requests", "requests/s") as prog:
         for (name, paths) in clips:
             trace = render_trace(len(paths), requests, seed=len(name))
             for label, size in (("passthrough", None), ("fit 720p (auto)", (1280, 720))):
                 pipe = FramePipeline(encoder, cache, size=size)
                 before = cache.stats()
-                r = play(pipe, paths, trace, on_request=lambda: prog.advance(task))
+                r = play(pipe, paths, trace, on_request=prog.advance)
                 after = cache.stats()
                 looks = (after.hits - before.hits) + (after.misses - before.misses)
                 t.add_row(name, label, str(r.requests), str(r.failures), f"{r.fps:.1f}", f"{r.uri_bytes / 1e6:.0f}",
@@ -228,11 +419,21 @@ def demo(
     con.print(s)
 
 
-def _demo_clips(samples_dir: Optional[Path], frames: int, real: bool) -> list[tuple[str, list[Path]]]:
+def _demo_samples_dir(samples_dir: Optional[Path], real: bool) -> Path:
+    """Where the demo's sample frames go: ``--samples-dir``, else a folder in the temp dir."""
+    if samples_dir is not None:
+        return samples_dir
+    if real:
+        return Path(tempfile.gettempdir()) / "gpupipe-ffmpeg"
+    from .samples import default_sample_dir
+
+    return default_sample_dir()
+
+
+def _demo_clips(base: Path, frames: int, real: bool) -> list[tuple[str, list[Path]]]:
     if real:
         from .tools.ffmpeg_frames import extract_frames
 
-        base = samples_dir or Path(tempfile.gettempdir()) / "gpupipe-ffmpeg"
         clips = []
         for label, (w, h) in (("1080p", (1920, 1080)), ("4k", (3840, 2160))):
             for kind in ("png", "jpeg", "png-alpha"):
@@ -240,12 +441,13 @@ def _demo_clips(samples_dir: Optional[Path], frames: int, real: bool) -> list[tu
         return clips
     from .samples import write_samples
 
-    return [(f"{size} {kind}", paths) for (size, kind), paths in write_samples(samples_dir, count=frames).items()]
+    return [(f"{size} {kind}", paths) for (size, kind), paths in write_samples(base, count=frames).items()]
 
 
 @app.command()
+@_user_errors
 def bench(
-    backend: str = typer.Option("all", "--backend", "-b", help="cpu | gpu | all (every backend usable here)."),
+    backend: str = typer.Option("all", "--backend", "-b", callback=_backend_check(("cpu", "gpu", "all")), help="cpu | gpu | all (every backend usable here)."),
     quick: bool = typer.Option(False, "--quick", help="Small matrix that finishes in under a minute on 2 cores."),
     out: Path = typer.Option(Path("results"), "--out", help="Results folder (JSON, markdown, charts)."),
     repeats: int = typer.Option(0, "--repeats", help="Timed repeats per workload (0: default for the mode)."),
@@ -261,8 +463,32 @@ def bench(
               console=_wide_console(), goals=goals, max_seconds=max_seconds or None)
 
 
+class _OnceFilter(logging.Filter):
+    """Passes each distinct message once per run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg in self.seen:
+            return False
+        self.seen.add(msg)
+        return True
+
+
+def _log_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    logging.getLogger("gpupipe").warning("%s", message)
+
+
 def main() -> None:  # pragma: no cover - console script entry
+    """The ``gpupipe`` console script. Warnings (Python's and logged ones) go to stderr once each:
+    gpupipe both logs and warns about e.g. a clamped cache budget, and a CLI user needs one line."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for h in logging.getLogger().handlers:
+        h.addFilter(_OnceFilter())
+    warnings.showwarning = _log_warning
     app()
 
 

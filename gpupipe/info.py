@@ -28,6 +28,15 @@ def _first_version(*dists: str) -> str | None:
     return None
 
 
+def _base64_version() -> str:
+    """``"pybase64 <version> (<SIMD state>)"``, the version once, or the standard library's."""
+    try:
+        import pybase64
+    except ImportError:
+        return "standard library base64"
+    return f"pybase64 {pybase64.get_version()}"  # get_version() is "<version> (C extension ...)"
+
+
 def environment_report(config: Config) -> dict[str, Any]:
     """Versions, backend availability (with reasons) and the resolved config, as plain data.
 
@@ -41,7 +50,7 @@ def environment_report(config: Config) -> dict[str, Any]:
     from .encoder import select_backend
     from .gpu import gpu_status
     from .memory import allocator_tuning
-    from .uri import URI_METHOD, base64_impl
+    from .uri import URI_METHOD
 
     status = gpu_status(config.gpu or 0)
     gpu_ok, gpu_why = status.usable, status.reason
@@ -68,7 +77,7 @@ def environment_report(config: Config) -> dict[str, Any]:
         "versions": {
             "numpy": package_version("numpy"),
             "pillow": pillow_flavour(),
-            "base64": base64_impl(),
+            "base64": _base64_version(),
             "pyyaml": package_version("PyYAML"),
             "cupy": _first_version("cupy-cuda13x", "cupy-cuda12x", "cupy"),
             "dali": _first_version("nvidia-dali-cuda130", "nvidia-dali-cuda120"),

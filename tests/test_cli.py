@@ -1,4 +1,5 @@
-"""The gpupipe CLI, run as a user would: through a subprocess."""
+"""The gpupipe CLI, run as a user would: through a subprocess (in-process with typer's CliRunner
+where a test swaps in a fake clock, interval or frame writer)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def run(*args: str, env=None, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -41,7 +44,9 @@ def test_encode_failures_exit_1_and_name_frames(frame_files, tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
     r = run("encode", str(p), str(bad), str(tmp_path / "missing.jpg"), "--backend", "cpu")
     assert r.returncode == 1
-    assert len(r.stdout.strip().splitlines()) == 1
+    rows = [json.loads(line) for line in r.stdout.strip().splitlines()]
+    assert [row["source"] for row in rows] == [str(p), str(bad), str(tmp_path / "missing.jpg")]
+    assert "uri" in rows[0] and [row.get("type") for row in rows[1:]] == ["FrameDecodeError", "FrameNotFound"]
     assert "bad.png" in r.stderr and "missing.jpg" in r.stderr and "no such file" in r.stderr
 
 
@@ -73,3 +78,315 @@ def test_demo_runs(tmp_path):
     r = run("demo", "--frames", "2", "--requests", "6", "--samples-dir", str(tmp_path), "--backend", "cpu")
     assert r.returncode == 0, r.stderr
     assert "render playback" in r.stdout and "hit ratio" in r.stdout and "4k png" in r.stdout
+    assert f"in {tmp_path} " in r.stderr
+
+
+# --------------------------------------------------------------------------- user errors: one line, exit 2
+
+def _env(**extra: str) -> dict[str, str]:
+    import os
+
+    return {**os.environ, **extra}
+
+
+def _one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    assert r.stdout == ""
+
+
+def test_bad_cache_env_is_one_line(frame_files):
+    r = run("encode", str(frame_files[1]), env=_env(GPUPIPE_CACHE_BYTES_MB="inf"))
+    _one_line_error(r, "GPUPIPE_CACHE_BYTES_MB", "'inf'")
+
+
+def test_unwritable_out_is_one_line(frame_files, tmp_path):
+    target = tmp_path / "missing" / "dir" / "x.jsonl"
+    r = run("encode", str(frame_files[1]), "--backend", "cpu", "--out", str(target))
+    _one_line_error(r, "--out", str(target), "No such file or directory")
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (("demo", "--backend", "tpu"), ("--backend", "'tpu'")),
+        (("encode", "FRAME", "--backend", "tpu"), ("--backend", "'tpu'")),
+        (("bench", "--backend", "tpu"), ("--backend", "cpu, gpu or all", "'tpu'")),
+        (("bench", "--backend", "auto"), ("--backend", "'auto'")),
+        (("encode", "FRAME", "--gpu", "-1"), ("--gpu", "-1")),
+        (("info", "--gpu", "-1"), ("--gpu", "-1")),
+        (("encode", "FRAME", "--gpu", "1024"), ("--gpu", "1024")),
+        (("encode", "FRAME", "--size", "abc"), ("--size: expected WIDTHxHEIGHT", "got 'abc'")),
+        (("encode", "FRAME", "--size", "0x10"), ("--size: expected WIDTHxHEIGHT", "got '0x10'")),
+    ],
+)
+def test_bad_options_are_refused_naming_the_option(args, fragments, frame_files, tmp_path):
+    out = tmp_path / "results"
+    args = tuple(str(frame_files[1]) if a == "FRAME" else a for a in args)
+    if args[0] == "bench":
+        args += ("--quick", "--synthetic", "--no-soak", "--out", str(out))
+    r = run(*args, timeout=60)
+    _one_line_error(r, *fragments)
+    assert not out.exists()  # refused before any work
+
+
+def test_config_errors_are_one_line_on_every_command(tmp_path):
+    r = run("info", env=_env(GPUPIPE_BACKEND="tpu"))
+    _one_line_error(r, "GPUPIPE_BACKEND")
+    r = run("demo", "--samples-dir", str(tmp_path / "s"), env=_env(GPUPIPE_CACHE_MAX_ENTRIES="0"))
+    _one_line_error(r, "GPUPIPE_CACHE_MAX_ENTRIES")
+    assert not (tmp_path / "s").exists()
+
+
+def test_errors_inside_commands_are_one_line(tmp_path):
+    """Errors raised past option parsing (the bench's own config load, an unusable GPU backend) too."""
+    from conftest import gpu_state
+
+    r = run("bench", "--quick", "--synthetic", "--no-soak", "--out", str(tmp_path / "r"), env=_env(GPUPIPE_CACHE_MAX_ENTRIES="0"), timeout=120)
+    _one_line_error(r, "GPUPIPE_CACHE_MAX_ENTRIES")
+    if gpu_state()[0]:
+        return
+    r = run("demo", "--backend", "gpu", "--samples-dir", str(tmp_path / "s"))
+    _one_line_error(r, "GPU backend unavailable")
+    assert not (tmp_path / "s").exists()  # refused before writing sample frames
+
+
+def test_multi_line_error_message_is_one_line(capsys):
+    import typer
+
+    from gpupipe.cli import _fail
+
+    with pytest.raises(typer.Exit) as exc:
+        _fail("ffmpeg failed:\n  line one\n\nline two\n")
+    assert exc.value.exit_code == 2
+    assert capsys.readouterr().err == "error: ffmpeg failed: | line one | line two\n"
+
+
+def test_backend_option_is_case_insensitive(frame_files):
+    r = run("encode", str(frame_files[1]), "--backend", "CPU")
+    assert r.returncode == 0, r.stderr
+    assert "cpu backend" in r.stderr
+
+
+# --------------------------------------------------------------------------- JSON lines
+
+def test_out_has_one_line_per_input_in_order(frame_files, tmp_path):
+    """Good and failing frames interleaved: every input gets its line, in input order, and each
+    line is exactly what the library returns for that frame."""
+    from gpupipe import FrameEncoder, load_config
+
+    p, j = frame_files
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
+    folder = tmp_path / "sub"
+    folder.mkdir()
+    missing = tmp_path / "missing.jpg"
+    inputs = [p, bad, j, missing, p, missing, bad, j, bad, missing, p, j]
+    out = tmp_path / "out.jsonl"
+    r = run("encode", *map(str, inputs), "--backend", "cpu", "--output", "passthrough", "--out", str(out))
+    assert r.returncode == 1
+    with FrameEncoder(load_config(), backend="cpu") as enc:
+        results = enc.encode_batch(inputs, output="passthrough")
+    expected = []
+    for src, res in zip(inputs, results):
+        if isinstance(res, str):
+            expected.append({"source": str(src), "mime": res[5 : res.index(";")], "bytes": len(res), "uri": res})
+        else:
+            expected.append({"source": str(src), "error": res.reason, "type": type(res).__name__})
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 12
+    assert [json.loads(line) for line in lines] == expected
+    assert sum("error" in e for e in expected) == 6
+
+
+@settings(max_examples=200)
+@given(
+    fields=st.dictionaries(st.text(max_size=8), st.one_of(st.text(max_size=20), st.integers()), max_size=4),
+    uri=st.one_of(
+        st.text(max_size=40),
+        st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", max_size=200).map(
+            lambda b: "data:image/png;base64," + b
+        ),
+    ),
+)
+def test_uri_line_is_the_json_dumps_text(fields, uri):
+    """Spliced or not, a line is byte for byte what json.dumps writes, so it parses back to the record."""
+    import io
+
+    from gpupipe.cli import _write_uri_line
+
+    fields.pop("uri", None)
+    buf = io.StringIO()
+    _write_uri_line(buf, fields, uri)
+    assert buf.getvalue() == json.dumps({**fields, "uri": uri}) + "\n"
+    assert json.loads(buf.getvalue()) == {**fields, "uri": uri}
+
+
+# --------------------------------------------------------------------------- --version, warnings, info
+
+def test_version():
+    import gpupipe
+
+    r = run("--version")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"gpupipe {gpupipe.__version__}"
+
+
+def test_budget_clamp_warning_printed_once(frame_files):
+    r = run("encode", str(frame_files[1]), "--backend", "cpu", env=_env(GPUPIPE_CACHE_BYTES_MB="10"))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("below the floor") == 1, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_info_names_pybase64_version_once():
+    pybase64 = pytest.importorskip("pybase64")
+    r = run("info", "--json")
+    assert r.returncode == 0, r.stderr
+    line = json.loads(r.stdout)["versions"]["base64"]
+    assert line.startswith("pybase64 ") and line.count(pybase64.__version__) == 1, line
+
+
+# --------------------------------------------------------------------------- progress without a terminal
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_progress_prints_every_interval():
+    import io
+
+    from gpupipe.cli import _PlainProgress
+
+    clock, buf = _Clock(), io.StringIO()
+    prog = _PlainProgress(120, "encoded", "frames", "fps", interval=5.0, clock=clock, stream=buf)
+    for done, at in ((8, 1.0), (16, 4.9), (40, 5.0), (48, 9.0), (80, 10.5), (120, 12.0)):
+        clock.now = 100.0 + at
+        prog.update(done)
+    assert buf.getvalue().splitlines() == ["encoded 40/120 frames, 8.0 fps", "encoded 80/120 frames, 7.6 fps"]
+    prog.advance(0)
+    clock.now = 100.0 + 20.0
+    prog.advance(0)
+    assert buf.getvalue().splitlines()[-1] == "encoded 120/120 frames, 6.0 fps"
+
+
+def test_encode_progress_lines_when_stderr_is_not_a_terminal(frame_files, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from gpupipe import cli
+
+    monkeypatch.setattr(cli, "PROGRESS_INTERVAL_S", 0.0)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("defaults: {batch_size: 1, backend: cpu}\n")
+    p, j = frame_files
+    r = CliRunner().invoke(cli.app, ["encode", str(p), str(j), str(p), "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.stderr.splitlines() if line.startswith("encoded ")]
+    assert [line.split(",")[0] for line in lines] == ["encoded 1/3 frames", "encoded 2/3 frames", "encoded 3/3 frames"]
+    assert all(line.endswith(" fps") for line in lines)
+    assert len(r.stdout.splitlines()) == 3
+
+
+# --------------------------------------------------------------------------- demo sample folder
+
+def _fake_writer(calls: list):
+    """Writes tiny frames where the real frame writers would write big ones, with their return shapes."""
+    from gpupipe.samples import encode_frame, make_frame
+
+    def frames(folder, kind: str, count: int) -> list:
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i in range(count):
+            path = folder / f"frame_{i + 1:05d}.{'jpg' if kind == 'jpeg' else 'png'}"
+            path.write_bytes(encode_frame(make_frame(64, 36, i, alpha=kind == "png-alpha"), "jpeg" if kind == "jpeg" else "png"))
+            paths.append(path)
+        return paths
+
+    def extract_frames(out_dir, width, height, count, kind="png", **kw):
+        calls.append(out_dir)
+        return frames(out_dir / f"testsrc2-{width}x{height}-{kind}", kind, count)
+
+    def write_samples(directory=None, sizes=("1080p", "4k"), kinds=("png", "jpeg"), count=12, seed=0):
+        calls.append(directory)
+        return {(s, k): frames(directory / f"{s}-{k}", k, count) for s in sizes for k in kinds}
+
+    return extract_frames, write_samples
+
+
+@pytest.mark.parametrize("ffmpeg", [True, False])
+def test_demo_says_where_sample_frames_are(ffmpeg, tmp_path, monkeypatch):
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    import gpupipe.tools.ffmpeg_frames
+    import gpupipe.samples
+    from gpupipe import cli
+
+    calls: list = []
+    fake_extract, fake_write = _fake_writer(calls)
+    monkeypatch.setattr(gpupipe.tools.ffmpeg_frames, "extract_frames", fake_extract)
+    monkeypatch.setattr(gpupipe.samples, "write_samples", fake_write)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    flag = ["--ffmpeg"] if ffmpeg else []
+    args = ["demo", "--backend", "cpu", "--frames", "2", "--requests", "2", *flag]
+
+    r = CliRunner().invoke(cli.app, args)
+    assert r.exit_code == 0, r.output
+    default = tmp_path / "tmp" / ("gpupipe-ffmpeg" if ffmpeg else "gpupipe-samples")
+    notes = [line for line in r.stderr.splitlines() if line.startswith("sample frames:")]
+    assert len(notes) == 1 and str(default) in notes[0] and " MB in " in notes[0], r.stderr
+    assert calls and all(c == default for c in calls)
+
+    chosen = tmp_path / "chosen"
+    calls.clear()
+    r = CliRunner().invoke(cli.app, [*args, "--samples-dir", str(chosen)])
+    assert r.exit_code == 0, r.output
+    assert str(chosen) in r.stderr and calls and all(c == chosen for c in calls)
+    assert any(chosen.rglob("frame_00001.*"))
+
+
+# --------------------------------------------------------------------------- directories and stdin
+
+def test_encode_directory_sorted_by_name_non_recursive(tmp_path, png_bytes, jpeg_bytes):
+    d = tmp_path / "frames"
+    (d / "sub").mkdir(parents=True)
+    (d / "b.png").write_bytes(png_bytes)
+    (d / "a.jpg").write_bytes(jpeg_bytes)
+    (d / "c.JPEG").write_bytes(jpeg_bytes)
+    (d / "notes.txt").write_text("not a frame")
+    (d / "sub" / "0.png").write_bytes(png_bytes)
+    (d / "dir.png").mkdir()
+    r = run("encode", str(d), "--backend", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(line)["source"] for line in r.stdout.splitlines()] == [str(d / n) for n in ("a.jpg", "b.png", "c.JPEG")]
+
+
+def test_encode_empty_directory_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    _one_line_error(run("encode", str(tmp_path)), str(tmp_path), "no .png, .jpg, .jpeg files")
+
+
+def test_encode_paths_from_stdin(frame_files, tmp_path):
+    p, j = frame_files
+    text = f"{j}\n\n   \n{p}\r\n{tmp_path / 'missing.png'}\n"
+    r = subprocess.run([sys.executable, "-m", "gpupipe", "encode", "-", str(j), "--backend", "cpu"],
+                       input=text, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["source"] for row in rows] == [str(j), str(p), str(tmp_path / "missing.png"), str(j)]
+    assert rows[2]["type"] == "FrameNotFound"
+
+
+def test_encode_empty_stdin_is_refused():
+    r = subprocess.run([sys.executable, "-m", "gpupipe", "encode", "-"], input="\n\n", capture_output=True, text=True, timeout=60)
+    _one_line_error(r, "no paths on stdin")
