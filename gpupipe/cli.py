@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .vocabulary import parse_wxh
 from .config import _MAX_GPU_INDEX, MiB, load_config
 from .errors import ConfigError, FrameError, GpupipeError
 
@@ -84,11 +85,7 @@ def _parse_size(value: Optional[str]) -> Optional[tuple[int, int]]:
     if value is None:
         return None
     try:
-        w, h = value.lower().split("x")
-        size = (int(w), int(h))
-        if size[0] < 1 or size[1] < 1:
-            raise ValueError
-        return size
+        return parse_wxh(value)
     except ValueError:
         _fail(f"--size: expected WIDTHxHEIGHT such as 1280x720, got {value!r}")
 

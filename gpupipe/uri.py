@@ -162,6 +162,6 @@ def base64_impl() -> str:
     try:
         import pybase64
 
-        return f"pybase64 {pybase64.__version__} ({pybase64.get_version()})"
+        return f"pybase64 {pybase64.get_version()}"  # get_version() starts with the version
     except ImportError:
         return "standard library base64"
