@@ -27,8 +27,8 @@ __all__ = [
     "FrameCache",
     "FrameEncoder",
     "FramePipeline",
+    "__version__",
     "errors",
     "load_config",
     "open_pipeline",
-    "__version__",
 ]

@@ -14,11 +14,12 @@ import operator
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any, Union
 
 from .errors import BudgetTimeout
 
-__all__ = ["Admission", "Reservation", "Estimate", "split_estimate"]
+__all__ = ["Admission", "Estimate", "Reservation", "split_estimate"]
 
 Estimate = Union[int, "tuple[int, int]"]
 """Bytes that work holds while in flight: ``host`` or ``(host, device)``."""
@@ -47,7 +48,7 @@ def split_estimate(est: Estimate) -> tuple[int, int]:
 class Reservation:
     """Bytes held for one piece of work; ``oversize`` work holds them outside the budget."""
 
-    __slots__ = ("host", "device", "oversize")
+    __slots__ = ("device", "host", "oversize")
 
     def __init__(self, host: int, device: int, oversize: bool) -> None:
         self.host = host

@@ -34,8 +34,8 @@ last two or one characters replaced with ``=``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -47,11 +47,11 @@ __all__ = [
     "CHUNK_OUT",
     "BatchLayout",
     "batch_layout",
-    "pack_batch",
-    "encode_packed",
     "encode_batch",
-    "uris_from_buffer",
+    "encode_packed",
     "map_indices",
+    "pack_batch",
+    "uris_from_buffer",
 ]
 
 ALIGN = 16
@@ -248,5 +248,5 @@ def encode_batch(datas: Sequence[bytes | memoryview], mimes: Sequence[str]) -> t
 def uris_from_buffer(buf: np.ndarray, layout: BatchLayout, *, check_ascii: bool = True) -> list[str]:
     """Every frame's URI ``str`` from a batch's output buffer (one copy each, via :func:`gpupipe.uri.assemble_uri`;
     ``check_ascii=False`` for buffers written by the kernel or :func:`encode_packed`, which write ASCII only)."""
-    mv = memoryview(np.ascontiguousarray(buf).reshape(-1))
+    mv = memoryview(np.ascontiguousarray(buf).reshape(-1))  # type: ignore[arg-type]  # NumPy arrays export the buffer protocol
     return [assemble_uri(mv, *layout.span(i), check_ascii=check_ascii) for i in range(layout.n)]

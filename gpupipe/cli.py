@@ -21,7 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .vocabulary import parse_wxh
-from .config import _MAX_GPU_INDEX, MiB, load_config
+from .cache import CacheStats
+from .config import _MAX_GPU_INDEX, Config, MiB, load_config
 from .errors import ConfigError, FrameError, GpupipeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Video frames to data:image/...;base64 URIs on NVIDIA GPUs or the CPU, in a memory-bounded cache.")
@@ -90,7 +91,7 @@ def _parse_size(value: Optional[str]) -> Optional[tuple[int, int]]:
         _fail(f"--size: expected WIDTHxHEIGHT such as 1280x720, got {value!r}")
 
 
-def _load(config: Optional[Path], gpu: Optional[int], backend: Optional[str]):
+def _load(config: Optional[Path], gpu: Optional[int], backend: Optional[str]) -> Config:
     try:
         cfg = load_config(config, gpu)
     except ConfigError as e:
@@ -193,7 +194,7 @@ def _progress(total: int, verb: str, unit: str, rate_unit: str) -> "_BarProgress
     return _PlainProgress(total, verb, unit, rate_unit)
 
 
-def _stats_rows(table: Table, stats) -> None:
+def _stats_rows(table: Table, stats: CacheStats) -> None:
     table.add_row("cache entries", f"{stats.entries} / {stats.max_entries}")
     table.add_row("cache MiB", f"{stats.bytes / MiB:.1f} / {stats.max_bytes / MiB:.0f} (peak {stats.peak_bytes / MiB:.1f})")
     table.add_row("hits / joined / misses", f"{stats.hits} / {stats.joined} / {stats.misses} (hit ratio {stats.hit_ratio:.1%})")

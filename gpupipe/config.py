@@ -388,7 +388,7 @@ class _Loader(yaml.SafeLoader):
         p = ".".join(self._path) if path is None else path
         return p or "<top level>"
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         # index: None for the root and for mapping keys, the key's node for a mapping value, an int for a list item.
         if parent is not None:
             if isinstance(index, int):
@@ -405,13 +405,14 @@ class _Loader(yaml.SafeLoader):
             if self._count > _MAX_NODES:
                 raise ConfigError(f"more than {_MAX_NODES} YAML nodes and aliases", source=self.source, key=self._where())
             node = super().compose_node(parent, index)
-            self._paths.setdefault(node, ".".join(self._path))
+            if node is not None:
+                self._paths.setdefault(node, ".".join(self._path))
             return node
         finally:
             if parent is not None:
                 self._path.pop()
 
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):
             seen: dict[Any, yaml.Node] = {}
             for key_node, _ in node.value:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import io
 import logging
 import os
-from struct import error as struct_error
 import threading
 import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
+from struct import error as struct_error
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ from .sources import Frame
 from .uri import build_uri
 from .vocabulary import MIME
 
-__all__ = ["CpuBackend", "run_job", "run_job_guarded", "decode_frame", "resize_image", "encode_image", "pillow_flavour", "StageTimes"]
+__all__ = ["CpuBackend", "StageTimes", "decode_frame", "encode_image", "pillow_flavour", "resize_image", "run_job", "run_job_guarded"]
 
 log = logging.getLogger("gpupipe.cpu")
 
@@ -85,7 +85,8 @@ def _rgb16_low_bytes(frame: Frame) -> np.ndarray | None:
         (tile,) = im.tile
         if tile[3] != "RGB;16B":
             raise ValueError(f"unexpected raw mode {tile[3]!r}")
-        im.tile = [tile._replace(args="RGB;16L") if hasattr(tile, "_replace") else (*tile[:3], "RGB;16L")]
+        # Pillow's tiles are named tuples; older Pillow and Pillow-SIMD builds use plain tuples.
+        im.tile = [tile._replace(args="RGB;16L") if hasattr(tile, "_replace") else (*tile[:3], "RGB;16L")]  # type: ignore[list-item]
         im.load()
         return np.asarray(im)
     except Exception as e:  # noqa: BLE001 - a Pillow whose internals differ: fall back, do not fail
@@ -171,7 +172,7 @@ def decode_frame(job: Job) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(frame.data), formats=[frame.kind.upper()])
+            img: Image.Image = Image.open(io.BytesIO(frame.data), formats=[frame.kind.upper()])
             if frame.kind == "jpeg" and job.needs_resize:
                 w, h = job.out_size
                 if frame.orientation in (5, 6, 7, 8):
@@ -194,7 +195,10 @@ def resize_image(img: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 def has_transparency(img: Image.Image) -> bool:
     """True if an ``RGBA`` image has any pixel with alpha below 255."""
-    return img.mode == "RGBA" and img.getchannel("A").getextrema()[0] < 255
+    if img.mode != "RGBA":
+        return False
+    lo, _hi = img.getchannel("A").getextrema()
+    return isinstance(lo, (int, float)) and lo < 255
 
 
 def encode_image(img: Image.Image, fmt: str, quality: int, png_compress_level: int) -> memoryview:
@@ -258,7 +262,7 @@ def run_job(job: Job, times: StageTimes | None = None) -> str:
         return _run_job(job, times)
     except (FrameError, MemoryError):
         raise
-    except Exception as e:  # noqa: BLE001 - one frame's failure, whatever its type, stays that frame's
+    except Exception as e:  # one frame's failure, whatever its type, stays that frame's
         raise _unexpected(job, e) from e
 
 

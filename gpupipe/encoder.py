@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from .config import Config, load_config
-from .cpu_backend import CpuBackend
 from .admission import Estimate
 from .backend import Backend
+from .config import Config, load_config
+from .cpu_backend import CpuBackend
 from .errors import BackendUnavailable, FrameError
 from .footprint import Header, read_header
 from .memory import release_large_allocations
@@ -72,7 +73,7 @@ class FrameEncoder:
 
             try:
                 self._impl = GpuBackend(self.config)
-            except Exception as e:  # noqa: BLE001 - CUDA/DALI start-up failures have many types
+            except Exception as e:  # CUDA/DALI start-up failures have many types
                 if requested == "gpu":
                     raise BackendUnavailable(f"GPU backend failed to start: {e}") from e
                 log.warning("GPU backend failed to start (%s); using the CPU path", e)
@@ -186,7 +187,7 @@ class FrameEncoder:
         self._impl.close()
         self._io.shutdown(wait=True)
 
-    def __enter__(self) -> "FrameEncoder":
+    def __enter__(self) -> FrameEncoder:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -8,23 +8,23 @@ Every error names what failed (a frame's path or cache key, or a config key) and
 from __future__ import annotations
 
 __all__ = [
-    "GpupipeError",
+    "BackendUnavailable",
+    "BudgetTimeout",
+    "CacheError",
     "ConfigError",
+    "DeviceLost",
+    "DeviceOutOfMemory",
+    "EncodeFailed",
+    "FfmpegFailed",
+    "FfmpegUnavailable",
+    "FrameDecodeError",
     "FrameError",
     "FrameNotFound",
     "FrameNotRegularFile",
-    "FrameDecodeError",
     "FrameTooLarge",
-    "BudgetTimeout",
-    "CacheError",
-    "BackendUnavailable",
-    "DeviceOutOfMemory",
-    "DeviceLost",
-    "EncodeFailed",
-    "GpuFallbackWarning",
     "GpuDeviceLostWarning",
-    "FfmpegUnavailable",
-    "FfmpegFailed",
+    "GpuFallbackWarning",
+    "GpupipeError",
 ]
 
 
@@ -57,14 +57,11 @@ class FrameError(GpupipeError):
         self.reason = reason
         super().__init__(f"{frame}: {reason}")
 
-    def __reduce__(self):  # keep picklable across process pools
+    def __reduce__(self) -> tuple[type[FrameError], tuple[str, str]]:  # keep picklable across process pools
         return (type(self), (self.frame, self.reason))
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and (self.frame, self.reason) == (
-            other.frame,  # type: ignore[attr-defined]
-            other.reason,  # type: ignore[attr-defined]
-        )
+        return isinstance(other, FrameError) and type(self) is type(other) and (self.frame, self.reason) == (other.frame, other.reason)
 
     def __hash__(self) -> int:
         return hash((type(self), self.frame, self.reason))

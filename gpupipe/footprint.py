@@ -20,7 +20,7 @@ from .plan import OutputSpec, passes_through
 from .sources import Kind, Source, check_pixels, check_source_bytes, exif_orientation, fit_size, open_frame_file, probe, sniff
 from .uri import b64_len
 
-__all__ = ["Header", "read_header", "header_from_bytes", "cpu_footprint", "gpu_footprint"]
+__all__ = ["Header", "cpu_footprint", "gpu_footprint", "header_from_bytes", "read_header"]
 
 _PREFIX = 64 * 1024  # PNG's IHDR is at byte 8; JPEG's SOF follows the APPn segments
 _URI_PREFIX = 32  # len("data:image/jpeg;base64,") rounded up
@@ -68,7 +68,7 @@ def _jpeg_header(data: bytes | memoryview, size: int) -> Header | None:
         if data[pos] != 0xFF:
             return None
         marker = data[pos + 1]
-        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:
+        if marker in (0xFF, 0x01) or 0xD0 <= marker <= 0xD7:
             pos += 1 if marker == 0xFF else 2
             continue
         if marker in (0xD9, 0xDA):

@@ -33,7 +33,7 @@ import threading
 
 from .env import env
 
-__all__ = ["release_large_allocations", "allocator_tuning"]
+__all__ = ["allocator_tuning", "release_large_allocations"]
 
 log = logging.getLogger("gpupipe.memory")
 
@@ -50,7 +50,7 @@ def release_large_allocations(threshold: int = DEFAULT_THRESHOLD) -> bool:
     Process-wide and idempotent; does nothing (returns ``False``) off glibc, or when
     ``GPUPIPE_MALLOC_TUNE=0`` or ``MALLOC_MMAP_THRESHOLD_`` is already set in the environment.
     """
-    global _applied
+    global _applied  # noqa: PLW0603 - the one process-wide setting, applied once
     with _lock:
         if _applied is not None:
             return True

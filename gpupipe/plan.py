@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from .sources import Frame, check_complete, fit_size
 from .vocabulary import OutputFormat, Target
 
-__all__ = ["OutputSpec", "Job", "plan_job", "passes_through"]
+__all__ = ["Job", "OutputSpec", "passes_through", "plan_job"]
 
 
 

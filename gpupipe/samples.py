@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from .env import env
 from .vocabulary import RESOLUTIONS
 
-__all__ = ["make_frame", "encode_frame", "write_samples", "SAMPLE_SIZES", "default_sample_dir"]
+__all__ = ["SAMPLE_SIZES", "default_sample_dir", "encode_frame", "make_frame", "write_samples"]
 
 SAMPLE_SIZES = RESOLUTIONS
 

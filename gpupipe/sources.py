@@ -21,29 +21,30 @@ import os
 import stat
 import struct
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Union
 
 from .errors import FrameDecodeError, FrameNotFound, FrameNotRegularFile, FrameTooLarge
 from .vocabulary import MIME, Kind
 
 __all__ = [
-    "Source",
+    "MIME",
     "Frame",
-    "read_frame",
-    "probe",
+    "Source",
     "check_complete",
-    "sniff",
-    "source_label",
-    "source_key",
+    "default_max_source_bytes",
+    "file_identity",
+    "fit_size",
     "key_digest",
     "key_identity",
-    "file_identity",
-    "default_max_source_bytes",
-    "fit_size",
-    "MIME",
+    "probe",
+    "read_frame",
+    "sniff",
+    "source_key",
+    "source_label",
 ]
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
@@ -258,7 +259,7 @@ def open_frame_file(path: str | os.PathLike[str], label: str, max_bytes: int | N
 def _probe_png(label: str, data: bytes, max_pixels: int | None = None) -> tuple[int, int, int, bool]:
     if len(data) < 33 or data[12:16] != b"IHDR":
         raise FrameDecodeError(label, "truncated PNG: no complete IHDR header")
-    width, height, depth, ctype = struct.unpack(">IIBB", data[16:26])
+    width, height, _depth, ctype = struct.unpack(">IIBB", data[16:26])
     if width == 0 or height == 0:
         raise FrameDecodeError(label, f"PNG declares an empty image ({width}x{height})")
     check_pixels(label, width, height, max_pixels)  # the size guard comes first, even over a bad CRC
@@ -348,7 +349,7 @@ def exif_orientation(seg: bytes) -> int:
     return _tiff_orientation(seg[6:])
 
 
-def _probe_jpeg(label: str, data: bytes, max_pixels: int | None = None) -> tuple[int, int, int, bool]:
+def _probe_jpeg(label: str, data: bytes, max_pixels: int | None = None) -> tuple[int, int, int, bool]:  # noqa: PLR0912 - one branch per marker kind
     # Walk the header segments up to the first scan (SOS): the frame header (SOF) gives the
     # size, APP1 the EXIF orientation, and Huffman tables (DHT, usually after SOF) are checked
     # the way libjpeg checks them, so that passthrough never emits a JPEG whose header it

@@ -16,9 +16,9 @@ import ctypes
 import logging
 import platform
 import sys
-from typing import Callable
+from collections.abc import Callable
 
-__all__ = ["build_uri", "b64_len", "uri_prefix", "assemble_uri", "URI_METHOD", "base64_impl"]
+__all__ = ["URI_METHOD", "assemble_uri", "b64_len", "base64_impl", "build_uri", "uri_prefix"]
 
 log = logging.getLogger("gpupipe.uri")
 

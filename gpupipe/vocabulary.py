@@ -11,8 +11,22 @@ import re
 from typing import Literal, get_args
 
 __all__ = [
-    "OutputFormat", "OUTPUT_FORMATS", "BackendChoice", "BACKENDS", "PassthroughDevice", "PASSTHROUGH_DEVICES",
-    "Kind", "Target", "MIME", "KiB", "MiB", "GiB", "TiB", "PiB", "RESOLUTIONS", "parse_wxh",
+    "BACKENDS",
+    "MIME",
+    "OUTPUT_FORMATS",
+    "PASSTHROUGH_DEVICES",
+    "RESOLUTIONS",
+    "BackendChoice",
+    "GiB",
+    "KiB",
+    "Kind",
+    "MiB",
+    "OutputFormat",
+    "PassthroughDevice",
+    "PiB",
+    "Target",
+    "TiB",
+    "parse_wxh",
 ]
 
 OutputFormat = Literal["auto", "passthrough", "jpeg", "png"]

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["gpu_available", "gpu_status", "GpuStatus", "GpuBackend", "MIN_DRIVER_CUDA"]
+__all__ = ["MIN_DRIVER_CUDA", "GpuBackend", "GpuStatus", "gpu_available", "gpu_status"]
 
 MIN_DRIVER_CUDA = 13000
 """The CUDA version (``cudaDriverGetVersion`` form) the driver must support: CuPy, DALI and
@@ -51,7 +51,7 @@ def _version(v: int) -> str:
     return f"{v // 1000}.{v % 1000 // 10}"
 
 
-def gpu_status(device: int = 0) -> GpuStatus:
+def gpu_status(device: int = 0) -> GpuStatus:  # noqa: PLR0911, PLR0912 - one return per missing piece, in the order a user fixes them
     """Check, in order, what the GPU path needs on CUDA device ``device``, and say what is missing.
 
     CuPy imports → the NVIDIA driver library loads → the driver supports CUDA 13 → the driver
@@ -116,7 +116,7 @@ def gpu_status(device: int = 0) -> GpuStatus:
     if not ok:
         return fail("kernel", how)
     try:
-        import nvidia.dali as dali
+        import nvidia.dali as dali  # noqa: PLR0402 - a missing nvidia.dali must fail this import, not find a stale attribute
     except ImportError as e:
         return fail("dali-missing", f"NVIDIA DALI is not installed ({e.name or e}); pip install 'gpupipe[gpu]'")
     except Exception as e:  # noqa: BLE001
@@ -144,7 +144,7 @@ def gpu_available(device: int = 0) -> tuple[bool, str]:
     return st.usable, st.reason
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "GpuBackend":
         from .backend import GpuBackend
 

@@ -30,20 +30,20 @@ import logging
 import os
 import threading
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from ..admission import Estimate
 from ..config import Config
 from ..cpu_backend import CpuBackend
-from ..errors import FrameError
-from ..errors import GpuDeviceLostWarning
+from ..errors import FrameError, GpuDeviceLostWarning
 from ..footprint import Header, gpu_footprint
 from ..plan import Job, OutputSpec
 from .faults import DeviceLost, is_sticky_error
 from .staging import PinnedBuffers, StagedRunner, StagingBudget
 
-__all__ = ["GpuBackend", "DeviceOps", "routes_to_cpu", "GpuDeviceLostWarning"]
+__all__ = ["DeviceOps", "GpuBackend", "GpuDeviceLostWarning", "routes_to_cpu"]
 
 log = logging.getLogger("gpupipe.gpu.backend")
 
@@ -211,7 +211,7 @@ class GpuBackend:
         if dev_stats is not None:
             try:
                 d.update(dev_stats())
-            except Exception:  # noqa: BLE001 - a report must not fail
+            except Exception:  # a report must not fail
                 log.debug("device stats failed", exc_info=True)
         d.update(self._cpu.stats())
         d["device_lost"] = int(self.device_lost is not None)
@@ -248,7 +248,7 @@ class GpuBackend:
         self._runner.close()
         try:
             self.ops.close()
-        except Exception:  # noqa: BLE001 - after a sticky error every CUDA call fails
+        except Exception:  # after a sticky error every CUDA call fails
             if self.device_lost is None:
                 raise
             log.debug("closing the device layer after the device was lost failed", exc_info=True)

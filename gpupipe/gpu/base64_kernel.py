@@ -20,14 +20,13 @@ import logging
 import threading
 from typing import Any
 
-import numpy as np
-
 import cupy as cp
+import numpy as np
 
 from ..b64 import BatchLayout
 from . import kernel_build
 
-__all__ = ["KERNEL_FILE", "KERNEL_SOURCE", "Base64Kernel", "get_kernel", "encode_device", "load_module"]
+__all__ = ["KERNEL_FILE", "KERNEL_SOURCE", "Base64Kernel", "encode_device", "get_kernel", "load_module"]
 
 log = logging.getLogger("gpupipe.gpu.kernel")
 

@@ -19,8 +19,9 @@ stage times.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from ..config import Config, StagingConfig
 from ..plan import Job, OutputSpec, plan_job
 from ..sources import read_frame
 
-__all__ = ["gpu_stage_benchmark", "base64_kernel_bandwidth", "overlap_benchmark"]
+__all__ = ["base64_kernel_bandwidth", "gpu_stage_benchmark", "overlap_benchmark"]
 
 
 def _median(fn: Callable[[], Any], repeats: int) -> float:
@@ -59,7 +60,7 @@ def _event_median(fn: Callable[[], Any], stream: Any, repeats: int) -> float:
     return float(np.median(ts))
 
 
-def gpu_stage_benchmark(frames: list[bytes], size: tuple[int, int] | None, quality: int, repeats: int) -> dict[str, Any]:
+def gpu_stage_benchmark(frames: list[bytes], size: tuple[int, int] | None, quality: int, repeats: int) -> dict[str, Any]:  # noqa: PLR0915 - one timing per stage
     """Per-stage median seconds for one batch of ``frames`` on the GPU, and frames/s end to end.
 
     ``size``: fit-inside output size for the transcode (``None``: keep the size). Returns
@@ -80,7 +81,7 @@ def gpu_stage_benchmark(frames: list[bytes], size: tuple[int, int] | None, quali
         raise ValueError("gpu_stage_benchmark needs at least one frame")
     cfg = replace(Config(), batch_size=n)
     if hasattr(cfg, "passthrough_device"):  # the end-to-end passthrough figure is the kernel's path, as the stages are
-        cfg = replace(cfg, passthrough_device="gpu")  # type: ignore[call-arg]
+        cfg = replace(cfg, passthrough_device="gpu")
     spec = OutputSpec("jpeg", size, quality)
     parsed = [read_frame(f) for f in frames]
     jobs: list[Job] = [plan_job(i, fr, spec) for i, fr in enumerate(parsed)]
@@ -127,7 +128,7 @@ def gpu_stage_benchmark(frames: list[bytes], size: tuple[int, int] | None, quali
     out = run_sized() if size is not None else run_plain()
     images = [out[i] for i in range(n)]
     stages["encode"] = _median(lambda: enc.encode(images, quality), repeats)
-    images = out = plain = sized = None  # free the pipelines and their device buffers before the end-to-end runs
+    del images, out, plain, sized  # free the pipelines and their device buffers before the end-to-end runs
 
     backend = GpuBackend(cfg, ops=DeviceLayer(cfg, device_id=0))
     try:

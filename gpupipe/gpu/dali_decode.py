@@ -47,7 +47,8 @@ import re
 import struct
 import threading
 import zlib
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -56,7 +57,7 @@ from ..plan import Job
 from ..sources import Frame, check_complete
 from .faults import DeviceOutOfMemory, is_oom_error, is_sticky_error
 
-__all__ = ["DaliDecoder", "DeviceOutOfMemory", "is_oom_error", "build_pipeline", "host_precheck", "failed_sample", "orientation_ops"]
+__all__ = ["DaliDecoder", "DeviceOutOfMemory", "build_pipeline", "failed_sample", "host_precheck", "is_oom_error", "orientation_ops"]
 
 log = logging.getLogger("gpupipe.gpu.dali")
 
@@ -66,7 +67,7 @@ _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 _FAILED_SAMPLE_RE = re.compile(r"Failed to decode sample #(\d+)")
 
 
-def host_precheck(frame: Frame) -> str | None:
+def host_precheck(frame: Frame) -> str | None:  # noqa: PLR0911 - one return per reason DALI would refuse the frame
     """Why DALI would refuse ``frame`` for a reason the host can see cheaply, or ``None``.
 
     PNG: every chunk lies inside the data with a correct CRC, and the stream reaches ``IEND``.
@@ -134,7 +135,7 @@ def build_pipeline(
         device_id=device_id,
         prefetch_queue_depth=1,
     )
-    def frames_pipeline():  # type: ignore[no-untyped-def]
+    def frames_pipeline() -> Any:
         enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1, no_copy=False)
         # The probe's orientation is applied below, never DALI's reading of the EXIF data.
         kwargs: dict[str, Any] = {"output_type": types.RGB, "adjust_orientation": False}
@@ -302,7 +303,7 @@ class DaliDecoder:
         """One run of ``idx``: its images, or the decode error (after dropping the pipeline)."""
         try:
             return self._run([jobs[i] for i in idx], key, slot)
-        except Exception as e:  # noqa: BLE001 - DALI raises RuntimeError for bad data
+        except Exception as e:  # DALI raises RuntimeError for bad data
             self.failed_runs += 1
             self._invalidate(key, slot)
             if is_sticky_error(e):

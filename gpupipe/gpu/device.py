@@ -35,9 +35,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, ContextManager, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -108,7 +109,7 @@ class DeviceLayer:
         self._kernel_lock = threading.Lock()
         if device_id is None:
             self.pinned = PinnedBuffers(config.staging.pinned_bytes, alloc=lambda n: np.empty(n, np.uint8))
-            self.pool = None
+            self.pool: Any = None
         else:
             import cupy as cp
 
@@ -160,11 +161,11 @@ class DeviceLayer:
             try:
                 from nvidia.dali import backend as dali_backend
 
-                dali_backend.ReleaseUnusedMemory()
-            except Exception:  # noqa: BLE001 - older DALI, or nothing to release
+                dali_backend.ReleaseUnusedMemory()  # type: ignore[attr-defined]  # a compiled module without stubs
+            except Exception:  # older DALI, or nothing to release
                 log.debug("DALI ReleaseUnusedMemory failed", exc_info=True)
 
-    def _in_device(self) -> ContextManager[Any]:
+    def _in_device(self) -> AbstractContextManager[Any]:
         return self._device if self.device_id is not None else nullcontext()
 
     @contextmanager
@@ -290,7 +291,7 @@ class DeviceLayer:
 
         d: dict[str, Any] = {"device_id": self.device_id}
         try:
-            import nvidia.dali as dali
+            from nvidia import dali
 
             d["dali"] = dali.__version__
         except Exception:  # noqa: BLE001

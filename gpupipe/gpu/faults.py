@@ -24,17 +24,17 @@ for the rest of the process (:class:`DeviceLost`).
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import DeviceLost, DeviceOutOfMemory
 
 __all__ = [
-    "DeviceOutOfMemory",
-    "DeviceLost",
     "STICKY_CUDA_ERRORS",
+    "DeviceLost",
+    "DeviceOutOfMemory",
+    "cuda_status",
     "is_oom_error",
     "is_sticky_error",
-    "cuda_status",
 ]
 
 

@@ -13,11 +13,12 @@ exposed through the buffer protocol (``memoryview(code_stream)``) and are not co
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import EncodeFailed
 
-__all__ = ["JpegEncoder", "EncodeFailed"]
+__all__ = ["EncodeFailed", "JpegEncoder"]
 
 
 class JpegEncoder:

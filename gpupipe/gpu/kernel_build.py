@@ -30,25 +30,26 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = [
-    "KERNEL_FILE",
     "FATBIN_FILE",
+    "KERNEL_FILE",
     "MANIFEST_FILE",
-    "SASS_ARCHS",
     "PTX_ARCH",
-    "PrebuiltStatus",
+    "SASS_ARCHS",
     "NvrtcStatus",
-    "source_sha256",
-    "prebuilt_status",
-    "nvrtc_status",
-    "kernel_availability",
-    "nvcc_command",
+    "PrebuiltStatus",
     "build_prebuilt",
     "compile_with_nvrtc",
+    "kernel_availability",
+    "nvcc_command",
+    "nvrtc_status",
+    "prebuilt_status",
+    "source_sha256",
 ]
 
 HERE = Path(__file__).resolve().parent
@@ -181,7 +182,7 @@ def nvcc_command(nvcc: str, source: Path, out: Path) -> list[str]:
     for a in SASS_ARCHS:
         cmd += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
     cmd += ["-gencode", f"arch=compute_{PTX_ARCH},code=compute_{PTX_ARCH}"]
-    return cmd + ["-o", str(out), str(source)]
+    return [*cmd, "-o", str(out), str(source)]
 
 
 def nvcc_version(nvcc: str) -> str:
@@ -212,7 +213,7 @@ def build_prebuilt(out_dir: Path | None = None, nvcc: str | None = None, source:
     out_dir = Path(out_dir) if out_dir is not None else HERE
     source = Path(source) if source is not None else source_path()
     out = out_dir / FATBIN_FILE
-    r = subprocess.run(nvcc_command(nvcc, source, out), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(nvcc_command(nvcc, source, out), check=False, capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError(f"nvcc failed:\n{r.stderr}")
     manifest = {

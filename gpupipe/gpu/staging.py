@@ -28,26 +28,27 @@ import threading
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..plan import Job
 from ..errors import GpuFallbackWarning
+from ..plan import Job
 from .faults import DeviceLost
 
 __all__ = [
-    "StagingStats",
-    "StagingBudget",
+    "GpuFallbackWarning",
     "PinnedBuffers",
     "StagedRunner",
-    "plan_batches",
+    "StagingBudget",
+    "StagingStats",
     "cpu_fallback",
     "make_device_pool",
-    "GpuFallbackWarning",
+    "plan_batches",
 ]
 
 log = logging.getLogger("gpupipe.gpu.staging")
@@ -263,17 +264,8 @@ class StagedRunner:
             return []
         overlap = overlap and finish is not None
         costs = [int(device_cost(j)) for j in jobs]
-        hcosts = [int(host_cost(j)) for j in jobs] if host_cost is not None else None
         limit = self.budget.max_bytes
-        share = 2 if overlap else 1
-        pinned = self.budget.pinned_limit if hcosts is not None and self.budget.pinned_limit > 0 else None
-        batches = plan_batches(
-            costs, max(1, limit // share), self.max_batch, hcosts, None if pinned is None else max(1, pinned // share)
-        )
-        naive = (len(jobs) + self.max_batch - 1) // self.max_batch
-        if len(batches) > naive:
-            self.budget.note(splits=len(batches) - naive)
-        st = _RunState(jobs, [None] * len(jobs), [False] * len(jobs), deque(batches))
+        st = _RunState(jobs, [None] * len(jobs), [False] * len(jobs), deque(self._plan(jobs, costs, host_cost, overlap)))
         pending: tuple[list[int], Future, int] | None = None
         slot = 0
         try:
@@ -283,9 +275,7 @@ class StagedRunner:
                     self._collect(st, p)  # type: ignore[arg-type]
                     continue
                 batch = st.queue.popleft()
-                if len(batch) == 1 and costs[batch[0]] > limit:
-                    i = batch[0]
-                    self._store(st, batch, [self._fallback(jobs[i], f"needs ~{costs[i]} staging bytes, over the budget of {limit}")])
+                if self._alone_over_budget(st, batch, costs):
                     continue
                 cost = sum(costs[i] for i in batch)
                 if pending is not None and self.budget.inflight_bytes + cost > limit:
@@ -305,19 +295,12 @@ class StagedRunner:
                     continue
                 self.timings.append(("process", time.perf_counter() - t0))
                 if not overlap:
-                    try:
-                        out = self._timed_finish(finish, handle) if finish is not None else handle
-                        self._check_len(out, batch)
-                    except Exception as e:  # noqa: BLE001
-                        self._failed(st, batch, e)
-                        continue
-                    finally:
-                        self.budget.release(reserved)
-                        handle = None
-                    self._store(st, batch, out)
+                    self._finish_now(st, batch, finish, handle, reserved)
+                    handle = None
                     continue
                 # The helper thread runs finishes in order; collecting the previous one frees the
                 # slot the next batch will use.
+                assert finish is not None  # overlap needs two phases
                 p, pending = pending, (batch, self._executor().submit(self._timed_finish, finish, handle), reserved)
                 handle = None
                 slot ^= 1
@@ -332,6 +315,40 @@ class StagedRunner:
         return st.results
 
     # ------------------------------------------------------------------ helpers
+
+    def _plan(self, jobs: list[Job], costs: list[int], host_cost: Callable[[Job], int] | None, overlap: bool) -> list[list[int]]:
+        """Batches of job indices that fit the staging budget (half of it each while overlapping)."""
+        hcosts = [int(host_cost(j)) for j in jobs] if host_cost is not None else None
+        share = 2 if overlap else 1
+        pinned = self.budget.pinned_limit if hcosts is not None and self.budget.pinned_limit > 0 else None
+        batches = plan_batches(
+            costs, max(1, self.budget.max_bytes // share), self.max_batch, hcosts, None if pinned is None else max(1, pinned // share)
+        )
+        naive = (len(jobs) + self.max_batch - 1) // self.max_batch
+        if len(batches) > naive:
+            self.budget.note(splits=len(batches) - naive)
+        return batches
+
+    def _alone_over_budget(self, st: _RunState, batch: list[int], costs: list[int]) -> bool:
+        """Send a single job that needs more than the whole staging budget to the fallback; whether it did."""
+        limit = self.budget.max_bytes
+        if len(batch) != 1 or costs[batch[0]] <= limit:
+            return False
+        i = batch[0]
+        self._store(st, batch, [self._fallback(st.jobs[i], f"needs ~{costs[i]} staging bytes, over the budget of {limit}")])
+        return True
+
+    def _finish_now(self, st: _RunState, batch: list[int], finish: Callable[[Any], list[Result]] | None, handle: Any, reserved: int) -> None:
+        """Complete a batch in this thread (no overlap), then release its staging bytes."""
+        try:
+            out = self._timed_finish(finish, handle) if finish is not None else handle
+            self._check_len(out, batch)
+        except Exception as e:  # noqa: BLE001 - every frame must still get a result
+            self._failed(st, batch, e)
+            return
+        finally:
+            self.budget.release(reserved)
+        self._store(st, batch, out)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._finisher is None:
@@ -350,12 +367,12 @@ class StagedRunner:
         if len(out) != len(batch):
             raise RuntimeError(f"device stage returned {len(out)} results for {len(batch)} jobs")
 
-    def _store(self, st: "_RunState", batch: list[int], out: Sequence[Result]) -> None:
+    def _store(self, st: _RunState, batch: list[int], out: Sequence[Result]) -> None:
         for i, r in zip(batch, out):
             st.results[i] = r
             st.done[i] = True
 
-    def _collect(self, st: "_RunState", pending: tuple[list[int], Future, int]) -> None:
+    def _collect(self, st: _RunState, pending: tuple[list[int], Future, int]) -> None:
         batch, fut, reserved = pending
         try:
             out = fut.result()
@@ -367,7 +384,7 @@ class StagedRunner:
             self.budget.release(reserved)
         self._store(st, batch, out)
 
-    def _failed(self, st: "_RunState", batch: list[int], e: BaseException) -> None:
+    def _failed(self, st: _RunState, batch: list[int], e: BaseException) -> None:
         """A batch raised ``e``: lost device, out of memory (halve and retry), or anything else (CPU path)."""
         jobs = st.jobs
         if self.is_fatal(e):
@@ -394,7 +411,7 @@ class StagedRunner:
     def _release(self) -> None:
         try:
             self.release()
-        except Exception:  # noqa: BLE001 - best effort
+        except Exception:  # best effort
             log.debug("releasing device memory failed", exc_info=True)
 
     def close(self) -> None:
@@ -481,7 +498,7 @@ class PinnedBuffers:
     def _release(self) -> None:
         try:
             self._release_fn()
-        except Exception:  # noqa: BLE001 - best effort
+        except Exception:  # best effort
             log.debug("releasing pinned memory failed", exc_info=True)
 
     def clear(self) -> None:

@@ -29,19 +29,18 @@ from typing import Literal
 
 from ..env import env
 from ..errors import FfmpegFailed, FfmpegUnavailable
-from ..errors import GpupipeError
 
 __all__ = [
+    "FfmpegFailed",
+    "FfmpegUnavailable",
     "FrameKind",
     "VideoSource",
-    "FfmpegUnavailable",
-    "FfmpegFailed",
-    "find_ffmpeg",
-    "require_ffmpeg",
-    "ffmpeg_version",
     "default_frame_dir",
     "extract_frames",
+    "ffmpeg_version",
+    "find_ffmpeg",
     "frames_or_synthetic",
+    "require_ffmpeg",
 ]
 
 FrameKind = Literal["png", "jpeg", "png-alpha"]
@@ -91,7 +90,7 @@ def ffmpeg_version(exe: str | None = None) -> str | None:
     if exe is None:
         return None
     try:
-        out = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([exe, "-hide_banner", "-version"], check=False, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
     first = (out.stdout or "").splitlines()[:1]
@@ -139,7 +138,7 @@ def _cached(folder: Path, count: int) -> list[Path] | None:
         return None
 
 
-def extract_frames(
+def extract_frames(  # noqa: PLR0912 - one branch per option and per way ffmpeg can fail
     out_dir: str | os.PathLike[str] | None,
     width: int,
     height: int,
@@ -188,7 +187,7 @@ def extract_frames(
         pattern = str(work / f"frame_%05d.{_EXT[kind]}")
         cmd = _command(exe, width, height, count, kind, source, fps, pattern, grain)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise FfmpegFailed(f"ffmpeg did not finish within {timeout:g} s: {' '.join(cmd)}") from None
         names = sorted(p.name for p in work.glob(f"frame_*.{_EXT[kind]}"))
@@ -199,7 +198,7 @@ def extract_frames(
             )
         manifest = {
             "ffmpeg": ffmpeg_version(exe),
-            "command": cmd[:-1] + [f"frame_%05d.{_EXT[kind]}"],
+            "command": [*cmd[:-1], f"frame_%05d.{_EXT[kind]}"],
             "source": source,
             "size": [width, height],
             "kind": kind,

@@ -26,26 +26,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = [
+    "CPU_COST_MAX",
+    "EXIT_FAIL",
+    "EXIT_PASS",
+    "EXIT_SKIP",
+    "GOAL_CELLS",
+    "GOAL_MATRIX",
+    "INFO_CELLS",
+    "KERNEL_MIN_RATIO",
+    "PASSTHROUGH_CELLS",
+    "SPEEDUP_MIN",
     "GoalLine",
     "check_goals",
     "check_kernel",
     "exit_status",
     "main",
-    "KERNEL_MIN_RATIO",
-    "SPEEDUP_MIN",
-    "CPU_COST_MAX",
-    "GOAL_CELLS",
-    "INFO_CELLS",
-    "PASSTHROUGH_CELLS",
-    "GOAL_MATRIX",
-    "EXIT_PASS",
-    "EXIT_FAIL",
-    "EXIT_SKIP",
 ]
 
 KERNEL_MIN_RATIO = 0.70

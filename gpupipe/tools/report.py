@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_report", "markdown_report"]
+__all__ = ["markdown_report", "write_report"]
 
 MiB = 1024**2
 
@@ -208,7 +208,7 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def write_report(r: dict[str, Any], out: Path) -> list[Path]:
+def write_report(r: dict[str, Any], out: Path) -> list[Path]:  # noqa: PLR0915 - one section per table of the report
     """Write ``BENCH.md`` and the charts into ``out``; returns the paths written."""
     out = Path(out)
     written = [out / "BENCH.md"]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import psutil
 
@@ -28,7 +28,7 @@ from ..encoder import FrameEncoder
 from ..errors import FrameError
 from ..pipeline import FramePipeline
 
-__all__ = ["SoakResult", "run_soak", "alias_frames"]
+__all__ = ["SoakResult", "alias_frames", "run_soak"]
 
 
 @dataclass
@@ -89,7 +89,7 @@ def _device_used() -> Callable[[], int]:
 
         if not gpu_available()[0]:
             return lambda: 0
-        import cupy  # noqa: F401 - only reached where a GPU backend is usable
+        import cupy  # only reached where a GPU backend is usable
 
         def used() -> int:
             free, total = cupy.cuda.runtime.memGetInfo()
