@@ -6,21 +6,10 @@ carved from the heap arenas (one per thread) and freed blocks stay resident as
 fragmentation. Setting the threshold explicitly also switches the dynamic adjustment off, so
 every large block is mapped on allocation and unmapped on free.
 
-Measured with ``scripts/soak.py`` (4K ffmpeg frames, 1,000 requests, 1500 MiB budget, CPU
-path, 2-core Xeon; target = budget × 1.15 + base RSS = 1763 MiB):
-
-============================  =========  ==================  ========
-allocator                     threads    peak RSS            run time
-============================  =========  ==================  ========
-glibc defaults                4          2028 MiB (over)     1.9 s
-``MALLOC_ARENA_MAX=1``        4 / 8      1722–1762 / 1846    1.9 s
-fixed 1 MiB mmap threshold    4 / 8      1608 / 1689 MiB     3.9 s
-============================  =========  ==================  ========
-
-The fixed threshold is the only setting that holds the target with margin at any thread
-count, and it is the default. Its price is the kernel's page faults on each fresh URI
-mapping (about 2 s of the 1,000-request run, on URIs of 18.6 MB); ``GPUPIPE_MALLOC_TUNE=0``
-opts out where speed matters more than a hard memory bound.
+A fixed threshold is the setting that keeps peak RSS within budget × 1.15 + base at every
+thread count measured (docs/BENCHMARKS.md, "Memory held to the budget"), and it is the default.
+Its price is the kernel's page faults on each fresh URI mapping; ``GPUPIPE_MALLOC_TUNE=0`` opts
+out where speed matters more than a hard memory bound.
 """
 
 from __future__ import annotations
