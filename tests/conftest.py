@@ -85,3 +85,19 @@ def frame_files(tmp_path, png_bytes, jpeg_bytes):
     p.write_bytes(png_bytes)
     j.write_bytes(jpeg_bytes)
     return p, j
+
+
+@pytest.fixture(scope="module")
+def host_gpu_backend():
+    """The GPU backend's data path on CPU stand-ins (DALI's CPU backend, the NumPy kernel twin): runs without a GPU."""
+    pytest.importorskip("nvidia.dali")
+    from dataclasses import replace
+
+    from gpupipe.config import Config
+    from gpupipe.gpu.backend import GpuBackend
+    from gpupipe.gpu.device import DeviceLayer
+
+    cfg = replace(Config(), batch_size=4)
+    be = GpuBackend(cfg, ops=DeviceLayer(cfg, device_id=None, dali_threads=1), workers=2)
+    yield be
+    be.close()

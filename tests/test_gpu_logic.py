@@ -356,42 +356,31 @@ def test_nvimgcodec_cpu_encode_round_trip(rgb_frame):
 # --------------------------------------------------------------------------- the data path on CPU stand-ins
 
 
-@pytest.fixture(scope="module")
-def host_backend():
-    pytest.importorskip("nvidia.dali")
-    from gpupipe.gpu.backend import GpuBackend
-    from gpupipe.gpu.device import DeviceLayer
 
-    cfg = replace(Config(), batch_size=4)
-    be = GpuBackend(cfg, ops=DeviceLayer(cfg, device_id=None, dali_threads=1), workers=2)
-    yield be
-    be.close()
-
-
-def test_stand_in_passthrough_byte_identical_to_cpu(host_backend, png_bytes, jpeg_bytes, rgba_png_bytes):
+def test_stand_in_passthrough_byte_identical_to_cpu(host_gpu_backend, png_bytes, jpeg_bytes, rgba_png_bytes):
     frames = [read_frame(d) for d in (png_bytes, jpeg_bytes, rgba_png_bytes, b"\x89PNG\r\n\x1a\n" + png_bytes[8:])]
     jobs = [plan_job(i, f, OutputSpec("passthrough")) for i, f in enumerate(frames)]
-    assert host_backend.run(jobs) == CpuBackend(1).run(jobs)
+    assert host_gpu_backend.run(jobs) == CpuBackend(1).run(jobs)
 
 
-def test_stand_in_transcode_close_to_cpu_and_same_errors(host_backend, png_bytes, jpeg_bytes):
+def test_stand_in_transcode_close_to_cpu_and_same_errors(host_gpu_backend, png_bytes, jpeg_bytes):
     i = png_bytes.find(b"IDAT")
     bad = png_bytes[: i + 100] + bytes(b ^ 0x5A for b in png_bytes[i + 100 : i + 400]) + png_bytes[i + 400 :]
     frames = [read_frame(d) for d in (png_bytes, bad, jpeg_bytes, png_bytes, jpeg_bytes)]
     spec = OutputSpec("jpeg", (160, 160), quality=85)
     jobs = [plan_job(k, f, spec) for k, f in enumerate(frames)]
-    gpu = host_backend.run(jobs)
+    gpu = host_gpu_backend.run(jobs)
     assert_transcodes_match(gpu, CpuBackend(1).run(jobs), shape=(90, 160, 3))
     assert isinstance(gpu[1], FrameDecodeError) and gpu[1].frame == frames[1].label
 
 
-def test_stand_in_accepts_and_refuses_what_the_cpu_path_does(host_backend, png_bytes, jpeg_bytes):
+def test_stand_in_accepts_and_refuses_what_the_cpu_path_does(host_gpu_backend, png_bytes, jpeg_bytes):
     """A PNG missing only IEND decodes in Pillow but not in nvImageCodec: the CPU path's verdict wins."""
     no_iend = png_bytes[:-12]
     short_jpeg = jpeg_bytes[: len(jpeg_bytes) // 2]
     frames = [read_frame(d) for d in (no_iend, short_jpeg, jpeg_bytes)]
     jobs = [plan_job(k, f, OutputSpec("jpeg", (100, 100))) for k, f in enumerate(frames)]
-    gpu = host_backend.run(jobs)
+    gpu = host_gpu_backend.run(jobs)
     cpu = CpuBackend(1).run(jobs)
     assert [type(x) for x in gpu] == [type(x) for x in cpu]
     assert isinstance(gpu[0], str) and isinstance(gpu[1], FrameDecodeError)

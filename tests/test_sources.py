@@ -15,7 +15,6 @@ import tempfile
 import time
 import types
 import zlib
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -627,17 +626,6 @@ def test_low_bit_gray_trns_keys_are_scaled_like_the_samples():
 
 # --------------------------------------------------------------------------- the GPU backend's data path (DALI CPU)
 
-
-@pytest.fixture(scope="module")
-def host_gpu_backend():
-    pytest.importorskip("nvidia.dali")
-    from gpupipe.gpu.backend import GpuBackend
-    from gpupipe.gpu.device import DeviceLayer
-
-    cfg = replace(Config(), batch_size=4)
-    be = GpuBackend(cfg, ops=DeviceLayer(cfg, device_id=None, dali_threads=1), workers=2)
-    yield be
-    be.close()
 
 
 def test_trns_transparency_on_the_gpu_backend(host_gpu_backend, trns):
