@@ -85,7 +85,7 @@ CACHE_STATE_KEY: Any = _RequestKey("gpupipe_cache", str) if _RequestKey else "gp
 class Lane:
     """One pipeline of the service (a GPU's, or the CPU's) and its views for other output settings.
 
-    A *view* is a :class:`~gpupipe.FramePipeline` on the same encoder and cache with other
+    A *view* is a pipeline of the same class on the same encoder and cache with other
     ``output``/``size``/``quality``: the cache keys carry the settings, so views share one budget.
     """
 
@@ -104,8 +104,8 @@ class Lane:
         key = spec.key()
         v = self._views.get(key)
         if v is None:
-            v = FramePipeline(self.pipeline.encoder, self.pipeline.cache, self.pipeline.resolver, output=spec.format,
-                              size=spec.size, quality=spec.quality, tune_allocator=False)
+            v = type(self.pipeline)(self.pipeline.encoder, self.pipeline.cache, self.pipeline.resolver, output=spec.format,
+                                    size=spec.size, quality=spec.quality, tune_allocator=False)
             self._views[key] = v
             while len(self._views) > _MAX_VIEWS:
                 self._views.popitem(last=False)
