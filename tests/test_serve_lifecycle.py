@@ -194,6 +194,8 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(frames, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def test_serve_refuses_a_missing_root_and_a_bad_config(tmp_path):

@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -95,6 +96,7 @@ class Lane:
         self.backend: str = getattr(pipeline.encoder, "backend", "cpu")
         self.batch_size: int = max(1, int(getattr(getattr(pipeline.encoder, "config", None), "batch_size", 8)))
         self._views: OrderedDict[tuple, FramePipeline] = OrderedDict()
+        self._lock = threading.Lock()  # views are asked for from several lookup threads
 
     def view(self, fmt: str | None, size: tuple[int, int] | None, quality: int | None) -> FramePipeline:
         """The pipeline for these output settings (``None``: the config's); ``ValueError`` for invalid ones."""
@@ -102,16 +104,17 @@ class Lane:
         if spec == self.pipeline.spec:
             return self.pipeline
         key = spec.key()
-        v = self._views.get(key)
-        if v is None:
-            v = type(self.pipeline)(self.pipeline.encoder, self.pipeline.cache, self.pipeline.resolver, output=spec.format,
-                                    size=spec.size, quality=spec.quality, tune_allocator=False)
-            self._views[key] = v
-            while len(self._views) > _MAX_VIEWS:
-                self._views.popitem(last=False)
-        else:
-            self._views.move_to_end(key)
-        return v
+        with self._lock:
+            v = self._views.get(key)
+            if v is None:
+                v = type(self.pipeline)(self.pipeline.encoder, self.pipeline.cache, self.pipeline.resolver, output=spec.format,
+                                        size=spec.size, quality=spec.quality, tune_allocator=False)
+                self._views[key] = v
+                while len(self._views) > _MAX_VIEWS:
+                    self._views.popitem(last=False)
+            else:
+                self._views.move_to_end(key)
+            return v
 
     def backend_stats(self) -> dict[str, Any]:
         """The backend's counters (jobs, fallbacks, staging figures); ``{}`` where it reports none."""
