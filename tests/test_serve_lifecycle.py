@@ -135,9 +135,17 @@ def test_bad_schedules_are_refused_whole(frames, body, status, etype):
     assert _all_handles([pipe]) == []
 
 
-def test_schedules_answer_501_where_the_pipeline_has_none(frames):
-    assert not hasattr(FramePipeline, "schedule") or pytest.skip("FramePipeline has schedule() in this build")
-    with LiveServer(service(cpu_pipeline(), frames)) as srv:
+class NoSchedulePipeline(FramePipeline):
+    """A pipeline without ``schedule``, as on a gpupipe built before the timeline-aware cache."""
+
+    schedule = None
+
+
+@pytest.mark.parametrize("cls", [FramePipeline, NoSchedulePipeline])
+def test_schedules_answer_501_where_the_pipeline_has_none(frames, cls):
+    if callable(getattr(cls, "schedule", None)):
+        pytest.skip("FramePipeline has schedule() in this build (NoSchedulePipeline covers the 501)")
+    with LiveServer(service(cpu_pipeline(cls=cls), frames)) as srv:
         status, _, out = get(srv.port, "/v1/schedules", method="POST", body=b'{"sources": ["f0.png"]}')
         assert status == 501 and error_body(out)["type"] == "SchedulesUnsupported"
         status, _, out = get(srv.port, "/v1/schedules/abc", method="DELETE")

@@ -540,7 +540,7 @@ async def handle_image(request: web.Request) -> web.StreamResponse:
 
 
 def _schedule_support(svc: FrameService) -> None:
-    if not all(hasattr(lane.pipeline, "schedule") for lane in svc.lanes):
+    if not all(callable(getattr(lane.pipeline, "schedule", None)) for lane in svc.lanes):
         raise SchedulesUnsupported("this gpupipe has no frame schedules (FramePipeline.schedule); requests work without one")
 
 
