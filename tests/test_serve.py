@@ -437,6 +437,22 @@ def test_python_client_raises_the_librarys_errors(live, frames):
         assert fc.uri("f0.png")  # the connection survives error answers
 
 
+def test_the_python_3_10_timeout_cancels_and_raises():
+    import asyncio
+
+    from gpupipe.serve.app import _Timeout310
+
+    async def main() -> str:
+        with pytest.raises(asyncio.TimeoutError):
+            async with _Timeout310(0.01):
+                await asyncio.sleep(30)
+        async with _Timeout310(30):
+            await asyncio.sleep(0)
+        return "ok"
+
+    assert asyncio.run(main()) == "ok"
+
+
 def test_roots_must_be_directories(tmp_path):
     from gpupipe.serve.roots import Roots
 

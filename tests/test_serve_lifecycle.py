@@ -282,3 +282,16 @@ def test_service_reports_pressure_in_metrics_and_health(frames):
 def test_default_pressure_threshold():
     assert default_threshold(64 * 1024 * MiB) == 64 * 1024 * MiB // 20
     assert default_threshold(1024 * MiB) == 128 * MiB
+
+
+def test_serve_help_documents_endpoints_errors_and_keys():
+    from typer.testing import CliRunner
+
+    from gpupipe.cli import app
+
+    r = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "140", "NO_COLOR": "1"})
+    assert r.exit_code == 0
+    for needed in ("/v1/uri", "/v1/image", "/v1/schedules", "/metrics", "/healthz", "--root", "--host", "--port", "--socket",
+                   "--config", "--grace", "403", "503", "504", "serve.max_batch_delay", "serve.max_queue", "cache.max_bytes: auto",
+                   "cache.pressure_available", "SIGTERM"):
+        assert needed in r.output, needed

@@ -18,7 +18,9 @@ real path. A request whose frame is cached is answered at once; the others go th
 :class:`~gpupipe.serve.batcher.Batcher`. Blocking work (path checks, ``get_many``) runs on
 thread pools, never on the event loop. Bodies are streamed in chunks of at most
 ``CHUNK`` bytes, each of which the client must take within ``serve.send_timeout`` seconds, so
-a slow client holds at most one chunk of the server's memory beyond the cached value itself.
+a slow client holds at most about one chunk of the server's memory beyond the URI it is sent;
+that URI stays alive until it is sent even if the cache evicts it meanwhile, for at most
+``send_timeout`` seconds per chunk.
 
 Errors are JSON ``{"error", "type", "src"}``: 400 bad parameters, 403 outside every root,
 404 no such frame, 413 ``FrameTooLarge``, 422 ``FrameDecodeError``, 503 queue full or byte

@@ -8,7 +8,7 @@ freed the shortfall plus half the threshold (so that one check frees enough to m
 across the pipelines' caches in proportion to what each holds. Entries are discarded, not
 evicted by a bound, so ``evictions`` does not count them; the monitor's own counters do. The
 cache fills again by itself as requests come once memory is back: the budget is unchanged.
-A warning is logged when pressure starts and at each shedding, an info line when it ends.
+A warning is logged when pressure starts and at each check that sheds, an info line when it ends.
 """
 
 from __future__ import annotations
@@ -88,8 +88,9 @@ class PressureMonitor:
             self.sheds += 1
             self.shed_entries += entries
             self.shed_bytes += freed
-        log.warning("memory pressure%s: %.0f MiB available, below the threshold of %.0f MiB; shed %d cached entries (%.1f MiB)",
-                    " started" if started else "", avail / MiB, self.threshold / MiB, entries, freed / MiB)
+        log.log(logging.WARNING if started or entries else logging.DEBUG,
+                "memory pressure%s: %.0f MiB available, below the threshold of %.0f MiB; shed %d cached entries (%.1f MiB)",
+                " started" if started else "", avail / MiB, self.threshold / MiB, entries, freed / MiB)
         return ShedReport(avail, True, entries, freed)
 
 
