@@ -333,8 +333,8 @@ class FrameService:
             (res.value,) = view.get_many([real])
         return res
 
-    async def frame(self, request: web.Request, src: str, params: FrameParams, *, etag_only: bool = False) -> tuple[_Resolved, str | None]:
-        """The frame's lane, tag and URI (``None`` when ``etag_only`` and the client's tag matches).
+    async def frame(self, request: web.Request, src: str, params: FrameParams, *, conditional: bool = False) -> tuple[_Resolved, str | None]:
+        """The frame's lane, tag and URI (``None`` when ``conditional`` and the client's ``If-None-Match`` matches its tag).
 
         Raises the frame's :class:`FrameError`, or a :class:`RequestError`.
         """
@@ -342,7 +342,7 @@ class FrameService:
         try:
             async with _timeout(self.serve.request_timeout):
                 res = await loop.run_in_executor(self.lookup_pool, self._resolve, src, params)
-                if etag_only and _etag_matches(request.headers.get("If-None-Match"), res.etag):
+                if conditional and _etag_matches(request.headers.get("If-None-Match"), res.etag):
                     request[CACHE_STATE_KEY] = "revalidated"
                     return res, None
                 value = res.value
@@ -515,7 +515,7 @@ async def handle_uri(request: web.Request) -> web.StreamResponse:
     """``GET /v1/uri``: the data URI as text/plain."""
     svc = _service(request)
     src, params = _query_params(request)
-    res, uri = await svc.frame(request, src, params, etag_only=True)
+    res, uri = await svc.frame(request, src, params, conditional=True)
     headers = {"Cache-Control": "no-cache", "ETag": res.etag}
     if uri is None:
         return web.Response(status=304, headers=headers)
@@ -530,7 +530,7 @@ async def handle_image(request: web.Request) -> web.StreamResponse:
     """``GET /v1/image``: the encoded image bytes, for ``<img src>``."""
     svc = _service(request)
     src, params = _query_params(request)
-    res, uri = await svc.frame(request, src, params, etag_only=True)
+    res, uri = await svc.frame(request, src, params, conditional=True)
     headers = {"Cache-Control": "no-cache", "ETag": res.etag}
     if uri is None:
         return web.Response(status=304, headers=headers)
