@@ -1,4 +1,4 @@
-"""The ``gpupipe`` command line: ``encode``, ``info``, ``demo`` and ``bench``."""
+"""The ``gpupipe`` command line: ``encode``, ``info``, ``demo``, ``bench`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -459,6 +459,50 @@ def bench(
 
     run_bench(backend=backend, quick=quick, out=out, repeats=repeats or None, use_ffmpeg=ffmpeg, soak=soak,
               console=_wide_console(), goals=goals, max_seconds=max_seconds or None)
+
+
+@app.command()
+def serve(
+    root: List[Path] = typer.Option(..., "--root", help="Directory frames are served from; repeat for several. Paths resolve (symlinks included) inside one, or are refused (403)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config: budgets per GPU (gpus:), serve.* and cache.* keys (default: $GPUPIPE_CONFIG or built-in)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; loopback by default (0.0.0.0 in a container)."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="TCP port (0: any free port; the ready line says which)."),
+    socket: Optional[Path] = typer.Option(None, "--socket", help="Serve on this Unix socket instead of TCP (created with mode 0600)."),
+    grace: float = typer.Option(10.0, "--grace", min=0.0, help="Seconds requests in flight get to finish after SIGTERM."),
+) -> None:
+    """Serve frames over HTTP to every renderer worker of the box: one pipeline and budget per GPU.
+
+    \b
+    GET /v1/uri?src=PATH  the data URI (text/plain); options:
+        &format=auto|passthrough|jpeg|png  &size=WxH  &quality=N
+    GET /v1/image?src=PATH[...]  the image bytes, for <img src>
+        (image/jpeg|png, Content-Length, ETag, Cache-Control)
+    POST /v1/schedules  {"sources": [...], "format", "size", "quality"}
+        -> {"id"}; DELETE /v1/schedules/ID withdraws it
+    GET /metrics  Prometheus text;  GET /healthz
+
+    \b
+    Errors are JSON {error, type, src}: 400 bad parameter,
+    403 outside every --root (symlinks resolved) or '..', 404 not found,
+    413 too large, 422 undecodable, 501 no schedule support,
+    503 + Retry-After (queue or byte budget full), 504 past the time limit.
+
+    \b
+    Config keys: serve.max_batch_delay, serve.max_queue,
+    serve.request_timeout, serve.send_timeout; cache.max_bytes: auto
+    (sized from the cgroup limit or RAM); cache.pressure_available and
+    cache.pressure_interval (shed cached entries while memory is short).
+    SIGTERM: stop accepting, finish requests in flight (--grace), exit 0.
+    One JSON access-log line per request on stderr.
+    """
+    from .serve.server import run
+
+    try:
+        code = run(roots=root, config_path=config, host=host, port=port, socket_path=socket, grace=grace)
+    except (GpupipeError, ValueError, OSError) as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
 
 
 class _OnceFilter(logging.Filter):

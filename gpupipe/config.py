@@ -3,7 +3,9 @@
 A config file has two top-level sections, both optional::
 
     defaults:            # applies to every GPU (and to the CPU path)
-      cache: {max_entries: 256, max_bytes: 1500MiB, admission_timeout: 60}
+      cache: {max_entries: 256, max_bytes: 1500MiB, admission_timeout: 60,
+              pressure_available: auto, pressure_interval: 1}
+      serve: {max_batch_delay: 0.005, max_queue: 256, request_timeout: 30, send_timeout: 30}
       staging: {max_bytes: 2GiB, pinned_bytes: 256MiB}
       output: {format: auto, jpeg_quality: 90, size: null, png_compress_level: 1}
       backend: auto
@@ -49,7 +51,9 @@ __all__ = [
     "CacheConfig",
     "StagingConfig",
     "OutputConfig",
+    "ServeConfig",
     "Config",
+    "configured_gpus",
     "load_config",
     "parse_size",
     "MiB",
@@ -67,6 +71,8 @@ CACHE_BYTES_FLOOR = 64 * MiB
 _MAX_SIZE = PiB  # every byte size
 _MAX_CACHE_ENTRIES = 10**7
 _MAX_ADMISSION_TIMEOUT = 86400.0  # seconds
+_MAX_BATCH_DELAY = 1.0  # seconds
+_MAX_QUEUE = 1_000_000
 _MAX_BATCH_SIZE = 4096
 _MAX_WORKERS = 4096
 _MAX_PIXELS = 2**31
@@ -167,11 +173,21 @@ class CacheConfig:
 
     ``admission_timeout``: seconds a cache reservation waits for in-flight work to release
     byte budget before it fails.
+
+    ``max_bytes_auto`` is true when ``max_bytes`` was given as ``auto`` and sized from the
+    memory this process may use (:func:`gpupipe.hostmem.auto_cache_bytes`); ``gpupipe serve``
+    then splits it across its pipelines. ``pressure_available`` (bytes; ``None``: 5% of the
+    memory limit, at least 128 MiB; ``0``: off) and ``pressure_interval`` (seconds) drive the
+    server's memory-pressure shedding: while less memory than that is available, it sheds
+    cached entries (see :mod:`gpupipe.serve.pressure`).
     """
 
     max_entries: int = 256
     max_bytes: int = 1500 * MiB
     admission_timeout: float = 60.0
+    max_bytes_auto: bool = False
+    pressure_available: int | None = None
+    pressure_interval: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -199,6 +215,23 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """``gpupipe serve``: how requests are batched and bounded.
+
+    Requests from every client are coalesced into batches of up to ``batch_size`` frames,
+    waiting at most ``max_batch_delay`` seconds for a batch to fill; at most ``max_queue``
+    requests wait for a batch (more are answered 503 with ``Retry-After``); a request that has
+    no answer after ``request_timeout`` seconds is answered 504; a client that does not take a
+    chunk of its response within ``send_timeout`` seconds is disconnected.
+    """
+
+    max_batch_delay: float = 0.005
+    max_queue: int = 256
+    request_timeout: float = 30.0
+    send_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     """A resolved configuration for one GPU (or the CPU path).
 
@@ -211,6 +244,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     staging: StagingConfig = field(default_factory=StagingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     backend: str = "auto"
     batch_size: int = 8
     max_pixels: int = 8192 * 8192
@@ -267,8 +301,29 @@ def _size(value: Any, key: str, source: str, lo: int = 0) -> int:
     return n
 
 
+def _is_auto(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() == "auto"
+
+
 def _cache_bytes(value: Any, key: str, source: str) -> int:
+    if _is_auto(value):
+        from .hostmem import auto_cache_bytes
+
+        return auto_cache_bytes()
     return _clamp_cache_bytes(parse_size(value, key=key, source=source), key, source, stacklevel=5)
+
+
+def _pressure_bytes(value: Any, key: str, source: str) -> int | None:
+    return None if value is None or _is_auto(value) else parse_size(value, key=key, source=source)
+
+
+def _delay(value: Any, key: str, source: str, lo: float, hi: float) -> float:
+    """A number of seconds in ``[lo, hi]`` (``lo`` may be 0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"expected a number of seconds, got {type(value).__name__} {_show(value)}", source=source, key=key)
+    if not lo <= value <= hi:  # also false for nan
+        raise ConfigError(f"must be a number of seconds between {lo:g} and {hi:g}, got {_show(value)}", source=source, key=key)
+    return float(value)
 
 
 def _seconds(value: Any, key: str, source: str) -> float:
@@ -304,6 +359,8 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "max_entries": partial(_int, lo=1, hi=_MAX_CACHE_ENTRIES),
         "max_bytes": _cache_bytes,
         "admission_timeout": _seconds,
+        "pressure_available": _pressure_bytes,
+        "pressure_interval": partial(_delay, lo=0.05, hi=3600.0),
     },
     "staging": {"max_bytes": _size, "pinned_bytes": _size},
     "output": {
@@ -311,6 +368,12 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "jpeg_quality": partial(_int, lo=1, hi=100),
         "size": _size_pair,
         "png_compress_level": partial(_int, lo=0, hi=9),
+    },
+    "serve": {
+        "max_batch_delay": partial(_delay, lo=0.0, hi=_MAX_BATCH_DELAY),
+        "max_queue": partial(_int, lo=1, hi=_MAX_QUEUE),
+        "request_timeout": _seconds,
+        "send_timeout": _seconds,
     },
 }
 _SCALARS: dict[str, Check] = {
@@ -334,6 +397,8 @@ def _apply_section(cfg: Config, data: Mapping[Any, Any], prefix: str, source: st
                 if name not in checks:
                     raise ConfigError(f"unknown key (known: {', '.join(sorted(checks))})", source=source, key=f"{key}.{_key_part(name)}")
                 updates[name] = checks[name](value, f"{key}.{name}", source)
+                if (k, name) == ("cache", "max_bytes"):
+                    updates["max_bytes_auto"] = _is_auto(value)
             cfg = replace(cfg, **{k: replace(getattr(cfg, k), **updates)})
         elif k in _SCALARS:
             cfg = replace(cfg, **{k: _SCALARS[k](v, key, source)})
@@ -546,6 +611,21 @@ def load_config(path: str | os.PathLike[str] | None = None, gpu: int | None = No
     return _apply_env(cfg)
 
 
+def configured_gpus(path: str | os.PathLike[str] | None = None) -> list[int]:
+    """The GPU indexes that the config file's ``gpus:`` section names, in ascending order.
+
+    ``path`` defaults to ``$GPUPIPE_CONFIG``; no file gives ``[]``. Raises :class:`ConfigError`
+    as :func:`load_config` does for a file it cannot read or an invalid index.
+    """
+    if path is None:
+        path = env("GPUPIPE_CONFIG")
+    if path is None:
+        return []
+    src = str(path)
+    data = _read_yaml(Path(path))
+    return sorted({_gpu_index(k, src) for k in _check_mapping(data.get("gpus"), "gpus", src)})
+
+
 def _apply_env(cfg: Config) -> Config:
     if v := env("GPUPIPE_CACHE_BYTES_MB"):
         try:
@@ -559,11 +639,11 @@ def _apply_env(cfg: Config) -> Config:
                 key="GPUPIPE_CACHE_BYTES_MB",
             )
         n = _clamp_cache_bytes(int(mb * MiB), "GPUPIPE_CACHE_BYTES_MB", "environment", stacklevel=4)
-        cfg = replace(cfg, cache=replace(cfg.cache, max_bytes=n))
+        cfg = replace(cfg, cache=replace(cfg.cache, max_bytes=n, max_bytes_auto=False))
     if v := env("GPUPIPE_CACHE_MAX_BYTES"):
         key = "GPUPIPE_CACHE_MAX_BYTES"
         n = _clamp_cache_bytes(parse_size(v, key=key, source="environment"), key, "environment", stacklevel=4)
-        cfg = replace(cfg, cache=replace(cfg.cache, max_bytes=n))
+        cfg = replace(cfg, cache=replace(cfg.cache, max_bytes=n, max_bytes_auto=False))
     if v := env("GPUPIPE_CACHE_MAX_ENTRIES"):
         try:
             n = int(v) if len(v) <= _MAX_TEXT else 0

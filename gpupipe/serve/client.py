@@ -1,0 +1,225 @@
+"""A Python client of ``gpupipe serve``, for renderers in other processes (standard library only).
+
+::
+
+    from gpupipe.serve.client import FrameClient
+
+    with FrameClient("http://127.0.0.1:8765") as fc:          # or FrameClient(socket_path="/run/gpupipe.sock")
+        uri = fc.uri("clip/frame_00001.png", size=(1920, 1080))
+        with fc.schedule(["clip/frame_00001.png", "clip/frame_00002.png"]):
+            ...
+
+Frame errors arrive as the library's own types, as in-process: 404 raises
+:class:`~gpupipe.errors.FrameNotFound`, 422 :class:`~gpupipe.errors.FrameDecodeError`, 413
+:class:`~gpupipe.errors.FrameTooLarge`; every other error status raises :class:`ServeError`
+with the service's ``status``, ``type`` and message.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+from typing import Any, Iterable
+from urllib.parse import urlencode, urlsplit
+
+from ..errors import FrameDecodeError, FrameNotFound, FrameTooLarge, GpupipeError
+
+__all__ = ["FrameClient", "Schedule", "ServeError", "fetch_uri"]
+
+
+class ServeError(GpupipeError):
+    """An error answer of the frame service: ``status``, ``type`` (the service's error class) and ``src``."""
+
+    def __init__(self, status: int, type_: str, message: str, src: str | None = None, retry_after: float | None = None):
+        self.status = status
+        self.type = type_
+        self.src = src
+        self.retry_after = retry_after
+        super().__init__(f"{status} {type_}: {message}")
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self._path)
+        except BaseException:
+            s.close()
+            raise
+        self.sock = s
+
+
+def _size(size: tuple[int, int] | str | None) -> str | None:
+    if size is None or isinstance(size, str):
+        return size
+    return f"{int(size[0])}x{int(size[1])}"
+
+
+def _query(src: str, format: str | None, size: tuple[int, int] | str | None, quality: int | None) -> str:
+    q: dict[str, Any] = {"src": src}
+    if format is not None:
+        q["format"] = format
+    if size is not None:
+        q["size"] = _size(size)
+    if quality is not None:
+        q["quality"] = int(quality)
+    return urlencode(q)
+
+
+class Schedule:
+    """An open schedule on the service; :meth:`close` (or leaving the ``with`` block) withdraws it."""
+
+    def __init__(self, client: "FrameClient", id_: str) -> None:
+        self.client = client
+        self.id = id_
+        self.closed = False
+
+    def close(self) -> None:
+        """Withdraw the schedule (once; a schedule the service no longer knows is already closed)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.client._request("DELETE", f"/v1/schedules/{self.id}")
+        except ServeError as e:
+            if e.status != 404:
+                raise
+
+    def __enter__(self) -> "Schedule":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FrameClient:
+    """A keep-alive connection to ``gpupipe serve`` at ``url`` (or its Unix socket ``socket_path``).
+
+    Thread-safe: requests on one client take turns on its connection; give each thread its own
+    client for parallel requests. ``timeout`` is in seconds per request.
+    """
+
+    def __init__(self, url: str = "http://127.0.0.1:8765", *, socket_path: str | None = None, timeout: float = 120.0) -> None:
+        self.url = url.rstrip("/")
+        self.socket_path = socket_path
+        self.timeout = timeout
+        parts = urlsplit(self.url)
+        if socket_path is None and parts.scheme != "http":
+            raise ValueError(f"url must be http://host:port (or pass socket_path), got {url!r}")
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 80
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self.socket_path is not None:
+                self._conn = _UnixConnection(self.socket_path, self.timeout)
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        return self._conn
+
+    def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        with self._lock:
+            for attempt in (0, 1):
+                conn = self._connection()
+                try:
+                    conn.request(method, path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    hdrs = {k.lower(): v for k, v in resp.getheaders()}
+                    if resp.will_close:
+                        self._drop()
+                    break
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    self._drop()
+                    if attempt or method not in ("GET", "DELETE"):  # a kept-alive connection the server closed: retry once
+                        raise
+                except BaseException:
+                    self._drop()
+                    raise
+        if resp.status >= 400:
+            raise _error(resp.status, hdrs, data)
+        return resp.status, hdrs, data
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def uri(self, src: str, *, format: str | None = None, size: tuple[int, int] | str | None = None, quality: int | None = None) -> str:
+        """The data URI of frame ``src`` (a path under one of the service's roots)."""
+        _, _, data = self._request("GET", "/v1/uri?" + _query(src, format, size, quality))
+        return data.decode("ascii")
+
+    def image(self, src: str, *, format: str | None = None, size: tuple[int, int] | str | None = None, quality: int | None = None) -> tuple[bytes, str]:
+        """``(encoded image bytes, content type)`` of frame ``src``."""
+        _, hdrs, data = self._request("GET", "/v1/image?" + _query(src, format, size, quality))
+        return data, hdrs.get("content-type", "application/octet-stream")
+
+    def image_url(self, src: str, *, format: str | None = None, size: tuple[int, int] | str | None = None, quality: int | None = None) -> str:
+        """The URL of frame ``src``'s image, for a page's ``<img src>`` (TCP services only)."""
+        if self.socket_path is not None:
+            raise ValueError("a browser cannot load an image from a Unix socket; serve on TCP for URL mode")
+        return f"{self.url}/v1/image?{_query(src, format, size, quality)}"
+
+    def schedule(self, sources: Iterable[str], *, format: str | None = None, size: tuple[int, int] | str | None = None,
+                 quality: int | None = None) -> Schedule:
+        """Declare the order in which frames will be requested; returns the open :class:`Schedule`."""
+        body: dict[str, Any] = {"sources": list(sources)}
+        for k, v in (("format", format), ("size", _size(size)), ("quality", quality)):
+            if v is not None:
+                body[k] = v
+        _, _, data = self._request("POST", "/v1/schedules", json.dumps(body).encode("utf-8"))
+        return Schedule(self, json.loads(data)["id"])
+
+    def health(self) -> dict[str, Any]:
+        """The service's ``/healthz`` answer."""
+        return json.loads(self._request("GET", "/healthz")[2])
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._drop()
+
+    def __enter__(self) -> "FrameClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _error(status: int, headers: dict[str, str], data: bytes) -> Exception:
+    try:
+        body = json.loads(data)
+        message, type_, src = str(body.get("error")), str(body.get("type")), body.get("src")
+    except (ValueError, AttributeError):
+        message, type_, src = data[:300].decode("utf-8", "replace"), "HTTPError", None
+    frame = src if isinstance(src, str) else "?"
+    if status == 404 and type_ != "ScheduleNotFound" and type_ != "HTTPNotFound":
+        return FrameNotFound(frame, message)
+    if status == 422:
+        return FrameDecodeError(frame, message)
+    if status == 413:
+        return FrameTooLarge(frame, message)
+    retry = headers.get("retry-after")
+    try:
+        retry_after = float(retry) if retry is not None else None
+    except ValueError:
+        retry_after = None
+    return ServeError(status, type_, message, src if isinstance(src, str) else None, retry_after)
+
+
+def fetch_uri(src: str, *, url: str = "http://127.0.0.1:8765", socket_path: str | None = None, format: str | None = None,
+              size: tuple[int, int] | str | None = None, quality: int | None = None, timeout: float = 120.0) -> str:
+    """The data URI of frame ``src`` from the service at ``url`` (one request; use :class:`FrameClient` for many)."""
+    with FrameClient(url, socket_path=socket_path, timeout=timeout) as fc:
+        return fc.uri(src, format=format, size=size, quality=quality)

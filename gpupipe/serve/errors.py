@@ -1,0 +1,96 @@
+"""Errors of the frame service's HTTP layer, each with the status it is answered with.
+
+Frame errors from the library (:mod:`gpupipe.errors`) keep their own types; :func:`status_of`
+maps them to statuses. Every error reaches the client as a JSON body
+``{"error": message, "type": name, "src": the frame's path or null}``, never a stack trace.
+"""
+
+from __future__ import annotations
+
+from ..errors import BudgetTimeout, FrameDecodeError, FrameError, FrameNotFound, FrameTooLarge
+
+__all__ = [
+    "RequestError",
+    "BadParameter",
+    "PathRefused",
+    "QueueFull",
+    "RequestTimeout",
+    "ScheduleNotFound",
+    "TooManySchedules",
+    "SchedulesUnsupported",
+    "status_of",
+]
+
+
+class RequestError(Exception):
+    """A request the service answers with ``status`` and a JSON error naming ``src`` (when there is one)."""
+
+    status = 400
+    retry_after: int | None = None
+
+    def __init__(self, message: str, src: str | None = None):
+        self.message = message
+        self.src = src
+        super().__init__(message)
+
+
+class BadParameter(RequestError):
+    """A missing, malformed or out-of-range query parameter or body field (400)."""
+
+    status = 400
+
+
+class PathRefused(RequestError):
+    """``src`` lies outside every ``--root`` once symlinks are resolved, or contains ``..`` (403)."""
+
+    status = 403
+
+
+class ScheduleNotFound(RequestError):
+    """No open schedule has this id (404)."""
+
+    status = 404
+
+
+class TooManySchedules(RequestError):
+    """The service holds as many open schedules as it allows; close one first (429)."""
+
+    status = 429
+
+
+class SchedulesUnsupported(RequestError):
+    """This gpupipe's ``FramePipeline`` has no ``schedule`` method (501)."""
+
+    status = 501
+
+
+class QueueFull(RequestError):
+    """``serve.max_queue`` requests already wait for a batch (503, with ``Retry-After``)."""
+
+    status = 503
+
+    def __init__(self, message: str, src: str | None = None, retry_after: int = 1):
+        super().__init__(message, src)
+        self.retry_after = retry_after
+
+
+class RequestTimeout(RequestError):
+    """The request had no answer within ``serve.request_timeout`` seconds (504)."""
+
+    status = 504
+
+
+def status_of(err: BaseException) -> int:
+    """The HTTP status for ``err``: a :class:`RequestError`'s own, 404/422/413 for frame errors,
+    503 for :class:`~gpupipe.errors.BudgetTimeout` (the byte budget stayed full), 500 otherwise."""
+    if isinstance(err, RequestError):
+        return err.status
+    if isinstance(err, FrameNotFound):
+        return 404
+    if isinstance(err, FrameTooLarge):
+        return 413
+    if isinstance(err, BudgetTimeout):
+        return 503
+    if isinstance(err, (FrameDecodeError, FrameError)):
+        return 422
+    return 500

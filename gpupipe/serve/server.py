@@ -1,0 +1,206 @@
+"""``gpupipe serve``: build one pipeline per GPU of the config (or the CPU pipeline), then serve them.
+
+The pipelines: every GPU index in the config's ``gpus:`` section (GPU 0 when it names none)
+that is usable here, each with its own section's budgets; where none is (or ``backend: cpu``),
+one CPU pipeline with the ``defaults``. A ``cache.max_bytes: auto`` budget is the box's share for
+the whole service, so it is split evenly across the pipelines. Serving settings come from
+the ``defaults`` section (``serve.*``).
+
+Listening: TCP on ``host:port`` (loopback by default), or a Unix socket created with mode 0600.
+SIGTERM or SIGINT stops accepting connections, lets requests in flight finish (at most
+``grace`` seconds), closes the pipelines and returns 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+from aiohttp import web
+
+from ..config import CACHE_BYTES_FLOOR, Config, configured_gpus, load_config
+from ..errors import BackendUnavailable
+from ..pipeline import open_pipeline
+from .app import FrameService, JsonAccessLogger, Lane, access_log, create_app
+from .pressure import default_threshold
+from .roots import Roots
+
+__all__ = ["build_lanes", "build_service", "serve", "run"]
+
+log = logging.getLogger("gpupipe.serve")
+
+
+def _lane_configs(config_path: str | os.PathLike[str] | None) -> tuple[list[tuple[str, Config, str]], Config]:
+    """``[(name, config, backend)]`` for each pipeline, and the ``defaults`` config."""
+    base = load_config(config_path, None)
+    lanes: list[tuple[str, Config, str]] = []
+    if base.backend != "cpu":
+        from ..gpu import gpu_available
+
+        wanted = configured_gpus(config_path) or [0]
+        reasons = []
+        for i in wanted:
+            ok, why = gpu_available(i)
+            if ok:
+                lanes.append((f"gpu{i}", load_config(config_path, i), "gpu"))
+            else:
+                reasons.append(f"GPU {i}: {why}")
+        if not lanes and base.backend == "gpu":
+            raise BackendUnavailable("backend: gpu, but no GPU of the config is usable (" + "; ".join(reasons) + ")")
+        if reasons and lanes:
+            log.warning("skipping unusable GPUs: %s", "; ".join(reasons))
+    if not lanes:
+        lanes.append(("cpu", base, "cpu"))
+    n = len(lanes)
+    if n > 1:
+        lanes = [(name, replace(cfg, cache=replace(cfg.cache, max_bytes=max(CACHE_BYTES_FLOOR, cfg.cache.max_bytes // n)))
+                  if cfg.cache.max_bytes_auto else cfg, b) for name, cfg, b in lanes]
+    return lanes, base
+
+
+def build_lanes(config_path: str | os.PathLike[str] | None = None) -> tuple[list[Lane], Config]:
+    """The service's pipelines (see the module docstring) and the ``defaults`` config; the caller closes them."""
+    specs, base = _lane_configs(config_path)
+    lanes: list[Lane] = []
+    try:
+        for name, cfg, backend in specs:
+            lanes.append(Lane(name, open_pipeline(config=cfg, backend=backend)))
+    except BaseException:
+        for lane in lanes:
+            lane.pipeline.close()
+        raise
+    return lanes, base
+
+
+def build_service(lanes: Sequence[Lane], roots: Roots, config: Config) -> FrameService:
+    """A :class:`FrameService` over ``lanes`` with ``config``'s serving and memory-pressure settings."""
+    threshold = config.cache.pressure_available
+    if threshold is None:
+        threshold = default_threshold()
+    return FrameService(lanes, roots, config.serve, pressure_threshold=threshold, pressure_interval=config.cache.pressure_interval)
+
+
+def _unix_socket(path: Path) -> socket.socket:
+    """A listening-ready Unix socket at ``path``, created with mode 0600 (a stale socket there is replaced)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(f"--socket {str(path)!r} exists and is not a socket")
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(os.fspath(path))
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    return sock
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def serve(app: web.Application, *, host: str = "127.0.0.1", port: int = 8765, socket_path: Path | None = None,
+                grace: float = 10.0, ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None) -> int:
+    """Serve ``app`` until SIGTERM/SIGINT (or ``stop`` is set); requests in flight get ``grace`` seconds. Returns 0."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    runner = web.AppRunner(app, access_log_class=JsonAccessLogger, access_log=access_log, shutdown_timeout=grace)
+    await runner.setup()
+    sock: socket.socket | None = None
+    installed: list[int] = []
+    try:
+        if socket_path is not None:
+            sock = _unix_socket(socket_path)
+            site: web.BaseSite = web.SockSite(runner, sock)
+            where = f"unix:{socket_path}"
+        else:
+            site = web.TCPSite(runner, host, port)
+        await site.start()
+        if socket_path is None:
+            h, p = runner.addresses[0][:2]
+            where = f"http://{'[' + h + ']' if ':' in h else h}:{p}"
+            if not _is_loopback(host):
+                log.warning("listening on %s, beyond loopback: anyone who can reach it can read every frame under --root", host)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), or no signals here
+                pass
+        if ready is not None:
+            ready(where)
+        await stop.wait()
+        log.info("stopping: no new connections; requests in flight get up to %g s", grace)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+        if socket_path is not None:
+            try:
+                os.unlink(socket_path)
+            except OSError:
+                pass
+    return 0
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
+    svc = logging.getLogger("gpupipe.serve")
+    svc.setLevel(logging.INFO)
+
+
+def run(*, roots: Sequence[str | os.PathLike[str]], config_path: str | os.PathLike[str] | None = None, host: str = "127.0.0.1",
+        port: int = 8765, socket_path: str | os.PathLike[str] | None = None, grace: float = 10.0) -> int:
+    """The ``gpupipe serve`` command: build the pipelines, serve until SIGTERM, return the exit code.
+
+    Prints ``gpupipe serve: listening on URL (pipelines: ...)`` on stdout once it accepts
+    connections. Raises :class:`~gpupipe.errors.ConfigError`, ``ValueError`` (a bad root) or
+    :class:`~gpupipe.errors.BackendUnavailable` before it listens.
+    """
+    _setup_logging()
+    confined = Roots(roots)
+    lanes, base = build_lanes(config_path)
+    try:
+        service = build_service(lanes, confined, base)
+    except BaseException:
+        for lane in lanes:
+            lane.pipeline.close()
+        raise
+    app = create_app(service)
+    names = ", ".join(f"{lane.name} ({lane.pipeline.cache.max_bytes / 2**20:.0f} MiB)" for lane in lanes)
+
+    def ready(where: str) -> None:
+        print(f"gpupipe serve: listening on {where} (pipelines: {names}; roots: {', '.join(confined.paths)})", flush=True)
+
+    try:
+        return asyncio.run(serve(app, host=host, port=port, socket_path=Path(socket_path) if socket_path else None, grace=grace, ready=ready))
+    finally:
+        if not service.closed:  # the app never started (e.g. the port was taken)
+            for lane in lanes:
+                lane.pipeline.close()

@@ -1,0 +1,470 @@
+"""The frame service over real HTTP on a free loopback port: endpoints, errors, confinement, batching,
+queue limits, time limits, concurrency within the budget, metrics, access log, Unix socket."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("aiohttp")
+pytest.importorskip("prometheus_client")
+
+from PIL import Image  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from gpupipe.errors import FrameDecodeError, FrameNotFound  # noqa: E402
+from gpupipe.samples import encode_frame, make_frame  # noqa: E402
+from gpupipe.serve.app import route  # noqa: E402
+from gpupipe.serve.client import FrameClient, ServeError, fetch_uri  # noqa: E402
+from gpupipe.uri import build_uri  # noqa: E402
+
+from serve_util import (  # noqa: E402
+    MiB,
+    GatedPipeline,
+    LiveServer,
+    cpu_pipeline,
+    error_body,
+    get,
+    noise_png,
+    png_with_padding,
+    service,
+    wait_for,
+)
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory) -> Path:
+    """A root with PNG and JPEG frames, a corrupt one, and links in and out of the root."""
+    root = tmp_path_factory.mktemp("frames")
+    for i in range(3):
+        px = make_frame(320, 180, index=i, seed=3)
+        (root / f"f{i}.png").write_bytes(encode_frame(px, "png"))
+        (root / f"f{i}.jpg").write_bytes(encode_frame(px, "jpeg"))
+    (root / "sub").mkdir()
+    (root / "sub" / "deep.png").write_bytes((root / "f0.png").read_bytes())
+    (root / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.png").write_bytes((root / "f1.png").read_bytes())
+    os.symlink(outside / "secret.png", root / "escape.png")
+    os.symlink(root / "f2.png", root / "alias.png")
+    return root
+
+
+@pytest.fixture
+def live(frames):
+    with LiveServer(service(cpu_pipeline(), frames)) as srv:
+        yield srv
+
+
+def metrics(port: int) -> dict[tuple[str, tuple], float]:
+    status, headers, body = get(port, "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    out = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def metric(m: dict, name: str, **labels: str) -> float:
+    return sum(v for (n, lab), v in m.items() if n == name and all(dict(lab).get(k) == x for k, x in labels.items()))
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+def test_uri_is_the_frames_data_uri(live, frames):
+    status, h, body = get(live.port, "/v1/uri?src=f0.png")
+    assert status == 200
+    assert h["content-type"].startswith("text/plain")
+    assert int(h["content-length"]) == len(body)
+    assert body.decode() == build_uri("image/png", (frames / "f0.png").read_bytes())  # auto, no size: passed through
+    assert h["etag"].startswith('W/"')
+
+
+def test_image_is_the_encoded_bytes_with_http_caching_headers(live, frames):
+    status, h, body = get(live.port, "/v1/image?src=f1.jpg")
+    assert status == 200
+    assert body == (frames / "f1.jpg").read_bytes()
+    assert h["content-type"] == "image/jpeg"
+    assert int(h["content-length"]) == len(body)
+    assert h["cache-control"] == "no-cache"
+    etag = h["etag"]
+    status, h2, body2 = get(live.port, "/v1/image?src=f1.jpg", {"If-None-Match": etag})
+    assert status == 304 and body2 == b"" and h2["etag"] == etag
+    status, _, body3 = get(live.port, "/v1/image?src=f1.jpg", {"If-None-Match": 'W/"other"'})
+    assert status == 200 and body3 == body
+
+
+def test_etag_changes_with_the_file_and_the_output_settings(live, tmp_path, frames):
+    _, a, _ = get(live.port, "/v1/image?src=f0.png")
+    _, b, _ = get(live.port, "/v1/image?src=f0.png&format=jpeg")
+    _, c, _ = get(live.port, "/v1/image?src=f0.png&size=160x90")
+    assert len({a["etag"], b["etag"], c["etag"]}) == 3
+    p = frames / "changing.png"
+    p.write_bytes((frames / "f0.png").read_bytes())
+    _, d1, body1 = get(live.port, "/v1/image?src=changing.png")
+    p.write_bytes((frames / "f1.png").read_bytes())
+    _, d2, body2 = get(live.port, "/v1/image?src=changing.png")
+    assert d1["etag"] != d2["etag"] and body1 != body2 and body2 == (frames / "f1.png").read_bytes()
+
+
+@pytest.mark.parametrize("query,mime,size", [
+    ("format=jpeg&size=160x90&quality=70", "image/jpeg", (160, 90)),
+    ("format=png", "image/png", (320, 180)),
+    ("format=auto&size=100x100", "image/jpeg", (100, 56)),
+    ("format=passthrough&size=10x10", "image/png", (320, 180)),
+])
+def test_output_settings(live, query, mime, size):
+    status, h, body = get(live.port, f"/v1/image?src=f2.png&{query}")
+    assert status == 200 and h["content-type"] == mime
+    assert Image.open(io.BytesIO(body)).size == size
+    status, _, uri = get(live.port, f"/v1/uri?src=f2.png&{query}")
+    assert uri.decode().startswith(f"data:{mime};base64,")
+
+
+def test_paths_inside_the_root_absolute_nested_and_links_within(live, frames):
+    for src in ("sub/deep.png", str(frames / "f0.png"), "alias.png", "./f0.png"):
+        assert get(live.port, f"/v1/uri?src={src}")[0] == 200, src
+
+
+def test_healthz(live):
+    status, _, body = get(live.port, "/healthz")
+    d = json.loads(body)
+    assert status == 200 and d["status"] == "ok" and d["pipelines"] == [{"name": "cpu0", "backend": "cpu"}]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("query,status,etype", [
+    ("src=missing.png", 404, "FrameNotFound"),
+    ("src=sub", 404, "FrameNotRegularFile"),
+    ("src=bad.png", 422, "FrameDecodeError"),
+    ("src=escape.png", 403, "PathRefused"),
+    ("src=../outside/secret.png", 403, "PathRefused"),
+    ("src=sub/../f0.png", 403, "PathRefused"),
+    ("src=/etc/hostname", 403, "PathRefused"),
+    ("src=/nonexistent/x.png", 403, "PathRefused"),
+    ("", 400, "BadParameter"),
+    ("src=", 400, "BadParameter"),
+    ("src=f0.png&size=big", 400, "BadParameter"),
+    ("src=f0.png&size=0x10", 400, "BadParameter"),
+    ("src=f0.png&quality=101", 400, "BadParameter"),
+    ("src=f0.png&quality=abc", 400, "BadParameter"),
+    ("src=f0.png&format=gif", 400, "BadParameter"),
+    ("src=f0.png&src=f1.png", 400, "BadParameter"),
+    ("src=f0.png&colour=red", 400, "BadParameter"),
+    ("src=f0%00.png", 400, "BadParameter"),
+])
+@pytest.mark.parametrize("endpoint", ["/v1/uri", "/v1/image"])
+def test_error_statuses_are_json_naming_the_frame(live, endpoint, query, status, etype):
+    got, h, body = get(live.port, f"{endpoint}?{query}")
+    assert got == status
+    assert h["content-type"].startswith("application/json")
+    d = error_body(body)
+    assert d["type"] == etype
+    src = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("src")
+    if src and etype != "BadParameter":
+        assert d["src"] == src
+
+
+def test_frame_too_large_is_413(frames):
+    with LiveServer(service(cpu_pipeline(max_pixels=1000), frames)) as srv:
+        status, _, body = get(srv.port, "/v1/uri?src=f0.png")
+    assert status == 413 and error_body(body)["type"] == "FrameTooLarge"
+
+
+def test_unknown_route_and_method_are_json(live):
+    status, _, body = get(live.port, "/v2/nothing")
+    assert status == 404 and error_body(body)["type"] == "HTTPNotFound"
+    status, h, body = get(live.port, "/v1/uri?src=f0.png", method="POST", body=b"")
+    assert status == 405 and error_body(body)["type"] == "HTTPMethodNotAllowed" and "GET" in h["allow"]
+
+
+class _Exploding(GatedPipeline):
+    def get_many(self, sources):  # type: ignore[override]
+        raise RuntimeError("secret internal detail")
+
+
+def test_an_unexpected_failure_is_500_without_a_stack_trace(frames, caplog):
+    pipe = cpu_pipeline(cls=_Exploding)
+    with LiveServer(service(pipe, frames)) as srv, caplog.at_level(logging.ERROR, "gpupipe.serve"):
+        status, _, body = get(srv.port, "/v1/uri?src=f0.png")
+    d = error_body(body)
+    assert status == 500 and d["type"] == "InternalError"
+    assert b"secret" not in body and b"Traceback" not in body and b"RuntimeError" not in body
+    assert any("secret internal detail" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+def test_queue_full_is_503_with_retry_after(frames):
+    pipe = cpu_pipeline(cls=GatedPipeline, batch_size=1)
+    svc = service(pipe, frames, max_queue=2, max_batch_delay=0.0, batch_slots=1)
+    with LiveServer(svc) as srv, ThreadPoolExecutor(3) as pool:
+        first = pool.submit(get, srv.port, "/v1/uri?src=f0.png")
+        assert pipe.entered.wait(20)  # the first request's batch is running (held at the gate)
+        queued = [pool.submit(get, srv.port, f"/v1/uri?src=f{i}.jpg") for i in (1, 2)]
+        wait_for(lambda: svc.batcher.depth == 2, what="two queued requests")
+        status, h, body = get(srv.port, "/v1/uri?src=f2.png")
+        assert status == 503 and int(h["retry-after"]) >= 1 and error_body(body)["type"] == "QueueFull"
+        m = metrics(srv.port)
+        pipe.gate.set()
+        assert [f.result()[0] for f in [first, *queued]] == [200, 200, 200]
+    assert metric(m, "gpupipe_queue_full_rejects_total") == 1
+    assert metric(m, "gpupipe_queue_depth") == 2
+    assert metric(m, "gpupipe_http_requests_total", endpoint="/v1/uri", status="503") == 1
+
+
+def test_request_time_limit_is_504_and_the_queue_is_released(frames):
+    pipe = cpu_pipeline(cls=GatedPipeline, batch_size=1)
+    svc = service(pipe, frames, request_timeout=0.3, max_batch_delay=0.0, batch_slots=1)
+    with LiveServer(svc) as srv:
+        status, _, body = get(srv.port, "/v1/uri?src=f0.png")  # its batch is held at the gate
+        assert status == 504 and error_body(body)["type"] == "RequestTimeout" and error_body(body)["src"] == "f0.png"
+        status, _, _ = get(srv.port, "/v1/uri?src=f1.png")  # waits in the queue behind it, then leaves it
+        assert status == 504
+        wait_for(lambda: svc.batcher.depth == 0, what="the timed-out request to leave the queue")
+        pipe.gate.set()
+        assert get(srv.port, "/v1/uri?src=f2.png")[0] == 200
+        assert metric(metrics(srv.port), "gpupipe_request_timeouts_total") == 2
+
+
+def test_budget_timeout_is_503(frames):
+    """A frame whose work waited cache.admission_timeout for room in the budget is answered 503."""
+    pipe = cpu_pipeline(max_bytes=2 * MiB, admission_timeout=0.2)
+    with LiveServer(service(pipe, frames)) as srv, pipe.cache.reserve(2 * MiB - 1024):  # other work holds the budget
+        status, h, body = get(srv.port, "/v1/uri?src=f0.png&format=png")
+    assert status == 503 and error_body(body)["type"] == "BudgetTimeout" and "retry-after" in h
+
+
+# --------------------------------------------------------------------------- batching and routing
+
+
+def test_requests_from_many_clients_are_coalesced_into_batches(frames):
+    pipe = cpu_pipeline(cls=GatedPipeline, batch_size=8)
+    svc = service(pipe, frames, max_batch_delay=0.0, batch_slots=1)
+    names = [f"f{i}.{e}" for i in range(3) for e in ("png", "jpg")]
+    with LiveServer(svc) as srv, ThreadPoolExecutor(8) as pool:
+        first = pool.submit(get, srv.port, "/v1/uri?src=sub/deep.png")
+        assert pipe.entered.wait(20)
+        rest = [pool.submit(get, srv.port, f"/v1/uri?src={n}") for n in names]
+        wait_for(lambda: svc.batcher.depth == len(names), what="all requests queued")
+        pipe.gate.set()
+        assert all(f.result()[0] == 200 for f in [first, *rest])
+        m = metrics(srv.port)
+    assert [len(b) for b in pipe.batches] == [1, len(names)]
+    assert sorted(pipe.batches[1]) == sorted(str(frames / n) for n in names)
+    assert metric(m, "gpupipe_batches_total", pipeline="cpu0") == 2
+    assert metric(m, "gpupipe_batch_size_sum", pipeline="cpu0") == 1 + len(names)
+
+
+def test_a_batch_holds_at_most_batch_size_frames(frames):
+    pipe = cpu_pipeline(cls=GatedPipeline, batch_size=2)
+    svc = service(pipe, frames, max_batch_delay=0.0, batch_slots=1)
+    names = [f"f{i}.{e}" for i in range(3) for e in ("png", "jpg")]
+    with LiveServer(svc) as srv, ThreadPoolExecutor(8) as pool:
+        first = pool.submit(get, srv.port, "/v1/uri?src=sub/deep.png")
+        assert pipe.entered.wait(20)
+        rest = [pool.submit(get, srv.port, f"/v1/uri?src={n}") for n in names]
+        wait_for(lambda: svc.batcher.depth == len(names), what="all requests queued")
+        pipe.gate.set()
+        assert all(f.result()[0] == 200 for f in [first, *rest])
+    assert [len(b) for b in pipe.batches] == [1, 2, 2, 2]
+
+
+def test_frames_are_routed_to_pipelines_by_a_stable_hash(frames):
+    pipes = [cpu_pipeline(), cpu_pipeline()]
+    names = ["f0.png", "f1.png", "f2.png", "f0.jpg", "f1.jpg", "f2.jpg", "sub/deep.png"]
+    with LiveServer(service(pipes, frames)) as srv:
+        for n in names:
+            assert get(srv.port, f"/v1/uri?src={n}")[0] == 200
+        m = metrics(srv.port)
+    lanes = {str((frames / n).resolve()): route(str((frames / n).resolve()), 2) for n in names}
+    assert set(lanes.values()) == {0, 1}  # these names spread over both
+    for i, p in enumerate(pipes):
+        held = {k[1] for k in p.cache.keys()}
+        assert held == {path for path, lane in lanes.items() if lane == i}
+        assert metric(m, "gpupipe_cache_entries", pipeline=f"cpu{i}") == len(held)
+    assert route("/a/b.png", 4) == route("/a/b.png", 4)
+
+
+def test_cache_hits_skip_the_batcher_and_count_as_hits(live):
+    assert get(live.port, "/v1/uri?src=f0.png")[0] == 200
+    before = metrics(live.port)
+    assert get(live.port, "/v1/uri?src=f0.png")[0] == 200
+    after = metrics(live.port)
+    assert metric(after, "gpupipe_batches_total") == metric(before, "gpupipe_batches_total")
+    assert metric(after, "gpupipe_cache_hits_total") == metric(before, "gpupipe_cache_hits_total") + 1
+    assert metric(after, "gpupipe_requests_by_cache_state_total", state="hit") == 1
+
+
+def test_sixteen_concurrent_clients_within_the_byte_budget(tmp_path):
+    """16 clients ask for 24 frames whose URIs add up to ~2.7x the budget: every answer is right and
+    cached entries + work in flight never exceed the budget."""
+    root = tmp_path / "noise"
+    root.mkdir()
+    expected = {}
+    for i in range(24):
+        data = noise_png(root / f"n{i:02d}.png", 640, 360, seed=i)
+        expected[f"n{i:02d}.png"] = build_uri("image/png", data)
+    budget = 8 * MiB
+    pipe = cpu_pipeline(max_bytes=budget)
+    errors: list[str] = []
+
+    def client(k: int) -> int:
+        with FrameClient(f"http://127.0.0.1:{srv.port}") as fc:
+            n = 0
+            for j in range(12):
+                name = f"n{(k * 5 + j * 7) % 24:02d}.png"
+                got = fc.uri(name) if j % 2 else None
+                if got is None:
+                    data, ctype = fc.image(name)
+                    got = build_uri(ctype, data)
+                if got != expected[name]:
+                    errors.append(name)
+                n += 1
+            return n
+
+    with LiveServer(service(pipe, root)) as srv, ThreadPoolExecutor(16) as pool:
+        done = sum(pool.map(client, range(16)))
+        m = metrics(srv.port)
+    s = pipe.stats()
+    assert sum(len(u) for u in expected.values()) > 2.5 * budget
+    assert done == 16 * 12 and errors == []
+    assert s.peak_bytes <= budget and s.evictions > 0 and s.bytes <= budget
+    assert metric(m, "gpupipe_http_requests_total", status="200") == 16 * 12
+    assert metric(m, "gpupipe_cache_evicted_bytes_total") > 0
+
+
+# --------------------------------------------------------------------------- metrics and logs
+
+
+def test_metrics_cover_requests_latency_cache_batches_jobs_and_queue(live):
+    get(live.port, "/v1/uri?src=f0.png")
+    get(live.port, "/v1/uri?src=f0.png")
+    get(live.port, "/v1/image?src=missing.png")
+    m = metrics(live.port)
+    assert metric(m, "gpupipe_http_requests_total", endpoint="/v1/uri", status="200") == 2
+    assert metric(m, "gpupipe_http_requests_total", endpoint="/v1/image", status="404") == 1
+    assert metric(m, "gpupipe_http_request_duration_seconds_count", endpoint="/v1/uri") == 2
+    assert metric(m, "gpupipe_cache_hits_total", pipeline="cpu0", backend="cpu") == 1
+    assert metric(m, "gpupipe_cache_misses_total", pipeline="cpu0") == 1
+    assert metric(m, "gpupipe_cpu_jobs_total", pipeline="cpu0") == 1
+    assert metric(m, "gpupipe_cache_bytes", pipeline="cpu0") > 0
+    names = {n for n, _ in m}
+    for needed in ("gpupipe_cache_evictions_total", "gpupipe_cache_evicted_bytes_total", "gpupipe_cache_inflight_bytes",
+                   "gpupipe_cache_oversize_rejects_total", "gpupipe_batches_total", "gpupipe_batch_size_bucket",
+                   "gpupipe_gpu_jobs_total", "gpupipe_gpu_fallbacks_total", "gpupipe_queue_depth",
+                   "gpupipe_http_request_duration_seconds_bucket", "gpupipe_cache_max_bytes"):
+        assert needed in names, needed
+
+
+def test_one_json_access_log_line_per_request(live, caplog):
+    with caplog.at_level(logging.INFO, "gpupipe.serve.access"):
+        get(live.port, "/v1/uri?src=f1.png")
+        get(live.port, "/v1/uri?src=f1.png")
+        get(live.port, "/v1/image?src=escape.png")
+        wait_for(lambda: len([r for r in caplog.records if r.name == "gpupipe.serve.access"]) >= 3, what="log lines")
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gpupipe.serve.access"]
+    assert [(d["path"], d["status"], d["cache"], d["src"]) for d in lines] == [
+        ("/v1/uri", 200, "miss", "f1.png"), ("/v1/uri", 200, "hit", "f1.png"), ("/v1/image", 403, "-", "escape.png")]
+    assert all(d["ms"] >= 0 and d["bytes"] > 0 for d in lines)
+
+
+# --------------------------------------------------------------------------- slow clients, Unix socket, Python client
+
+
+def test_a_client_that_stops_reading_is_disconnected(tmp_path):
+    root = tmp_path / "big"
+    root.mkdir()
+    png_with_padding(root / "big.png", 12 * MiB)
+    svc = service(cpu_pipeline(), root, send_timeout=0.5)
+    with LiveServer(svc) as srv:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(b"GET /v1/uri?src=big.png HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+        wait_for(lambda: metric(metrics(srv.port), "gpupipe_send_timeouts_total") == 1, what="the send timeout")
+        s.settimeout(10)
+        got = 0
+        try:
+            while chunk := s.recv(1 << 20):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+        s.close()
+        assert got < 12 * MiB * 4 // 3  # cut off before the whole URI
+        assert get(srv.port, "/healthz")[0] == 200
+
+
+def test_unix_socket_is_private_and_serves(frames, tmp_path):
+    path = tmp_path / "gp.sock"
+    with LiveServer(service(cpu_pipeline(), frames), socket_path=path):
+        assert stat.S_ISSOCK(os.lstat(path).st_mode)
+        assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
+        with FrameClient(socket_path=str(path)) as fc:
+            assert fc.uri("f0.png") == build_uri("image/png", (frames / "f0.png").read_bytes())
+            assert fc.health()["status"] == "ok"
+    assert not path.exists()
+
+
+def test_python_client_raises_the_librarys_errors(live, frames):
+    url = f"http://127.0.0.1:{live.port}"
+    assert fetch_uri("f1.jpg", url=url) == build_uri("image/jpeg", (frames / "f1.jpg").read_bytes())
+    with FrameClient(url) as fc:
+        data, ctype = fc.image("f2.png", format="jpeg", size=(64, 64))
+        assert ctype == "image/jpeg" and Image.open(io.BytesIO(data)).size == (64, 36)
+        assert fc.image_url("a b.png", size=(1, 2)) == f"{url}/v1/image?src=a+b.png&size=1x2"
+        with pytest.raises(FrameNotFound) as e:
+            fc.uri("missing.png")
+        assert e.value.frame == "missing.png"
+        with pytest.raises(FrameDecodeError):
+            fc.uri("bad.png")
+        with pytest.raises(ServeError) as e2:
+            fc.uri("escape.png")
+        assert e2.value.status == 403 and e2.value.type == "PathRefused"
+        with pytest.raises(ServeError) as e3:
+            fc.schedule(["f0.png"])
+        assert e3.value.status == 501
+        assert fc.uri("f0.png")  # the connection survives error answers
+
+
+def test_the_python_3_10_timeout_cancels_and_raises():
+    import asyncio
+
+    from gpupipe.serve.app import _Timeout310
+
+    async def main() -> str:
+        with pytest.raises(asyncio.TimeoutError):
+            async with _Timeout310(0.01):
+                await asyncio.sleep(30)
+        async with _Timeout310(30):
+            await asyncio.sleep(0)
+        return "ok"
+
+    assert asyncio.run(main()) == "ok"
+
+
+def test_roots_must_be_directories(tmp_path):
+    from gpupipe.serve.roots import Roots
+
+    with pytest.raises(ValueError, match="not a directory"):
+        Roots([tmp_path / "nope"])
+    with pytest.raises(ValueError):
+        Roots([])
+
+
+def test_concurrent_identical_requests_share_one_encode(frames):
+    pipe = cpu_pipeline()
+    with LiveServer(service(pipe, frames)) as srv, ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: get(srv.port, "/v1/uri?src=f1.png&format=jpeg&size=100x100"), range(8)))
+    assert {r[0] for r in results} == {200} and len({r[2] for r in results}) == 1
+    assert pipe.stats().loads == 1

@@ -1,0 +1,84 @@
+"""The Node client (clients/node/gpupipe.mjs) and one real-browser injection, against a live service.
+
+Both run the system ``node``; the browser test also needs Chromium (Debian's ``chromium``) and
+``puppeteer-core`` installed by ``npm ci`` in clients/node. Where those are missing the tests skip,
+unless ``E2E_BROWSER_REQUIRED=1`` (set by .ci/run, which installs them) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("aiohttp")
+pytest.importorskip("prometheus_client")
+
+from gpupipe.samples import encode_frame, make_frame  # noqa: E402
+from gpupipe.pipeline import FramePipeline  # noqa: E402
+
+from serve_util import LiveServer, cpu_pipeline, service  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_DIR = ROOT / "clients" / "node"
+REQUIRED = os.environ.get("E2E_BROWSER_REQUIRED") == "1"  # read at import: the autouse fixture only clears GPUPIPE_*
+
+
+def _need(what: str, ok: bool) -> None:
+    if not ok:
+        if REQUIRED:
+            pytest.fail(f"{what} is missing, and E2E_BROWSER_REQUIRED=1")
+        pytest.skip(f"{what} is missing")
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if p := shutil.which(name):
+            return p
+    return None
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("frames")
+    px = make_frame(640, 360, index=2, seed=9)
+    (root / "f0.png").write_bytes(encode_frame(px, "png"))
+    (root / "f1.jpg").write_bytes(encode_frame(px, "jpeg"))
+    (root / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "x.png").write_bytes((root / "f0.png").read_bytes())
+    os.symlink(outside / "x.png", root / "escape.png")
+    return root
+
+
+def _node_test(srv: LiveServer, frames: Path, test_file: str, **env: str) -> subprocess.CompletedProcess:
+    full = {**{k: v for k, v in os.environ.items() if not k.startswith("GPUPIPE_")}, "GPUPIPE_URL": srv.url,
+            "GPUPIPE_TEST_ROOT": str(frames), **env}
+    return subprocess.run(["node", "--test", f"test/{test_file}"], cwd=NODE_DIR, env=full, capture_output=True, text=True, timeout=180)
+
+
+def test_node_client_against_a_live_service(frames):
+    _need("node", shutil.which("node") is not None)
+    expect = "201" if callable(getattr(FramePipeline, "schedule", None)) else "501"
+    with LiveServer(service(cpu_pipeline(), frames)) as srv:
+        r = _node_test(srv, frames, "client.test.mjs", GPUPIPE_TEST_SCHEDULES=expect)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert "# pass 7" in out and "# skipped 0" in out, out
+
+
+def test_one_frame_injected_into_headless_chromium(frames):
+    _need("node", shutil.which("node") is not None)
+    chromium = _chromium()
+    _need("chromium", chromium is not None)
+    _need("puppeteer-core (npm ci in clients/node)", (NODE_DIR / "node_modules" / "puppeteer-core").is_dir())
+    with LiveServer(service(cpu_pipeline(), frames)) as srv:
+        r = _node_test(srv, frames, "browser.test.mjs", CHROMIUM=str(chromium))
+        served = srv.service.metrics.registry.get_sample_value("gpupipe_http_requests_total", {"endpoint": "/v1/image", "status": "200"})
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert "# pass 1" in out and "# skipped 0" in out, out
+    assert served == 2  # the page itself loaded both URL-mode frames from the service
