@@ -11,6 +11,7 @@ A config file has two top-level sections, both optional::
       max_pixels: 67108864
       max_source_bytes: null
       workers: null
+      schedule: {read_ahead: 16}
     gpus:
       0: {cache: {max_bytes: 4GiB}}   # overrides for GPU 0 only
 
@@ -47,6 +48,7 @@ __all__ = [
     "CacheConfig",
     "StagingConfig",
     "OutputConfig",
+    "ScheduleConfig",
     "Config",
     "load_config",
     "parse_size",
@@ -77,6 +79,7 @@ _MAX_WORKERS = 4096
 _MAX_PIXELS = 2**31
 _MAX_OUTPUT_SIDE = 65535  # JPEG's largest dimension
 _MAX_GPU_INDEX = 1023
+_MAX_READ_AHEAD = 10**6  # frames
 # Bounds on the file itself.
 _MAX_FILE_BYTES = MiB
 _MAX_DEPTH = 32  # nesting levels below the top-level mapping
@@ -204,6 +207,17 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    """Declared schedules (:meth:`FramePipeline.schedule <gpupipe.FramePipeline.schedule>`).
+
+    ``read_ahead``: how many positions ahead of a schedule's cursor frames are encoded in the
+    background, in batches of ``batch_size``; 0 turns read-ahead off.
+    """
+
+    read_ahead: int = 16
+
+
+@dataclass(frozen=True)
 class Config:
     """A resolved configuration for one GPU (or the CPU path).
 
@@ -216,6 +230,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     staging: StagingConfig = field(default_factory=StagingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     backend: str = "auto"
     batch_size: int = 8
     max_pixels: int = 8192 * 8192
@@ -317,6 +332,7 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "size": _size_pair,
         "png_compress_level": partial(_int, lo=0, hi=9),
     },
+    "schedule": {"read_ahead": partial(_int, lo=0, hi=_MAX_READ_AHEAD)},
 }
 _SCALARS: dict[str, Check] = {
     "backend": partial(_choice, choices=BACKENDS),
