@@ -192,6 +192,8 @@ class Schedule:
                 other = self._ids[p]
                 self._pending.setdefault(other, deque()).append(p)
                 self._pending_fifo.append((p, other))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("schedule #%d: request for position %d while at %d: resynchronised", self.number, target, self.pos)
             self.pos = target + 1
             self._resyncs += 1
             self._expire()
