@@ -145,7 +145,7 @@ class _Flight:
         self.error: BaseException | None = None
         self.owner = threading.get_ident()
         self.stale = False
-        self.prefetch = prefetch  # a prefetch's outcome callback (_NO_OUTCOME when none was given)
+        self.prefetch = prefetch  # a prefetch's outcome callback (_no_outcome when none was given); None: a request's load
         self.claimed = False  # a request joined this prefetch
 
 
@@ -641,7 +641,7 @@ class FrameCache(Generic[V]):
         """Load keys ahead of any request for them, as one batch; returns one status per key.
 
         ``present``: cached or being loaded already; ``failed``: ``estimate(key)`` raised (the
-        request for it will meet the error); ``no-room``: not started. The keys to start are
+        request for it will meet the error) or exceeds the whole budget; ``no-room``: not started. The keys to start are
         reserved together and only *now*: never while requests wait for budget, never past the
         budget beside the work in flight, and making room (bytes, and entries for the keys
         started) only by evicting what the policy offers as spare (``policy.spare()``; nothing
@@ -663,6 +663,9 @@ class FrameCache(Generic[V]):
             try:
                 ests[k] = split_estimate(estimate(k)) if estimate is not None else (0, 0)
             except Exception:  # noqa: BLE001 - that frame's request will report it
+                status[k] = "failed"
+                continue
+            if sum(ests[k]) > self.max_bytes:  # oversize work runs alone, for a request only
                 status[k] = "failed"
         evicted: _Evicted = []
         res: Reservation | None = None
@@ -731,6 +734,10 @@ class FrameCache(Generic[V]):
                 self._misses += 1
             else:
                 self._hits += 1
+                outcome = self._unused_prefetch.pop(key, None)
+                if outcome is not None:
+                    self._prefetch_used += 1
+                    outcome(key, True)
             return value
 
     def peek(self, key: Hashable) -> V | None:

@@ -21,6 +21,12 @@ class EvictionPolicy(Protocol):
     ``add`` is called when a key is inserted, ``touch`` when it is read, ``remove`` when it
     leaves for any reason; ``victim`` names the key to evict next (only called while the policy
     holds at least one key), and iterating gives the keys, first victim first.
+
+    Optional, as :class:`SchedulePolicy` has them: ``sized = True`` (``add(key, cost)`` receives
+    the entry's bytes), ``bypass = True`` with ``worse_than(key, cost)`` (the cache inserts a new
+    key only into room it can make from those keys, else returns it uncached), and ``spare()``
+    (the keys :meth:`FrameCache.prefetch_many <gpupipe.FrameCache.prefetch_many>` may displace;
+    without it read-ahead uses free room only).
     """
 
     def add(self, key: Hashable) -> None: ...

@@ -501,7 +501,7 @@ class ReadAhead:
                         sch._changed.wait(self.POLL_S)
                         while not s.closed and not s._due() and sch._changed.wait(self.POLL_S):
                             pass
-        except Exception:  # noqa: BLE001 - read-ahead is an optimisation: log, stop, let requests load
+        except Exception:  # read-ahead is an optimisation: log, stop, let requests load
             log.exception("read-ahead of schedule #%d stopped", s.number)
 
     def join(self, timeout: float | None = None) -> None:

@@ -117,7 +117,7 @@ def test_size_weighting_rule():
 
 
 def test_no_schedule_is_exactly_lru():
-    cache, sch, evicted = scheduled_cache(3, 10**6)
+    cache, _, evicted = scheduled_cache(3, 10**6)
     for k in "abcd":
         cache.put(k, Blob(1))
     cache.get("b")
@@ -423,7 +423,7 @@ def test_read_ahead_thread_stops_when_the_schedule_closes():
 
 def test_read_ahead_yields_to_queued_requests_and_never_waits():
     cache, sch, _ = scheduled_cache(10, 100)
-    s = sch.open(["a", "b"])
+    sch.open(["a", "b"])
     held = threading.Event()
     go = threading.Event()
 
@@ -555,3 +555,19 @@ def test_scheduler_rejects_a_bad_window():
         Scheduler(window=-1)
     with pytest.raises(ValueError):
         ReadAhead(Scheduler().open([]), lambda ks: [], horizon=0, batch_size=1)
+
+
+def test_prefetch_skips_oversize_frames_and_get_counts_a_prefetch_as_used():
+    policy = SchedulePolicy()
+    cache = FrameCache(10, 100, policy=policy)
+    s = policy.scheduler.open(["huge", "ok"])
+    calls: list = []
+
+    def loader(keys):
+        calls.append(list(keys))
+        return [Blob(10) for _ in keys]
+
+    sizes = {"huge": 101, "ok": 10}
+    assert cache.prefetch_many(["huge", "ok"], loader, estimate=sizes.__getitem__, outcome=s.prefetch_outcome) == ["failed", "started"]
+    assert calls == [["ok"]]
+    assert cache.get("ok") is not None and cache.stats().prefetch_used == 1 and s.stats().prefetch_used == 1
