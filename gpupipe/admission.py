@@ -100,6 +100,23 @@ class Admission:
             self.device += device
         return Reservation(host, device, False)
 
+    def try_admit(self, est: Estimate, make_room: Callable[[int], bool]) -> Reservation | None:
+        """Reserve ``est`` now or not at all; called *with* the lock held, never waits.
+
+        ``None`` while other reservations are queued (they come first), when ``est`` would not
+        fit beside the work in flight (or exceeds the whole budget), or when ``make_room(total)``
+        says it could not make stored + in flight + total fit (it evicts only if it can).
+        """
+        host, device = split_estimate(est)
+        total = host + device
+        if self._queue or self.inflight + total > self.max_bytes:
+            return None
+        if not make_room(total):
+            return None
+        self.host += host
+        self.device += device
+        return Reservation(host, device, False)
+
     def _wait_turn(self, total: int, label: str) -> None:
         """Wait (lock held) until this request is first in line and the work in flight leaves room."""
         ticket = object()

@@ -16,6 +16,12 @@ Work whose estimate alone exceeds the whole budget ("oversize") never evicts ent
 it runs alone, one such job at a time, outside the budget, and its result is returned but not
 cached. So the one bound on what the cache and its work hold at once is
 ``max_bytes + the largest single oversize job``.
+
+A policy with ``bypass = True`` (:class:`~gpupipe.policy.SchedulePolicy`) also decides
+admission: a new entry is cached only if the room it needs can be made by evicting entries the
+policy ranks at or before it; otherwise it is returned but not cached (``bypassed``).
+:meth:`FrameCache.prefetch_many` loads entries ahead of requests through the same budget, but
+never waits and never displaces an entry the policy does not offer as spare.
 """
 
 from __future__ import annotations
@@ -26,13 +32,13 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Hashable, Iterator, Literal, Sequence, TypeVar
+from typing import Any, Callable, Generic, Hashable, Iterable, Iterator, Literal, Sequence, TypeVar
 
 from .admission import Admission, Estimate, Reservation, nonneg_int, split_estimate
 from .errors import BudgetTimeout, CacheError
 from .policy import EvictionPolicy, LruPolicy
 
-__all__ = ["FrameCache", "CacheStats", "EvictCause", "Estimate", "entry_cost"]
+__all__ = ["FrameCache", "CacheStats", "EvictCause", "Estimate", "entry_cost", "PrefetchStatus"]
 
 log = logging.getLogger("gpupipe.cache")
 
@@ -41,6 +47,16 @@ K = TypeVar("K", bound=Hashable)
 EvictCause = Literal["size", "replaced", "explicit"]
 
 _Evicted = list  # list[tuple[Hashable, V, EvictCause]]
+
+Outcome = Callable[[Hashable, bool], None]
+"""Told, with the cache's lock held, whether a prefetched key was used (``True``) or wasted."""
+
+
+def _no_outcome(key: Hashable, used: bool) -> None:
+    pass
+
+
+PrefetchStatus = Literal["started", "present", "failed", "no-room"]
 
 
 def entry_cost(value: Any) -> tuple[int, int]:
@@ -74,6 +90,13 @@ class CacheStats:
     Lookups are ``hits + misses + joined``: a *miss* starts a load, a *join* waits for a load
     another request started. ``hit_ratio`` is ``(hits + joined) / lookups``, the share of
     requests that caused no work, so it does not fall when more threads ask for the same frames.
+
+    ``prefetched`` loads were started ahead of requests (:meth:`FrameCache.prefetch_many`; they
+    count in ``loads`` but not in lookups); ``prefetch_used`` of them were then requested (a hit,
+    or a join while loading) and ``prefetch_wasted`` left the cache, or were never admitted,
+    before any request. ``bypassed`` values were returned but not cached because the policy
+    ranked them behind every entry they would have displaced. Requests served without any encode:
+    ``hits + misses + joined - loads``.
     """
 
     entries: int
@@ -97,6 +120,10 @@ class CacheStats:
     joined: int = 0
     admission_waits: int = 0
     admission_timeouts: int = 0
+    prefetched: int = 0
+    prefetch_used: int = 0
+    prefetch_wasted: int = 0
+    bypassed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a plain dict."""
@@ -110,14 +137,16 @@ class _Flight:
     result still reaches the waiters but is not inserted.
     """
 
-    __slots__ = ("done", "value", "error", "owner", "stale")
+    __slots__ = ("done", "value", "error", "owner", "stale", "prefetch", "claimed")
 
-    def __init__(self) -> None:
+    def __init__(self, prefetch: "Outcome | None" = None) -> None:
         self.done = threading.Event()
         self.value: Any = None
         self.error: BaseException | None = None
         self.owner = threading.get_ident()
         self.stale = False
+        self.prefetch = prefetch  # a prefetch's outcome callback (_no_outcome when none was given); None: a request's load
+        self.claimed = False  # a request joined this prefetch
 
 
 class _Store(Generic[V]):
@@ -125,9 +154,11 @@ class _Store(Generic[V]):
 
     def __init__(self, policy: EvictionPolicy) -> None:
         self.policy = policy
+        self._sized = bool(getattr(policy, "sized", False))
         self._items: dict[Hashable, tuple[V, int, int]] = {}
         self.host = 0
         self.device = 0
+        self.on_remove: Callable[[Hashable], None] | None = None
 
     @property
     def bytes(self) -> int:
@@ -151,9 +182,16 @@ class _Store(Generic[V]):
         self.policy.touch(key)
         return item[0]
 
+    def cost(self, key: Hashable) -> int:
+        _, host, device = self._items[key]
+        return host + device
+
     def insert(self, key: Hashable, value: V, host: int, device: int) -> None:
         self._items[key] = (value, host, device)
-        self.policy.add(key)
+        if self._sized:
+            self.policy.add(key, host + device)  # type: ignore[call-arg]
+        else:
+            self.policy.add(key)
         self.host += host
         self.device += device
 
@@ -162,6 +200,8 @@ class _Store(Generic[V]):
         self.policy.remove(key)
         self.host -= host
         self.device -= device
+        if self.on_remove is not None:
+            self.on_remove(key)
         return value, host, device
 
     def victim(self) -> Hashable:
@@ -237,6 +277,10 @@ class FrameCache(Generic[V]):
         self._peak = 0
         self._hits = self._misses = self._joined = self._loads = self._load_failures = 0
         self._evictions = self._evicted_bytes = self._oversize = 0
+        self._prefetched = self._prefetch_used = self._prefetch_wasted = self._bypassed = 0
+        self._unused_prefetch: dict[Hashable, Outcome] = {}  # prefetched entries no request has used yet
+        self._store.on_remove = self._forget_prefetch
+        self._bypassing = bool(getattr(self._store.policy, "bypass", False))
         self._last_oversize_log = -1e9
         self._suppressed_logs = 0
 
@@ -245,12 +289,58 @@ class FrameCache(Generic[V]):
     def _over(self, extra: int = 0) -> bool:
         return len(self._store) > self.max_entries or self._store.bytes + self._admission.inflight + extra > self.max_bytes
 
-    def _evict_one(self, out: _Evicted) -> None:
-        key = self._store.victim()
+    @property
+    def policy(self) -> EvictionPolicy:
+        """The eviction policy."""
+        return self._store.policy
+
+    def _evict_one(self, out: _Evicted, key: Hashable | None = None) -> None:
+        if key is None:
+            key = self._store.victim()
         value, hb, db = self._store.remove(key)
         self._evictions += 1
         self._evicted_bytes += hb + db
         out.append((key, value, "size"))
+
+    def _forget_prefetch(self, key: Hashable) -> None:
+        """A key left the store (lock held): a prefetched value no request used is wasted."""
+        outcome = self._unused_prefetch.pop(key, None)
+        if outcome is not None:
+            self._prefetch_wasted += 1
+            outcome(key, False)
+
+    def _plan_room(self, victims: Iterable[Hashable], extra: int, entries: int) -> list[Hashable] | None:
+        """The first of ``victims`` whose eviction makes ``entries`` more entries and ``extra`` more bytes
+        fit both bounds beside the work in flight (lock held; evicts nothing); ``None`` if they cannot."""
+        n = len(self._store) + entries
+        over = self._store.bytes + self._admission.inflight + extra - self.max_bytes
+        plan: list[Hashable] = []
+        if n <= self.max_entries and over <= 0:
+            return plan
+        for k in victims:
+            plan.append(k)
+            n -= 1
+            over -= self._store.cost(k)
+            if n <= self.max_entries and over <= 0:
+                return plan
+        return None
+
+    def _insert_or_bypass(self, key: Hashable, value: V, hb: int, db: int, evicted: _Evicted, prefetch: bool) -> bool:
+        """Insert ``key`` if room can be made from the entries the policy lets it displace, else bypass it (lock held)."""
+        policy: Any = self._store.policy
+        if prefetch:
+            victims: Iterable[Hashable] = policy.spare() if hasattr(policy, "spare") else ()
+        else:
+            victims = policy.worse_than(key, hb + db) if hasattr(policy, "worse_than") else policy
+        plan = self._plan_room(victims, hb + db, 1)
+        if plan is None:
+            self._bypassed += 1
+            return False
+        for k in plan:
+            self._evict_one(evicted, k)
+        self._store.insert(key, value, hb, db)
+        self._note_peak()
+        return True
 
     def _evict_to_fit(self, extra: int, out: _Evicted) -> None:
         """Evict until both bounds hold with ``extra`` more bytes in flight (or nothing is left)."""
@@ -271,8 +361,9 @@ class FrameCache(Generic[V]):
         else:
             self._suppressed_logs += 1
 
-    def _put_locked(self, key: Hashable, value: V, evicted: _Evicted, res: Reservation | None = None) -> bool:
-        """Insert ``value``; with ``res``, its cost is taken from that reservation first."""
+    def _put_locked(self, key: Hashable, value: V, evicted: _Evicted, res: Reservation | None = None, prefetch: bool = False) -> bool:
+        """Insert ``value``; with ``res``, its cost is taken from that reservation first. A bypassing
+        policy (and any ``prefetch``) inserts only into room it may make (:meth:`_insert_or_bypass`)."""
         hb, db = entry_cost(value)
         if key in self._store:
             old, _, _ = self._store.remove(key)
@@ -284,6 +375,8 @@ class FrameCache(Generic[V]):
             return False
         if res is not None:
             self._admission.take(res, hb + db)
+        if self._bypassing or prefetch:
+            return self._insert_or_bypass(key, value, hb, db, evicted, prefetch)
         self._store.insert(key, value, hb, db)
         while len(self._store) > 1 and self._over():
             self._evict_one(evicted)
@@ -367,8 +460,16 @@ class FrameCache(Generic[V]):
                 self._hits += len(idx)
                 for i in idx:
                     results[i] = value
+                outcome = self._unused_prefetch.pop(k, None)
+                if outcome is not None:
+                    self._prefetch_used += 1
+                    outcome(k, True)
                 continue
             f = self._flights.get(k)
+            if f is not None and f.prefetch is not None and not f.claimed:
+                f.claimed = True
+                self._prefetch_used += 1
+                f.prefetch(k, True)
             if f is None:
                 self._flights[k] = _Flight()
                 self._misses += 1
@@ -387,11 +488,18 @@ class FrameCache(Generic[V]):
         error = value if isinstance(value, BaseException) else None
         if value is None:
             error = CacheError(f"the loader of key {key!r:.200} returned None")
+        stored = False
         if error is None and not flight.stale and not (res is not None and res.oversize):
             try:
-                self._put_locked(key, value, evicted, res)
+                stored = self._put_locked(key, value, evicted, res, prefetch=flight.prefetch is not None)
             except (TypeError, ValueError) as e:
                 error = e
+        if flight.prefetch is not None and not flight.claimed:
+            if stored:
+                self._unused_prefetch[key] = flight.prefetch
+            else:
+                self._prefetch_wasted += 1
+                flight.prefetch(key, False)
         if error is not None:
             self._load_failures += 1
             flight.error, value = error, None
@@ -520,6 +628,102 @@ class FrameCache(Generic[V]):
             raise result
         return result
 
+    # ------------------------------------------------------------------ loads ahead of requests
+
+    def prefetch_many(
+        self,
+        keys: Sequence[K],
+        loader: Callable[[list[K]], Sequence[Any]],
+        *,
+        estimate: Callable[[K], Estimate] | None = None,
+        outcome: Outcome | None = None,
+    ) -> list[PrefetchStatus]:
+        """Load keys ahead of any request for them, as one batch; returns one status per key.
+
+        ``present``: cached or being loaded already; ``failed``: ``estimate(key)`` raised (the
+        request for it will meet the error) or exceeds the whole budget; ``no-room``: not started. The keys to start are
+        reserved together and only *now*: never while requests wait for budget, never past the
+        budget beside the work in flight, and making room (bytes, and entries for the keys
+        started) only by evicting what the policy offers as spare (``policy.spare()``; nothing
+        for a policy without it); keys are dropped from the
+        end of the batch until what is left fits. Those started (``started``) are loaded by one
+        ``loader`` call, count in ``loads`` and ``prefetched`` (not as lookups), and are cached
+        under the same rule; requests for them meanwhile join the load. ``outcome(key, used)``
+        (called with the cache's lock held: it must not call the cache) tells whether each
+        started key was then requested or left unused (``prefetch_used`` / ``prefetch_wasted``).
+        """
+        status: dict[Hashable, PrefetchStatus] = {}
+        with self._lock:
+            for k in keys:
+                if k not in status:
+                    status[k] = "present" if (k in self._store or k in self._flights) else "no-room"
+        todo = [k for k, st in status.items() if st == "no-room"]
+        ests: dict[Hashable, tuple[int, int]] = {}
+        for k in todo:
+            try:
+                ests[k] = split_estimate(estimate(k)) if estimate is not None else (0, 0)
+            except Exception:  # noqa: BLE001 - that frame's request will report it
+                status[k] = "failed"
+                continue
+            if sum(ests[k]) > self.max_bytes:  # oversize work runs alone, for a request only
+                status[k] = "failed"
+        evicted: _Evicted = []
+        res: Reservation | None = None
+        with self._lock:
+            todo = []
+            for k, st in status.items():
+                if st != "no-room":
+                    continue
+                if k in self._store or k in self._flights:
+                    status[k] = "present"
+                else:
+                    todo.append(k)
+            policy: Any = self._store.policy
+            while todo:
+                host = sum(ests[k][0] for k in todo)
+                device = sum(ests[k][1] for k in todo)
+
+                def make_room(total: int, entries: int = len(todo)) -> bool:
+                    plan = self._plan_room(policy.spare() if hasattr(policy, "spare") else (), total, entries)
+                    if plan is None:
+                        return False
+                    for v in plan:
+                        self._evict_one(evicted, v)
+                    return True
+
+                res = self._admission.try_admit((host, device), make_room)
+                if res is not None:
+                    break
+                todo.pop()
+            for k in todo:
+                self._flights[k] = _Flight(outcome or _no_outcome)
+                status[k] = "started"
+            self._loads += len(todo)
+            self._prefetched += len(todo)
+            self._note_peak()
+        self._notify(evicted)
+        if res is None:
+            return [status[k] for k in keys]
+        out: dict[Hashable, tuple[Any, BaseException | None]] = {}
+        try:
+            try:
+                values = list(loader(list(todo)))
+                if len(values) != len(todo):
+                    raise CacheError(f"the loader returned {len(values)} results for {len(todo)} keys")
+            except Exception as e:  # noqa: BLE001 - a load failure reaches every waiter of these keys
+                self._finish_all(todo, e, out)
+            else:
+                with self._lock:
+                    for k, v in zip(todo, values):
+                        out[k] = self._finish(k, v, res, evicted)
+                self._notify(evicted)
+        except BaseException as e:
+            self._finish_all(todo, e, out)
+            raise
+        finally:
+            self._admission.release(res)
+        return [status[k] for k in keys]
+
     # ------------------------------------------------------------------ plain operations
 
     def get(self, key: Hashable) -> V | None:
@@ -530,6 +734,10 @@ class FrameCache(Generic[V]):
                 self._misses += 1
             else:
                 self._hits += 1
+                outcome = self._unused_prefetch.pop(key, None)
+                if outcome is not None:
+                    self._prefetch_used += 1
+                    outcome(key, True)
             return value
 
     def peek(self, key: Hashable) -> V | None:
@@ -613,6 +821,10 @@ class FrameCache(Generic[V]):
                 joined=self._joined,
                 admission_waits=self._admission.waits,
                 admission_timeouts=self._admission.timeouts,
+                prefetched=self._prefetched,
+                prefetch_used=self._prefetch_used,
+                prefetch_wasted=self._prefetch_wasted,
+                bypassed=self._bypassed,
             )
 
     def __repr__(self) -> str:

@@ -376,7 +376,8 @@ def demo(
     from dataclasses import replace
 
     from .cache import FrameCache
-    from .demo import play, render_trace
+    from .demo import SETTINGS, play, render_trace
+    from .policy import SchedulePolicy
     from .encoder import FrameEncoder
     from .pipeline import FramePipeline
 
@@ -393,24 +394,20 @@ def demo(
     mb = sum(p.stat().st_size for _, paths in clips for p in paths) / 1e6
     err.print(f"sample frames: {mb:.0f} MB in {escape(str(folder))} (kept for the next run; --samples-dir chooses the folder)",
               soft_wrap=True, highlight=False)
-    cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes)
+    cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes, policy=SchedulePolicy())
     con = _wide_console()
     con.print(f"backend: [bold]{encoder.backend}[/bold] ({escape(encoder.backend_reason)}); cache budget {cache_mb} MiB, {cfg.cache.max_entries} entries")
     t = Table(title="render playback (sequential with seek-backs)")
     for col in ("clip", "output", "requests", "failed", "frames/s", "MB served", "hit ratio"):
         t.add_column(col, justify="right" if col not in ("clip", "output") else "left")
-    total = len(clips) * 2 * requests
+    total = len(clips) * len(SETTINGS) * requests
     with encoder, _progress(total, "played", "requests", "requests/s") as prog:
         for (name, paths) in clips:
             trace = render_trace(len(paths), requests, seed=len(name))
-            for label, size in (("passthrough", None), ("fit 720p (auto)", (1280, 720))):
+            for label, size, scheduled in SETTINGS:
                 pipe = FramePipeline(encoder, cache, size=size)
-                before = cache.stats()
-                r = play(pipe, paths, trace, on_request=prog.advance)
-                after = cache.stats()
-                looks = (after.hits - before.hits) + (after.misses - before.misses)
-                t.add_row(name, label, str(r.requests), str(r.failures), f"{r.fps:.1f}", f"{r.uri_bytes / 1e6:.0f}",
-                          f"{(after.hits - before.hits) / looks:.0%}" if looks else "-")
+                r = play(pipe, paths, trace, on_request=prog.advance, schedule=scheduled, cold=True)
+                t.add_row(name, label, str(r.requests), str(r.failures), f"{r.fps:.1f}", f"{r.uri_bytes / 1e6:.0f}", f"{r.hit_ratio:.0%}")
     con.print(t)
     s = Table(title="cache", show_header=False)
     _stats_rows(s, cache.stats())

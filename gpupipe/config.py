@@ -13,6 +13,7 @@ A config file has two top-level sections, both optional::
       max_pixels: 67108864
       max_source_bytes: null
       workers: null
+      schedule: {read_ahead: 16}
     gpus:
       0: {cache: {max_bytes: 4GiB}}   # overrides for GPU 0 only
 
@@ -52,6 +53,7 @@ __all__ = [
     "StagingConfig",
     "OutputConfig",
     "ServeConfig",
+    "ScheduleConfig",
     "Config",
     "configured_gpus",
     "load_config",
@@ -78,6 +80,7 @@ _MAX_WORKERS = 4096
 _MAX_PIXELS = 2**31
 _MAX_OUTPUT_SIDE = 65535  # JPEG's largest dimension
 _MAX_GPU_INDEX = 1023
+_MAX_READ_AHEAD = 10**6  # frames
 # Bounds on the file itself.
 _MAX_FILE_BYTES = MiB
 _MAX_DEPTH = 32  # nesting levels below the top-level mapping
@@ -232,6 +235,17 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    """Declared schedules (:meth:`FramePipeline.schedule <gpupipe.FramePipeline.schedule>`).
+
+    ``read_ahead``: how many positions ahead of a schedule's cursor frames are encoded in the
+    background, in batches of ``batch_size``; 0 turns read-ahead off.
+    """
+
+    read_ahead: int = 16
+
+
+@dataclass(frozen=True)
 class Config:
     """A resolved configuration for one GPU (or the CPU path).
 
@@ -245,6 +259,7 @@ class Config:
     staging: StagingConfig = field(default_factory=StagingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     backend: str = "auto"
     batch_size: int = 8
     max_pixels: int = 8192 * 8192
@@ -375,6 +390,7 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "request_timeout": _seconds,
         "send_timeout": _seconds,
     },
+    "schedule": {"read_ahead": partial(_int, lo=0, hi=_MAX_READ_AHEAD)},
 }
 _SCALARS: dict[str, Check] = {
     "backend": partial(_choice, choices=BACKENDS),

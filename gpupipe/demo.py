@@ -3,7 +3,9 @@
 A renderer asks for frames mostly in order, sometimes seeking back a few frames (a
 transition, a re-render of a segment). The demo plays such a request sequence over each
 sample clip, once passing frames through and once scaled to fit 720p (JPEG, or PNG for frames with alpha), and reports throughput
-and what the cache did.
+and what the cache did; each setting is played twice from a cold cache, without and then with
+the render's schedule declared (:meth:`FramePipeline.schedule`), so that the hit ratios of
+LRU and of eviction by next use (with read-ahead) stand side by side.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from typing import Callable, Sequence
 
 from .pipeline import FramePipeline
 
-__all__ = ["render_trace", "play", "PlayResult"]
+__all__ = ["render_trace", "play", "PlayResult", "SETTINGS"]
+
+SETTINGS: tuple[tuple[str, "tuple[int, int] | None", bool], ...] = (
+    ("passthrough", None, False),
+    ("passthrough, scheduled", None, True),
+    ("fit 720p (auto)", (1280, 720), False),
+    ("fit 720p (auto), scheduled", (1280, 720), True),
+)
+"""The demo's settings: ``(label, size to fit or None, whether the render declares its schedule)``."""
 
 
 def render_trace(n_frames: int, requests: int, seek_back_prob: float = 0.15, max_seek: int = 4, seed: int = 0) -> list[int]:
@@ -35,12 +45,19 @@ def render_trace(n_frames: int, requests: int, seek_back_prob: float = 0.15, max
 
 @dataclass
 class PlayResult:
-    """What one playback did: requests, failures, seconds, bytes of URIs served."""
+    """What one playback did: requests, failures, seconds, bytes of URIs served, and the encodes
+    it caused (read-ahead included), from the cache's ``loads``."""
 
     requests: int
     failures: int
     seconds: float
     uri_bytes: int
+    encodes: int = 0
+
+    @property
+    def hit_ratio(self) -> float:
+        """Requests served without an encode of their own: ``1 - encodes / requests`` (not below 0)."""
+        return max(0.0, 1.0 - self.encodes / self.requests) if self.requests else 0.0
 
     @property
     def fps(self) -> float:
@@ -52,18 +69,33 @@ def play(
     frames: Sequence[Path],
     trace: Sequence[int],
     on_request: Callable[[], None] | None = None,
+    *,
+    schedule: bool = False,
+    cold: bool = False,
 ) -> PlayResult:
-    """Request ``frames[i]`` for each ``i`` in ``trace`` through ``pipe``; failures are counted, not raised."""
+    """Request ``frames[i]`` for each ``i`` in ``trace`` through ``pipe``; failures are counted, not raised.
+
+    ``schedule``: declare the whole request sequence first (and withdraw it at the end), as a
+    renderer that knows its timeline does. ``cold``: clear the cache first.
+    """
     from .errors import FrameError
 
+    if cold:
+        pipe.cache.clear()
     failures = 0
     nbytes = 0
+    loads = pipe.stats().loads
     t0 = time.perf_counter()
-    for i in trace:
-        try:
-            nbytes += len(pipe.get(frames[i]))
-        except FrameError:
-            failures += 1
-        if on_request is not None:
-            on_request()
-    return PlayResult(len(trace), failures, time.perf_counter() - t0, nbytes)
+    handle = pipe.schedule([frames[i] for i in trace]) if schedule else None
+    try:
+        for i in trace:
+            try:
+                nbytes += len(pipe.get(frames[i]))
+            except FrameError:
+                failures += 1
+            if on_request is not None:
+                on_request()
+    finally:
+        if handle is not None:
+            handle.close()
+    return PlayResult(len(trace), failures, time.perf_counter() - t0, nbytes, pipe.stats().loads - loads)

@@ -2,12 +2,15 @@
 
 ``get(source)`` returns a frame's URI from the cache, or encodes it once (concurrent
 requests for the same frame share one encode) and caches it within the byte budget.
+``schedule(sources)`` declares the order in which frames will be requested: the cache then
+evicts by next use and encodes ahead in batches (see :mod:`gpupipe.schedule`).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+import threading
+from typing import Any, Callable, Hashable, Iterable, Sequence
 
 from .admission import Estimate
 from .cache import CacheStats, FrameCache
@@ -17,9 +20,26 @@ from .errors import FrameDecodeError, FrameError
 from .footprint import Header
 from .memory import release_large_allocations
 from .plan import OutputSpec
+from .policy import SchedulePolicy
+from .schedule import ReadAhead, Schedule, Scheduler
 from .sources import Frame, Source, key_digest, source_key, source_label
 
-__all__ = ["FramePipeline", "open_pipeline"]
+__all__ = ["FramePipeline", "open_pipeline", "schedule_ident"]
+
+
+def schedule_ident(key: tuple) -> tuple:
+    """The schedule id of a pipeline cache key: the key without the file's identity (mtime, size,
+    inode), so that a frame declared before it was rewritten still matches its requests."""
+    return key[:2] + key[3:] if key and key[0] == "path" else key
+
+
+def _memo_key(source: Source) -> Hashable | None:
+    """What ``source``'s schedule id may be remembered by while a schedule is built (``None``: not at all)."""
+    if isinstance(source, (str, bytes)):
+        return source
+    if isinstance(source, os.PathLike):
+        return os.fspath(source)
+    return None
 
 Resolver = Callable[[Source], "str | None"]
 
@@ -36,6 +56,12 @@ class FramePipeline:
     in flight together stay within ``cache.max_bytes`` however many threads ask at once.
     ``tune_allocator`` fixes glibc's mmap threshold so that evicted URIs return their memory to
     the OS (see :mod:`gpupipe.memory`).
+
+    Schedules (:meth:`schedule`) rank frames for eviction when the cache's policy is a
+    :class:`~gpupipe.policy.SchedulePolicy` (as :func:`open_pipeline` builds it); with any other
+    policy they still track cursors and statistics and read ahead, but only into free room.
+    ``read_ahead`` (positions; default: the config's ``schedule.read_ahead``) is how far ahead of
+    each schedule's cursor frames are encoded in the background.
     """
 
     def __init__(
@@ -48,11 +74,22 @@ class FramePipeline:
         size: tuple[int, int] | None = None,
         quality: int | None = None,
         tune_allocator: bool = True,
+        read_ahead: int | None = None,
     ) -> None:
         self.encoder = encoder
         self.cache = cache
         self.resolver = resolver
         self.spec: OutputSpec = encoder.spec(output, size, quality)
+        self.read_ahead = _read_ahead(encoder.config.schedule.read_ahead if read_ahead is None else read_ahead)
+        sched = getattr(getattr(cache, "policy", None), "scheduler", None)
+        if not isinstance(sched, Scheduler):
+            sched = Scheduler(schedule_ident)
+        elif sched.ident is None:
+            sched.ident = schedule_ident
+        self.scheduler: Scheduler = sched
+        self._opened: list[Schedule] = []
+        self._loading = 0  # request-led encodes under way; read-ahead waits for none
+        self._idle = threading.Condition()
         if tune_allocator:
             release_large_allocations()
 
@@ -60,9 +97,8 @@ class FramePipeline:
         """The cache key of ``source`` under this pipeline's output settings."""
         return (*source_key(source), *self.spec.key())
 
-    def _lookup(self, sources: Sequence[Source]) -> list[Any]:
-        """Cached, joined or freshly encoded results for ``sources`` (a URI or an exception each)."""
-        keys = [self.key(s) for s in sources]
+    def _loaders(self, keys: Sequence[tuple], sources: Sequence[Source]) -> tuple[Callable[[tuple], str], Callable[[tuple], Estimate], Callable[[list[tuple]], list[Any]]]:
+        """``(label, estimate, load)`` for the cache, over these keys and their sources."""
         by_key: dict[tuple, Source] = {}
         for k, s in zip(keys, sources):
             by_key.setdefault(k, s)
@@ -80,7 +116,81 @@ class FramePipeline:
             checked = [_check_unchanged(fr, headers.get(k)) for k, fr in zip(ks, frames)]
             return self.encoder.encode_jobs(checked, self.spec)
 
-        return self.cache.get_or_load_many(keys, load, estimate=estimate, label=label)
+        return label, estimate, load
+
+    def _lookup(self, sources: Sequence[Source]) -> list[Any]:
+        """Cached, joined or freshly encoded results for ``sources`` (a URI or an exception each);
+        each request is first shown to the open schedules, and counted in those it matched."""
+        keys = [self.key(s) for s in sources]
+        matched = [self.scheduler.observe(schedule_ident(k)) for k in keys] if self.scheduler.active else None
+        label, estimate, load_keys = self._loaders(keys, sources)
+        led: set[tuple] = set()
+
+        def load(ks: list[tuple]) -> list[Any]:
+            led.update(ks)
+            with self._idle:
+                self._loading += 1
+            try:
+                return load_keys(ks)
+            finally:
+                with self._idle:
+                    self._loading -= 1
+                    self._idle.notify_all()
+
+        results = self.cache.get_or_load_many(keys, load, estimate=estimate, label=label)
+        if matched is not None:
+            for k, m in zip(keys, matched):
+                if m:
+                    self.scheduler.count(m, hit=k not in led)
+                    led.discard(k)  # a second request for it in this call did not encode it again
+        return results
+
+    def _wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until no request is encoding; whether none is."""
+        with self._idle:
+            if self._loading:
+                self._idle.wait(timeout)
+            return not self._loading
+
+    def schedule(self, sources: Iterable[Source], *, read_ahead: int | None = None) -> Schedule:
+        """Declare the order in which ``sources`` will be requested (through :meth:`get` / :meth:`get_many`).
+
+        Any iterable of sources (paths or bytes, as :meth:`get` takes them): loops, repeats and
+        several interleaved videos included, up to millions of positions. Returns the
+        :class:`~gpupipe.schedule.Schedule`; close it (or use it as a context manager) to
+        withdraw it. While it is open, requests move its cursor, the cache evicts by next use
+        over every open schedule, and up to ``read_ahead`` positions (default: this pipeline's)
+        ahead of its cursor are encoded in the background in batches of the config's
+        ``batch_size``. Paths are identified by their resolved path (stat'ed once per distinct
+        path here), data by its content, both under this pipeline's output settings.
+        """
+        horizon = self.read_ahead if read_ahead is None else _read_ahead(read_ahead)
+        memo: dict[Hashable, tuple] = {}
+
+        def item(src: Source) -> tuple[tuple, Source]:
+            m = _memo_key(src)
+            sid = memo.get(m) if m is not None else None
+            if sid is None:
+                sid = schedule_ident(self.key(src))
+                if m is not None:
+                    memo[m] = sid
+            return sid, src
+
+        sched = self.scheduler.open(map(item, sources), with_sources=True)
+        self._opened = [s for s in self._opened if not s.closed] + [sched]
+        if horizon:
+            ReadAhead(sched, self._fetcher(sched), horizon, self.encoder.config.batch_size, idle=self._wait_idle).start()
+        return sched
+
+    def _fetcher(self, sched: Schedule) -> Callable[[list[Any]], list[str]]:
+        """Read-ahead's loader for ``sched``: encodes sources ahead of requests through :meth:`FrameCache.prefetch_many`."""
+
+        def fetch(sources: list[Any]) -> list[str]:
+            keys = [self.key(s) for s in sources]
+            _, estimate, load = self._loaders(keys, sources)
+            return list(self.cache.prefetch_many(keys, load, estimate=estimate, outcome=sched.prefetch_outcome))
+
+        return fetch
 
     def get(self, source: Source) -> str:
         """The URI of ``source``; raises its :class:`FrameError` (nothing is cached then)."""
@@ -117,7 +227,10 @@ class FramePipeline:
         return self.cache.stats()
 
     def close(self) -> None:
-        """Close the encoder."""
+        """Close the schedules opened here (their read-ahead stops), then the encoder."""
+        for s in self._opened:
+            s.close()
+        self._opened = []
         self.encoder.close()
 
     def __enter__(self) -> "FramePipeline":
@@ -135,11 +248,19 @@ def open_pipeline(
     resolver: Resolver | None = None,
     config: Config | None = None,
 ) -> FramePipeline:
-    """A ready :class:`FramePipeline`: config loaded for ``gpu``, encoder and cache built from it."""
+    """A ready :class:`FramePipeline`: config loaded for ``gpu``, encoder and cache built from it
+    (its policy a :class:`~gpupipe.policy.SchedulePolicy`: LRU until a schedule is declared)."""
     cfg = config if config is not None else load_config(config_path, gpu)
     encoder = FrameEncoder(cfg, backend=backend)
-    cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes, admission_timeout=cfg.cache.admission_timeout)
+    cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes, admission_timeout=cfg.cache.admission_timeout,
+                                   policy=SchedulePolicy(Scheduler(schedule_ident)))
     return FramePipeline(encoder, cache, resolver)
+
+
+def _read_ahead(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"read_ahead must be a non-negative integer (positions), got {n!r}")
+    return n
 
 
 def _check_unchanged(frame: Frame | FrameError, header: Header | None) -> Frame | FrameError:

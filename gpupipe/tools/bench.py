@@ -19,7 +19,10 @@ over the runs, divided by the frames). GPU rows add both ratios against the CPU 
 
 Also measured (not with ``goals``): per-stage medians (read, decode, resize, encode, URI), URI
 assembly throughput beside a plain memory copy of the same size, a 4K memory soak (peak RSS
-against the budget) and cache hit ratios against Belady's optimum. ``goals=True`` measures only
+against the budget), cache hit ratios against Belady's optimum, the schedule-aware cache's hit
+ratios (:func:`gpupipe.tools.traces.schedule_table`) and the ``get()`` latency of a steady
+scheduled render with and without read-ahead (:func:`schedule_latency`; also
+``python -m gpupipe.tools.bench schedule-latency``). ``goals=True`` measures only
 the rows the GPU goals need (:data:`gpupipe.tools.goals.GOAL_MATRIX`) plus the GPU kernel and
 stage tables. Results go to ``<out>/bench.json`` (rewritten after every row, so a run stopped
 early keeps what it measured), ``<out>/BENCH.md`` and PNG charts.
@@ -34,6 +37,7 @@ import os
 import platform
 import statistics
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +46,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from ..cache import FrameCache
 from ..config import Config, MiB, load_config
 from ..cpu_backend import StageTimes, pillow_flavour, transcode
 from ..encoder import FrameEncoder
@@ -61,6 +66,8 @@ __all__ = [
     "measure",
     "usable_cores",
     "uri_assembly_bench",
+    "schedule_latency",
+    "percentile_ms",
 ]
 
 WORKLOADS: dict[str, OutputSpec] = {
@@ -387,9 +394,15 @@ def run_bench(
             results["gpu_detail"] = _gpu_detail(clips, stage_cells, per_batch, repeats, quick, out_of_time)
             save()
         if not goals:
-            from .traces import hit_ratio_table
+            from .traces import hit_ratio_table, schedule_table, standard_traces
 
             results["hit_ratio"] = hit_ratio_table(quick=quick)
+            scale = 0.1 if quick else 1.0
+            results["schedule_hit_ratio"] = schedule_table(
+                {**standard_traces(scale=scale), **standard_traces(scale=scale, resolution="1080p")})
+            lat_frames = _latency_frames(work, 16 if quick else 48, (640, 360) if quick else (1280, 720))
+            results["schedule_latency"] = schedule_latency(lat_frames, encoders["cpu"])
+            save()
             if soak:
                 results["soak"] = _soak(encoders.get("gpu") or encoders["cpu"], clips, quick, work)
     finally:
@@ -482,3 +495,182 @@ def _soak(encoder: FrameEncoder, clips: dict[tuple[str, str], list[Path]], quick
     d["resolution"] = res
     d["backend"] = encoder.backend
     return d
+
+
+def percentile_ms(seconds: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100, linear interpolation) of ``seconds``, in milliseconds."""
+    return float(np.percentile(np.asarray(seconds, dtype=np.float64), q)) * 1e3 if seconds else float("nan")
+
+
+def _latency_frames(work: Path, count: int, size: tuple[int, int]) -> list[Path]:
+    """``count`` distinct synthetic PNG frames of ``size`` (a moving scene), written once under ``work``."""
+    from ..samples import make_frame
+
+    d = work / f"latency-{size[0]}x{size[1]}"
+    d.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(count):
+        p = d / f"frame_{i:05d}.png"
+        if not p.exists():
+            tmp = p.with_suffix(".tmp")
+            Image.fromarray(make_frame(size[0], size[1], index=i, seed=3)).save(tmp, "PNG", compress_level=1)
+            os.replace(tmp, p)
+        out.append(p)
+    return out
+
+
+def schedule_latency(
+    frames: Sequence[Path],
+    encoder: FrameEncoder,
+    *,
+    output: str = "jpeg",
+    size: tuple[int, int] | None = None,
+    read_ahead: int = 16,
+    load: float = 0.8,
+    budget_bytes: int = 256 * MiB,
+    max_entries: int = 256,
+    hit_samples: int = 200,
+) -> dict[str, Any]:
+    """``get()`` latency of a steady render of ``frames`` (each once, in order), with and without read-ahead.
+
+    First the encoder's throughput on these frames is measured (``encode_batch`` of up to
+    ``2 * batch_size`` of them, after one warm-up frame), and the latency of a cache hit
+    (``hit_samples`` ``get()`` calls of cached frames), once with the machine otherwise idle
+    (``hit``) and once while another thread keeps the encoder as busy as read-ahead will
+    (batches of ``batch_size`` at ``load`` times its throughput: ``hit_busy``, what a hit costs
+    when encodes share the cores). Then one renderer thread declares the frames as a schedule
+    and requests them at ``load`` times that throughput (a render the encoder can keep up
+    with), on a fresh cache of ``budget_bytes`` / ``max_entries`` with a
+    :class:`~gpupipe.policy.SchedulePolicy`: once with ``read_ahead=0`` (every request encodes)
+    and once with ``read_ahead``. Returns p50/p99 milliseconds of each (``steady_*``: without the
+    first ``read_ahead`` requests, before read-ahead has had time to run ahead), the cache and
+    schedule counters of each render, ``read_ahead_p50_vs_hit`` (the goal: at most 2) and
+    ``read_ahead_p50_vs_hit_busy``.
+    """
+    from ..pipeline import FramePipeline, schedule_ident
+    from ..policy import SchedulePolicy
+    from ..schedule import Scheduler
+
+    frames = list(frames)
+    if not frames:
+        raise ValueError("schedule_latency needs at least one frame")
+    spec = encoder.spec(output, size)
+    encoder.encode_batch(frames[:1], spec.format, spec.size, spec.quality)
+    sample = frames[: max(1, min(len(frames), 2 * encoder.config.batch_size))]
+    t = time.perf_counter()
+    encoder.encode_batch(sample, spec.format, spec.size, spec.quality)
+    fps = len(sample) / (time.perf_counter() - t)
+    rate = fps * load
+
+    def new_pipe(ra: int) -> FramePipeline:
+        cache: Any = FrameCache(max_entries, budget_bytes, policy=SchedulePolicy(Scheduler(schedule_ident)))
+        return FramePipeline(encoder, cache, output=spec.format, size=spec.size, quality=spec.quality,
+                             read_ahead=ra, tune_allocator=False)
+
+    hit_pipe = new_pipe(0)
+    cached = frames[: min(len(frames), 8)]
+    for f in cached:
+        hit_pipe.get(f)
+
+    def hits(paced: bool) -> list[float]:
+        lat = []
+        start = time.perf_counter()
+        for i in range(hit_samples):
+            if paced and (delay := start + i / rate - time.perf_counter()) > 0:
+                time.sleep(delay)
+            f = cached[i % len(cached)]
+            t = time.perf_counter()
+            hit_pipe.get(f)
+            lat.append(time.perf_counter() - t)
+        return lat
+
+    hit_lat = hits(False)
+    stop = threading.Event()
+
+    def busy() -> None:
+        n = encoder.config.batch_size
+        start = time.perf_counter()
+        i = 0
+        while not stop.is_set():
+            batch = [frames[(i + j) % len(frames)] for j in range(n)]
+            encoder.encode_batch(batch, spec.format, spec.size, spec.quality)
+            i += n
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                stop.wait(delay)
+
+    worker = threading.Thread(target=busy, daemon=True)
+    worker.start()
+    try:
+        busy_lat = hits(True)
+    finally:
+        stop.set()
+        worker.join()
+    out: dict[str, Any] = {
+        "frames": len(frames), "source": str(frames[0].parent), "output": spec.format, "size": spec.size,
+        "backend": encoder.backend, "batch_size": encoder.config.batch_size, "encoder_fps": fps, "load": load,
+        "request_fps": rate, "budget_bytes": budget_bytes,
+        "hit": {"p50_ms": percentile_ms(hit_lat, 50), "p99_ms": percentile_ms(hit_lat, 99), "requests": len(hit_lat)},
+        "hit_busy": {"p50_ms": percentile_ms(busy_lat, 50), "p99_ms": percentile_ms(busy_lat, 99), "requests": len(busy_lat)},
+    }
+    for name, ra in (("no_read_ahead", 0), ("read_ahead", read_ahead)):
+        pipe = new_pipe(ra)
+        lat = []
+        with pipe.schedule(frames) as sched:
+            start = time.perf_counter() + 1.0 / rate
+            for i, f in enumerate(frames):
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                t = time.perf_counter()
+                pipe.get(f)
+                lat.append(time.perf_counter() - t)
+        st = sched.stats()
+        cs = pipe.stats()
+        steady = lat[read_ahead:] or lat  # past the start, where read-ahead has not yet had time to run ahead
+        out[name] = {
+            "read_ahead": ra, "p50_ms": percentile_ms(lat, 50), "p99_ms": percentile_ms(lat, 99), "max_ms": max(lat) * 1e3,
+            "steady_p50_ms": percentile_ms(steady, 50), "steady_p99_ms": percentile_ms(steady, 99),
+            "hits": st.hits, "misses": st.misses, "prefetched": st.prefetched, "prefetch_used": st.prefetch_used,
+            "wasted": st.wasted, "loads": cs.loads, "peak_bytes": cs.peak_bytes,
+        }
+    out["read_ahead_p50_vs_hit"] = out["read_ahead"]["p50_ms"] / out["hit"]["p50_ms"]
+    out["read_ahead_p50_vs_hit_busy"] = out["read_ahead"]["p50_ms"] / out["hit_busy"]["p50_ms"]
+    return out
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m gpupipe.tools.bench", description="Benchmarks that `gpupipe bench` also runs, one at a time.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    lat = sub.add_parser("schedule-latency", help="get() latency of a steady scheduled render, with and without read-ahead")
+    lat.add_argument("--frames", type=int, default=48)
+    lat.add_argument("--size", default="1280x720", help="source frame size WxH (synthetic PNG frames)")
+    lat.add_argument("--output", default="jpeg", help="auto | passthrough | jpeg | png")
+    lat.add_argument("--read-ahead", type=int, default=16)
+    lat.add_argument("--load", type=float, default=0.8, help="request rate as a fraction of the measured encoder throughput")
+    lat.add_argument("--backend", default="cpu")
+    lat.add_argument("--json", help="write the result as JSON here")
+    a = ap.parse_args(argv)
+    w, h = (int(x) for x in a.size.lower().split("x"))
+    frames = _latency_frames(Path(tempfile.gettempdir()) / "gpupipe-bench", a.frames, (w, h))
+    with FrameEncoder(load_config(), backend=a.backend) as enc:
+        r = schedule_latency(frames, enc, output=a.output, read_ahead=a.read_ahead, load=a.load)
+    print(f"{r['frames']} frames {w}x{h} PNG -> {r['output']} on {r['backend']} (batch {r['batch_size']}): "
+          f"encoder {r['encoder_fps']:.1f} frames/s, requests at {r['request_fps']:.1f}/s")
+    print("| get() | p50 ms | p99 ms | steady p50 / p99 ms | hits | misses | prefetched (used, wasted) |\n|---|---|---|---|---|---|---|")
+    print(f"| cache hit | {r['hit']['p50_ms']:.3f} | {r['hit']['p99_ms']:.3f} | | | | |")
+    print(f"| cache hit, encoder busy | {r['hit_busy']['p50_ms']:.3f} | {r['hit_busy']['p99_ms']:.3f} | | | | |")
+    for name in ("no_read_ahead", "read_ahead"):
+        x = r[name]
+        print(f"| scheduled, read_ahead={x['read_ahead']} | {x['p50_ms']:.3f} | {x['p99_ms']:.3f} | {x['steady_p50_ms']:.3f} / {x['steady_p99_ms']:.3f} "
+              f"| {x['hits']} | {x['misses']} | {x['prefetched']} ({x['prefetch_used']}, {x['wasted']}) |")
+    print(f"read-ahead p50 / hit p50: {r['read_ahead_p50_vs_hit']:.2f} (idle), {r['read_ahead_p50_vs_hit_busy']:.2f} (encoder busy)")
+    if a.json:
+        Path(a.json).write_text(json.dumps(r, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

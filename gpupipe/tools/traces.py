@@ -18,7 +18,14 @@ The same key always has the same size. Four generators model how renderers read 
 variable sizes) on the same trace and bounds; :func:`hit_ratio_table` puts them side by
 side, :func:`format_table` prints it and :func:`plot_hit_ratios` draws a bar chart.
 
-``python -m gpupipe.tools.traces [--chart out.png]`` prints the table for the default traces.
+:func:`replay_schedule` replays a trace through the real cache with the trace declared as a
+schedule (:class:`gpupipe.policy.SchedulePolicy`), optionally with read-ahead;
+:func:`schedule_table` compares LRU, schedule-aware (with and without read-ahead) and OPT,
+counting every encode (read-ahead included) as work, and :func:`weight_study` compares eviction
+weightings on random traces of mixed frame sizes.
+
+``python -m gpupipe.tools.traces [--chart out.png]`` prints the table for the default traces;
+``--schedule`` the schedule-aware table at 4K and 1080p; ``--weights`` the weighting study.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from dataclasses import dataclass
 from typing import Any, Hashable, Iterable, Iterator, Mapping, Sequence
 
 from ..cache import FrameCache
+from ..policy import SchedulePolicy
+from ..schedule import DEFAULT_WINDOW, ReadAhead, Scheduler, Weight, sqrt_weight
 from ..uri import b64_len
 
 __all__ = [
@@ -46,7 +55,11 @@ __all__ = [
     "scrub_trace",
     "standard_traces",
     "replay_lru",
+    "replay_schedule",
     "belady_opt",
+    "schedule_table",
+    "format_schedule_table",
+    "weight_study",
     "hit_ratio_table",
     "format_table",
     "plot_hit_ratios",
@@ -226,18 +239,31 @@ def scrub_trace(
         pos = nxt
 
 
-def standard_traces(seed: int = 0, scale: float = 1.0) -> dict[str, list[Request]]:
-    """The four traces of issue 4 §3 at their default sizes (``scale`` < 1 shortens them, e.g. for tests)."""
+def standard_traces(seed: int = 0, scale: float = 1.0, resolution: str = "4k") -> dict[str, list[Request]]:
+    """The four traces of issue 4 §3 at their default sizes (``scale`` < 1 shortens them, e.g. for tests).
+
+    ``resolution="1080p"`` gives the same access patterns with 1080p frame sizes (the
+    picture-in-picture main video then 1080p PNG too).
+    """
 
     def n(x: int) -> int:
         return max(1, int(x * scale))
 
-    return {
-        "seek-back (4K PNG)": list(seekback_trace(n(3000), seed=seed)),
-        "loop 96 frames x20 (4K PNG)": list(loop_trace(96, max(2, n(20)), seed=seed)),
-        "picture-in-picture (4K + 2x1080p + overlay)": list(interleaved_trace(n(1500), seed=seed)),
-        "scrubbing (4K JPEG)": list(scrub_trace(n(4000), seed=seed)),
-    }
+    if resolution == "4k":
+        return {
+            "seek-back (4K PNG)": list(seekback_trace(n(3000), seed=seed)),
+            "loop 96 frames x20 (4K PNG)": list(loop_trace(96, max(2, n(20)), seed=seed)),
+            "picture-in-picture (4K + 2x1080p + overlay)": list(interleaved_trace(n(1500), seed=seed)),
+            "scrubbing (4K JPEG)": list(scrub_trace(n(4000), seed=seed)),
+        }
+    if resolution == "1080p":
+        return {
+            "seek-back (1080p PNG)": list(seekback_trace(n(3000), resolution="1080p", seed=seed)),
+            "loop 96 frames x20 (1080p PNG)": list(loop_trace(96, max(2, n(20)), resolution="1080p", seed=seed)),
+            "picture-in-picture (3x1080p + overlay)": list(interleaved_trace(n(1500), main=("1080p", "png"), seed=seed)),
+            "scrubbing (1080p JPEG)": list(scrub_trace(n(4000), resolution="1080p", seed=seed)),
+        }
+    raise ValueError(f"resolution must be 4k or 1080p; got {resolution!r}")
 
 
 # --------------------------------------------------------------------------- replay
@@ -252,10 +278,20 @@ class Replay:
     hits: int
     bytes_requested: int
     bytes_hit: int
+    loads: int = -1
+    """Encodes, read-ahead included (``-1``: one per miss, as for a policy without read-ahead)."""
+    prefetched: int = 0
+    prefetch_wasted: int = 0
 
     @property
     def misses(self) -> int:
         return self.requests - self.hits
+
+    @property
+    def encodes_per_request(self) -> float:
+        """Encodes (read-ahead included) per request (0.0 for an empty trace)."""
+        n = self.loads if self.loads >= 0 else self.misses
+        return n / self.requests if self.requests else 0.0
 
     @property
     def hit_ratio(self) -> float:
@@ -308,6 +344,66 @@ def replay_lru(trace: Iterable[Request], max_entries: int, max_bytes: int) -> Re
     s = cache.stats()
     assert s.hits + s.misses == requests and s.bytes <= max_bytes and s.entries <= max_entries
     return Replay("LRU", requests, s.hits, bytes_requested, bytes_hit)
+
+
+def replay_schedule(
+    trace: Iterable[Request],
+    max_entries: int,
+    max_bytes: int,
+    *,
+    read_ahead: int = 0,
+    batch_size: int = 8,
+    estimate: bool = True,
+    window: int = DEFAULT_WINDOW,
+    weight: Weight = sqrt_weight,
+) -> Replay:
+    """Replay ``trace`` through a real :class:`gpupipe.FrameCache` whose policy knows the trace.
+
+    The whole trace is declared as one schedule first (what a renderer does with
+    :meth:`gpupipe.FramePipeline.schedule`); each request is observed by the scheduler, then
+    loaded through :meth:`~gpupipe.FrameCache.get_or_load`, reserving its URI's bytes while it
+    loads when ``estimate`` (as the pipeline reserves a frame's footprint; OPT reserves
+    nothing, so this is the harder case). With ``read_ahead`` > 0 a :class:`ReadAhead` of that
+    horizon runs after every request until it starts nothing more (a read-ahead that keeps up).
+
+    ``hits`` counts requests minus *every* encode, read-ahead included (an encode read-ahead
+    started and then lost counts against it); ``bytes_hit`` likewise subtracts the bytes of
+    every encode (not below 0).
+    """
+    _check_bounds(max_entries, max_bytes)
+    reqs = list(trace)
+    sizes: dict[Hashable, int] = dict(reqs)
+    scheduler = Scheduler(window=window, weight=weight)
+    cache: FrameCache[Any] = FrameCache(max_entries, max_bytes, policy=SchedulePolicy(scheduler))
+    sched = scheduler.open(k for k, _ in reqs)
+    loaded_bytes = 0
+
+    def loader(keys: list[Hashable]) -> list[_Sized]:
+        nonlocal loaded_bytes
+        loaded_bytes += sum(sizes[k] for k in keys)
+        return [_Sized(sizes[k]) for k in keys]
+
+    est = (lambda k: sizes[k]) if estimate else None
+    reader = None
+    if read_ahead:
+        def fetch(keys: list[Any]) -> list[str]:
+            return list(cache.prefetch_many(keys, loader, estimate=est, outcome=sched.prefetch_outcome))
+
+        reader = ReadAhead(sched, fetch, read_ahead, batch_size)
+    for key, _ in reqs:
+        scheduler.observe(key)
+        cache.get_or_load_many([key], loader, estimate=est)
+        if reader is not None:
+            while reader.step():
+                pass
+    s = cache.stats()
+    sched.close()
+    assert s.bytes <= max_bytes and s.entries <= max_entries and s.peak_bytes <= max_bytes
+    bytes_requested = sum(size for _, size in reqs)
+    return Replay(
+        "schedule" + (f"+read-ahead {read_ahead}" if read_ahead else ""), len(reqs), len(reqs) - s.loads,
+        bytes_requested, max(0, bytes_requested - loaded_bytes), s.loads, s.prefetched, s.prefetch_wasted,
+    )
 
 
 def _next_uses(keys: Sequence[Hashable]) -> list[int]:
@@ -442,6 +538,99 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def schedule_table(
+    traces: Mapping[str, Sequence[Request]] | None = None,
+    budgets: Sequence[tuple[int, int]] = ((256, 1500 * MiB),),
+    read_ahead: int = 16,
+    batch_size: int = 8,
+    quick: bool = False,
+) -> list[dict[str, Any]]:
+    """One row per (trace, budget): LRU, schedule-aware, schedule-aware with read-ahead, and OPT.
+
+    ``traces`` defaults to :func:`standard_traces` at 4K and at 1080p (a quarter of their length
+    with ``quick``). Hits count requests minus every encode (read-ahead included), so
+    ``<policy>_hit_ratio`` is ``1 - <policy>_encodes_per_request``. Row keys: ``trace``,
+    ``requests``, ``max_entries``, ``max_bytes``, and for each of ``lru``, ``sched``, ``sched_ra``,
+    ``opt``: ``_hits``, ``_hit_ratio``, ``_encodes_per_request``; plus ``sched_vs_opt`` and
+    ``sched_ra_vs_opt`` (hits over OPT's; 1.0 when OPT has none), ``read_ahead``,
+    ``prefetched`` and ``prefetch_wasted``.
+    """
+    if traces is None:
+        scale = 0.25 if quick else 1.0
+        traces = {**standard_traces(scale=scale), **standard_traces(scale=scale, resolution="1080p")}
+    rows = []
+    for name, trace in traces.items():
+        trace = list(trace)
+        for me, mb in budgets:
+            runs = {
+                "lru": replay_lru(trace, me, mb),
+                "sched": replay_schedule(trace, me, mb),
+                "sched_ra": replay_schedule(trace, me, mb, read_ahead=read_ahead, batch_size=batch_size),
+                "opt": belady_opt(trace, me, mb),
+            }
+            row: dict[str, Any] = {"trace": name, "requests": len(trace), "max_entries": me, "max_bytes": mb, "read_ahead": read_ahead}
+            for p, r in runs.items():
+                row[f"{p}_hits"] = r.hits
+                row[f"{p}_hit_ratio"] = r.hit_ratio
+                row[f"{p}_encodes_per_request"] = r.encodes_per_request
+            opt = runs["opt"].hits
+            row["sched_vs_opt"] = runs["sched"].hits / opt if opt else 1.0
+            row["sched_ra_vs_opt"] = runs["sched_ra"].hits / opt if opt else 1.0
+            row["prefetched"] = runs["sched_ra"].prefetched
+            row["prefetch_wasted"] = runs["sched_ra"].prefetch_wasted
+            rows.append(row)
+    return rows
+
+
+def format_schedule_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows of :func:`schedule_table` as a markdown table (hit ratios, then encodes per request)."""
+    head = ("| trace | budget | LRU | schedule | schedule + read-ahead | OPT | schedule / OPT | + read-ahead / OPT "
+            "| encodes per request (LRU / sched / +RA / OPT) | prefetched (wasted) |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        epr = " / ".join(f"{r[f'{p}_encodes_per_request']:.3f}" for p in ("lru", "sched", "sched_ra", "opt"))
+        lines.append(
+            f"| {r['trace']} | {r['max_entries']} entries, {r['max_bytes'] / MiB:,.0f} MiB "
+            f"| {r['lru_hit_ratio']:.1%} | {r['sched_hit_ratio']:.1%} | {r['sched_ra_hit_ratio']:.1%} | {r['opt_hit_ratio']:.1%} "
+            f"| {r['sched_vs_opt']:.3f} | {r['sched_ra_vs_opt']:.3f} | {epr} | {r['prefetched']} ({r['prefetch_wasted']}) |"
+        )
+    return "\n".join(lines)
+
+
+WEIGHTS: dict[str, Weight] = {
+    "distance only": lambda d, b: float(d),
+    "(d+1) * sqrt(bytes) [default]": sqrt_weight,
+    "(d+1) * bytes": lambda d, b: float((d + 1) * max(b, 1)),
+    "d * bytes": lambda d, b: float(d * max(b, 1)),
+}
+"""Eviction weightings compared by :func:`weight_study` (``d``: positions to the next use)."""
+
+
+def weight_study(cases: int = 300, seed: int = 5, weights: Mapping[str, Weight] | None = None,
+                 pip_frames: int = 800) -> dict[str, dict[str, int]]:
+    """Hits of the schedule-aware cache under each weighting, on ``cases`` random traces of mixed frame
+    sizes (5-40 frames of 1-40 bytes, small and large mixed; 50-300 requests; 2-30 entries and
+    40-300 bytes) and on picture-in-picture traces of ``pip_frames`` output frames with overlays
+    of 24-120 frames (300 and 800 MiB), next to :func:`belady_opt` on the same traces. Returns
+    ``{name: {"random": hits, "pip": hits}}``."""
+    rng = random.Random(seed)
+    rand = []
+    for _ in range(cases):
+        nk = rng.randint(5, 40)
+        size = [rng.choice([rng.randint(1, 5), rng.randint(10, 40), rng.randint(1, 40)]) for _ in range(nk)]
+        keys = [rng.randrange(nk) for _ in range(rng.randint(50, 300))]
+        rand.append(([(k, size[k]) for k in keys], rng.randint(2, 30), rng.randint(40, 300)))
+    pip = [(list(interleaved_trace(pip_frames, overlay_frames=o, seed=sd)), 256, b * MiB)
+           for o in (24, 48, 72, 120) for sd in (0, 1) for b in (300, 800)]
+    out: dict[str, dict[str, int]] = {
+        "OPT (belady_opt)": {"random": sum(belady_opt(*c).hits for c in rand), "pip": sum(belady_opt(*c).hits for c in pip)}
+    }
+    for name, w in (weights or WEIGHTS).items():
+        out[name] = {"random": sum(replay_schedule(*c, estimate=False, weight=w).hits for c in rand),
+                     "pip": sum(replay_schedule(*c, estimate=False, weight=w).hits for c in pip)}
+    return out
+
+
 def plot_hit_ratios(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], title: str | None = None) -> str:
     """A grouped bar chart (LRU vs OPT hit ratio per trace row) written as PNG to ``path``; returns the path."""
     import matplotlib
@@ -492,11 +681,27 @@ def _main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chart", help="write a PNG bar chart here")
     ap.add_argument("--json", help="write the rows as JSON here")
+    ap.add_argument("--schedule", action="store_true", help="LRU / schedule-aware / + read-ahead / OPT at 4K and 1080p")
+    ap.add_argument("--read-ahead", type=int, default=16, help="read-ahead horizon for --schedule (positions)")
+    ap.add_argument("--extra-mib", type=int, action="append", default=[], help="another budget for --schedule (repeatable)")
+    ap.add_argument("--weights", action="store_true", help="compare eviction weightings (weight_study)")
     a = ap.parse_args(argv)
-    rows = hit_ratio_table(standard_traces(a.seed), a.max_entries, a.max_mib * MiB)
-    print(format_table(rows))
-    if a.chart:
-        print(f"chart: {plot_hit_ratios(rows, a.chart)}")
+    rows: Any
+    if a.weights:
+        rows = weight_study()
+        print("| weighting | hits, random mixed sizes | hits, picture-in-picture |\n|---|---|---|")
+        for name, r in rows.items():
+            print(f"| {name} | {r['random']} | {r['pip']} |")
+    elif a.schedule:
+        traces = {**standard_traces(a.seed), **standard_traces(a.seed, resolution="1080p")}
+        budgets = [(a.max_entries, a.max_mib * MiB)] + [(a.max_entries, m * MiB) for m in a.extra_mib]
+        rows = schedule_table(traces, budgets, read_ahead=a.read_ahead)
+        print(format_schedule_table(rows))
+    else:
+        rows = hit_ratio_table(standard_traces(a.seed), a.max_entries, a.max_mib * MiB)
+        print(format_table(rows))
+        if a.chart:
+            print(f"chart: {plot_hit_ratios(rows, a.chart)}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
