@@ -182,6 +182,10 @@ class FrameEncoder:
         """What this encoder runs on, for reports."""
         return {"backend": self.backend, "reason": self.backend_reason, **self._impl.info()}
 
+    def stats(self) -> dict[str, int]:
+        """The backend's counters: jobs, fallbacks and, on the GPU, staging figures and faults."""
+        return self._impl.stats()
+
     def close(self) -> None:
         """Release thread pools and device resources."""
         self._impl.close()

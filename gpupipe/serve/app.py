@@ -120,12 +120,8 @@ class Lane:
 
     def backend_stats(self) -> dict[str, Any]:
         """The backend's counters (jobs, fallbacks, staging figures); ``{}`` where it reports none."""
-        impl = getattr(self.pipeline.encoder, "_impl", None)  # FrameEncoder exposes its backend's counters nowhere else
-        stats = getattr(impl, "stats", None)
-        if stats is None:
-            return {}
         try:
-            return dict(stats())
+            return dict(self.pipeline.encoder.stats())
         except Exception:  # noqa: BLE001 - a scrape must not fail
             log.debug("backend stats failed", exc_info=True)
             return {}
