@@ -128,8 +128,11 @@ class Admission:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self.timeouts += 1
-                    raise BudgetTimeout(label, f"waited {self.timeout:g} s for {total} bytes of the cache budget "
-                                               f"({self.max_bytes} bytes, {self.inflight} held by work in flight)")
+                    raise BudgetTimeout(
+                        label,
+                        f"waited {self.timeout:g} s for {total} bytes of the cache budget "
+                        f"({self.max_bytes} bytes, {self.inflight} held by work in flight)",
+                    )
                 waited = True
                 self._freed.wait(remaining)
             self.waits += waited
@@ -141,8 +144,11 @@ class Admission:
         if not self._oversize_gate.acquire(timeout=self.timeout):
             with self._lock:
                 self.timeouts += 1
-            raise BudgetTimeout(label, f"waited {self.timeout:g} s to run alone (its {host + device} bytes "
-                                       f"exceed the cache budget of {self.max_bytes} bytes)")
+            raise BudgetTimeout(
+                label,
+                f"waited {self.timeout:g} s to run alone (its {host + device} bytes "
+                f"exceed the cache budget of {self.max_bytes} bytes)",
+            )
         with self._lock:
             self.oversize_bytes += host + device
         return Reservation(host, device, True)

@@ -30,15 +30,16 @@ import copy
 import logging
 import threading
 import time
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Hashable, Iterable, Iterator, Literal, Sequence, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from .admission import Admission, Estimate, Reservation, nonneg_int, split_estimate
 from .errors import BudgetTimeout, CacheError
 from .policy import EvictionPolicy, LruPolicy
 
-__all__ = ["FrameCache", "CacheStats", "EvictCause", "Estimate", "entry_cost", "PrefetchStatus"]
+__all__ = ["CacheStats", "Estimate", "EvictCause", "FrameCache", "PrefetchStatus", "entry_cost"]
 
 log = logging.getLogger("gpupipe.cache")
 
@@ -137,9 +138,9 @@ class _Flight:
     result still reaches the waiters but is not inserted.
     """
 
-    __slots__ = ("done", "value", "error", "owner", "stale", "prefetch", "claimed")
+    __slots__ = ("claimed", "done", "error", "owner", "prefetch", "stale", "value")
 
-    def __init__(self, prefetch: "Outcome | None" = None) -> None:
+    def __init__(self, prefetch: Outcome | None = None) -> None:
         self.done = threading.Event()
         self.value: Any = None
         self.error: BaseException | None = None
@@ -354,14 +355,22 @@ class FrameCache(Generic[V]):
         now = time.monotonic()
         if now - self._last_oversize_log >= self._LOG_INTERVAL_S:
             more = f" ({self._suppressed_logs} more since the last message)" if self._suppressed_logs else ""
-            log.debug("not caching %.200r: its %s of %d bytes exceeds the whole budget of %d bytes%s",
-                      key, what, cost, self.max_bytes, more)
+            log.debug(
+                "not caching %.200r: its %s of %d bytes exceeds the whole budget of %d bytes%s",
+                key,
+                what,
+                cost,
+                self.max_bytes,
+                more,
+            )
             self._last_oversize_log = now
             self._suppressed_logs = 0
         else:
             self._suppressed_logs += 1
 
-    def _put_locked(self, key: Hashable, value: V, evicted: _Evicted, res: Reservation | None = None, prefetch: bool = False) -> bool:
+    def _put_locked(
+        self, key: Hashable, value: V, evicted: _Evicted, res: Reservation | None = None, prefetch: bool = False
+    ) -> bool:
         """Insert ``value``; with ``res``, its cost is taken from that reservation first. A bypassing
         policy (and any ``prefetch``) inserts only into room it may make (:meth:`_insert_or_bypass`)."""
         hb, db = entry_cost(value)
@@ -443,7 +452,9 @@ class FrameCache(Generic[V]):
 
     # ------------------------------------------------------------------ single-flight loads
 
-    def _claim(self, keys: Sequence[Hashable], results: list[Any]) -> tuple[list[Hashable], list[tuple[int, _Flight]], dict[Hashable, list[int]]]:
+    def _claim(
+        self, keys: Sequence[Hashable], results: list[Any]
+    ) -> tuple[list[Hashable], list[tuple[int, _Flight]], dict[Hashable, list[int]]]:
         """Under the lock: fill hits into ``results``; return the keys this thread leads, the flights it joins, and each key's positions."""
         me = threading.get_ident()
         positions: dict[Hashable, list[int]] = {}
@@ -507,7 +518,14 @@ class FrameCache(Generic[V]):
         flight.done.set()
         return value, error
 
-    def _run_part(self, part: list[Hashable], est: Estimate, loader: Callable[[list[Any]], Sequence[Any]], label: Callable[[Hashable], str], out: dict[Hashable, tuple[Any, BaseException | None]]) -> None:
+    def _run_part(
+        self,
+        part: list[Hashable],
+        est: Estimate,
+        loader: Callable[[list[Any]], Sequence[Any]],
+        label: Callable[[Hashable], str],
+        out: dict[Hashable, tuple[Any, BaseException | None]],
+    ) -> None:
         """Admit, load and complete one part of a batch (a set of led keys whose estimate fits)."""
         try:
             res = self._admit(est, label(part[0]) if len(part) == 1 else f"{label(part[0])} and {len(part) - 1} more")
@@ -532,13 +550,17 @@ class FrameCache(Generic[V]):
         finally:
             self._admission.release(res)
 
-    def _finish_all(self, keys: Sequence[Hashable], error: BaseException, out: dict[Hashable, tuple[Any, BaseException | None]]) -> None:
+    def _finish_all(
+        self, keys: Sequence[Hashable], error: BaseException, out: dict[Hashable, tuple[Any, BaseException | None]]
+    ) -> None:
         with self._lock:
             for k in keys:
                 if k in self._flights and k not in out:
                     out[k] = self._finish(k, error, None, [])
 
-    def _parts(self, keys: list[Hashable], ests: dict[Hashable, tuple[int, int]]) -> Iterator[tuple[list[Hashable], tuple[int, int]]]:
+    def _parts(
+        self, keys: list[Hashable], ests: dict[Hashable, tuple[int, int]]
+    ) -> Iterator[tuple[list[Hashable], tuple[int, int]]]:
         """Split led keys into consecutive parts whose estimates fit the budget; oversize keys go alone."""
         part: list[Hashable] = []
         host = device = 0
@@ -553,8 +575,14 @@ class FrameCache(Generic[V]):
         if part:
             yield part, (host, device)
 
-    def _load_led(self, led: list[Hashable], loader: Callable[[list[Any]], Sequence[Any]], estimate: Callable[[Any], Estimate] | None,
-                  label: Callable[[Any], str], out: dict[Hashable, tuple[Any, BaseException | None]]) -> None:
+    def _load_led(
+        self,
+        led: list[Hashable],
+        loader: Callable[[list[Any]], Sequence[Any]],
+        estimate: Callable[[Any], Estimate] | None,
+        label: Callable[[Any], str],
+        out: dict[Hashable, tuple[Any, BaseException | None]],
+    ) -> None:
         """Estimate the keys this thread leads, then load them in parts that fit the budget."""
         ests: dict[Hashable, tuple[int, int]] = {}
         for k in led:
@@ -603,7 +631,14 @@ class FrameCache(Generic[V]):
             results[i] = flight.value if flight.error is None else _waiter_copy(flight.error)
         return results
 
-    def get_or_load(self, key: Hashable, loader: Callable[[], V], *, estimate: Estimate | Callable[[], Estimate] | None = None, label: str | None = None) -> V:
+    def get_or_load(
+        self,
+        key: Hashable,
+        loader: Callable[[], V],
+        *,
+        estimate: Estimate | Callable[[], Estimate] | None = None,
+        label: str | None = None,
+    ) -> V:
         """The cached value for ``key``, else ``loader()``'s result, cached if it fits.
 
         Single-flight: concurrent misses of one key call ``loader`` once; the others wait and
@@ -630,12 +665,12 @@ class FrameCache(Generic[V]):
 
     # ------------------------------------------------------------------ loads ahead of requests
 
-    def prefetch_many(
+    def prefetch_many(  # noqa: PLR0912, PLR0915 - claim, plan, admit and load in one pass under the same rules as requests
         self,
-        keys: Sequence[K],
-        loader: Callable[[list[K]], Sequence[Any]],
+        keys: Sequence[Hashable],
+        loader: Callable[[list[Any]], Sequence[Any]],
         *,
-        estimate: Callable[[K], Estimate] | None = None,
+        estimate: Callable[[Any], Estimate] | None = None,
         outcome: Outcome | None = None,
     ) -> list[PrefetchStatus]:
         """Load keys ahead of any request for them, as one batch; returns one status per key.

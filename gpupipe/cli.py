@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -10,8 +11,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, NoReturn, Optional, TextIO, TypeVar
+from typing import Any, NoReturn, TextIO, TypeVar
 
 import numpy as np
 import typer
@@ -20,12 +22,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .vocabulary import parse_wxh
 from .cache import CacheStats
 from .config import _MAX_GPU_INDEX, Config, MiB, load_config
 from .errors import ConfigError, FrameError, GpupipeError
+from .vocabulary import parse_wxh
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Video frames to data:image/...;base64 URIs on NVIDIA GPUs or the CPU, in a memory-bounded cache.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Video frames to data:image/...;base64 URIs on NVIDIA GPUs or the CPU, in a memory-bounded cache.",
+)
 err = Console(stderr=True)
 
 PROGRESS_INTERVAL_S = 5.0
@@ -38,6 +44,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 # --------------------------------------------------------------------------- errors and option checks
+
 
 def _fail(message: str, prefix: str = "error") -> NoReturn:
     """Print ``prefix: message`` as one line on stderr (a multi-line message, such as one quoting
@@ -65,14 +72,14 @@ def _user_errors(fn: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-def _check_gpu(value: Optional[int]) -> Optional[int]:
+def _check_gpu(value: int | None) -> int | None:
     if value is not None and not 0 <= value <= _MAX_GPU_INDEX:
         _fail(f"--gpu: expected a GPU index between 0 and {_MAX_GPU_INDEX}, got {value}")
     return value
 
 
-def _backend_check(choices: tuple[str, ...]) -> Callable[[Optional[str]], Optional[str]]:
-    def check(value: Optional[str]) -> Optional[str]:
+def _backend_check(choices: tuple[str, ...]) -> Callable[[str | None], str | None]:
+    def check(value: str | None) -> str | None:
         if value is None:
             return None
         if value.lower() not in choices:
@@ -82,7 +89,7 @@ def _backend_check(choices: tuple[str, ...]) -> Callable[[Optional[str]], Option
     return check
 
 
-def _parse_size(value: Optional[str]) -> Optional[tuple[int, int]]:
+def _parse_size(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
     try:
@@ -91,7 +98,7 @@ def _parse_size(value: Optional[str]) -> Optional[tuple[int, int]]:
         _fail(f"--size: expected WIDTHxHEIGHT such as 1280x720, got {value!r}")
 
 
-def _load(config: Optional[Path], gpu: Optional[int], backend: Optional[str]) -> Config:
+def _load(config: Path | None, gpu: int | None, backend: str | None) -> Config:
     try:
         cfg = load_config(config, gpu)
     except ConfigError as e:
@@ -120,6 +127,7 @@ def _root(
 
 # --------------------------------------------------------------------------- output helpers
 
+
 def _wide_console() -> Console:
     """stdout, at least 110 columns wide when it is not a terminal (pipes, logs, CI)."""
     con = Console()
@@ -133,8 +141,14 @@ class _BarProgress:
         self.total, self.rate_unit, self.done = total, rate_unit, 0
         self._t0 = time.perf_counter()
         self._bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(), console=err, transient=True, disable=total < 8,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=total < 8,
         )
         self._task = self._bar.add_task("working", total=total, rate="")
 
@@ -146,7 +160,7 @@ class _BarProgress:
     def advance(self, n: int = 1) -> None:
         self.update(self.done + n)
 
-    def __enter__(self) -> "_BarProgress":
+    def __enter__(self) -> _BarProgress:
         self._bar.__enter__()
         return self
 
@@ -158,8 +172,17 @@ class _PlainProgress:
     """Progress for a stderr that is not a terminal (a log, a pipe, CI): a plain line such as
     ``encoded 40/120 frames, 12.3 fps`` at most every ``interval`` seconds, nothing for short runs."""
 
-    def __init__(self, total: int, verb: str, unit: str, rate_unit: str, *, interval: float | None = None,
-                 clock: Callable[[], float] = time.monotonic, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        verb: str,
+        unit: str,
+        rate_unit: str,
+        *,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        stream: TextIO | None = None,
+    ) -> None:
         self.total, self.verb, self.unit, self.rate_unit = total, verb, unit, rate_unit
         self.interval = PROGRESS_INTERVAL_S if interval is None else interval
         self.clock = clock
@@ -180,14 +203,14 @@ class _PlainProgress:
     def advance(self, n: int = 1) -> None:
         self.update(self.done + n)
 
-    def __enter__(self) -> "_PlainProgress":
+    def __enter__(self) -> _PlainProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
         pass
 
 
-def _progress(total: int, verb: str, unit: str, rate_unit: str) -> "_BarProgress | _PlainProgress":
+def _progress(total: int, verb: str, unit: str, rate_unit: str) -> _BarProgress | _PlainProgress:
     """A bar when stderr is a terminal, else plain progress lines every few seconds."""
     if err.is_terminal:
         return _BarProgress(total, rate_unit)
@@ -198,7 +221,9 @@ def _stats_rows(table: Table, stats: CacheStats) -> None:
     table.add_row("cache entries", f"{stats.entries} / {stats.max_entries}")
     table.add_row("cache MiB", f"{stats.bytes / MiB:.1f} / {stats.max_bytes / MiB:.0f} (peak {stats.peak_bytes / MiB:.1f})")
     table.add_row("hits / joined / misses", f"{stats.hits} / {stats.joined} / {stats.misses} (hit ratio {stats.hit_ratio:.1%})")
-    table.add_row("evictions", f"{stats.evictions} ({stats.evicted_bytes / MiB:.1f} MiB), oversize rejects {stats.oversize_rejects}")
+    table.add_row(
+        "evictions", f"{stats.evictions} ({stats.evicted_bytes / MiB:.1f} MiB), oversize rejects {stats.oversize_rejects}"
+    )
     if stats.admission_waits or stats.admission_timeouts:
         table.add_row("budget waits", f"{stats.admission_waits} (timeouts {stats.admission_timeouts})")
 
@@ -229,7 +254,8 @@ def _write_uri_line(sink: TextIO, fields: dict[str, Any], uri: str) -> None:
 
 # --------------------------------------------------------------------------- commands
 
-def _expand_inputs(args: Iterable[Path], stdin: Optional[TextIO] = None) -> list[Path]:
+
+def _expand_inputs(args: Iterable[Path], stdin: TextIO | None = None) -> list[Path]:
     """Frame paths from the command line: a directory gives its PNG/JPEG files (sorted by name, not
     recursive), ``-`` the paths on stdin (one per line, blank lines skipped), anything else itself."""
     out: list[Path] = []
@@ -255,14 +281,19 @@ def _expand_inputs(args: Iterable[Path], stdin: Optional[TextIO] = None) -> list
 @app.command()
 @_user_errors
 def encode(
-    paths: List[Path] = typer.Argument(..., help="Frame files (PNG or JPEG; the format is sniffed from the bytes), directories (their PNG/JPEG files, sorted by name) or - (paths on stdin, one per line)."),
+    paths: list[Path] = typer.Argument(
+        ...,
+        help="Frame files (PNG or JPEG; the format is sniffed from the bytes), directories (their PNG/JPEG files, sorted by name) or - (paths on stdin, one per line).",
+    ),
     output: str = typer.Option(None, "--output", "-o", help="auto | passthrough | jpeg | png (default: config)."),
-    size: Optional[str] = typer.Option(None, "--size", help="Fit inside WIDTHxHEIGHT, aspect kept, never upscaled."),
-    quality: Optional[int] = typer.Option(None, "--quality", "-q", min=1, max=100, help="JPEG quality (default: config)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: $GPUPIPE_CONFIG or built-in)."),
-    gpu: Optional[int] = typer.Option(None, "--gpu", callback=_check_gpu, help="GPU index whose config section and device to use."),
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", callback=_backend_check(("auto", "gpu", "cpu")), help="auto | gpu | cpu (default: config)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write JSON lines here instead of stdout."),
+    size: str | None = typer.Option(None, "--size", help="Fit inside WIDTHxHEIGHT, aspect kept, never upscaled."),
+    quality: int | None = typer.Option(None, "--quality", "-q", min=1, max=100, help="JPEG quality (default: config)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (default: $GPUPIPE_CONFIG or built-in)."),
+    gpu: int | None = typer.Option(None, "--gpu", callback=_check_gpu, help="GPU index whose config section and device to use."),
+    backend: str | None = typer.Option(
+        None, "--backend", "-b", callback=_backend_check(("auto", "gpu", "cpu")), help="auto | gpu | cpu (default: config)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Write JSON lines here instead of stdout."),
 ) -> None:
     """Encode frames to data URIs: one JSON line per input, in order: {source, mime, bytes, uri}, or {source, error, type} for a frame that failed."""
     from .pipeline import open_pipeline
@@ -271,7 +302,7 @@ def encode(
     cfg = _load(config, gpu, backend)
     frames = _expand_inputs(paths)
     try:
-        sink = open(out, "w", encoding="utf-8") if out else sys.stdout
+        sink = open(out, "w", encoding="utf-8") if out else sys.stdout  # noqa: SIM115 - closed after the last line
     except OSError as e:
         _fail(f"--out: cannot write {out}: {e.strerror or e}")
     try:
@@ -292,10 +323,8 @@ def encode(
                         failures.append(res)
                         sink.write(json.dumps({"source": str(src), "error": res.reason, "type": type(res).__name__}) + "\n")
                         continue
-                    try:
+                    with contextlib.suppress(OSError):
                         bytes_in += src.stat().st_size
-                    except OSError:
-                        pass
                     bytes_out += len(res)
                     _write_uri_line(sink, {"source": str(src), "mime": res[5 : res.index(";")], "bytes": len(res)}, res)
                 prog.update(start + len(part))
@@ -320,8 +349,8 @@ def encode(
 @app.command()
 @_user_errors
 def info(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config to resolve."),
-    gpu: Optional[int] = typer.Option(None, "--gpu", callback=_check_gpu, help="GPU index whose section to resolve."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config to resolve."),
+    gpu: int | None = typer.Option(None, "--gpu", callback=_check_gpu, help="GPU index whose section to resolve."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Versions, which backends are usable and why, and the resolved config."""
@@ -364,12 +393,20 @@ def info(
 @app.command()
 @_user_errors
 def demo(
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", callback=_backend_check(("auto", "gpu", "cpu")), help="auto | gpu | cpu (default: config)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config."),
-    cache_mb: int = typer.Option(128, "--cache-mb", min=64, help="Cache byte budget in MiB for the demo (small, to show eviction)."),
+    backend: str | None = typer.Option(
+        None, "--backend", "-b", callback=_backend_check(("auto", "gpu", "cpu")), help="auto | gpu | cpu (default: config)."
+    ),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config."),
+    cache_mb: int = typer.Option(
+        128, "--cache-mb", min=64, help="Cache byte budget in MiB for the demo (small, to show eviction)."
+    ),
     frames: int = typer.Option(6, "--frames", min=2, help="Sample frames per clip."),
     requests: int = typer.Option(40, "--requests", min=1, help="Frame requests per clip and setting."),
-    samples_dir: Optional[Path] = typer.Option(None, "--samples-dir", help="Folder for the sample frames, kept and reused by later runs (default: $GPUPIPE_SAMPLES or a folder in the temp dir; with --ffmpeg, gpupipe-ffmpeg in the temp dir)."),
+    samples_dir: Path | None = typer.Option(
+        None,
+        "--samples-dir",
+        help="Folder for the sample frames, kept and reused by later runs (default: $GPUPIPE_SAMPLES or a folder in the temp dir; with --ffmpeg, gpupipe-ffmpeg in the temp dir).",
+    ),
     real: bool = typer.Option(False, "--ffmpeg", help="Use frames encoded by ffmpeg (imageio-ffmpeg) instead of synthetic ones."),
 ) -> None:
     """Make sample frames (1080p and 4K, PNG and JPEG) and play a render through the cache."""
@@ -377,9 +414,9 @@ def demo(
 
     from .cache import FrameCache
     from .demo import SETTINGS, play, render_trace
-    from .policy import SchedulePolicy
     from .encoder import FrameEncoder
     from .pipeline import FramePipeline
+    from .policy import SchedulePolicy
 
     cfg = _load(config, None, backend)
     cfg = replace(cfg, cache=replace(cfg.cache, max_bytes=cache_mb * MiB))
@@ -392,29 +429,42 @@ def demo(
         encoder.close()
         raise
     mb = sum(p.stat().st_size for _, paths in clips for p in paths) / 1e6
-    err.print(f"sample frames: {mb:.0f} MB in {escape(str(folder))} (kept for the next run; --samples-dir chooses the folder)",
-              soft_wrap=True, highlight=False)
+    err.print(
+        f"sample frames: {mb:.0f} MB in {escape(str(folder))} (kept for the next run; --samples-dir chooses the folder)",
+        soft_wrap=True,
+        highlight=False,
+    )
     cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes, policy=SchedulePolicy())
     con = _wide_console()
-    con.print(f"backend: [bold]{encoder.backend}[/bold] ({escape(encoder.backend_reason)}); cache budget {cache_mb} MiB, {cfg.cache.max_entries} entries")
+    con.print(
+        f"backend: [bold]{encoder.backend}[/bold] ({escape(encoder.backend_reason)}); cache budget {cache_mb} MiB, {cfg.cache.max_entries} entries"
+    )
     t = Table(title="render playback (sequential with seek-backs)")
     for col in ("clip", "output", "requests", "failed", "frames/s", "MB served", "hit ratio"):
         t.add_column(col, justify="right" if col not in ("clip", "output") else "left")
     total = len(clips) * len(SETTINGS) * requests
     with encoder, _progress(total, "played", "requests", "requests/s") as prog:
-        for (name, paths) in clips:
+        for name, paths in clips:
             trace = render_trace(len(paths), requests, seed=len(name))
             for label, size, scheduled in SETTINGS:
                 pipe = FramePipeline(encoder, cache, size=size)
                 r = play(pipe, paths, trace, on_request=prog.advance, schedule=scheduled, cold=True)
-                t.add_row(name, label, str(r.requests), str(r.failures), f"{r.fps:.1f}", f"{r.uri_bytes / 1e6:.0f}", f"{r.hit_ratio:.0%}")
+                t.add_row(
+                    name,
+                    label,
+                    str(r.requests),
+                    str(r.failures),
+                    f"{r.fps:.1f}",
+                    f"{r.uri_bytes / 1e6:.0f}",
+                    f"{r.hit_ratio:.0%}",
+                )
     con.print(t)
     s = Table(title="cache", show_header=False)
     _stats_rows(s, cache.stats())
     con.print(s)
 
 
-def _demo_samples_dir(samples_dir: Optional[Path], real: bool) -> Path:
+def _demo_samples_dir(samples_dir: Path | None, real: bool) -> Path:
     """Where the demo's sample frames go: ``--samples-dir``, else a folder in the temp dir."""
     if samples_dir is not None:
         return samples_dir
@@ -442,29 +492,66 @@ def _demo_clips(base: Path, frames: int, real: bool) -> list[tuple[str, list[Pat
 @app.command()
 @_user_errors
 def bench(
-    backend: str = typer.Option("all", "--backend", "-b", callback=_backend_check(("cpu", "gpu", "all")), help="cpu | gpu | all (every backend usable here)."),
+    backend: str = typer.Option(
+        "all",
+        "--backend",
+        "-b",
+        callback=_backend_check(("cpu", "gpu", "all")),
+        help="cpu | gpu | all (every backend usable here).",
+    ),
     quick: bool = typer.Option(False, "--quick", help="Small matrix that finishes in under a minute on 2 cores."),
     out: Path = typer.Option(Path("results"), "--out", help="Results folder (JSON, markdown, charts)."),
     repeats: int = typer.Option(0, "--repeats", help="Timed repeats per workload (0: default for the mode)."),
-    ffmpeg: bool = typer.Option(True, "--ffmpeg/--synthetic", help="Frames encoded by ffmpeg (default) or the synthetic generator."),
+    ffmpeg: bool = typer.Option(
+        True, "--ffmpeg/--synthetic", help="Frames encoded by ffmpeg (default) or the synthetic generator."
+    ),
     soak: bool = typer.Option(True, "--soak/--no-soak", help="Run the 4K memory soak."),
-    goals: bool = typer.Option(False, "--goals", help="Only the rows the GPU goals need (4K JPEG/PNG transcode, resize-1080p, passthrough both ways); check with `python -m gpupipe.tools.goals OUT/bench.json`."),
-    max_seconds: float = typer.Option(0, "--max-seconds", min=0, help="Start no new row after this many seconds (0: no limit); the report says where it stopped."),
+    goals: bool = typer.Option(
+        False,
+        "--goals",
+        help="Only the rows the GPU goals need (4K JPEG/PNG transcode, resize-1080p, passthrough both ways); check with `python -m gpupipe.tools.goals OUT/bench.json`.",
+    ),
+    max_seconds: float = typer.Option(
+        0,
+        "--max-seconds",
+        min=0,
+        help="Start no new row after this many seconds (0: no limit); the report says where it stopped.",
+    ),
 ) -> None:
     """Throughput, host CPU cost (CPU-s/frame) and per-stage benchmark of the CPU (and GPU) path; writes results/ with charts."""
     from .tools.bench import run_bench
 
-    run_bench(backend=backend, quick=quick, out=out, repeats=repeats or None, use_ffmpeg=ffmpeg, soak=soak,
-              console=_wide_console(), goals=goals, max_seconds=max_seconds or None)
+    run_bench(
+        backend=backend,
+        quick=quick,
+        out=out,
+        repeats=repeats or None,
+        use_ffmpeg=ffmpeg,
+        soak=soak,
+        console=_wide_console(),
+        goals=goals,
+        max_seconds=max_seconds or None,
+    )
 
 
 @app.command()
 def serve(
-    root: List[Path] = typer.Option(..., "--root", help="Directory frames are served from; repeat for several. Paths resolve (symlinks included) inside one, or are refused (403)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config: budgets per GPU (gpus:), serve.* and cache.* keys (default: $GPUPIPE_CONFIG or built-in)."),
+    root: list[Path] = typer.Option(
+        ...,
+        "--root",
+        help="Directory frames are served from; repeat for several. Paths resolve (symlinks included) inside one, or are refused (403).",
+    ),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="YAML config: budgets per GPU (gpus:), serve.* and cache.* keys (default: $GPUPIPE_CONFIG or built-in).",
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; loopback by default (0.0.0.0 in a container)."),
     port: int = typer.Option(8765, "--port", min=0, max=65535, help="TCP port (0: any free port; the ready line says which)."),
-    socket: Optional[Path] = typer.Option(None, "--socket", help="Serve on this Unix socket instead of TCP (created with mode 0600)."),
+    socket: Path | None = typer.Option(
+        None, "--socket", help="Serve on this Unix socket instead of TCP (created with mode 0600)."
+    ),
     grace: float = typer.Option(10.0, "--grace", min=0.0, help="Seconds requests in flight get to finish after SIGTERM."),
 ) -> None:
     """Serve frames over HTTP to every renderer worker of the box: one pipeline and budget per GPU.
@@ -517,7 +604,9 @@ class _OnceFilter(logging.Filter):
         return True
 
 
-def _log_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+def _log_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
     logging.getLogger("gpupipe").warning("%s", message)
 
 

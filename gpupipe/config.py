@@ -37,10 +37,11 @@ import re
 import reprlib
 import stat
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import yaml
 
@@ -49,18 +50,18 @@ from .errors import ConfigError
 from .vocabulary import BACKENDS, OUTPUT_FORMATS, PASSTHROUGH_DEVICES, GiB, KiB, MiB, PiB, parse_wxh
 
 __all__ = [
+    "CACHE_BYTES_FLOOR",
     "CacheConfig",
-    "StagingConfig",
-    "OutputConfig",
-    "ServeConfig",
-    "ScheduleConfig",
     "Config",
+    "GiB",
+    "MiB",
+    "OutputConfig",
+    "ScheduleConfig",
+    "ServeConfig",
+    "StagingConfig",
     "configured_gpus",
     "load_config",
     "parse_size",
-    "MiB",
-    "GiB",
-    "CACHE_BYTES_FLOOR",
 ]
 
 log = logging.getLogger("gpupipe.config")
@@ -88,16 +89,26 @@ _MAX_NODES = 10_000  # YAML nodes and alias references per file; also entries pe
 _MAX_TEXT = 64  # characters of a size, 'WxH' or number string; longer ones are refused unparsed
 
 _UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "kib": KiB,
-    "m": 1000**2, "mb": 1000**2, "mib": MiB,
-    "g": 1000**3, "gb": 1000**3, "gib": GiB,
-    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": KiB,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": MiB,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": GiB,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
 }
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]*)")
 
 
 # --------------------------------------------------------------------------- bounded rendering
+
 
 class _BoundedRepr(reprlib.Repr):
     """``reprlib.Repr`` that also never renders an integer's full digits (``repr`` of a huge int raises in Python >= 3.11)."""
@@ -135,6 +146,7 @@ def _key_part(k: Any) -> str:
 
 # --------------------------------------------------------------------------- sizes
 
+
 def parse_size(value: Any, *, key: str = "size", source: str | None = None) -> int:
     """Parse a byte size: an int (bytes) or a string such as ``"1500MiB"``, ``"4GiB"``, ``"512MB"``.
 
@@ -169,6 +181,7 @@ def parse_size(value: Any, *, key: str = "size", source: str | None = None) -> i
 
 
 # --------------------------------------------------------------------------- the resolved config
+
 
 @dataclass(frozen=True)
 class CacheConfig:
@@ -275,7 +288,10 @@ class Config:
         for f in fields(self):
             v = getattr(self, f.name)
             if hasattr(v, "__dataclass_fields__"):
-                v = {g.name: (list(getattr(v, g.name)) if isinstance(getattr(v, g.name), tuple) else getattr(v, g.name)) for g in fields(v)}
+                v = {
+                    g.name: (list(getattr(v, g.name)) if isinstance(getattr(v, g.name), tuple) else getattr(v, g.name))
+                    for g in fields(v)
+                }
             out[f.name] = v
         return out
 
@@ -345,7 +361,11 @@ def _seconds(value: Any, key: str, source: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"expected a number of seconds, got {type(value).__name__} {_show(value)}", source=source, key=key)
     if not 0 < value <= _MAX_ADMISSION_TIMEOUT:  # also false for nan
-        raise ConfigError(f"must be a finite number of seconds > 0 and <= {_MAX_ADMISSION_TIMEOUT:g}, got {_show(value)}", source=source, key=key)
+        raise ConfigError(
+            f"must be a finite number of seconds > 0 and <= {_MAX_ADMISSION_TIMEOUT:g}, got {_show(value)}",
+            source=source,
+            key=key,
+        )
     return float(value)
 
 
@@ -354,7 +374,7 @@ def _size_pair(value: Any, key: str, source: str) -> tuple[int, int] | None:
         return None
     if isinstance(value, str):
         try:
-            value = list(parse_wxh(value[:_MAX_TEXT + 1]))
+            value = list(parse_wxh(value[: _MAX_TEXT + 1]))
         except ValueError:
             raise ConfigError(f"expected [width, height] or 'WxH', got {_show(value)}", source=source, key=key) from None
     if not isinstance(value, (list, tuple)) or len(value) != 2:
@@ -411,7 +431,9 @@ def _apply_section(cfg: Config, data: Mapping[Any, Any], prefix: str, source: st
             updates = {}
             for name, value in _check_mapping(v, key, source).items():
                 if name not in checks:
-                    raise ConfigError(f"unknown key (known: {', '.join(sorted(checks))})", source=source, key=f"{key}.{_key_part(name)}")
+                    raise ConfigError(
+                        f"unknown key (known: {', '.join(sorted(checks))})", source=source, key=f"{key}.{_key_part(name)}"
+                    )
                 updates[name] = checks[name](value, f"{key}.{name}", source)
                 if (k, name) == ("cache", "max_bytes"):
                     updates["max_bytes_auto"] = _is_auto(value)
@@ -433,7 +455,9 @@ def _gpu_index(k: Any, source: str) -> int:
     else:
         idx = -1
     if not 0 <= idx <= _MAX_GPU_INDEX:
-        raise ConfigError(f"GPU index must be an integer between 0 and {_MAX_GPU_INDEX}", source=source, key=f"gpus.{_key_part(k)}")
+        raise ConfigError(
+            f"GPU index must be an integer between 0 and {_MAX_GPU_INDEX}", source=source, key=f"gpus.{_key_part(k)}"
+        )
     return idx
 
 
@@ -447,6 +471,7 @@ def _clamp_cache_bytes(n: int, key: str, source: str, stacklevel: int) -> int:
 
 
 # --------------------------------------------------------------------------- loading
+
 
 class _Loader(yaml.SafeLoader):
     """``yaml.SafeLoader`` for untrusted config files.
@@ -520,17 +545,30 @@ class _Loader(yaml.SafeLoader):
             if isinstance(e, ConfigError):
                 raise
             what = f"{node.tag.rsplit(':', 1)[-1]} {_show(node.value)}" if isinstance(node, yaml.ScalarNode) else node.tag
-            raise ConfigError(f"invalid value {_clip(what, 120)}: {_clip(str(e), 200)}", source=self.source, key=self._where(self._paths.get(node, ""))) from None
+            raise ConfigError(
+                f"invalid value {_clip(what, 120)}: {_clip(str(e), 200)}",
+                source=self.source,
+                key=self._where(self._paths.get(node, "")),
+            ) from None
 
     def flatten_mapping(self, node: yaml.MappingNode) -> None:
         super().flatten_mapping(node)  # recurses through this override for merged mappings
         if len(node.value) > _MAX_NODES:
-            raise ConfigError(f"merge keys (<<) expand this mapping past {_MAX_NODES} entries", source=self.source, key=self._where(self._paths.get(node, "")))
+            raise ConfigError(
+                f"merge keys (<<) expand this mapping past {_MAX_NODES} entries",
+                source=self.source,
+                key=self._where(self._paths.get(node, "")),
+            )
 
 
 def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return kind
     return "not a regular file"
@@ -583,7 +621,9 @@ def _read_yaml(path: Path) -> Mapping[Any, Any]:
         loader = _Loader(text, src)  # refuses non-printable characters already
         data = loader.get_single_data()
     except yaml.YAMLError as e:
-        if isinstance(e, yaml.MarkedYAMLError):  # keep the line/column marks, cut what quotes the document (an anchor name, a tag)
+        if isinstance(
+            e, yaml.MarkedYAMLError
+        ):  # keep the line/column marks, cut what quotes the document (an anchor name, a tag)
             e.context, e.problem, e.note = (_clip(t, 200) if isinstance(t, str) else t for t in (e.context, e.problem, e.note))
         raise ConfigError(f"invalid YAML: {_clip(str(e), 1000)}", source=src) from None
     finally:

@@ -28,7 +28,16 @@ from .sources import Frame
 from .uri import build_uri
 from .vocabulary import MIME
 
-__all__ = ["CpuBackend", "StageTimes", "decode_frame", "encode_image", "pillow_flavour", "resize_image", "run_job", "run_job_guarded"]
+__all__ = [
+    "CpuBackend",
+    "StageTimes",
+    "decode_frame",
+    "encode_image",
+    "pillow_flavour",
+    "resize_image",
+    "run_job",
+    "run_job_guarded",
+]
 
 log = logging.getLogger("gpupipe.cpu")
 

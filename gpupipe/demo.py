@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .pipeline import FramePipeline
 
-__all__ = ["render_trace", "play", "PlayResult", "SETTINGS"]
+__all__ = ["SETTINGS", "PlayResult", "play", "render_trace"]
 
-SETTINGS: tuple[tuple[str, "tuple[int, int] | None", bool], ...] = (
+SETTINGS: tuple[tuple[str, tuple[int, int] | None, bool], ...] = (
     ("passthrough", None, False),
     ("passthrough, scheduled", None, True),
     ("fit 720p (auto)", (1280, 720), False),
@@ -36,10 +36,7 @@ def render_trace(n_frames: int, requests: int, seek_back_prob: float = 0.15, max
     i = 0
     while len(out) < requests:
         out.append(i)
-        if rng.random() < seek_back_prob and i > 0:
-            i = max(0, i - rng.randint(1, max_seek))
-        else:
-            i = (i + 1) % n_frames
+        i = max(0, i - rng.randint(1, max_seek)) if rng.random() < seek_back_prob and i > 0 else (i + 1) % n_frames
     return out
 
 

@@ -196,4 +196,3 @@ class FrameEncoder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -61,7 +61,11 @@ class FrameError(GpupipeError):
         return (type(self), (self.frame, self.reason))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, FrameError) and type(self) is type(other) and (self.frame, self.reason) == (other.frame, other.reason)
+        return (
+            isinstance(other, FrameError)
+            and type(self) is type(other)
+            and (self.frame, self.reason) == (other.frame, other.reason)
+        )
 
     def __hash__(self) -> int:
         return hash((type(self), self.frame, self.reason))

@@ -30,15 +30,15 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
-    "host_total",
-    "host_available",
+    "AUTO_MAX_BYTES",
+    "AUTO_MIN_BYTES",
+    "auto_cache_bytes",
+    "available_memory",
     "cgroup_limit",
     "cgroup_working_set",
+    "host_available",
+    "host_total",
     "memory_limit",
-    "available_memory",
-    "auto_cache_bytes",
-    "AUTO_MIN_BYTES",
-    "AUTO_MAX_BYTES",
 ]
 
 MiB = 1024**2
@@ -176,4 +176,3 @@ def auto_cache_bytes(limit: int | None = None) -> int:
     else:
         share = 0.30
     return int(min(AUTO_MAX_BYTES, max(AUTO_MIN_BYTES, limit * share)))
-

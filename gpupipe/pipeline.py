@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any
 
 from .admission import Estimate
 from .cache import CacheStats, FrameCache
@@ -40,6 +41,7 @@ def _memo_key(source: Source) -> Hashable | None:
     if isinstance(source, os.PathLike):
         return os.fspath(source)
     return None
+
 
 Resolver = Callable[[Source], "str | None"]
 
@@ -97,7 +99,9 @@ class FramePipeline:
         """The cache key of ``source`` under this pipeline's output settings."""
         return (*source_key(source), *self.spec.key())
 
-    def _loaders(self, keys: Sequence[tuple], sources: Sequence[Source]) -> tuple[Callable[[tuple], str], Callable[[tuple], Estimate], Callable[[list[tuple]], list[Any]]]:
+    def _loaders(
+        self, keys: Sequence[tuple], sources: Sequence[Source]
+    ) -> tuple[Callable[[tuple], str], Callable[[tuple], Estimate], Callable[[list[tuple]], list[Any]]]:
         """``(label, estimate, load)`` for the cache, over these keys and their sources."""
         by_key: dict[tuple, Source] = {}
         for k, s in zip(keys, sources):
@@ -233,7 +237,7 @@ class FramePipeline:
         self._opened = []
         self.encoder.close()
 
-    def __enter__(self) -> "FramePipeline":
+    def __enter__(self) -> FramePipeline:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -252,8 +256,12 @@ def open_pipeline(
     (its policy a :class:`~gpupipe.policy.SchedulePolicy`: LRU until a schedule is declared)."""
     cfg = config if config is not None else load_config(config_path, gpu)
     encoder = FrameEncoder(cfg, backend=backend)
-    cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes, admission_timeout=cfg.cache.admission_timeout,
-                                   policy=SchedulePolicy(Scheduler(schedule_ident)))
+    cache: FrameCache = FrameCache(
+        cfg.cache.max_entries,
+        cfg.cache.max_bytes,
+        admission_timeout=cfg.cache.admission_timeout,
+        policy=SchedulePolicy(Scheduler(schedule_ident)),
+    )
     return FramePipeline(encoder, cache, resolver)
 
 

@@ -14,7 +14,6 @@ from .vocabulary import OutputFormat, Target
 __all__ = ["Job", "OutputSpec", "passes_through", "plan_job"]
 
 
-
 @dataclass(frozen=True)
 class OutputSpec:
     """What the caller asked for: ``format`` (auto|passthrough|jpeg|png), ``size`` (fit inside) and JPEG ``quality``."""

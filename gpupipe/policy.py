@@ -8,7 +8,8 @@ locking, and calls the policy with its lock held. :class:`LruPolicy` is the defa
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Hashable, Iterator, Protocol
+from collections.abc import Hashable, Iterator
+from typing import Protocol
 
 from .schedule import Scheduler
 

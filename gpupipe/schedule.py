@@ -33,17 +33,19 @@ import math
 import threading
 from array import array
 from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from typing import Any, cast
 
 import numpy as np
 
-__all__ = ["Schedule", "ScheduleStats", "Scheduler", "ReadAhead", "DEFAULT_WINDOW", "sqrt_weight"]
+__all__ = ["DEFAULT_WINDOW", "ReadAhead", "Schedule", "ScheduleStats", "Scheduler", "sqrt_weight"]
 
 log = logging.getLogger("gpupipe.schedule")
 
 DEFAULT_WINDOW = 64
 """Positions behind the cursor within which a request still matches its place (out of order or a retry)."""
+
 
 def sqrt_weight(distance: int, nbytes: int) -> float:
     """The default eviction weight of a scheduled frame: ``(distance + 1) * sqrt(bytes)`` (see :class:`~gpupipe.policy.SchedulePolicy`)."""
@@ -95,8 +97,9 @@ class Schedule:
     needed and its read-ahead stops. All state is guarded by the scheduler's lock.
     """
 
-    def __init__(self, scheduler: "Scheduler", number: int, sids: list[Hashable], sources: list[Any],
-                 ids: array, window: int) -> None:
+    def __init__(
+        self, scheduler: Scheduler, number: int, sids: list[Hashable], sources: list[Any], ids: array, window: int
+    ) -> None:
         self._scheduler = scheduler
         self.number = number
         self._sids = sids
@@ -248,9 +251,16 @@ class Schedule:
         """A consistent snapshot of this schedule's position and counters."""
         with self._scheduler._lock:
             return ScheduleStats(
-                position=self.pos, length=self.length, requests=self._requests, hits=self._hits,
-                misses=self._misses, resyncs=self._resyncs, prefetched=self._prefetched,
-                prefetch_used=self._prefetch_used, wasted=self._wasted, read_ahead=self.read_ahead,
+                position=self.pos,
+                length=self.length,
+                requests=self._requests,
+                hits=self._hits,
+                misses=self._misses,
+                resyncs=self._resyncs,
+                prefetched=self._prefetched,
+                prefetch_used=self._prefetch_used,
+                wasted=self._wasted,
+                read_ahead=self.read_ahead,
                 closed=self.closed,
             )
 
@@ -261,7 +271,7 @@ class Schedule:
         if reader is not None:
             reader.join()
 
-    def __enter__(self) -> "Schedule":
+    def __enter__(self) -> Schedule:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -281,8 +291,9 @@ class Scheduler:
     way round.
     """
 
-    def __init__(self, ident: Callable[[Hashable], Hashable] | None = None, *, window: int = DEFAULT_WINDOW,
-                 weight: Weight = sqrt_weight) -> None:
+    def __init__(
+        self, ident: Callable[[Any], Hashable] | None = None, *, window: int = DEFAULT_WINDOW, weight: Weight = sqrt_weight
+    ) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 0:
             raise ValueError(f"window must be a non-negative integer, got {window!r}")
         self.ident = ident
@@ -314,7 +325,7 @@ class Scheduler:
         sources: list[Any] = []
         ids = array("i")
         for item in items:
-            sid, src = item if with_sources else (item, None)
+            sid, src = cast("tuple[Hashable, Any]", item) if with_sources else (item, None)
             lid = index.get(sid)
             if lid is None:
                 lid = index[sid] = len(sids)
@@ -331,7 +342,7 @@ class Scheduler:
         log.debug("schedule #%d opened: %d positions, %d distinct frames", number, sched.length, len(sids))
         return sched
 
-    def _close(self, sched: Schedule) -> "ReadAhead | None":
+    def _close(self, sched: Schedule) -> ReadAhead | None:
         with self._lock:
             if sched.closed:
                 return None
@@ -340,9 +351,20 @@ class Scheduler:
             self._changed.notify_all()
             reader, sched._reader = sched._reader, None
         s = sched.stats()
-        log.info("schedule #%d closed at position %d/%d: %d requests, %d hits, %d misses, %d resyncs, "
-                 "%d prefetched (%d used, %d wasted)", sched.number, s.position, s.length, s.requests, s.hits,
-                 s.misses, s.resyncs, s.prefetched, s.prefetch_used, s.wasted)
+        log.info(
+            "schedule #%d closed at position %d/%d: %d requests, %d hits, %d misses, %d resyncs, "
+            "%d prefetched (%d used, %d wasted)",
+            sched.number,
+            s.position,
+            s.length,
+            s.requests,
+            s.hits,
+            s.misses,
+            s.resyncs,
+            s.prefetched,
+            s.prefetch_used,
+            s.wasted,
+        )
         return reader if reader is not None and reader._thread is not threading.current_thread() else None
 
     def schedules(self) -> list[Schedule]:
@@ -426,7 +448,6 @@ class Scheduler:
                     self._changed.notify_all()
 
 
-
 Fetch = Callable[[list[Any]], list[str]]
 """Read-ahead's loader: sources in, one status each: ``started``, ``present`` (cached or loading
 already), ``failed`` (cannot be loaded: its request will report why) or ``no-room``."""
@@ -448,8 +469,9 @@ class ReadAhead:
 
     POLL_S = 0.05
 
-    def __init__(self, schedule: Schedule, fetch: Fetch, horizon: int, batch_size: int,
-                 idle: Callable[[float], bool] | None = None) -> None:
+    def __init__(
+        self, schedule: Schedule, fetch: Fetch, horizon: int, batch_size: int, idle: Callable[[float], bool] | None = None
+    ) -> None:
         if horizon < 1 or batch_size < 1:
             raise ValueError(f"horizon and batch_size must be positive, got {horizon} and {batch_size}")
         self.schedule = schedule

@@ -229,7 +229,9 @@ def check_source_bytes(label: str, nbytes: int, max_bytes: int | None) -> None:
 
 
 @contextmanager
-def open_frame_file(path: str | os.PathLike[str], label: str, max_bytes: int | None = None) -> Iterator[tuple[int, os.stat_result]]:
+def open_frame_file(
+    path: str | os.PathLike[str], label: str, max_bytes: int | None = None
+) -> Iterator[tuple[int, os.stat_result]]:
     """Open a frame file for reading; yields the descriptor and its ``fstat``.
 
     Refuses at once, before reading a byte: anything but a regular file (FIFOs, devices,
@@ -491,8 +493,7 @@ def _read_path(label: str, max_bytes: int | None) -> tuple[bytes, tuple]:
             return data, before
     raise FrameDecodeError(
         label,
-        f"changed while being read, twice (stat before: {before}, after: {after}; "
-        f"read {len(data)} bytes of {before[2]})",
+        f"changed while being read, twice (stat before: {before}, after: {after}; read {len(data)} bytes of {before[2]})",
     )
 
 

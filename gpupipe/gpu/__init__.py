@@ -108,7 +108,9 @@ def gpu_status(device: int = 0) -> GpuStatus:  # noqa: PLR0911, PLR0912 - one re
     except Exception as e:  # noqa: BLE001
         return fail("no-device", f"CUDA device {device} cannot be queried: {e}")
     if cc < 75:
-        return fail("device-too-old", f"CUDA device {device} has compute capability {cc // 10}.{cc % 10}; CUDA 13 needs 7.5 or newer")
+        return fail(
+            "device-too-old", f"CUDA device {device} has compute capability {cc // 10}.{cc % 10}; CUDA 13 needs 7.5 or newer"
+        )
     from .kernel_build import kernel_availability
 
     ok, how = kernel_availability()

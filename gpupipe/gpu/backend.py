@@ -80,9 +80,7 @@ class GpuBackend:
 
     name = "gpu"
 
-    def __init__(
-        self, config: Config, *, ops: DeviceOps | None = None, workers: int | None = None, overlap: bool = True
-    ) -> None:
+    def __init__(self, config: Config, *, ops: DeviceOps | None = None, workers: int | None = None, overlap: bool = True) -> None:
         self.config = config
         if ops is None:
             from .device import DeviceLayer
@@ -196,8 +194,9 @@ class GpuBackend:
         """
         if self.device_lost is not None:
             return self._cpu.footprint(header, spec)
-        return gpu_footprint(header, spec, passthrough_on_device=self.passthrough_device == "gpu",
-                             staging_slack=2 * PinnedBuffers.GRANULE + 4096)
+        return gpu_footprint(
+            header, spec, passthrough_on_device=self.passthrough_device == "gpu", staging_slack=2 * PinnedBuffers.GRANULE + 4096
+        )
 
     def staging_stats(self) -> dict[str, int]:
         """In-flight staging bytes, their peak, the budget, device and pinned bytes held, and the runner's counters."""

@@ -98,12 +98,18 @@ def gpu_stage_benchmark(frames: list[bytes], size: tuple[int, int] | None, quali
     d_table = cp.asarray(layout.kernel_table())
     rt = cp.cuda.runtime
     stages["upload"] = _event_median(
-        lambda: rt.memcpyAsync(d_in.data.ptr, host_in.ctypes.data, layout.in_size, rt.memcpyHostToDevice, stream.ptr), stream, repeats
+        lambda: rt.memcpyAsync(d_in.data.ptr, host_in.ctypes.data, layout.in_size, rt.memcpyHostToDevice, stream.ptr),
+        stream,
+        repeats,
     )
     kern = get_kernel()
-    stages["base64"] = _event_median(lambda: kern.encode(d_in, layout, d_table=d_table, d_out=d_out, stream=stream), stream, repeats)
+    stages["base64"] = _event_median(
+        lambda: kern.encode(d_in, layout, d_table=d_table, d_out=d_out, stream=stream), stream, repeats
+    )
     stages["download"] = _event_median(
-        lambda: rt.memcpyAsync(host_out.ctypes.data, d_out.data.ptr, layout.out_size, rt.memcpyDeviceToHost, stream.ptr), stream, repeats
+        lambda: rt.memcpyAsync(host_out.ctypes.data, d_out.data.ptr, layout.out_size, rt.memcpyDeviceToHost, stream.ptr),
+        stream,
+        repeats,
     )
     stages["host_string"] = _median(lambda: uris_from_buffer(host_out, layout, check_ascii=False), repeats)
 
@@ -128,7 +134,7 @@ def gpu_stage_benchmark(frames: list[bytes], size: tuple[int, int] | None, quali
     out = run_sized() if size is not None else run_plain()
     images = [out[i] for i in range(n)]
     stages["encode"] = _median(lambda: enc.encode(images, quality), repeats)
-    del images, out, plain, sized  # free the pipelines and their device buffers before the end-to-end runs
+    images = out = plain = sized = None  # type: ignore[assignment]  # free the pipelines and their device buffers before the end-to-end runs
 
     backend = GpuBackend(cfg, ops=DeviceLayer(cfg, device_id=0))
     try:

@@ -57,7 +57,15 @@ from ..plan import Job
 from ..sources import Frame, check_complete
 from .faults import DeviceOutOfMemory, is_oom_error, is_sticky_error
 
-__all__ = ["DaliDecoder", "DeviceOutOfMemory", "build_pipeline", "failed_sample", "host_precheck", "is_oom_error", "orientation_ops"]
+__all__ = [
+    "DaliDecoder",
+    "DeviceOutOfMemory",
+    "build_pipeline",
+    "failed_sample",
+    "host_precheck",
+    "is_oom_error",
+    "orientation_ops",
+]
 
 log = logging.getLogger("gpupipe.gpu.dali")
 
@@ -113,9 +121,7 @@ def orientation_ops(orientation: int) -> tuple[bool, int, int]:
     return orientation >= 5, int(orientation in (2, 3, 6, 7)), int(orientation in (3, 4, 7, 8))
 
 
-def build_pipeline(
-    max_batch: int, num_threads: int, device_id: int | None, resize: bool, orient: str | None = None
-) -> Any:
+def build_pipeline(max_batch: int, num_threads: int, device_id: int | None, resize: bool, orient: str | None = None) -> Any:
     """Build the DALI pipeline: inputs ``enc`` (uint8 bytes) and, when ``resize``, ``rx``/``ry`` (float32 sizes).
 
     ``orient``: ``None`` (frames shown as stored), ``"flip"`` (inputs ``fh``/``fv``, int32 per
@@ -338,7 +344,9 @@ class DaliDecoder:
             todo = [i for i in todo if i not in bad]
         return out
 
-    def _bisect(self, jobs: Sequence[Job], idx: list[int], key: Any, slot: int, err: BaseException) -> dict[int, FrameDecodeError]:
+    def _bisect(
+        self, jobs: Sequence[Job], idx: list[int], key: Any, slot: int, err: BaseException
+    ) -> dict[int, FrameDecodeError]:
         """Find the frames of ``idx`` (which failed with ``err``, naming no sample) that fail alone."""
         if len(idx) == 1:
             return {idx[0]: _decode_error(jobs[idx[0]], err)}
@@ -363,7 +371,13 @@ class DaliDecoder:
 def _first_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     # DALI's message repeats "Critical error in pipeline" and a traceback; keep the informative tail.
-    useful = [ln for ln in lines if not ln.startswith(("Critical error", "Error in", "which was used", "File ", "img =", "encountered", "Current pipeline"))]
+    useful = [
+        ln
+        for ln in lines
+        if not ln.startswith(
+            ("Critical error", "Error in", "which was used", "File ", "img =", "encountered", "Current pipeline")
+        )
+    ]
     return (useful[-1] if useful else (lines[0] if lines else type(e).__name__))[:200]
 
 

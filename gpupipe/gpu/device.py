@@ -315,7 +315,9 @@ class DeviceLayer:
             d["pool_limit_bytes"] = self.pool.get_limit()
             d["pool_used_bytes"] = self.pool.used_bytes()
             d["pool_held_bytes"] = self.pool.total_bytes()
-            d["kernel"] = self._kernel.loaded_from if self._kernel is not None else "not loaded yet (loads on the first GPU passthrough)"
+            d["kernel"] = (
+                self._kernel.loaded_from if self._kernel is not None else "not loaded yet (loads on the first GPU passthrough)"
+            )
             d["kernel_source"] = kernel_availability()[1]
         d["pinned_bytes"] = self.pinned.nbytes
         d["pinned_peak_bytes"] = self.pinned.peak_nbytes

@@ -70,9 +70,7 @@ _STICKY_DRIVER_NAMES = (
     "CUDA_ERROR_LAUNCH_FAILED",
     "CUDA_ERROR_EXTERNAL_DEVICE",
 )
-_STICKY_NAME_RE = re.compile(
-    r"\b(" + "|".join(sorted(STICKY_CUDA_ERRORS.values()) + list(_STICKY_DRIVER_NAMES)) + r")\b"
-)
+_STICKY_NAME_RE = re.compile(r"\b(" + "|".join(sorted(STICKY_CUDA_ERRORS.values()) + list(_STICKY_DRIVER_NAMES)) + r")\b")
 _NVIMGCODEC_STATUS_RE = re.compile(r"CUDA Runtime failure:? '#(\d+)'")
 
 _OOM_STATUSES = {2}  # cudaErrorMemoryAllocation / CUDA_ERROR_OUT_OF_MEMORY

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -180,11 +180,7 @@ def plan_batches(
     dev = host = 0
     for i, c in enumerate(device_costs):
         h = host_costs[i] if host_costs is not None else 0
-        fits = (
-            len(cur) < max_batch
-            and dev + c <= max_bytes
-            and (host_max_bytes is None or host + h <= host_max_bytes)
-        )
+        fits = len(cur) < max_batch and dev + c <= max_bytes and (host_max_bytes is None or host + h <= host_max_bytes)
         if cur and not fits:
             batches.append(cur)
             cur, dev, host = [], 0, 0
@@ -300,8 +296,14 @@ class StagedRunner:
                     continue
                 # The helper thread runs finishes in order; collecting the previous one frees the
                 # slot the next batch will use.
-                assert finish is not None  # overlap needs two phases
-                p, pending = pending, (batch, self._executor().submit(self._timed_finish, finish, handle), reserved)
+                p, pending = (
+                    pending,
+                    (
+                        batch,
+                        self._executor().submit(self._timed_finish, cast("Callable[[Any], list[Result]]", finish), handle),
+                        reserved,
+                    ),
+                )
                 handle = None
                 slot ^= 1
                 if p is not None:
@@ -322,7 +324,11 @@ class StagedRunner:
         share = 2 if overlap else 1
         pinned = self.budget.pinned_limit if hcosts is not None and self.budget.pinned_limit > 0 else None
         batches = plan_batches(
-            costs, max(1, self.budget.max_bytes // share), self.max_batch, hcosts, None if pinned is None else max(1, pinned // share)
+            costs,
+            max(1, self.budget.max_bytes // share),
+            self.max_batch,
+            hcosts,
+            None if pinned is None else max(1, pinned // share),
         )
         naive = (len(jobs) + self.max_batch - 1) // self.max_batch
         if len(batches) > naive:
@@ -338,7 +344,9 @@ class StagedRunner:
         self._store(st, batch, [self._fallback(st.jobs[i], f"needs ~{costs[i]} staging bytes, over the budget of {limit}")])
         return True
 
-    def _finish_now(self, st: _RunState, batch: list[int], finish: Callable[[Any], list[Result]] | None, handle: Any, reserved: int) -> None:
+    def _finish_now(
+        self, st: _RunState, batch: list[int], finish: Callable[[Any], list[Result]] | None, handle: Any, reserved: int
+    ) -> None:
         """Complete a batch in this thread (no overlap), then release its staging bytes."""
         try:
             out = self._timed_finish(finish, handle) if finish is not None else handle
@@ -451,7 +459,9 @@ class PinnedBuffers:
 
     GRANULE = 64 << 10
 
-    def __init__(self, limit: int, alloc: Callable[[int], np.ndarray] | None = None, release: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, limit: int, alloc: Callable[[int], np.ndarray] | None = None, release: Callable[[], None] | None = None
+    ) -> None:
         self.limit = int(limit)
         if alloc is None:
             pool = _CupyPinnedPool()

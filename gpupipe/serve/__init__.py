@@ -12,10 +12,12 @@ for :mod:`gpupipe.serve.client`, which needs nothing beyond the standard library
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["FrameClient", "ServeError", "fetch_uri"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in __all__:
         from . import client
 

@@ -31,6 +31,7 @@ a stack trace to the client).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -38,9 +39,10 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
 import pybase64
 from aiohttp import web
@@ -64,7 +66,7 @@ from .metrics import ServiceMetrics
 from .pressure import PressureMonitor
 from .roots import Roots
 
-__all__ = ["Lane", "FrameService", "create_app", "JsonAccessLogger", "CHUNK", "MAX_SCHEDULE_SOURCES", "MAX_SCHEDULES"]
+__all__ = ["CHUNK", "MAX_SCHEDULES", "MAX_SCHEDULE_SOURCES", "FrameService", "JsonAccessLogger", "Lane", "create_app"]
 
 log = logging.getLogger("gpupipe.serve")
 access_log = logging.getLogger("gpupipe.serve.access")
@@ -109,8 +111,15 @@ class Lane:
         with self._lock:
             v = self._views.get(key)
             if v is None:
-                v = type(self.pipeline)(self.pipeline.encoder, self.pipeline.cache, self.pipeline.resolver, output=spec.format,
-                                        size=spec.size, quality=spec.quality, tune_allocator=False)
+                v = type(self.pipeline)(
+                    self.pipeline.encoder,
+                    self.pipeline.cache,
+                    self.pipeline.resolver,
+                    output=spec.format,
+                    size=spec.size,
+                    quality=spec.quality,
+                    tune_allocator=False,
+                )
                 self._views[key] = v
                 while len(self._views) > _MAX_VIEWS:
                     self._views.popitem(last=False)
@@ -122,7 +131,7 @@ class Lane:
         """The backend's counters (jobs, fallbacks, staging figures); ``{}`` where it reports none."""
         try:
             return dict(self.pipeline.encoder.stats())
-        except Exception:  # noqa: BLE001 - a scrape must not fail
+        except Exception:
             log.debug("backend stats failed", exc_info=True)
             return {}
 
@@ -150,7 +159,11 @@ class FrameParams:
 def _parse_size(value: Any) -> tuple[int, int] | None:
     if value is None:
         return None
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
         w, h = value
     elif isinstance(value, str) and len(value) <= 16 and "x" in value.lower():
         a, _, b = value.lower().partition("x")
@@ -218,7 +231,7 @@ class _Resolved:
     view: FramePipeline
     real: str
     etag: str
-    value: str | None = None  # the URI when the frame was cached
+    value: str | FrameError | None = None  # the URI (or its error) when the frame was cached
 
 
 @dataclass
@@ -253,8 +266,13 @@ class FrameService:
         self.metrics = ServiceMetrics()
         self.batch_pool = ThreadPoolExecutor(max(2, batch_slots * len(self.lanes)), thread_name_prefix="gpupipe-serve-batch")
         self.lookup_pool = ThreadPoolExecutor(8, thread_name_prefix="gpupipe-serve-lookup")
-        self.batcher = Batcher(self.batch_pool, max_delay=serve.max_batch_delay, max_queue=serve.max_queue,
-                               slots=batch_slots, on_batch=self._on_batch)
+        self.batcher = Batcher(
+            self.batch_pool,
+            max_delay=serve.max_batch_delay,
+            max_queue=serve.max_queue,
+            slots=batch_slots,
+            on_batch=self._on_batch,
+        )
         self.pressure: PressureMonitor | None = None
         if pressure_threshold > 0:
             kw = {"read": pressure_read} if pressure_read is not None else {}
@@ -281,10 +299,8 @@ class FrameService:
         self.closed = True
         if self._pressure_task is not None:
             self._pressure_task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._pressure_task
-            except asyncio.CancelledError:
-                pass
         await self.batcher.close()
         loop = asyncio.get_running_loop()
         for sched in list(self.schedules.values()):
@@ -301,7 +317,7 @@ class FrameService:
         while True:
             try:
                 await loop.run_in_executor(self.lookup_pool, self.pressure.check)
-            except Exception:  # noqa: BLE001 - the monitor must keep running
+            except Exception:
                 log.exception("memory pressure check failed")
             await asyncio.sleep(self.pressure_interval)
 
@@ -329,7 +345,9 @@ class FrameService:
             (res.value,) = view.get_many([real])
         return res
 
-    async def frame(self, request: web.Request, src: str, params: FrameParams, *, conditional: bool = False) -> tuple[_Resolved, str | None]:
+    async def frame(
+        self, request: web.Request, src: str, params: FrameParams, *, conditional: bool = False
+    ) -> tuple[_Resolved, str | None]:
         """The frame's lane, tag and URI (``None`` when ``conditional`` and the client's ``If-None-Match`` matches its tag).
 
         Raises the frame's :class:`FrameError`, or a :class:`RequestError`.
@@ -349,7 +367,9 @@ class FrameService:
                     request[CACHE_STATE_KEY] = "miss"
                     self.metrics.lookups.labels("miss").inc()
                     lane = self.lanes.index(res.lane)
-                    value = await self.batcher.submit(lane, (lane, res.view.spec), res.view.get_many, res.lane.batch_size, res.real)
+                    value = await self.batcher.submit(
+                        lane, (lane, res.view.spec), res.view.get_many, res.lane.batch_size, res.real
+                    )
         except asyncio.TimeoutError:
             self.metrics.timeouts.inc()
             raise RequestTimeout(f"no answer within serve.request_timeout = {self.serve.request_timeout:g} s", src) from None
@@ -391,11 +411,11 @@ def _close_handles(handles: list[tuple[Lane, Any]]) -> None:
     for lane, h in handles:
         try:
             h.close()
-        except Exception:  # noqa: BLE001 - one handle's failure must not keep the others open
+        except Exception:
             log.exception("closing a schedule on %s failed", lane.name)
 
 
-def _timeout(seconds: float):
+def _timeout(seconds: float) -> Any:
     """``asyncio.timeout`` (Python >= 3.11) or its equivalent."""
     t = getattr(asyncio, "timeout", None)
     if t is not None:
@@ -411,7 +431,7 @@ class _Timeout310:
         self._handle: asyncio.TimerHandle | None = None
         self._fired = False
 
-    async def __aenter__(self) -> "_Timeout310":
+    async def __aenter__(self) -> _Timeout310:
         task = asyncio.current_task()
         assert task is not None
 
@@ -437,8 +457,8 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     if header.strip() == "*":
         return True
     ours = etag[2:] if etag.startswith("W/") else etag
-    for tag in header.split(","):
-        tag = tag.strip()
+    for part in header.split(","):
+        tag = part.strip()
         if (tag[2:] if tag.startswith("W/") else tag) == ours:
             return True
     return False
@@ -484,7 +504,9 @@ def _image_chunks(uri: str, start: int) -> Iterator[bytes]:
         yield pybase64.b64decode(uri[i : i + CHUNK], validate=False)
 
 
-async def _stream(request: web.Request, resp: web.StreamResponse, chunks: Iterator[bytes], service: FrameService) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, resp: web.StreamResponse, chunks: Iterator[bytes], service: FrameService
+) -> web.StreamResponse:
     """Send ``chunks``; a client that takes none of a chunk for ``send_timeout`` seconds is disconnected."""
     await resp.prepare(request)
     try:
@@ -551,9 +573,9 @@ async def handle_schedule_create(request: web.Request) -> web.Response:
     try:
         body = await request.json(loads=json.loads)
     except (ValueError, UnicodeDecodeError):
-        raise BadParameter("the body must be a JSON object: {\"sources\": [paths...], \"format\", \"size\", \"quality\"}") from None
+        raise BadParameter('the body must be a JSON object: {"sources": [paths...], "format", "size", "quality"}') from None
     if not isinstance(body, dict):
-        raise BadParameter("the body must be a JSON object with a \"sources\" list")
+        raise BadParameter('the body must be a JSON object with a "sources" list')
     unknown = sorted(set(body) - {"sources", "format", "size", "quality"})
     if unknown:
         raise BadParameter(f"unknown field {str(unknown[0])[:40]!r} (known: sources, format, size, quality)")
@@ -598,13 +620,15 @@ async def handle_metrics(request: web.Request) -> web.Response:
 async def handle_health(request: web.Request) -> web.Response:
     """``GET /healthz``: ``{"status": "ok", "pipelines": [...], "queue_depth": n}``."""
     svc = _service(request)
-    return web.json_response({
-        "status": "stopping" if svc.closed else "ok",
-        "pipelines": [{"name": lane.name, "backend": lane.backend} for lane in svc.lanes],
-        "queue_depth": svc.batcher.depth,
-        "schedules": len(svc.schedules),
-        "memory_pressure": bool(svc.pressure and svc.pressure.pressure),
-    })
+    return web.json_response(
+        {
+            "status": "stopping" if svc.closed else "ok",
+            "pipelines": [{"name": lane.name, "backend": lane.backend} for lane in svc.lanes],
+            "queue_depth": svc.batcher.depth,
+            "schedules": len(svc.schedules),
+            "memory_pressure": bool(svc.pressure and svc.pressure.pressure),
+        }
+    )
 
 
 # --------------------------------------------------------------------------- middleware, access log
@@ -617,7 +641,9 @@ def _endpoint(request: web.Request) -> str:
 
 
 @web.middleware
-async def _errors_and_metrics(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def _errors_and_metrics(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     svc = _service(request)
     t0 = time.perf_counter()
     endpoint = _endpoint(request)
@@ -634,7 +660,7 @@ async def _errors_and_metrics(request: web.Request, handler: Callable[[web.Reque
         resp = _error_response(e, request.get(SRC_KEY))
     except asyncio.CancelledError:
         raise
-    except Exception as e:  # noqa: BLE001 - logged here, never shown to the client
+    except Exception as e:
         log.exception("%s %s failed", request.method, request.path)
         resp = _error_response(e, request.get(SRC_KEY))
     svc.metrics.requests.labels(endpoint, str(resp.status)).inc()
@@ -649,7 +675,7 @@ class JsonAccessLogger(AbstractAccessLogger):
     ``{"method", "path", "status", "ms", "bytes", "cache", "src", "remote"}``; ``cache`` is ``hit``,
     ``miss``, ``revalidated`` (a 304) or ``-``."""
 
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:  # noqa: A002 - aiohttp's signature
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         try:
             src = request.get(SRC_KEY)
             line = {
@@ -663,7 +689,7 @@ class JsonAccessLogger(AbstractAccessLogger):
                 "remote": request.remote,
             }
             self.logger.info(json.dumps(line, ensure_ascii=True))
-        except Exception:  # noqa: BLE001 - logging must never fail a request
+        except Exception:
             self.logger.debug("access log line failed", exc_info=True)
 
     @property
@@ -691,4 +717,3 @@ def create_app(service: FrameService) -> web.Application:
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
-

@@ -13,10 +13,12 @@ and its result is dropped. The event loop never blocks: batches run in ``executo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any
 
 from .errors import QueueFull
 
@@ -26,7 +28,7 @@ RunBatch = Callable[[list[str]], Sequence[Any]]
 
 
 class _Item:
-    __slots__ = ("source", "future", "t", "taken")
+    __slots__ = ("future", "source", "t", "taken")
 
     def __init__(self, source: str, future: asyncio.Future, t: float) -> None:
         self.source = source
@@ -36,7 +38,7 @@ class _Item:
 
 
 class _Group:
-    __slots__ = ("lane", "run", "batch_size", "items")
+    __slots__ = ("batch_size", "items", "lane", "run")
 
     def __init__(self, lane: int, run: RunBatch, batch_size: int) -> None:
         self.lane = lane
@@ -86,10 +88,8 @@ class Batcher:
         """Stop dispatching; batches under way finish, requests still queued are cancelled."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
@@ -112,7 +112,9 @@ class Batcher:
         if self._wake is None:
             raise RuntimeError("Batcher.start() was not called")
         if self.depth >= self.max_queue:
-            raise QueueFull(f"{self.depth} requests are waiting for a batch (serve.max_queue = {self.max_queue}); retry shortly", source)
+            raise QueueFull(
+                f"{self.depth} requests are waiting for a batch (serve.max_queue = {self.max_queue}); retry shortly", source
+            )
         loop = asyncio.get_running_loop()
         item = _Item(source, loop.create_future(), time.monotonic())
         g = self._groups.get(key)
@@ -180,10 +182,8 @@ class Batcher:
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
 
     async def _run(self, g: _Group, batch: list[_Item]) -> None:
         loop = asyncio.get_running_loop()

@@ -21,7 +21,8 @@ import http.client
 import json
 import socket
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from ..errors import FrameDecodeError, FrameNotFound, FrameTooLarge, GpupipeError
@@ -76,7 +77,7 @@ def _query(src: str, format: str | None, size: tuple[int, int] | str | None, qua
 class Schedule:
     """An open schedule on the service; :meth:`close` (or leaving the ``with`` block) withdraws it."""
 
-    def __init__(self, client: "FrameClient", id_: str) -> None:
+    def __init__(self, client: FrameClient, id_: str) -> None:
         self.client = client
         self.id = id_
         self.closed = False
@@ -92,7 +93,7 @@ class Schedule:
             if e.status != 404:
                 raise
 
-    def __enter__(self) -> "Schedule":
+    def __enter__(self) -> Schedule:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -155,24 +156,36 @@ class FrameClient:
             self._conn.close()
             self._conn = None
 
-    def uri(self, src: str, *, format: str | None = None, size: tuple[int, int] | str | None = None, quality: int | None = None) -> str:
+    def uri(
+        self, src: str, *, format: str | None = None, size: tuple[int, int] | str | None = None, quality: int | None = None
+    ) -> str:
         """The data URI of frame ``src`` (a path under one of the service's roots)."""
         _, _, data = self._request("GET", "/v1/uri?" + _query(src, format, size, quality))
         return data.decode("ascii")
 
-    def image(self, src: str, *, format: str | None = None, size: tuple[int, int] | str | None = None, quality: int | None = None) -> tuple[bytes, str]:
+    def image(
+        self, src: str, *, format: str | None = None, size: tuple[int, int] | str | None = None, quality: int | None = None
+    ) -> tuple[bytes, str]:
         """``(encoded image bytes, content type)`` of frame ``src``."""
         _, hdrs, data = self._request("GET", "/v1/image?" + _query(src, format, size, quality))
         return data, hdrs.get("content-type", "application/octet-stream")
 
-    def image_url(self, src: str, *, format: str | None = None, size: tuple[int, int] | str | None = None, quality: int | None = None) -> str:
+    def image_url(
+        self, src: str, *, format: str | None = None, size: tuple[int, int] | str | None = None, quality: int | None = None
+    ) -> str:
         """The URL of frame ``src``'s image, for a page's ``<img src>`` (TCP services only)."""
         if self.socket_path is not None:
             raise ValueError("a browser cannot load an image from a Unix socket; serve on TCP for URL mode")
         return f"{self.url}/v1/image?{_query(src, format, size, quality)}"
 
-    def schedule(self, sources: Iterable[str], *, format: str | None = None, size: tuple[int, int] | str | None = None,
-                 quality: int | None = None) -> Schedule:
+    def schedule(
+        self,
+        sources: Iterable[str],
+        *,
+        format: str | None = None,
+        size: tuple[int, int] | str | None = None,
+        quality: int | None = None,
+    ) -> Schedule:
         """Declare the order in which frames will be requested; returns the open :class:`Schedule`."""
         body: dict[str, Any] = {"sources": list(sources)}
         for k, v in (("format", format), ("size", _size(size)), ("quality", quality)):
@@ -190,7 +203,7 @@ class FrameClient:
         with self._lock:
             self._drop()
 
-    def __enter__(self) -> "FrameClient":
+    def __enter__(self) -> FrameClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -204,7 +217,7 @@ def _error(status: int, headers: dict[str, str], data: bytes) -> Exception:
     except (ValueError, AttributeError):
         message, type_, src = data[:300].decode("utf-8", "replace"), "HTTPError", None
     frame = src if isinstance(src, str) else "?"
-    if status == 404 and type_ != "ScheduleNotFound" and type_ != "HTTPNotFound":
+    if status == 404 and type_ not in {"ScheduleNotFound", "HTTPNotFound"}:
         return FrameNotFound(frame, message)
     if status == 422:
         return FrameDecodeError(frame, message)
@@ -218,8 +231,16 @@ def _error(status: int, headers: dict[str, str], data: bytes) -> Exception:
     return ServeError(status, type_, message, src if isinstance(src, str) else None, retry_after)
 
 
-def fetch_uri(src: str, *, url: str = "http://127.0.0.1:8765", socket_path: str | None = None, format: str | None = None,
-              size: tuple[int, int] | str | None = None, quality: int | None = None, timeout: float = 120.0) -> str:
+def fetch_uri(
+    src: str,
+    *,
+    url: str = "http://127.0.0.1:8765",
+    socket_path: str | None = None,
+    format: str | None = None,
+    size: tuple[int, int] | str | None = None,
+    quality: int | None = None,
+    timeout: float = 120.0,
+) -> str:
     """The data URI of frame ``src`` from the service at ``url`` (one request; use :class:`FrameClient` for many)."""
     with FrameClient(url, socket_path=socket_path, timeout=timeout) as fc:
         return fc.uri(src, format=format, size=size, quality=quality)

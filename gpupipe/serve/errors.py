@@ -10,14 +10,14 @@ from __future__ import annotations
 from ..errors import BudgetTimeout, FrameDecodeError, FrameError, FrameNotFound, FrameTooLarge
 
 __all__ = [
-    "RequestError",
     "BadParameter",
     "PathRefused",
     "QueueFull",
+    "RequestError",
     "RequestTimeout",
     "ScheduleNotFound",
-    "TooManySchedules",
     "SchedulesUnsupported",
+    "TooManySchedules",
     "status_of",
 ]
 

@@ -14,8 +14,8 @@ A warning is logged when pressure starts and at each check that sheds, an info l
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from ..cache import FrameCache, entry_cost
 from ..hostmem import available_memory, memory_limit
@@ -69,8 +69,11 @@ class PressureMonitor:
         self.available = avail
         if avail is None or avail >= self.threshold:
             if self.pressure:
-                log.info("memory pressure over: %.0f MiB available (threshold %.0f MiB); the cache refills as requests come",
-                         (avail or 0) / MiB, self.threshold / MiB)
+                log.info(
+                    "memory pressure over: %.0f MiB available (threshold %.0f MiB); the cache refills as requests come",
+                    (avail or 0) / MiB,
+                    self.threshold / MiB,
+                )
             self.pressure = False
             return ShedReport(avail, False)
         started = not self.pressure
@@ -88,16 +91,22 @@ class PressureMonitor:
             self.sheds += 1
             self.shed_entries += entries
             self.shed_bytes += freed
-        log.log(logging.WARNING if started or entries else logging.DEBUG,
-                "memory pressure%s: %.0f MiB available, below the threshold of %.0f MiB; shed %d cached entries (%.1f MiB)",
-                " started" if started else "", avail / MiB, self.threshold / MiB, entries, freed / MiB)
+        log.log(
+            logging.WARNING if started or entries else logging.DEBUG,
+            "memory pressure%s: %.0f MiB available, below the threshold of %.0f MiB; shed %d cached entries (%.1f MiB)",
+            " started" if started else "",
+            avail / MiB,
+            self.threshold / MiB,
+            entries,
+            freed / MiB,
+        )
         return ShedReport(avail, True, entries, freed)
 
 
 def _shed(cache: FrameCache, want: int) -> tuple[int, int]:
     """Discard entries of ``cache`` in its eviction order until ``want`` bytes are freed; ``(entries, bytes)``."""
     entries = freed = 0
-    for key in cache.keys():
+    for key in cache.keys():  # noqa: SIM118 - a FrameCache, not a dict: keys() is a snapshot in eviction order
         if freed >= want:
             break
         value = cache.peek(key)

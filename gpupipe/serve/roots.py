@@ -13,13 +13,13 @@ be followed; only someone who can write inside a root can do that.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import FrameNotFound
 from .errors import BadParameter, PathRefused
 
-__all__ = ["Roots", "MAX_SRC_CHARS"]
+__all__ = ["MAX_SRC_CHARS", "Roots"]
 
 MAX_SRC_CHARS = 4096
 

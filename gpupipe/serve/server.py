@@ -14,6 +14,7 @@ SIGTERM or SIGINT stops accepting connections, lets requests in flight finish (a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -21,9 +22,9 @@ import signal
 import socket
 import stat
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 from aiohttp import web
 
@@ -34,7 +35,7 @@ from .app import FrameService, JsonAccessLogger, Lane, access_log, create_app
 from .pressure import default_threshold
 from .roots import Roots
 
-__all__ = ["build_lanes", "build_service", "serve", "run"]
+__all__ = ["build_lanes", "build_service", "run", "serve"]
 
 log = logging.getLogger("gpupipe.serve")
 
@@ -62,8 +63,16 @@ def _lane_configs(config_path: str | os.PathLike[str] | None) -> tuple[list[tupl
         lanes.append(("cpu", base, "cpu"))
     n = len(lanes)
     if n > 1:
-        lanes = [(name, replace(cfg, cache=replace(cfg.cache, max_bytes=max(CACHE_BYTES_FLOOR, cfg.cache.max_bytes // n)))
-                  if cfg.cache.max_bytes_auto else cfg, b) for name, cfg, b in lanes]
+        lanes = [
+            (
+                name,
+                replace(cfg, cache=replace(cfg.cache, max_bytes=max(CACHE_BYTES_FLOOR, cfg.cache.max_bytes // n)))
+                if cfg.cache.max_bytes_auto
+                else cfg,
+                b,
+            )
+            for name, cfg, b in lanes
+        ]
     return lanes, base
 
 
@@ -86,7 +95,9 @@ def build_service(lanes: Sequence[Lane], roots: Roots, config: Config) -> FrameS
     threshold = config.cache.pressure_available
     if threshold is None:
         threshold = default_threshold()
-    return FrameService(lanes, roots, config.serve, pressure_threshold=threshold, pressure_interval=config.cache.pressure_interval)
+    return FrameService(
+        lanes, roots, config.serve, pressure_threshold=threshold, pressure_interval=config.cache.pressure_interval
+    )
 
 
 def _unix_socket(path: Path) -> socket.socket:
@@ -121,15 +132,23 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def serve(app: web.Application, *, host: str = "127.0.0.1", port: int = 8765, socket_path: Path | None = None,
-                grace: float = 10.0, ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None) -> int:
+async def serve(
+    app: web.Application,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    socket_path: Path | None = None,
+    grace: float = 10.0,
+    ready: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
     """Serve ``app`` until SIGTERM/SIGINT (or ``stop`` is set); requests in flight get ``grace`` seconds. Returns 0."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     runner = web.AppRunner(app, access_log_class=JsonAccessLogger, access_log=access_log, shutdown_timeout=grace)
     await runner.setup()
     sock: socket.socket | None = None
-    installed: list[int] = []
+    installed: list[signal.Signals] = []
     try:
         if socket_path is not None:
             sock = _unix_socket(socket_path)
@@ -158,10 +177,8 @@ async def serve(app: web.Application, *, host: str = "127.0.0.1", port: int = 87
             loop.remove_signal_handler(sig)
         await runner.cleanup()
         if socket_path is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(socket_path)
-            except OSError:
-                pass
     return 0
 
 
@@ -175,8 +192,15 @@ def _setup_logging() -> None:
     svc.setLevel(logging.INFO)
 
 
-def run(*, roots: Sequence[str | os.PathLike[str]], config_path: str | os.PathLike[str] | None = None, host: str = "127.0.0.1",
-        port: int = 8765, socket_path: str | os.PathLike[str] | None = None, grace: float = 10.0) -> int:
+def run(
+    *,
+    roots: Sequence[str | os.PathLike[str]],
+    config_path: str | os.PathLike[str] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    socket_path: str | os.PathLike[str] | None = None,
+    grace: float = 10.0,
+) -> int:
     """The ``gpupipe serve`` command: build the pipelines, serve until SIGTERM, return the exit code.
 
     Prints ``gpupipe serve: listening on URL (pipelines: ...)`` on stdout once it accepts
@@ -199,7 +223,9 @@ def run(*, roots: Sequence[str | os.PathLike[str]], config_path: str | os.PathLi
         print(f"gpupipe serve: listening on {where} (pipelines: {names}; roots: {', '.join(confined.paths)})", flush=True)
 
     try:
-        return asyncio.run(serve(app, host=host, port=port, socket_path=Path(socket_path) if socket_path else None, grace=grace, ready=ready))
+        return asyncio.run(
+            serve(app, host=host, port=port, socket_path=Path(socket_path) if socket_path else None, grace=grace, ready=ready)
+        )
     finally:
         if not service.closed:  # the app never started (e.g. the port was taken)
             for lane in lanes:

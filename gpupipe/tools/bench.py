@@ -39,9 +39,10 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Literal, cast
 
 import numpy as np
 from PIL import Image
@@ -55,19 +56,19 @@ from ..sources import read_frame
 from ..uri import URI_METHOD, base64_impl, build_uri
 
 __all__ = [
-    "run_bench",
-    "WORKLOADS",
     "KINDS",
-    "full_matrix",
-    "stdlib_uri",
-    "median_time",
-    "timed_runs",
+    "WORKLOADS",
     "RunTimes",
+    "full_matrix",
     "measure",
-    "usable_cores",
-    "uri_assembly_bench",
-    "schedule_latency",
+    "median_time",
     "percentile_ms",
+    "run_bench",
+    "schedule_latency",
+    "stdlib_uri",
+    "timed_runs",
+    "uri_assembly_bench",
+    "usable_cores",
 ]
 
 WORKLOADS: dict[str, OutputSpec] = {
@@ -228,7 +229,7 @@ def uri_assembly_bench(data: bytes, repeats: int) -> dict[str, float]:
         "pybase64 + concat": lambda: "data:image/png;base64," + pybase64.b64encode(data).decode(),
         "stdlib base64 + concat": lambda: "data:image/png;base64," + base64.b64encode(data).decode(),
         "memcpy into reused buffer": lambda: np.copyto(dst, src),
-        "copy into fresh bytes": lambda: src.tobytes(),
+        "copy into fresh bytes": src.tobytes,
     }
     res: dict[str, float] = {"uri_bytes": out_len}
     for name, fn in builders.items():
@@ -237,7 +238,9 @@ def uri_assembly_bench(data: bytes, repeats: int) -> dict[str, float]:
     return res
 
 
-def _frames(root: Path, use_ffmpeg: bool, count: int, wanted: Sequence[tuple[str, str]]) -> tuple[dict[tuple[str, str], list[Path]], str]:
+def _frames(
+    root: Path, use_ffmpeg: bool, count: int, wanted: Sequence[tuple[str, str]]
+) -> tuple[dict[tuple[str, str], list[Path]], str]:
     """``count`` frames per wanted (resolution, kind): ffmpeg's (with grain) where ffmpeg is and wanted, else synthetic."""
     from .ffmpeg_frames import frames_or_synthetic
 
@@ -246,7 +249,13 @@ def _frames(root: Path, use_ffmpeg: bool, count: int, wanted: Sequence[tuple[str
     for res, kind in wanted:
         w, h = RESOLUTIONS[res]
         clips[(res, kind)], origin = frames_or_synthetic(
-            root / "frames", w, h, count, kind, grain=FFMPEG_GRAIN, prefer_ffmpeg=use_ffmpeg
+            root / "frames",
+            w,
+            h,
+            count,
+            cast("Literal['png', 'jpeg', 'png-alpha']", kind),
+            grain=FFMPEG_GRAIN,
+            prefer_ffmpeg=use_ffmpeg,
         )
     if origin.startswith("synthetic"):
         return clips, "synthetic frames (gpupipe.samples)"
@@ -278,7 +287,51 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def run_bench(
+def _bench_row(
+    cell: tuple[str, str, str],
+    paths: list[Path],
+    spec: OutputSpec,
+    backends: list[str],
+    encoders: dict[str, FrameEncoder],
+    repeats: int,
+) -> dict[str, Any]:
+    """One matrix row: each backend's figures for ``paths`` under ``spec``, and the ratios between them."""
+    res, kind, wl = cell
+    row: dict[str, Any] = {
+        "resolution": res,
+        "source": kind,
+        "workload": wl,
+        "frames": len(paths),
+        "distinct_frames": len(set(paths)),
+        "source_mb": round(sum(p.stat().st_size for p in paths) / len(paths) / 1e6, 2),
+    }
+    for b in backends:
+        fn = _stdlib_fn(paths, spec) if b == "stdlib" else _encode_fn(encoders[b], paths, spec)
+        _put(row, b, measure(fn, len(paths), repeats))
+    if "stdlib" in backends:
+        row["cpu_vs_stdlib"] = row["cpu_fps"] / row["stdlib_fps"]
+    if "gpu" in backends:
+        row["gpu_vs_cpu"] = row["gpu_fps"] / row["cpu_fps"]
+        row["gpu_cpu_s_vs_cpu"] = row["gpu_cpu_s_per_frame"] / row["cpu_cpu_s_per_frame"]
+    return row
+
+
+def _cache_sections(quick: bool, work: Path, encoder: FrameEncoder) -> dict[str, Any]:
+    """Cache hit ratios (LRU, schedule-aware, optimum) on the standard traces, and get() latency with read-ahead."""
+    from .traces import hit_ratio_table, schedule_table, standard_traces
+
+    scale = 0.1 if quick else 1.0
+    lat_frames = _latency_frames(work, 16 if quick else 48, (640, 360) if quick else (1280, 720))
+    return {
+        "hit_ratio": hit_ratio_table(quick=quick),
+        "schedule_hit_ratio": schedule_table(
+            {**standard_traces(scale=scale), **standard_traces(scale=scale, resolution="1080p")}
+        ),
+        "schedule_latency": schedule_latency(lat_frames, encoder),
+    }
+
+
+def run_bench(  # noqa: PLR0912, PLR0915 - the report's sections in order; each section is its own function
     backend: str = "all",
     quick: bool = False,
     out: Path = Path("results"),
@@ -330,7 +383,9 @@ def run_bench(
         say(f"[yellow]GPU path not run: {gpu_why}[/yellow]" if console else f"GPU path not run: {gpu_why}")
     cores = usable_cores()
     pt_setting = getattr(cfg, "passthrough_device", None)
-    flags = (" --goals" if goals else "") + (" --quick" if quick else "") + (f" --max-seconds {max_seconds:g}" if max_seconds else "")
+    flags = (
+        (" --goals" if goals else "") + (" --quick" if quick else "") + (f" --max-seconds {max_seconds:g}" if max_seconds else "")
+    )
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "command": f"gpupipe bench --backend {backend}{flags}",
@@ -361,31 +416,18 @@ def run_bench(
                 break
             paths = (clips[(res, kind)] * -(-per_batch // distinct))[:per_batch]
             spec = workload_spec(wl, kind)
-            src_mb = sum(p.stat().st_size for p in paths) / len(paths) / 1e6
-            row: dict[str, Any] = {
-                "resolution": res, "source": kind, "workload": wl, "frames": len(paths),
-                "distinct_frames": len(set(paths)), "source_mb": round(src_mb, 2),
-            }
-            for b in backends:
-                if b == "stdlib":
-                    fn: Callable[[], Any] = lambda: [stdlib_uri(p, spec) for p in paths]
-                else:
-                    fn = _encode_fn(encoders[b], paths, spec)
-                _put(row, b, measure(fn, len(paths), repeats))
+            row = _bench_row((res, kind, wl), paths, spec, backends, encoders, repeats)
             if wl == "passthrough" and "gpu" in backends:
                 row["gpu_passthrough"] = _passthrough_both_ways(row, encoders, run_cfg, pt_setting, paths, spec, repeats)
-            if "stdlib" in backends:
-                row["cpu_vs_stdlib"] = row["cpu_fps"] / row["stdlib_fps"]
-            if "gpu" in backends:
-                row["gpu_vs_cpu"] = row["gpu_fps"] / row["cpu_fps"]
-                row["gpu_cpu_s_vs_cpu"] = row["gpu_cpu_s_per_frame"] / row["cpu_cpu_s_per_frame"]
             results["workloads"].append(row)
             save()
             if not goals:
                 st = stage_times(paths[0], spec, max(1, repeats))
                 results["stages"].append({"resolution": res, "source": kind, "workload": wl, "backend": "cpu", **st})
-            say(f"{res:5} {kind:9} {wl:12} " + "  ".join(
-                f"{b} {row[f'{b}_fps']:7.1f} f/s {row[f'{b}_cpu_s_per_frame'] * 1e3:7.1f} CPU-ms/f" for b in backends))
+            say(
+                f"{res:5} {kind:9} {wl:12} "
+                + "  ".join(f"{b} {row[f'{b}_fps']:7.1f} f/s {row[f'{b}_cpu_s_per_frame'] * 1e3:7.1f} CPU-ms/f" for b in backends)
+            )
         if not goals:
             big = clips[("4k", "png")][0].read_bytes()
             results["uri_assembly"] = uri_assembly_bench(big, 3 if quick else 9)
@@ -394,14 +436,7 @@ def run_bench(
             results["gpu_detail"] = _gpu_detail(clips, stage_cells, per_batch, repeats, quick, out_of_time)
             save()
         if not goals:
-            from .traces import hit_ratio_table, schedule_table, standard_traces
-
-            results["hit_ratio"] = hit_ratio_table(quick=quick)
-            scale = 0.1 if quick else 1.0
-            results["schedule_hit_ratio"] = schedule_table(
-                {**standard_traces(scale=scale), **standard_traces(scale=scale, resolution="1080p")})
-            lat_frames = _latency_frames(work, 16 if quick else 48, (640, 360) if quick else (1280, 720))
-            results["schedule_latency"] = schedule_latency(lat_frames, encoders["cpu"])
+            results.update(_cache_sections(quick, work, encoders["cpu"]))
             save()
             if soak:
                 results["soak"] = _soak(encoders.get("gpu") or encoders["cpu"], clips, quick, work)
@@ -417,6 +452,10 @@ def run_bench(
     return results
 
 
+def _stdlib_fn(paths: list[Path], spec: OutputSpec) -> Callable[[], Any]:
+    return lambda: [stdlib_uri(p, spec) for p in paths]
+
+
 def _encode_fn(enc: FrameEncoder, paths: list[Path], spec: OutputSpec) -> Callable[[], Any]:
     return lambda: _check(enc.encode_batch(paths, spec.format, spec.size, spec.quality))
 
@@ -428,8 +467,13 @@ def _put(row: dict[str, Any], backend: str, m: dict[str, Any]) -> None:
 
 
 def _passthrough_both_ways(
-    row: dict[str, Any], encoders: dict[str, FrameEncoder], run_cfg: Config, setting: str | None,
-    paths: list[Path], spec: OutputSpec, repeats: int,
+    row: dict[str, Any],
+    encoders: dict[str, FrameEncoder],
+    run_cfg: Config,
+    setting: str | None,
+    paths: list[Path],
+    spec: OutputSpec,
+    repeats: int,
 ) -> dict[str, Any]:
     """The GPU backend's passthrough with ``passthrough_device`` ``cpu`` and ``gpu``.
 
@@ -439,7 +483,10 @@ def _passthrough_both_ways(
     """
     mine = {k: row[f"gpu_{k}"] for k in ("fps", "cpu_s_per_frame", "cores_busy", "times", "cpu_times")}
     if setting is None:
-        return {"gpu": mine, "note": "this gpupipe has no passthrough_device setting; the GPU backend ran passthrough through the base64 kernel"}
+        return {
+            "gpu": mine,
+            "note": "this gpupipe has no passthrough_device setting; the GPU backend ran passthrough through the base64 kernel",
+        }
     both: dict[str, Any] = {"setting": setting}
     for dev in ("cpu", "gpu"):
         if dev == setting:
@@ -447,7 +494,7 @@ def _passthrough_both_ways(
             continue
         key = f"gpu-passthrough-{dev}"
         if key not in encoders:
-            encoders[key] = FrameEncoder(replace(run_cfg, passthrough_device=dev), backend="gpu")  # type: ignore[call-arg]
+            encoders[key] = FrameEncoder(replace(run_cfg, passthrough_device=dev), backend="gpu")
         both[dev] = measure(_encode_fn(encoders[key], paths, spec), len(paths), repeats)
     return both
 
@@ -462,7 +509,11 @@ def _check(results: list) -> list:
 
 
 def _gpu_detail(
-    clips: dict[tuple[str, str], list[Path]], cells: Sequence[Cell], per_batch: int, repeats: int, quick: bool,
+    clips: dict[tuple[str, str], list[Path]],
+    cells: Sequence[Cell],
+    per_batch: int,
+    repeats: int,
+    quick: bool,
     out_of_time: Callable[[], bool],
 ) -> dict[str, Any]:
     """The kernel bandwidth and the GPU per-stage table for ``cells`` (batches of ``per_batch`` frames)."""
@@ -519,7 +570,7 @@ def _latency_frames(work: Path, count: int, size: tuple[int, int]) -> list[Path]
     return out
 
 
-def schedule_latency(
+def schedule_latency(  # noqa: PLR0915 - one measurement per row of the latency table
     frames: Sequence[Path],
     encoder: FrameEncoder,
     *,
@@ -564,8 +615,9 @@ def schedule_latency(
 
     def new_pipe(ra: int) -> FramePipeline:
         cache: Any = FrameCache(max_entries, budget_bytes, policy=SchedulePolicy(Scheduler(schedule_ident)))
-        return FramePipeline(encoder, cache, output=spec.format, size=spec.size, quality=spec.quality,
-                             read_ahead=ra, tune_allocator=False)
+        return FramePipeline(
+            encoder, cache, output=spec.format, size=spec.size, quality=spec.quality, read_ahead=ra, tune_allocator=False
+        )
 
     hit_pipe = new_pipe(0)
     cached = frames[: min(len(frames), 8)]
@@ -607,9 +659,16 @@ def schedule_latency(
         stop.set()
         worker.join()
     out: dict[str, Any] = {
-        "frames": len(frames), "source": str(frames[0].parent), "output": spec.format, "size": spec.size,
-        "backend": encoder.backend, "batch_size": encoder.config.batch_size, "encoder_fps": fps, "load": load,
-        "request_fps": rate, "budget_bytes": budget_bytes,
+        "frames": len(frames),
+        "source": str(frames[0].parent),
+        "output": spec.format,
+        "size": spec.size,
+        "backend": encoder.backend,
+        "batch_size": encoder.config.batch_size,
+        "encoder_fps": fps,
+        "load": load,
+        "request_fps": rate,
+        "budget_bytes": budget_bytes,
         "hit": {"p50_ms": percentile_ms(hit_lat, 50), "p99_ms": percentile_ms(hit_lat, 99), "requests": len(hit_lat)},
         "hit_busy": {"p50_ms": percentile_ms(busy_lat, 50), "p99_ms": percentile_ms(busy_lat, 99), "requests": len(busy_lat)},
     }
@@ -629,10 +688,19 @@ def schedule_latency(
         cs = pipe.stats()
         steady = lat[read_ahead:] or lat  # past the start, where read-ahead has not yet had time to run ahead
         out[name] = {
-            "read_ahead": ra, "p50_ms": percentile_ms(lat, 50), "p99_ms": percentile_ms(lat, 99), "max_ms": max(lat) * 1e3,
-            "steady_p50_ms": percentile_ms(steady, 50), "steady_p99_ms": percentile_ms(steady, 99),
-            "hits": st.hits, "misses": st.misses, "prefetched": st.prefetched, "prefetch_used": st.prefetch_used,
-            "wasted": st.wasted, "loads": cs.loads, "peak_bytes": cs.peak_bytes,
+            "read_ahead": ra,
+            "p50_ms": percentile_ms(lat, 50),
+            "p99_ms": percentile_ms(lat, 99),
+            "max_ms": max(lat) * 1e3,
+            "steady_p50_ms": percentile_ms(steady, 50),
+            "steady_p99_ms": percentile_ms(steady, 99),
+            "hits": st.hits,
+            "misses": st.misses,
+            "prefetched": st.prefetched,
+            "prefetch_used": st.prefetch_used,
+            "wasted": st.wasted,
+            "loads": cs.loads,
+            "peak_bytes": cs.peak_bytes,
         }
     out["read_ahead_p50_vs_hit"] = out["read_ahead"]["p50_ms"] / out["hit"]["p50_ms"]
     out["read_ahead_p50_vs_hit_busy"] = out["read_ahead"]["p50_ms"] / out["hit_busy"]["p50_ms"]
@@ -642,7 +710,9 @@ def schedule_latency(
 def _main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m gpupipe.tools.bench", description="Benchmarks that `gpupipe bench` also runs, one at a time.")
+    ap = argparse.ArgumentParser(
+        prog="python -m gpupipe.tools.bench", description="Benchmarks that `gpupipe bench` also runs, one at a time."
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     lat = sub.add_parser("schedule-latency", help="get() latency of a steady scheduled render, with and without read-ahead")
     lat.add_argument("--frames", type=int, default=48)
@@ -657,16 +727,24 @@ def _main(argv: Sequence[str] | None = None) -> int:
     frames = _latency_frames(Path(tempfile.gettempdir()) / "gpupipe-bench", a.frames, (w, h))
     with FrameEncoder(load_config(), backend=a.backend) as enc:
         r = schedule_latency(frames, enc, output=a.output, read_ahead=a.read_ahead, load=a.load)
-    print(f"{r['frames']} frames {w}x{h} PNG -> {r['output']} on {r['backend']} (batch {r['batch_size']}): "
-          f"encoder {r['encoder_fps']:.1f} frames/s, requests at {r['request_fps']:.1f}/s")
-    print("| get() | p50 ms | p99 ms | steady p50 / p99 ms | hits | misses | prefetched (used, wasted) |\n|---|---|---|---|---|---|---|")
+    print(
+        f"{r['frames']} frames {w}x{h} PNG -> {r['output']} on {r['backend']} (batch {r['batch_size']}): "
+        f"encoder {r['encoder_fps']:.1f} frames/s, requests at {r['request_fps']:.1f}/s"
+    )
+    print(
+        "| get() | p50 ms | p99 ms | steady p50 / p99 ms | hits | misses | prefetched (used, wasted) |\n|---|---|---|---|---|---|---|"
+    )
     print(f"| cache hit | {r['hit']['p50_ms']:.3f} | {r['hit']['p99_ms']:.3f} | | | | |")
     print(f"| cache hit, encoder busy | {r['hit_busy']['p50_ms']:.3f} | {r['hit_busy']['p99_ms']:.3f} | | | | |")
     for name in ("no_read_ahead", "read_ahead"):
         x = r[name]
-        print(f"| scheduled, read_ahead={x['read_ahead']} | {x['p50_ms']:.3f} | {x['p99_ms']:.3f} | {x['steady_p50_ms']:.3f} / {x['steady_p99_ms']:.3f} "
-              f"| {x['hits']} | {x['misses']} | {x['prefetched']} ({x['prefetch_used']}, {x['wasted']}) |")
-    print(f"read-ahead p50 / hit p50: {r['read_ahead_p50_vs_hit']:.2f} (idle), {r['read_ahead_p50_vs_hit_busy']:.2f} (encoder busy)")
+        print(
+            f"| scheduled, read_ahead={x['read_ahead']} | {x['p50_ms']:.3f} | {x['p99_ms']:.3f} | {x['steady_p50_ms']:.3f} / {x['steady_p99_ms']:.3f} "
+            f"| {x['hits']} | {x['misses']} | {x['prefetched']} ({x['prefetch_used']}, {x['wasted']}) |"
+        )
+    print(
+        f"read-ahead p50 / hit p50: {r['read_ahead_p50_vs_hit']:.2f} (idle), {r['read_ahead_p50_vs_hit_busy']:.2f} (encoder busy)"
+    )
     if a.json:
         Path(a.json).write_text(json.dumps(r, indent=1, default=str))
     return 0

@@ -29,6 +29,7 @@ worker shows ``frames x passes`` frames and exits.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -39,7 +40,6 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -93,10 +93,8 @@ def _cpu(pids: list[int]) -> dict[tuple[int, float], float]:
 def _rss(procs: list[psutil.Process]) -> int:
     total = 0
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 
@@ -121,10 +119,8 @@ class _Sampler(threading.Thread):
                 procs = _procs(self.pids)  # Chromium may start processes as it goes
                 self.note_cpu()
             self.peak = max(self.peak, _rss(procs))
-            try:
+            with contextlib.suppress(psutil.Error):
                 self.server_peak = max(self.server_peak, psutil.Process(self.server).memory_info().rss)
-            except psutil.Error:
-                pass
             self.node_peak = max(self.node_peak, _rss([p for p in procs if p.pid in self.pids and p.pid != self.server]))
             n += 1
             self.stop_.wait(0.1)
@@ -132,10 +128,17 @@ class _Sampler(threading.Thread):
 
 def _start_server(root: Path, work: Path, budget_mib: int) -> tuple[subprocess.Popen, str]:
     cfg = work / "serve.yaml"
-    cfg.write_text(f"defaults:\n  cache: {{max_bytes: {budget_mib}MiB, pressure_available: 0}}\n  serve: {{request_timeout: 600}}\n")
+    cfg.write_text(
+        f"defaults:\n  cache: {{max_bytes: {budget_mib}MiB, pressure_available: 0}}\n  serve: {{request_timeout: 600}}\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPIPE_")}
-    proc = subprocess.Popen([sys.executable, "-m", "gpupipe", "serve", "--root", str(root), "--port", "0", "--config", str(cfg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpupipe", "serve", "--root", str(root), "--port", "0", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     line = proc.stdout.readline() if proc.stdout else ""
     if "listening on http://" not in line:
         proc.kill()
@@ -150,18 +153,43 @@ def _server_loads(url: str) -> int:
     return int(sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith("gpupipe_cache_loads_total")))
 
 
-def run_one(label: str, kind: str, paths: list[Path], root: Path, *, mode: str, size: str | None, workers: int, passes: int,
-            budget_mib: int, cache_mib: int, chromium: str, work: Path) -> RunResult:
+def run_one(
+    label: str,
+    kind: str,
+    paths: list[Path],
+    root: Path,
+    *,
+    mode: str,
+    size: str | None,
+    workers: int,
+    passes: int,
+    budget_mib: int,
+    cache_mib: int,
+    chromium: str,
+    work: Path,
+) -> RunResult:
     """One configuration: a fresh service, ``workers`` renderer workers, ``passes`` passes over ``paths``."""
     server, url = _start_server(root, work, budget_mib)
     res = RunResult(label, kind, workers, mode, size)
     nodes: list[subprocess.Popen] = []
     try:
-        plan = {"mode": mode, "names": [str(p.relative_to(root)) for p in paths], "paths": [str(p) for p in paths], "passes": passes,
-                "size": size, "cacheBytes": cache_mib * MiB if mode == "own" else 0, "url": url, "chromium": chromium}
+        plan = {
+            "mode": mode,
+            "names": [str(p.relative_to(root)) for p in paths],
+            "paths": [str(p) for p in paths],
+            "passes": passes,
+            "size": size,
+            "cacheBytes": cache_mib * MiB if mode == "own" else 0,
+            "url": url,
+            "chromium": chromium,
+        }
         env = {**os.environ, "BENCH_PLAN": json.dumps(plan)}
         for _ in range(workers):
-            nodes.append(subprocess.Popen(["node", str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO))
+            nodes.append(
+                subprocess.Popen(
+                    ["node", str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO
+                )
+            )
         for n in nodes:
             line = n.stdout.readline() if n.stdout else ""
             if line.strip() != "ready":
@@ -192,10 +220,22 @@ def run_one(label: str, kind: str, paths: list[Path], root: Path, *, mode: str, 
         for i, wall in enumerate(walls):
             n_frames = sum(o["passes"][i]["frames"] for o in outs)
             share = cpu * wall / sum(walls)
-            res.passes.append({"frames": n_frames, "seconds": round(wall, 4), "fps": round(n_frames / max(wall, 1e-3), 2),
-                               "cpu_s_per_frame": round(share / max(1, n_frames), 3)})
-        res.passes.append({"frames": frames, "seconds": round(t1 - t0, 2), "fps": round(frames / (t1 - t0), 2),
-                           "cpu_s_per_frame": round(cpu / max(1, frames), 3)})  # the whole run
+            res.passes.append(
+                {
+                    "frames": n_frames,
+                    "seconds": round(wall, 4),
+                    "fps": round(n_frames / max(wall, 1e-3), 2),
+                    "cpu_s_per_frame": round(share / max(1, n_frames), 3),
+                }
+            )
+        res.passes.append(
+            {
+                "frames": frames,
+                "seconds": round(t1 - t0, 2),
+                "fps": round(frames / (t1 - t0), 2),
+                "cpu_s_per_frame": round(cpu / max(1, frames), 3),
+            }
+        )  # the whole run
         res.peak_rss_mib = round(sampler.peak / MiB, 1)
         res.server_peak_rss_mib = round(sampler.server_peak / MiB, 1)
         res.node_peak_rss_mib = round(sampler.node_peak / MiB, 1)
@@ -214,8 +254,17 @@ def run_one(label: str, kind: str, paths: list[Path], root: Path, *, mode: str, 
     return res
 
 
-def run_bench(*, frames: int = 4, passes: int = 2, budget_mib: int = 1500, loops: int = 2, pair_frames: int = 8, chromium: str | None = None,
-              work: Path | None = None, kinds: tuple[str, ...] = ("png", "jpeg")) -> list[RunResult]:
+def run_bench(
+    *,
+    frames: int = 4,
+    passes: int = 2,
+    budget_mib: int = 1500,
+    loops: int = 2,
+    pair_frames: int = 8,
+    chromium: str | None = None,
+    work: Path | None = None,
+    kinds: tuple[str, ...] = ("png", "jpeg"),
+) -> list[RunResult]:
     """Every configuration of the module docstring; returns their results."""
     from ..samples import write_samples
 
@@ -235,29 +284,66 @@ def run_bench(*, frames: int = 4, passes: int = 2, budget_mib: int = 1500, loops
         for mode, size in configs:
             label = {"own": "renderer's own (read + base64 in Node)", "uri": "gpupipe data URI", "url": "gpupipe URL mode"}[mode]
             label += "" if mode == "own" else (", fit 1920x1080 (auto)" if size else ", passthrough")
-            results.append(run_one(label, kind, paths, root, mode=mode, size=size, workers=1, passes=passes, budget_mib=budget_mib,
-                                   cache_mib=0, chromium=chromium, work=work))
+            results.append(
+                run_one(
+                    label,
+                    kind,
+                    paths,
+                    root,
+                    mode=mode,
+                    size=size,
+                    workers=1,
+                    passes=passes,
+                    budget_mib=budget_mib,
+                    cache_mib=0,
+                    chromium=chromium,
+                    work=work,
+                )
+            )
             print(_row(results[-1]), flush=True)
     paths = samples[("4k", kinds[0])][:pair_frames]
-    for label, mode in (("2 workers, in-process caches", "own"), ("2 workers, one service budget (data URIs)", "uri"),
-                        ("2 workers, one service budget (URL mode)", "url")):
-        results.append(run_one(label, kinds[0], paths, root, mode=mode, size=None, workers=2, passes=loops, budget_mib=budget_mib,
-                               cache_mib=budget_mib, chromium=chromium, work=work))
+    for label, mode in (
+        ("2 workers, in-process caches", "own"),
+        ("2 workers, one service budget (data URIs)", "uri"),
+        ("2 workers, one service budget (URL mode)", "url"),
+    ):
+        results.append(
+            run_one(
+                label,
+                kinds[0],
+                paths,
+                root,
+                mode=mode,
+                size=None,
+                workers=2,
+                passes=loops,
+                budget_mib=budget_mib,
+                cache_mib=budget_mib,
+                chromium=chromium,
+                work=work,
+            )
+        )
         print(_row(results[-1]), flush=True)
     return results
 
 
 def _row(r: RunResult) -> str:
     first, rest, whole = r.passes[0], r.passes[1:-1], r.passes[-1]
-    later = (f"{sum(p['frames'] for p in rest) / max(1e-3, sum(p['seconds'] for p in rest)):.2f}" if rest else "-")
-    later_cpu = (f"{sum(p['cpu_s_per_frame'] * p['frames'] for p in rest) / sum(p['frames'] for p in rest):.3f}" if rest else "-")
-    return (f"| 4K {r.kind.upper()} | {r.label} | {r.workers} | {first['fps']:.2f} | {later} | {first['cpu_s_per_frame']:.3f} | "
-            f"{later_cpu} | {whole['fps']:.2f} | {whole['cpu_s_per_frame']:.3f} | {r.peak_rss_mib:.0f} | {r.node_peak_rss_mib:.0f} | {r.server_peak_rss_mib:.0f} | "
-            f"{r.server_loads} | {r.errors} |")
+    later = f"{sum(p['frames'] for p in rest) / max(1e-3, sum(p['seconds'] for p in rest)):.2f}" if rest else "-"
+    later_cpu = f"{sum(p['cpu_s_per_frame'] * p['frames'] for p in rest) / sum(p['frames'] for p in rest):.3f}" if rest else "-"
+    return (
+        f"| 4K {r.kind.upper()} | {r.label} | {r.workers} | {first['fps']:.2f} | {later} | {first['cpu_s_per_frame']:.3f} | "
+        f"{later_cpu} | {whole['fps']:.2f} | {whole['cpu_s_per_frame']:.3f} | {r.peak_rss_mib:.0f} | {r.node_peak_rss_mib:.0f} | {r.server_peak_rss_mib:.0f} | "
+        f"{r.server_loads} | {r.errors} |"
+    )
 
 
-HEADER = ("| frames | path | workers | fps, first pass | fps, later passes | CPU-s/frame, first | CPU-s/frame, later | fps, run | "
-          "CPU-s/frame, run | peak RSS, all (MiB) | peak RSS, Node (MiB) | peak RSS, gpupipe (MiB) | encodes | errors |\n|" + "---|" * 14)
+HEADER = (
+    "| frames | path | workers | fps, first pass | fps, later passes | CPU-s/frame, first | CPU-s/frame, later | fps, run | "
+    "CPU-s/frame, run | peak RSS, all (MiB) | peak RSS, Node (MiB) | peak RSS, gpupipe (MiB) | encodes | errors |\n|"
+    + "---|"
+    * 14
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     print(HEADER, flush=True)
-    results = run_bench(frames=a.frames, passes=a.passes, budget_mib=a.budget_mib, loops=a.loops, pair_frames=a.pair_frames, chromium=a.chromium)
+    results = run_bench(
+        frames=a.frames, passes=a.passes, budget_mib=a.budget_mib, loops=a.loops, pair_frames=a.pair_frames, chromium=a.chromium
+    )
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")

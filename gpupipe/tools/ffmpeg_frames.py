@@ -78,9 +78,7 @@ def require_ffmpeg() -> str:
     """The path of an ffmpeg binary; raises :class:`FfmpegUnavailable` saying how to get one."""
     exe = find_ffmpeg()
     if exe is None:
-        raise FfmpegUnavailable(
-            "no ffmpeg found: pip install imageio-ffmpeg (or 'gpupipe[bench]'), or put ffmpeg on PATH"
-        )
+        raise FfmpegUnavailable("no ffmpeg found: pip install imageio-ffmpeg (or 'gpupipe[bench]'), or put ffmpeg on PATH")
     return exe
 
 
@@ -104,7 +102,9 @@ def default_frame_dir() -> Path:
     return Path(env("GPUPIPE_FFMPEG_FRAMES") or Path(tempfile.gettempdir()) / "gpupipe-ffmpeg-frames")
 
 
-def _command(exe: str, width: int, height: int, count: int, kind: str, source: str, fps: int, pattern: str, grain: int = 0) -> list[str]:
+def _command(
+    exe: str, width: int, height: int, count: int, kind: str, source: str, fps: int, pattern: str, grain: int = 0
+) -> list[str]:
     graph = f"{source}=size={width}x{height}:rate={fps}"
     if grain:  # temporal + uniform noise: compresses like camera footage, not flat test graphics
         graph += f",noise=alls={grain}:allf=t+u"

@@ -36,7 +36,8 @@ def _gpu_sections(g: dict[str, Any]) -> list[str]:
         "upload, base64, download and host string are the passthrough data path over the source bytes; "
         "decode, resize and encode are DALI and nvImageCodec on the transcode path.",
         "",
-        "| resolution | source | workload | frames | " + " | ".join(s.replace("_", " ") for s in _GPU_STAGES)
+        "| resolution | source | workload | frames | "
+        + " | ".join(s.replace("_", " ") for s in _GPU_STAGES)
         + " | transcode f/s | passthrough f/s |",
         "|---|---|---|---:|" + "---:|" * (len(_GPU_STAGES) + 2),
     ]
@@ -44,7 +45,8 @@ def _gpu_sections(g: dict[str, Any]) -> list[str]:
         n = max(1, int(s["frames"]))
         per = [_fmt(s["stages_s"].get(name, 0.0) * 1e3 / n, 2) for name in _GPU_STAGES]
         lines.append(
-            f"| {s['resolution']} | {s['source']} | {s['workload']} | {n} | " + " | ".join(per)
+            f"| {s['resolution']} | {s['source']} | {s['workload']} | {n} | "
+            + " | ".join(per)
             + f" | {s['transcode_fps']:.1f} | {s['passthrough_fps']:.1f} |"
         )
     return lines
@@ -70,14 +72,23 @@ def _ratio(x: Any, nd: int = 2) -> str:
 def _throughput_section(r: dict[str, Any], backends: list[str]) -> list[str]:
     cores = r["machine"]["cores"]
     head = ["resolution", "source", "workload", "MB/frame"] + [
-        {"stdlib": "stdlib 1 thread", "cpu": f"CPU path {cores} cores", "gpu": "GPU"}[b] for b in backends]
+        {"stdlib": "stdlib 1 thread", "cpu": f"CPU path {cores} cores", "gpu": "GPU"}[b] for b in backends
+    ]
     if "stdlib" in backends:
         head.append("CPU / stdlib")
     if "gpu" in backends:
         head.append("GPU / CPU")
-    lines = ["", "### Throughput (frames/s, median)", "", "| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
+    lines = [
+        "",
+        "### Throughput (frames/s, median)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|---|---|" + "---:|" * (len(head) - 3),
+    ]
     for w in r["workloads"]:
-        cells = [w["resolution"], w["source"], w["workload"], f"{w['source_mb']:.1f}"] + [f"{w[f'{b}_fps']:.1f}" for b in backends]
+        cells = [w["resolution"], w["source"], w["workload"], f"{w['source_mb']:.1f}"] + [
+            f"{w[f'{b}_fps']:.1f}" for b in backends
+        ]
         if "stdlib" in backends:
             cells.append(_ratio(w.get("cpu_vs_stdlib")))
         if "gpu" in backends:
@@ -120,8 +131,9 @@ def _passthrough_section(r: dict[str, Any]) -> list[str]:
         "",
         "### GPU backend passthrough, `passthrough_device: cpu` and `gpu` (f/s; CPU-ms per frame)",
         "",
-        f"The config's own setting: `{setting}`." if setting else
-        "This gpupipe has no `passthrough_device` setting: the GPU backend ran passthrough through the base64 kernel.",
+        f"The config's own setting: `{setting}`."
+        if setting
+        else "This gpupipe has no `passthrough_device` setting: the GPU backend ran passthrough through the base64 kernel.",
         "",
         "| resolution | source | MB/frame | CPU path f/s | CPU path CPU-ms/frame | GPU, pt=cpu f/s | CPU-ms/frame | GPU, pt=gpu f/s | CPU-ms/frame |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -140,7 +152,11 @@ def _goals_section(r: dict[str, Any]) -> list[str]:
     from .goals import check_goals, summary
 
     checked = check_goals(r)
-    return ["", "### GPU goals (`python -m gpupipe.tools.goals bench.json`)", "", "```"] + [str(x) for x in checked] + [summary(checked), "```"]
+    return (
+        ["", "### GPU goals (`python -m gpupipe.tools.goals bench.json`)", "", "```"]
+        + [str(x) for x in checked]
+        + [summary(checked), "```"]
+    )
 
 
 def markdown_report(r: dict[str, Any]) -> str:
@@ -149,7 +165,9 @@ def markdown_report(r: dict[str, Any]) -> str:
     backends = _backends(r)
     gpu = "gpu" in backends
     distinct = r.get("distinct_frames", r["frames_per_workload"])
-    batch = f"{r['frames_per_workload']} per workload" + (f" ({distinct} distinct, repeated)" if distinct != r["frames_per_workload"] else "")
+    batch = f"{r['frames_per_workload']} per workload" + (
+        f" ({distinct} distinct, repeated)" if distinct != r["frames_per_workload"] else ""
+    )
     lines = [
         f"Run {r['when']}: `{r['command']}` in {r.get('seconds', 0):.0f} s.",
         "",
@@ -164,15 +182,28 @@ def markdown_report(r: dict[str, Any]) -> str:
     lines += _cpu_cost_section(r, backends)
     lines += _passthrough_section(r)
     if r.get("stages"):
-        lines += ["", "### CPU per-stage time (ms per frame, one thread, median)", "",
-                  "| resolution | source | workload | read | decode | resize | encode | base64 alone | URI (base64 + assembly, fused) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "### CPU per-stage time (ms per frame, one thread, median)",
+            "",
+            "| resolution | source | workload | read | decode | resize | encode | base64 alone | URI (base64 + assembly, fused) |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for s in r["stages"]:
-            lines.append(f"| {s['resolution']} | {s['source']} | {s['workload']} | " + " | ".join(
-                _fmt(s.get(k, 0.0) * 1e3) for k in ("read", "decode", "resize", "encode", "base64", "uri")) + " |")
+            lines.append(
+                f"| {s['resolution']} | {s['source']} | {s['workload']} | "
+                + " | ".join(_fmt(s.get(k, 0.0) * 1e3) for k in ("read", "decode", "resize", "encode", "base64", "uri"))
+                + " |"
+            )
     if "uri_assembly" in r:
         u = r["uri_assembly"]
-        lines += ["", f"### URI assembly ({u['uri_bytes'] / 1e6:.1f} MB URI from a 4K PNG; GB/s of URI written, median)", "",
-                  "| method | GB/s |", "|---|---:|"]
+        lines += [
+            "",
+            f"### URI assembly ({u['uri_bytes'] / 1e6:.1f} MB URI from a 4K PNG; GB/s of URI written, median)",
+            "",
+            "| method | GB/s |",
+            "|---|---:|",
+        ]
         lines += [f"| {k} | {v:.2f} |" for k, v in u.items() if k != "uri_bytes"]
     if "gpu_detail" in r:
         lines += _gpu_sections(r["gpu_detail"])
@@ -181,20 +212,31 @@ def markdown_report(r: dict[str, Any]) -> str:
     if "soak" in r:
         s = r["soak"]
         c = s["cache"]
-        lines += ["", f"### Memory soak ({s['resolution']}, {s['backend']} backend)", "",
-                  f"{s['requests']} requests over {s['unique_frames']} distinct frames, {s['threads']} threads, budget {s['budget_bytes'] / MiB:.0f} MiB, in {s['seconds']:.1f} s.",
-                  "",
-                  "| base RSS | peak RSS | target (budget × 1.15 + base) | within target | cache bytes at end | hit ratio | evictions | invariant violations |",
-                  "|---:|---:|---:|---|---:|---:|---:|---:|",
-                  f"| {s['base_rss'] / MiB:.0f} MiB | {s['peak_rss'] / MiB:.0f} MiB | {s['target_rss'] / MiB:.0f} MiB | {'yes' if s['ok'] else '**no**'} | "
-                  f"{c['bytes'] / MiB:.0f} MiB | {c['hit_ratio']:.1%} | {c['evictions']} | {s['invariant_violations']} |"]
+        lines += [
+            "",
+            f"### Memory soak ({s['resolution']}, {s['backend']} backend)",
+            "",
+            f"{s['requests']} requests over {s['unique_frames']} distinct frames, {s['threads']} threads, budget {s['budget_bytes'] / MiB:.0f} MiB, in {s['seconds']:.1f} s.",
+            "",
+            "| base RSS | peak RSS | target (budget × 1.15 + base) | within target | cache bytes at end | hit ratio | evictions | invariant violations |",
+            "|---:|---:|---:|---|---:|---:|---:|---:|",
+            f"| {s['base_rss'] / MiB:.0f} MiB | {s['peak_rss'] / MiB:.0f} MiB | {s['target_rss'] / MiB:.0f} MiB | {'yes' if s['ok'] else '**no**'} | "
+            f"{c['bytes'] / MiB:.0f} MiB | {c['hit_ratio']:.1%} | {c['evictions']} | {s['invariant_violations']} |",
+        ]
     if r.get("hit_ratio"):
         rows = r["hit_ratio"]
         cols = list(rows[0].keys())
-        lines += ["", "### Cache hit ratio: LRU against Belady's optimum (same trace, same budget)", "",
-                  "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += [
+            "",
+            "### Cache hit ratio: LRU against Belady's optimum (same trace, same budget)",
+            "",
+            "| " + " | ".join(cols) + " |",
+            "|" + "---|" * len(cols),
+        ]
         for row in rows:
-            lines.append("| " + " | ".join(_fmt(row[c_], 3) if isinstance(row[c_], float) else str(row[c_]) for c_ in cols) + " |")
+            lines.append(
+                "| " + " | ".join(_fmt(row[c_], 3) if isinstance(row[c_], float) else str(row[c_]) for c_ in cols) + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -230,7 +272,13 @@ def write_report(r: dict[str, Any], out: Path) -> list[Path]:  # noqa: PLR0915 -
     width = 0.8 / max(1, len(backends))
     for key, ylabel, title, fname, scale in (
         ("fps", "frames/s (median, log scale)", "Throughput per workload", "throughput.png", 1.0),
-        ("cpu_s_per_frame", "CPU-ms per frame (process user + sys, median, log scale)", "Host CPU cost per frame", "cpu_cost.png", 1e3),
+        (
+            "cpu_s_per_frame",
+            "CPU-ms per frame (process user + sys, median, log scale)",
+            "Host CPU cost per frame",
+            "cpu_cost.png",
+            1e3,
+        ),
     ):
         if not wl:
             break
@@ -260,7 +308,12 @@ def write_report(r: dict[str, Any], out: Path) -> list[Path]:  # noqa: PLR0915 -
 
     if "gpu" in backends and wl:
         fig, ax = plt.subplots(figsize=(max(8, len(wl) * 0.9), 4))
-        ax.bar(x - 0.2, [w["gpu_vs_cpu"] for w in wl], 0.4, label="GPU / CPU path frames/s (goal ≥ 3: 4K JPEG transcode, resize-1080p)")
+        ax.bar(
+            x - 0.2,
+            [w["gpu_vs_cpu"] for w in wl],
+            0.4,
+            label="GPU / CPU path frames/s (goal ≥ 3: 4K JPEG transcode, resize-1080p)",
+        )
         ax.bar(x + 0.2, [w["gpu_cpu_s_vs_cpu"] for w in wl], 0.4, label="GPU / CPU path CPU-s per frame (goal ≤ 0.1: same rows)")
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_yscale("log")

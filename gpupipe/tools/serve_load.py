@@ -88,19 +88,35 @@ def _metrics(port: int) -> dict[str, float]:
     return out
 
 
-def run_load(*, clients: int = 8, requests: int = 200, budget_mib: int = 512, unique: int = 80, fmt: str | None = "passthrough",
-             size: str | None = None, workdir: Path | None = None, backend: str = "auto") -> dict[str, Any]:
+def run_load(
+    *,
+    clients: int = 8,
+    requests: int = 200,
+    budget_mib: int = 512,
+    unique: int = 80,
+    fmt: str | None = "passthrough",
+    size: str | None = None,
+    workdir: Path | None = None,
+    backend: str = "auto",
+) -> dict[str, Any]:
     """Run the load test; returns the report (see the module docstring)."""
     work = Path(workdir or tempfile.mkdtemp(prefix="gpupipe-serve-load-"))
     root = work / "frames"
     names = _frames(root, unique)
     frame_bytes = sum((root / n).stat().st_size for n in names)
     cfg = work / "serve.yaml"
-    cfg.write_text(f"defaults:\n  backend: {backend}\n  cache: {{max_bytes: {budget_mib}MiB, max_entries: 100000, pressure_available: 0}}\n"
-                   "  serve: {max_queue: 4096, request_timeout: 600}\n")
+    cfg.write_text(
+        f"defaults:\n  backend: {backend}\n  cache: {{max_bytes: {budget_mib}MiB, max_entries: 100000, pressure_available: 0}}\n"
+        "  serve: {max_queue: 4096, request_timeout: 600}\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPIPE_")}
-    proc = subprocess.Popen([sys.executable, "-m", "gpupipe", "serve", "--root", str(root), "--port", "0", "--config", str(cfg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpupipe", "serve", "--root", str(root), "--port", "0", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         if "listening on http://" not in line:
@@ -145,7 +161,8 @@ def run_load(*, clients: int = 8, requests: int = 200, budget_mib: int = 512, un
     batches = m.get("gpupipe_batches_total", 0)
     return {
         "command": f"python -m gpupipe.tools.serve_load --clients {clients} --requests {requests} --budget-mib {budget_mib} --unique {unique}"
-                   + (f" --format {fmt}" if fmt else "") + (f" --size {size}" if size else ""),
+        + (f" --format {fmt}" if fmt else "")
+        + (f" --size {size}" if size else ""),
         "clients": clients,
         "requests": total,
         "errors": len(errors),
@@ -188,7 +205,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--out", type=Path, default=None, help="also write the report here (JSON)")
     a = ap.parse_args(argv)
-    rep = run_load(clients=a.clients, requests=a.requests, budget_mib=a.budget_mib, unique=a.unique, fmt=a.format, size=a.size, backend=a.backend)
+    rep = run_load(
+        clients=a.clients,
+        requests=a.requests,
+        budget_mib=a.budget_mib,
+        unique=a.unique,
+        fmt=a.format,
+        size=a.size,
+        backend=a.backend,
+    )
     text = json.dumps(rep, indent=2)
     print(text)
     if a.out:

@@ -35,8 +35,9 @@ import itertools
 import math
 import os
 import random
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from ..cache import FrameCache
 from ..policy import SchedulePolicy
@@ -44,25 +45,25 @@ from ..schedule import DEFAULT_WINDOW, ReadAhead, Scheduler, Weight, sqrt_weight
 from ..uri import b64_len
 
 __all__ = [
-    "Request",
-    "Replay",
     "URI_SIZE_MODEL",
-    "uri_size",
+    "Replay",
+    "Request",
+    "belady_opt",
+    "format_schedule_table",
+    "format_table",
     "frame_sizes",
-    "seekback_trace",
-    "loop_trace",
+    "hit_ratio_table",
     "interleaved_trace",
-    "scrub_trace",
-    "standard_traces",
+    "loop_trace",
+    "plot_hit_ratios",
     "replay_lru",
     "replay_schedule",
-    "belady_opt",
     "schedule_table",
-    "format_schedule_table",
+    "scrub_trace",
+    "seekback_trace",
+    "standard_traces",
+    "uri_size",
     "weight_study",
-    "hit_ratio_table",
-    "format_table",
-    "plot_hit_ratios",
 ]
 
 Request = tuple[Hashable, int]
@@ -307,7 +308,7 @@ class Replay:
 class _Sized:
     """A stand-in cache value that costs ``size`` bytes without holding them."""
 
-    __slots__ = ("host_bytes", "device_bytes")
+    __slots__ = ("device_bytes", "host_bytes")
 
     def __init__(self, size: int) -> None:
         self.host_bytes = size
@@ -386,6 +387,7 @@ def replay_schedule(
     est = (lambda k: sizes[k]) if estimate else None
     reader = None
     if read_ahead:
+
         def fetch(keys: list[Any]) -> list[str]:
             return list(cache.prefetch_many(keys, loader, estimate=est, outcome=sched.prefetch_outcome))
 
@@ -401,8 +403,14 @@ def replay_schedule(
     assert s.bytes <= max_bytes and s.entries <= max_entries and s.peak_bytes <= max_bytes
     bytes_requested = sum(size for _, size in reqs)
     return Replay(
-        "schedule" + (f"+read-ahead {read_ahead}" if read_ahead else ""), len(reqs), len(reqs) - s.loads,
-        bytes_requested, max(0, bytes_requested - loaded_bytes), s.loads, s.prefetched, s.prefetch_wasted,
+        "schedule" + (f"+read-ahead {read_ahead}" if read_ahead else ""),
+        len(reqs),
+        len(reqs) - s.loads,
+        bytes_requested,
+        max(0, bytes_requested - loaded_bytes),
+        s.loads,
+        s.prefetched,
+        s.prefetch_wasted,
     )
 
 
@@ -498,8 +506,8 @@ def hit_ratio_table(
         traces = standard_traces(scale=0.25 if quick else 1.0)
     pairs = list(budgets) if budgets is not None else [(max_entries, max_bytes)]
     rows = []
-    for name, trace in traces.items():
-        trace = list(trace)
+    for name, requests in traces.items():
+        trace = list(requests)
         sizes: dict[Hashable, int] = dict(trace)
         for me, mb in pairs:
             lru = replay_lru(trace, me, mb)
@@ -559,8 +567,8 @@ def schedule_table(
         scale = 0.25 if quick else 1.0
         traces = {**standard_traces(scale=scale), **standard_traces(scale=scale, resolution="1080p")}
     rows = []
-    for name, trace in traces.items():
-        trace = list(trace)
+    for name, requests in traces.items():
+        trace = list(requests)
         for me, mb in budgets:
             runs = {
                 "lru": replay_lru(trace, me, mb),
@@ -568,7 +576,13 @@ def schedule_table(
                 "sched_ra": replay_schedule(trace, me, mb, read_ahead=read_ahead, batch_size=batch_size),
                 "opt": belady_opt(trace, me, mb),
             }
-            row: dict[str, Any] = {"trace": name, "requests": len(trace), "max_entries": me, "max_bytes": mb, "read_ahead": read_ahead}
+            row: dict[str, Any] = {
+                "trace": name,
+                "requests": len(trace),
+                "max_entries": me,
+                "max_bytes": mb,
+                "read_ahead": read_ahead,
+            }
             for p, r in runs.items():
                 row[f"{p}_hits"] = r.hits
                 row[f"{p}_hit_ratio"] = r.hit_ratio
@@ -584,8 +598,10 @@ def schedule_table(
 
 def format_schedule_table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows of :func:`schedule_table` as a markdown table (hit ratios, then encodes per request)."""
-    head = ("| trace | budget | LRU | schedule | schedule + read-ahead | OPT | schedule / OPT | + read-ahead / OPT "
-            "| encodes per request (LRU / sched / +RA / OPT) | prefetched (wasted) |")
+    head = (
+        "| trace | budget | LRU | schedule | schedule + read-ahead | OPT | schedule / OPT | + read-ahead / OPT "
+        "| encodes per request (LRU / sched / +RA / OPT) | prefetched (wasted) |"
+    )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
         epr = " / ".join(f"{r[f'{p}_encodes_per_request']:.3f}" for p in ("lru", "sched", "sched_ra", "opt"))
@@ -606,8 +622,9 @@ WEIGHTS: dict[str, Weight] = {
 """Eviction weightings compared by :func:`weight_study` (``d``: positions to the next use)."""
 
 
-def weight_study(cases: int = 300, seed: int = 5, weights: Mapping[str, Weight] | None = None,
-                 pip_frames: int = 800) -> dict[str, dict[str, int]]:
+def weight_study(
+    cases: int = 300, seed: int = 5, weights: Mapping[str, Weight] | None = None, pip_frames: int = 800
+) -> dict[str, dict[str, int]]:
     """Hits of the schedule-aware cache under each weighting, on ``cases`` random traces of mixed frame
     sizes (5-40 frames of 1-40 bytes, small and large mixed; 50-300 requests; 2-30 entries and
     40-300 bytes) and on picture-in-picture traces of ``pip_frames`` output frames with overlays
@@ -620,14 +637,20 @@ def weight_study(cases: int = 300, seed: int = 5, weights: Mapping[str, Weight] 
         size = [rng.choice([rng.randint(1, 5), rng.randint(10, 40), rng.randint(1, 40)]) for _ in range(nk)]
         keys = [rng.randrange(nk) for _ in range(rng.randint(50, 300))]
         rand.append(([(k, size[k]) for k in keys], rng.randint(2, 30), rng.randint(40, 300)))
-    pip = [(list(interleaved_trace(pip_frames, overlay_frames=o, seed=sd)), 256, b * MiB)
-           for o in (24, 48, 72, 120) for sd in (0, 1) for b in (300, 800)]
+    pip = [
+        (list(interleaved_trace(pip_frames, overlay_frames=o, seed=sd)), 256, b * MiB)
+        for o in (24, 48, 72, 120)
+        for sd in (0, 1)
+        for b in (300, 800)
+    ]
     out: dict[str, dict[str, int]] = {
         "OPT (belady_opt)": {"random": sum(belady_opt(*c).hits for c in rand), "pip": sum(belady_opt(*c).hits for c in pip)}
     }
     for name, w in (weights or WEIGHTS).items():
-        out[name] = {"random": sum(replay_schedule(*c, estimate=False, weight=w).hits for c in rand),
-                     "pip": sum(replay_schedule(*c, estimate=False, weight=w).hits for c in pip)}
+        out[name] = {
+            "random": sum(replay_schedule(*c, estimate=False, weight=w).hits for c in rand),
+            "pip": sum(replay_schedule(*c, estimate=False, weight=w).hits for c in pip),
+        }
     return out
 
 
@@ -639,7 +662,8 @@ def plot_hit_ratios(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]
     import matplotlib.pyplot as plt
 
     labels = [
-        r["trace"] if len({(x["max_entries"], x["max_bytes"]) for x in rows}) == 1
+        r["trace"]
+        if len({(x["max_entries"], x["max_bytes"]) for x in rows}) == 1
         else f"{r['trace']}\n{r['max_bytes'] / MiB:,.0f} MiB / {r['max_entries']}"
         for r in rows
     ]
