@@ -1,6 +1,6 @@
 """The backend contract: what :class:`~gpupipe.FrameEncoder` needs from the CPU and GPU paths.
 
-Both :class:`~gpupipe.cpu_backend.CpuBackend` and :class:`~gpupipe.gpu.backend.GpuBackend`
+Both :class:`~gpupipe.cpu.CpuBackend` and :class:`~gpupipe.gpu.backend.GpuBackend`
 implement it; the encoder reads, probes and plans frames, then hands the same
 :class:`~gpupipe.plan.Job` list to whichever backend runs.
 """

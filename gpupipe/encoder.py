@@ -1,7 +1,7 @@
 """``FrameEncoder``: sources in, data URIs out, on the GPU or the CPU.
 
 It reads each source, probes its header, plans passthrough or transcode
-(:mod:`gpupipe.plan`), and hands the jobs to a backend: :class:`~gpupipe.cpu_backend.CpuBackend`
+(:mod:`gpupipe.plan`), and hands the jobs to a backend: :class:`~gpupipe.cpu.CpuBackend`
 or the GPU backend in :mod:`gpupipe.gpu`. Batches return one result per source, a URI or the
 :class:`~gpupipe.errors.FrameError` for that frame, so a bad frame never sinks the batch.
 """
@@ -17,7 +17,7 @@ from typing import Any
 from .admission import Estimate
 from .backend import Backend
 from .config import Config, load_config
-from .cpu_backend import CpuBackend
+from .cpu import CpuBackend
 from .errors import BackendUnavailable, FrameError
 from .footprint import Header, read_header
 from .memory import release_large_allocations

@@ -46,7 +46,7 @@ def environment_report(config: Config) -> dict[str, Any]:
     (:meth:`gpupipe.gpu.GpuBackend.info`).
     """
     from . import __version__
-    from .cpu_backend import pillow_flavour
+    from .cpu import pillow_flavour
     from .encoder import select_backend
     from .gpu import gpu_status
     from .memory import allocator_tuning

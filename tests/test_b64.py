@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from gpupipe.b64 import (
+from gpupipe.base64_batch import (
     ALIGN,
     CHUNK_IN,
     batch_layout,

@@ -263,7 +263,7 @@ def test_truecolour_trns_stays_png_with_its_transparency(enc, rgb_frame):
 def test_both_backends_implement_the_backend_contract():
     from gpupipe.backend import Backend
     from gpupipe.config import Config
-    from gpupipe.cpu_backend import CpuBackend
+    from gpupipe.cpu import CpuBackend
     from gpupipe.gpu.backend import GpuBackend
     from gpupipe.gpu.device import DeviceLayer
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gpupipe.b64 import encode_batch, uris_from_buffer
+from gpupipe.base64_batch import encode_batch, uris_from_buffer
 from gpupipe.config import Config, StagingConfig
-from gpupipe.cpu_backend import CpuBackend
+from gpupipe.cpu import CpuBackend
 from gpupipe.errors import FrameError
 from gpupipe.plan import OutputSpec, plan_job
 from gpupipe.sources import read_frame

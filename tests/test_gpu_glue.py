@@ -23,7 +23,7 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from gpupipe.config import Config, StagingConfig
-from gpupipe.cpu_backend import CpuBackend
+from gpupipe.cpu import CpuBackend
 from gpupipe.plan import OutputSpec, plan_job
 from gpupipe.sources import read_frame
 
@@ -86,7 +86,7 @@ def test_base64_kernel_through_its_cupy_glue(kernel_dir, items):
 
 
 def test_kernel_refuses_misaligned_or_short_buffers(fake):
-    from gpupipe.b64 import batch_layout
+    from gpupipe.base64_batch import batch_layout
     from gpupipe.gpu.base64_kernel import get_kernel
 
     layout = batch_layout(["image/png"], [100])

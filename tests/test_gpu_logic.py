@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from gpupipe.config import Config, StagingConfig
-from gpupipe.cpu_backend import CpuBackend, run_job
+from gpupipe.cpu import CpuBackend, run_job
 from gpupipe.encoder import select_backend
 from gpupipe.errors import BackendUnavailable, FrameDecodeError
 from gpupipe.gpu.staging import GpuFallbackWarning, PinnedBuffers, StagedRunner, StagingBudget, plan_batches
@@ -331,7 +331,7 @@ def test_importing_gpupipe_does_not_import_cupy_or_dali():
     import subprocess
     import sys
 
-    code = "import sys, gpupipe, gpupipe.gpu, gpupipe.b64; print(any(m.startswith(('cupy', 'nvidia')) for m in sys.modules))"
+    code = "import sys, gpupipe, gpupipe.gpu, gpupipe.base64_batch; print(any(m.startswith(('cupy', 'nvidia')) for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
 

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from gpupipe.b64 import CHUNK_IN, BatchLayout, batch_layout, encode_packed, pack_batch
+from gpupipe.base64_batch import CHUNK_IN, BatchLayout, batch_layout, encode_packed, pack_batch
 from host_kernel import KERNEL, compile_kernel, host_cxx
 
 THREADS = 256  # gpupipe.gpu.base64_kernel.THREADS

@@ -1,4 +1,4 @@
-"""Reading and probing frames (gpupipe.sources) and decoding them (gpupipe.cpu_backend) from any input:
+"""Reading and probing frames (gpupipe.sources) and decoding them (gpupipe.cpu) from any input:
 special files, size caps, files changing while read, cheap labels for in-memory data, malformed
 EXIF, PNG eXIf orientation and tRNS transparency; on the CPU path and on the GPU backend's data
 path run with CPU stand-ins (DALI's CPU backend)."""
@@ -25,7 +25,7 @@ import corpus as C
 from gpupipe import FrameCache, FrameEncoder, FramePipeline
 from gpupipe import sources
 from gpupipe.config import Config
-from gpupipe.cpu_backend import CpuBackend, run_job, run_job_guarded
+from gpupipe.cpu import CpuBackend, run_job, run_job_guarded
 from gpupipe.errors import FrameDecodeError, FrameNotFound, FrameNotRegularFile, FrameTooLarge
 from gpupipe.plan import OutputSpec, plan_job
 from gpupipe.sources import (
@@ -509,7 +509,7 @@ def test_tiff_orientation_never_raises(blob):
 
 
 def test_unexpected_exceptions_become_the_frames_error(monkeypatch, png_bytes, jpeg_bytes):
-    import gpupipe.cpu_backend as cb
+    import gpupipe.cpu.backend as cb
 
     jobs = [plan_job(i, read_frame(d), OutputSpec("jpeg", (64, 64))) for i, d in enumerate([png_bytes, jpeg_bytes, png_bytes])]
     real = cb.resize_image
@@ -613,7 +613,7 @@ def test_trns_key_that_matches_no_pixel_gives_a_jpeg(enc):
 
 def test_low_bit_gray_trns_keys_are_scaled_like_the_samples():
     """Pillow scales 2/4-bit gray samples to 8 bits but not the tRNS key; gpupipe matches them."""
-    from gpupipe.cpu_backend import decode_frame
+    from gpupipe.cpu import decode_frame
 
     for depth in (2, 4):
         vals = (np.arange(C.W)[None, :] * (1 << depth) // C.W).repeat(C.H, 0).astype(np.uint8)

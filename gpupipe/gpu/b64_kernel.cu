@@ -1,4 +1,4 @@
-// The batched base64 kernel of gpupipe (see gpupipe/gpu/base64_kernel.py and gpupipe/b64.py).
+// The batched base64 kernel of gpupipe (see gpupipe/gpu/base64_kernel.py and gpupipe/base64_batch.py).
 // Shipped prebuilt by nvcc as b64_kernel.fatbin (python -m gpupipe.gpu.kernel_build; CI checks that
 // the fatbin was built from this file); compiled by CuPy with NVRTC only when the fatbin is stale or
 // refused. CI also runs it on the host through tests/cuda_host/ (a serial emulation of the launch
@@ -7,7 +7,7 @@
 #define CHUNK_OUT 64
 
 __device__ __forceinline__ unsigned int b64_map4(unsigned int idx) {
-    // Four packed 6-bit indices -> four ASCII characters (see gpupipe/b64.py).
+    // Four packed 6-bit indices -> four ASCII characters (see gpupipe/base64_batch.py).
     unsigned int off = 0x41414141u;
     off = __vadd4(off, __vcmpgeu4(idx, 0x1a1a1a1au) & 0x06060606u);
     off = __vadd4(off, __vcmpgeu4(idx, 0x34343434u) & 0xb5b5b5b5u);

@@ -1,4 +1,4 @@
-"""``GpuBackend``: the GPU path, with the same interface and results as :class:`~gpupipe.cpu_backend.CpuBackend`.
+"""``GpuBackend``: the GPU path, with the same interface and results as :class:`~gpupipe.cpu.CpuBackend`.
 
 Jobs are routed to where they pay (see ``docs/gpu.md``):
 
@@ -9,7 +9,7 @@ Jobs are routed to where they pay (see ``docs/gpu.md``):
   ``passthrough_device: gpu``, the device layer's batched base64 kernel (one upload, one launch,
   one download per batch);
 * **PNG output** (target ``png``, or ``auto`` for a frame that may carry alpha) → the CPU path
-  (:func:`gpupipe.cpu_backend.run_job`): DALI's decoder is asked for RGB, nvImageCodec has no PNG
+  (:func:`gpupipe.cpu.run_job`): DALI's decoder is asked for RGB, nvImageCodec has no PNG
   encoder on the GPU, and whether such a frame needs PNG at all depends on its decoded alpha.
 
 CPU-path jobs run on a thread pool concurrently with the GPU batches. Device work runs in batches
@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from ..admission import Estimate
 from ..config import Config
-from ..cpu_backend import CpuBackend
+from ..cpu import CpuBackend
 from ..errors import FrameError, GpuDeviceLostWarning
 from ..footprint import Header, gpu_footprint
 from ..plan import Job, OutputSpec

@@ -2,7 +2,7 @@
 
 The batch layout (inputs concatenated at 16-byte aligned offsets, prefixes after them; one output
 buffer with each URI one contiguous span, payloads 16-byte aligned) and the reference algorithm
-are in :mod:`gpupipe.b64`; this kernel must be byte-identical to :func:`gpupipe.b64.encode_packed`.
+are in :mod:`gpupipe.base64_batch`; this kernel must be byte-identical to :func:`gpupipe.base64_batch.encode_packed`.
 
 Design for memory bandwidth: a work item is 48 input bytes (16 groups of 3) → 64 output bytes.
 A full item is three 16-byte vector loads and four 16-byte vector stores (both sides aligned by
@@ -23,7 +23,7 @@ from typing import Any
 import cupy as cp
 import numpy as np
 
-from ..b64 import BatchLayout
+from ..base64_batch import BatchLayout
 from . import kernel_build
 
 __all__ = ["KERNEL_FILE", "KERNEL_SOURCE", "Base64Kernel", "encode_device", "get_kernel", "load_module"]
@@ -128,7 +128,7 @@ def get_kernel() -> Base64Kernel:
 
 def encode_device(datas: list[bytes], mimes: list[str]) -> tuple[np.ndarray, BatchLayout]:
     """Convenience for tests: pack on the host, upload, run the kernel, download; ``(output, layout)``."""
-    from ..b64 import batch_layout, pack_batch
+    from ..base64_batch import batch_layout, pack_batch
 
     layout = batch_layout(mimes, [len(d) for d in datas])
     host_in = pack_batch(datas, layout)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..b64 import batch_layout, pack_batch, uris_from_buffer
+from ..base64_batch import batch_layout, pack_batch, uris_from_buffer
 from ..config import Config, StagingConfig
 from ..plan import Job, OutputSpec, plan_job
 from ..sources import read_frame

@@ -26,7 +26,7 @@ Every CUDA call runs inside ``cupy.cuda.Device(device_id)`` (pinned allocations 
 first use (a prebuilt fatbin; see :mod:`gpupipe.gpu.kernel_build`).
 
 With ``device_id=None`` the same layer runs without a GPU: the NumPy twin of the kernel
-(:mod:`gpupipe.b64`) instead of CuPy, DALI's CPU backend and nvImageCodec's CPU encoder. That
+(:mod:`gpupipe.base64_batch`) instead of CuPy, DALI's CPU backend and nvImageCodec's CPU encoder. That
 is how CI exercises the backend's data path end to end; it is not meant to be fast.
 """
 
@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from ..b64 import ALIGN, BatchLayout, batch_layout, encode_packed, pack_batch, uris_from_buffer
+from ..base64_batch import ALIGN, BatchLayout, batch_layout, encode_packed, pack_batch, uris_from_buffer
 from ..config import Config
 from ..errors import FrameDecodeError, FrameError
 from ..plan import Job
@@ -336,7 +336,7 @@ class DeviceLayer:
 
 
 def _cpu_second_opinion(job: Job) -> Any:
-    from ..cpu_backend import run_job
+    from ..cpu import run_job
 
     try:
         uri = run_job(job)

@@ -12,7 +12,7 @@
 * :class:`StagedRunner` runs a job list through a device function in batches that fit the budget:
   a batch that would exceed it is split; a device out-of-memory error frees cached blocks, halves
   the batch and retries; a single frame that still does not fit (or alone exceeds the budget) is
-  encoded on the CPU path (:func:`gpupipe.cpu_backend.run_job`) with a warning. A sticky CUDA
+  encoded on the CPU path (:func:`gpupipe.cpu.run_job`) with a warning. A sticky CUDA
   error ends the run with :class:`~gpupipe.gpu.faults.DeviceLost`, carrying what was finished.
   Two-phase batches overlap one batch's device work with the previous batch's host work. No frame
   is lost: every job gets its URI or its :class:`~gpupipe.errors.FrameError`.
@@ -194,7 +194,7 @@ def plan_batches(
 
 def cpu_fallback(job: Job, why: str) -> Result:
     """Encode ``job`` on the CPU path with a :class:`GpuFallbackWarning` naming the frame and why."""
-    from ..cpu_backend import run_job_guarded
+    from ..cpu import run_job_guarded
 
     msg = f"{job.frame.label}: encoded on the CPU path instead of the GPU ({why})"
     log.warning(msg)

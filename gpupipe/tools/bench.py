@@ -49,7 +49,7 @@ from PIL import Image
 
 from ..cache import FrameCache
 from ..config import Config, MiB, load_config
-from ..cpu_backend import StageTimes, pillow_flavour, transcode
+from ..cpu import StageTimes, pillow_flavour, transcode
 from ..encoder import FrameEncoder
 from ..plan import OutputSpec, plan_job
 from ..sources import read_frame

@@ -4,7 +4,7 @@
 // sizes, so AddressSanitizer reports any read or write outside them.
 //
 //   b64emu IN TABLE OUT_SIZE GRID BLOCK OUT
-// IN: the packed input (gpupipe.b64.pack_batch); TABLE: BatchLayout.kernel_table() as int64;
+// IN: the packed input (gpupipe.base64_batch.pack_batch); TABLE: BatchLayout.kernel_table() as int64;
 // OUT: where the OUT_SIZE-byte output buffer goes, pre-filled with 0xEE so that the caller can
 // check that nothing outside the URI spans was written.
 #include <cstdio>

@@ -1,43 +1,25 @@
-"""The CPU path: Pillow (or Pillow-SIMD) decode, resize and encode, pybase64 into the URI.
+"""Decode a frame on the CPU: Pillow (or Pillow-SIMD) to an ``RGB`` or ``RGBA`` image, upright.
 
-Also the fallback on machines without a usable GPU: it takes the same :class:`~gpupipe.plan.Job`
-list as the GPU backend and returns the same URIs (passthrough byte-identical; transcodes
-within codec tolerance). Frames run on a thread pool sized to the cores: Pillow's codecs and
-the URI builder release the GIL.
+EXIF orientation is the one the header probe read (:attr:`Frame.orientation <gpupipe.sources.Frame.orientation>`),
+applied with :meth:`PIL.Image.Image.transpose`; transparency from alpha channels or ``tRNS`` chunks
+(any bit depth) becomes an alpha channel.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import os
-import threading
-import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
 from struct import error as struct_error
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile
 
-from .errors import FrameDecodeError, FrameError
-from .footprint import Header, cpu_footprint
-from .plan import Job, OutputSpec
-from .sources import Frame
-from .uri import build_uri
-from .vocabulary import MIME
+from ..errors import FrameDecodeError
+from ..plan import Job
+from ..sources import Frame
 
-__all__ = [
-    "CpuBackend",
-    "StageTimes",
-    "decode_frame",
-    "encode_image",
-    "pillow_flavour",
-    "resize_image",
-    "run_job",
-    "run_job_guarded",
-]
+__all__ = ["ORIENTATION_TRANSPOSE", "decode_frame", "has_transparency"]
 
 log = logging.getLogger("gpupipe.cpu")
 
@@ -55,16 +37,6 @@ ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
     7: _T.TRANSVERSE,
     8: _T.ROTATE_90,
 }
-
-
-def pillow_flavour() -> str:
-    """``"Pillow-SIMD <ver>"`` or ``"Pillow <ver>"``: which one is installed."""
-    ver = Image.__version__
-    return f"Pillow-SIMD {ver}" if ".post" in ver or "simd" in ver.lower() else f"Pillow {ver}"
-
-
-class StageTimes(dict):
-    """Per-stage seconds for one frame: ``decode``, ``resize``, ``encode``, ``uri``."""
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -195,147 +167,9 @@ def decode_frame(job: Job) -> Image.Image:
     return img if method is None else img.transpose(method)
 
 
-def resize_image(img: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Scale to ``size`` with Lanczos (box-reduced first for large factors)."""
-    if img.size == size:
-        return img
-    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-
-
 def has_transparency(img: Image.Image) -> bool:
     """True if an ``RGBA`` image has any pixel with alpha below 255."""
     if img.mode != "RGBA":
         return False
     lo, _hi = img.getchannel("A").getextrema()
     return isinstance(lo, (int, float)) and lo < 255
-
-
-def encode_image(img: Image.Image, fmt: str, quality: int, png_compress_level: int) -> memoryview:
-    """Encode to ``"jpeg"`` (RGB) or ``"png"``; returns the encoded bytes (no copy)."""
-    buf = io.BytesIO()
-    if fmt == "jpeg":
-        if img.mode != "RGB":
-            img = img.convert("RGB")
-        img.save(buf, "JPEG", quality=quality)
-    else:
-        img.save(buf, "PNG", compress_level=png_compress_level)
-    return buf.getbuffer()
-
-
-def transcode(job: Job, times: StageTimes | None = None) -> tuple[str, memoryview]:
-    """Decode, resize and encode one job on the CPU; ``(mime, encoded bytes)``."""
-    clock = time.perf_counter
-    t0 = clock()
-    img = decode_frame(job)
-    t1 = clock()
-    img = resize_image(img, job.out_size)
-    t2 = clock()
-    fmt = job.target
-    if fmt == "auto":
-        fmt = "png" if has_transparency(img) else "jpeg"
-    data = encode_image(img, fmt, job.quality, job.png_compress_level)
-    t3 = clock()
-    if times is not None:
-        times.update(decode=t1 - t0, resize=t2 - t1, encode=t3 - t2)
-    return MIME["png" if fmt == "png" else "jpeg"], data
-
-
-def _run_job(job: Job, times: StageTimes | None) -> str:
-    if job.passthrough:
-        t = time.perf_counter()
-        uri = build_uri(job.frame.mime, job.frame.data)
-        if times is not None:
-            times.update(uri=time.perf_counter() - t)
-        return uri
-    mime, data = transcode(job, times)
-    t = time.perf_counter()
-    uri = build_uri(mime, data)
-    if times is not None:
-        times.update(uri=time.perf_counter() - t)
-    return uri
-
-
-def _unexpected(job: Job, e: BaseException) -> FrameDecodeError:
-    """The frame's error for an exception that decoding, resizing or encoding it raised unexpectedly."""
-    return FrameDecodeError(job.frame.label, f"cannot transcode {job.frame.kind.upper()}: {type(e).__name__}: {e}")
-
-
-def run_job(job: Job, times: StageTimes | None = None) -> str:
-    """One job → its data URI, on the CPU.
-
-    Raises the frame's :class:`FrameError`; any other exception from decoding, resizing or
-    encoding it (a codec library's ``TypeError``, ``struct.error``, ...) becomes that frame's
-    :class:`FrameDecodeError` naming the exception type. ``MemoryError`` propagates.
-    """
-    try:
-        return _run_job(job, times)
-    except (FrameError, MemoryError):
-        raise
-    except Exception as e:  # one frame's failure, whatever its type, stays that frame's
-        raise _unexpected(job, e) from e
-
-
-class CpuBackend:
-    """The CPU path as a :class:`~gpupipe.backend.Backend`: jobs on a thread pool of ``workers``
-    threads (default: the number of cores)."""
-
-    name = "cpu"
-
-    def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers or os.cpu_count() or 1
-        self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
-        self.jobs = 0
-
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gpupipe-cpu")
-            return self._pool
-
-    def run(self, jobs: list[Job]) -> list[str | FrameError]:
-        """Each job's URI, or its :class:`FrameError`, in order."""
-        self.jobs += len(jobs)
-        if len(jobs) <= 1 or self.workers == 1:
-            return [run_job_guarded(j) for j in jobs]
-        return list(self._executor().map(run_job_guarded, jobs))
-
-    def submit(self, job: Job) -> Future[str | FrameError]:
-        """Run ``job`` on the pool; its future's result is the URI or the :class:`FrameError`."""
-        self.jobs += 1
-        return self._executor().submit(run_job_guarded, job)
-
-    def footprint(self, header: Header, spec: OutputSpec) -> int:
-        """Host bytes this path holds at once for such a frame (:func:`~gpupipe.footprint.cpu_footprint`)."""
-        return cpu_footprint(header, spec)
-
-    def info(self) -> dict[str, Any]:
-        """The codec library and the thread count."""
-        return {"codec": pillow_flavour(), "workers": self.workers}
-
-    def stats(self) -> dict[str, int]:
-        """Jobs run so far."""
-        return {"cpu_jobs": self.jobs}
-
-    def close(self) -> None:
-        """Shut the thread pool down."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
-
-
-def run_job_guarded(job: Job) -> str | FrameError:
-    """:func:`run_job`, with the frame's :class:`FrameError` returned instead of raised.
-
-    Never raises for a frame: ``MemoryError`` and any other exception become the frame's
-    :class:`FrameDecodeError` (naming the exception type), so one frame cannot sink a batch.
-    """
-    try:
-        return run_job(job)
-    except FrameError as e:
-        return e
-    except MemoryError:
-        return FrameDecodeError(job.frame.label, "out of memory while decoding")
-    except Exception as e:  # noqa: BLE001 - see run_job; kept here for callers' own job objects
-        return _unexpected(job, e)
