@@ -101,3 +101,17 @@ def host_gpu_backend():
     be = GpuBackend(cfg, ops=DeviceLayer(cfg, device_id=None, dali_threads=1), workers=2)
     yield be
     be.close()
+
+
+@pytest.fixture(scope="session")
+def noisy_1080p(tmp_path_factory):
+    """Three 1080p PNGs with camera-like noise (~5 MB each), for the memory stress tests."""
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("noisy1080p")
+    rng = np.random.default_rng(11)
+    base = np.linspace(30, 220, 1920, dtype=np.float32)[None, :, None] * np.ones((1080, 1, 3), np.float32)
+    for i in range(3):
+        rgb = np.clip(base + rng.normal(0, 14, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(rgb).save(d / f"f{i}.png", "PNG", compress_level=1)
+    return d

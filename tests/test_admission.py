@@ -12,11 +12,10 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from waits import WAIT, wait_until
 
 from gpupipe import FrameCache
 from gpupipe.errors import BudgetTimeout, CacheError
-
-WAIT = 10  # seconds any event in these tests may take before the test fails (never a timing assertion)
 
 
 class Blob:
@@ -41,13 +40,6 @@ def start(fn, *args) -> tuple[threading.Thread, dict]:
     return t, box
 
 
-def wait_until(pred, what: str) -> None:
-    ev = threading.Event()
-    for _ in range(WAIT * 100):
-        if pred():
-            return
-        ev.wait(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def hold(cache: FrameCache, nbytes: int, entered: threading.Event, release: threading.Event, log: list | None = None, name: str = ""):

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 from PIL import Image
+from waits import wait_until
 
 from gpupipe import FrameCache, FrameEncoder, FramePipeline, load_config, open_pipeline
 from gpupipe.config import MiB
@@ -18,17 +19,6 @@ from gpupipe.pipeline import schedule_ident
 from gpupipe.policy import SchedulePolicy
 from gpupipe.samples import make_frame
 from gpupipe.schedule import Scheduler
-
-WAIT = 10  # seconds any event may take before the test fails (never a timing assertion)
-
-
-def wait_until(pred, what: str) -> None:
-    ev = threading.Event()
-    for _ in range(WAIT * 100):
-        if pred():
-            return
-        ev.wait(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
@@ -78,17 +76,6 @@ SCRIPT = textwrap.dedent('''
     json.dump({"base_rss": base, "peak_rss": peak[0], "violations": violations[0], "failures": failures[0],
                "cache": cache.stats().as_dict(), "schedule": sched.stats().as_dict()}, open(out, "w"))
 ''')
-
-
-@pytest.fixture(scope="module")
-def noisy_1080p(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("noisy1080p-sched")
-    rng = np.random.default_rng(12)
-    base = np.linspace(30, 220, 1920, dtype=np.float32)[None, :, None] * np.ones((1080, 1, 3), np.float32)
-    for i in range(3):
-        rgb = np.clip(base + rng.normal(0, 14, base.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(rgb).save(d / f"f{i}.png", "PNG", compress_level=1)
-    return d
 
 
 @pytest.mark.slow

@@ -9,23 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
-
-
-@pytest.fixture(scope="module")
-def noisy_1080p(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("noisy1080p")
-    rng = np.random.default_rng(11)
-    base = np.linspace(30, 220, 1920, dtype=np.float32)[None, :, None] * np.ones((1080, 1, 3), np.float32)
-    for i in range(3):
-        rgb = np.clip(base + rng.normal(0, 14, base.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(rgb).save(d / f"f{i}.png", "PNG", compress_level=1)
-    return d
 
 
 @pytest.mark.slow
