@@ -535,20 +535,31 @@ class FrameCache(Generic[V]):
                     out[k] = self._finish(k, BudgetTimeout(label(k), e.reason), None, [])
             return
         try:
-            try:
-                values = list(loader(list(part)))
-                if len(values) != len(part):
-                    raise CacheError(f"the loader returned {len(values)} results for {len(part)} keys")
-            except Exception as e:  # noqa: BLE001 - a load failure reaches every waiter of these keys
-                self._finish_all(part, e, out)
-                return
-            evicted: _Evicted = []
-            with self._lock:
-                for k, v in zip(part, values):
-                    out[k] = self._finish(k, v, res, evicted)
-            self._notify(evicted)
+            self._load_and_finish(part, loader, res, out)
         finally:
             self._admission.release(res)
+
+    def _load_and_finish(
+        self,
+        keys: Sequence[Hashable],
+        loader: Callable[[list[Any]], Sequence[Any]],
+        res: Reservation,
+        out: dict[Hashable, tuple[Any, BaseException | None]],
+    ) -> None:
+        """Run ``loader`` for ``keys`` (admitted under ``res``) and complete their flights: each value is
+        cached as the rules allow; a loader that raises, or returns the wrong count, fails every key."""
+        try:
+            values = list(loader(list(keys)))
+            if len(values) != len(keys):
+                raise CacheError(f"the loader returned {len(values)} results for {len(keys)} keys")
+        except Exception as e:  # noqa: BLE001 - a load failure reaches every waiter of these keys
+            self._finish_all(keys, e, out)
+            return
+        evicted: _Evicted = []
+        with self._lock:
+            for k, v in zip(keys, values):
+                out[k] = self._finish(k, v, res, evicted)
+        self._notify(evicted)
 
     def _finish_all(
         self, keys: Sequence[Hashable], error: BaseException, out: dict[Hashable, tuple[Any, BaseException | None]]
@@ -741,17 +752,7 @@ class FrameCache(Generic[V]):
             return [status[k] for k in keys]
         out: dict[Hashable, tuple[Any, BaseException | None]] = {}
         try:
-            try:
-                values = list(loader(list(todo)))
-                if len(values) != len(todo):
-                    raise CacheError(f"the loader returned {len(values)} results for {len(todo)} keys")
-            except Exception as e:  # noqa: BLE001 - a load failure reaches every waiter of these keys
-                self._finish_all(todo, e, out)
-            else:
-                with self._lock:
-                    for k, v in zip(todo, values):
-                        out[k] = self._finish(k, v, res, evicted)
-                self._notify(evicted)
+            self._load_and_finish(todo, loader, res, out)
         except BaseException as e:
             self._finish_all(todo, e, out)
             raise

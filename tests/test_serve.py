@@ -248,8 +248,10 @@ def test_budget_timeout_is_503(frames):
 # --------------------------------------------------------------------------- batching and routing
 
 
-def test_requests_from_many_clients_are_coalesced_into_batches(frames):
-    pipe = cpu_pipeline(cls=GatedPipeline, batch_size=8)
+def _queue_behind_one_request(frames, batch_size: int) -> tuple[GatedPipeline, list[str], dict[tuple[str, tuple], float]]:
+    """Hold one request inside the pipeline, queue six more behind it, then let all through;
+    returns the pipeline (its batches), the queued names and the metrics afterwards."""
+    pipe = cpu_pipeline(cls=GatedPipeline, batch_size=batch_size)
     svc = service(pipe, frames, max_batch_delay=0.0, batch_slots=1)
     names = [f"f{i}.{e}" for i in range(3) for e in ("png", "jpg")]
     with LiveServer(svc) as srv, ThreadPoolExecutor(8) as pool:
@@ -260,6 +262,11 @@ def test_requests_from_many_clients_are_coalesced_into_batches(frames):
         pipe.gate.set()
         assert all(f.result()[0] == 200 for f in [first, *rest])
         m = metrics(srv.port)
+    return pipe, names, m
+
+
+def test_requests_from_many_clients_are_coalesced_into_batches(frames):
+    pipe, names, m = _queue_behind_one_request(frames, batch_size=8)
     assert [len(b) for b in pipe.batches] == [1, len(names)]
     assert sorted(pipe.batches[1]) == sorted(str(frames / n) for n in names)
     assert metric(m, "gpupipe_batches_total", pipeline="cpu0") == 2
@@ -267,16 +274,7 @@ def test_requests_from_many_clients_are_coalesced_into_batches(frames):
 
 
 def test_a_batch_holds_at_most_batch_size_frames(frames):
-    pipe = cpu_pipeline(cls=GatedPipeline, batch_size=2)
-    svc = service(pipe, frames, max_batch_delay=0.0, batch_slots=1)
-    names = [f"f{i}.{e}" for i in range(3) for e in ("png", "jpg")]
-    with LiveServer(svc) as srv, ThreadPoolExecutor(8) as pool:
-        first = pool.submit(get, srv.port, "/v1/uri?src=sub/deep.png")
-        assert pipe.entered.wait(20)
-        rest = [pool.submit(get, srv.port, f"/v1/uri?src={n}") for n in names]
-        wait_for(lambda: svc.batcher.depth == len(names), what="all requests queued")
-        pipe.gate.set()
-        assert all(f.result()[0] == 200 for f in [first, *rest])
+    pipe, _, _ = _queue_behind_one_request(frames, batch_size=2)
     assert [len(b) for b in pipe.batches] == [1, 2, 2, 2]
 
 

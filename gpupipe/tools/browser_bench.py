@@ -43,6 +43,8 @@ from pathlib import Path
 
 import psutil
 
+from .serve_load import start_service
+
 MiB = 1024**2
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "browser_bench.mjs"
@@ -127,23 +129,11 @@ class _Sampler(threading.Thread):
 
 
 def _start_server(root: Path, work: Path, budget_mib: int) -> tuple[subprocess.Popen, str]:
-    cfg = work / "serve.yaml"
-    cfg.write_text(
-        f"defaults:\n  cache: {{max_bytes: {budget_mib}MiB, pressure_available: 0}}\n  serve: {{request_timeout: 600}}\n"
+    return start_service(
+        root,
+        work,
+        f"defaults:\n  cache: {{max_bytes: {budget_mib}MiB, pressure_available: 0}}\n  serve: {{request_timeout: 600}}\n",
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPIPE_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gpupipe", "serve", "--root", str(root), "--port", "0", "--config", str(cfg)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    line = proc.stdout.readline() if proc.stdout else ""
-    if "listening on http://" not in line:
-        proc.kill()
-        raise RuntimeError(f"gpupipe serve did not start: {line!r}")
-    return proc, line.split("listening on ")[1].split()[0]
 
 
 def _server_loads(url: str) -> int:

@@ -88,6 +88,27 @@ def _metrics(port: int) -> dict[str, float]:
     return out
 
 
+def start_service(root: Path, work: Path, config_yaml: str) -> tuple[subprocess.Popen, str]:
+    """Start ``gpupipe serve`` on a free loopback port in a fresh process, with ``config_yaml`` as its
+    config (written to ``work``) and no ``GPUPIPE_*`` variables; returns the process and its base URL."""
+    cfg = work / "serve.yaml"
+    cfg.write_text(config_yaml)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPIPE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpupipe", "serve", "--root", str(root), "--port", "0", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    line = proc.stdout.readline() if proc.stdout else ""
+    if "listening on http://" not in line:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"gpupipe serve did not start: {line!r}")
+    return proc, line.split("listening on ")[1].split()[0]
+
+
 def run_load(
     *,
     clients: int = 8,
@@ -104,24 +125,14 @@ def run_load(
     root = work / "frames"
     names = _frames(root, unique)
     frame_bytes = sum((root / n).stat().st_size for n in names)
-    cfg = work / "serve.yaml"
-    cfg.write_text(
+    proc, url = start_service(
+        root,
+        work,
         f"defaults:\n  backend: {backend}\n  cache: {{max_bytes: {budget_mib}MiB, max_entries: 100000, pressure_available: 0}}\n"
-        "  serve: {max_queue: 4096, request_timeout: 600}\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPIPE_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gpupipe", "serve", "--root", str(root), "--port", "0", "--config", str(cfg)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
+        "  serve: {max_queue: 4096, request_timeout: 600}\n",
     )
     try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        if "listening on http://" not in line:
-            raise RuntimeError(f"gpupipe serve did not start: {line!r}")
-        port = int(line.split("http://127.0.0.1:")[1].split()[0])
+        port = int(url.rsplit(":", 1)[1])
         ps = psutil.Process(proc.pid)
         time.sleep(0.5)
         base = ps.memory_info().rss
