@@ -37,7 +37,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from .admission import Admission, Estimate, Reservation, nonneg_int, split_estimate
 from .errors import BudgetTimeout, CacheError
-from .policy import EvictionPolicy, LruPolicy
+from .policy import EvictionPolicy, SchedulePolicy
 
 __all__ = ["CacheStats", "Estimate", "EvictCause", "FrameCache", "PrefetchStatus", "entry_cost"]
 
@@ -235,7 +235,7 @@ def _waiter_copy(err: BaseException) -> BaseException:
 class FrameCache(Generic[V]):
     """A cache bounded by ``max_entries`` and ``max_bytes`` (entries + work in flight); thread-safe.
 
-    Entries leave in the order of ``policy`` (default :class:`~gpupipe.policy.LruPolicy`) while
+    Entries leave in the order of ``policy`` while
     ``entries > max_entries`` or ``bytes + inflight > max_bytes``. An entry whose cost alone
     exceeds ``max_bytes`` is never inserted: :meth:`put` returns ``False`` and
     ``oversize_rejects`` counts it.
@@ -248,6 +248,11 @@ class FrameCache(Generic[V]):
 
     ``admission_timeout`` is how long (seconds) a reservation waits for budget held by work in
     flight before it fails with :class:`~gpupipe.errors.BudgetTimeout`.
+
+    The default ``policy`` is a :class:`~gpupipe.policy.SchedulePolicy` with its own
+    :class:`~gpupipe.schedule.Scheduler`: least recently used first until a schedule is declared
+    (:meth:`FramePipeline.schedule <gpupipe.FramePipeline.schedule>`), then by next use. Pass
+    :class:`~gpupipe.policy.LruPolicy` for a cache that ignores schedules.
     """
 
     _LOG_INTERVAL_S = 10.0
@@ -272,7 +277,7 @@ class FrameCache(Generic[V]):
         self.on_evict = on_evict
         self.admission_timeout = float(admission_timeout)
         self._lock = threading.Lock()
-        self._store: _Store[V] = _Store(policy if policy is not None else LruPolicy())
+        self._store: _Store[V] = _Store(policy if policy is not None else SchedulePolicy())
         self._admission = Admission(max_bytes, self.admission_timeout, self._lock)
         self._flights: dict[Hashable, _Flight] = {}
         self._peak = 0

@@ -416,7 +416,6 @@ def demo(
     from .demo import SETTINGS, play, render_trace
     from .encoder import FrameEncoder
     from .pipeline import FramePipeline
-    from .policy import SchedulePolicy
 
     cfg = _load(config, None, backend)
     cfg = replace(cfg, cache=replace(cfg.cache, max_bytes=cache_mb * MiB))
@@ -434,7 +433,7 @@ def demo(
         soft_wrap=True,
         highlight=False,
     )
-    cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes, policy=SchedulePolicy())
+    cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes)
     con = _wide_console()
     con.print(
         f"backend: [bold]{encoder.backend}[/bold] ({escape(encoder.backend_reason)}); cache budget {cache_mb} MiB, {cfg.cache.max_entries} entries"

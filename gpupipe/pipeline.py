@@ -8,6 +8,7 @@ evicts by next use and encodes ahead in batches (see :mod:`gpupipe.schedule`).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -26,6 +27,8 @@ from .schedule import ReadAhead, Schedule, Scheduler
 from .sources import Frame, Source, key_digest, source_key, source_label
 
 __all__ = ["FramePipeline", "open_pipeline", "schedule_ident"]
+
+log = logging.getLogger("gpupipe.pipeline")
 
 
 def schedule_ident(key: tuple) -> tuple:
@@ -60,8 +63,10 @@ class FramePipeline:
     the OS (see :mod:`gpupipe.memory`).
 
     Schedules (:meth:`schedule`) rank frames for eviction when the cache's policy is a
-    :class:`~gpupipe.policy.SchedulePolicy` (as :func:`open_pipeline` builds it); with any other
-    policy they still track cursors and statistics and read ahead, but only into free room.
+    :class:`~gpupipe.policy.SchedulePolicy`, as every :class:`FrameCache` has unless it is given
+    another policy; with any other policy (e.g. :class:`~gpupipe.policy.LruPolicy`) they still
+    track cursors and statistics and read ahead, but only into free room, and :meth:`schedule`
+    logs a warning once per pipeline.
     ``read_ahead`` (positions; default: the config's ``schedule.read_ahead``) is how far ahead of
     each schedule's cursor frames are encoded in the background.
     """
@@ -83,13 +88,16 @@ class FramePipeline:
         self.resolver = resolver
         self.spec: OutputSpec = encoder.spec(output, size, quality)
         self.read_ahead = _read_ahead(encoder.config.schedule.read_ahead if read_ahead is None else read_ahead)
-        sched = getattr(getattr(cache, "policy", None), "scheduler", None)
-        if not isinstance(sched, Scheduler):
+        policy = cache.policy
+        if isinstance(policy, SchedulePolicy):
+            sched = policy.scheduler
+            if sched.ident is None:
+                sched.ident = schedule_ident
+        else:
             sched = Scheduler(schedule_ident)
-        elif sched.ident is None:
-            sched.ident = schedule_ident
         self.scheduler: Scheduler = sched
         self._opened: list[Schedule] = []
+        self._warned_policy = False
         self._loading = 0  # request-led encodes under way; read-ahead waits for none
         self._idle = threading.Condition()
         if tune_allocator:
@@ -169,6 +177,13 @@ class FramePipeline:
         path here), data by its content, both under this pipeline's output settings.
         """
         horizon = self.read_ahead if read_ahead is None else _read_ahead(read_ahead)
+        if not isinstance(self.cache.policy, SchedulePolicy) and not self._warned_policy:
+            self._warned_policy = True
+            log.warning(
+                "schedule declared, but the cache's policy (%s) does not evict by schedule: "
+                "read-ahead fills free room only; use the default FrameCache policy (SchedulePolicy)",
+                type(self.cache.policy).__name__,
+            )
         memo: dict[Hashable, tuple] = {}
 
         def item(src: Source) -> tuple[tuple, Source]:
@@ -253,15 +268,10 @@ def open_pipeline(
     config: Config | None = None,
 ) -> FramePipeline:
     """A ready :class:`FramePipeline`: config loaded for ``gpu``, encoder and cache built from it
-    (its policy a :class:`~gpupipe.policy.SchedulePolicy`: LRU until a schedule is declared)."""
+    (the cache's default policy: LRU until a schedule is declared, then by next use)."""
     cfg = config if config is not None else load_config(config_path, gpu)
     encoder = FrameEncoder(cfg, backend=backend)
-    cache: FrameCache = FrameCache(
-        cfg.cache.max_entries,
-        cfg.cache.max_bytes,
-        admission_timeout=cfg.cache.admission_timeout,
-        policy=SchedulePolicy(Scheduler(schedule_ident)),
-    )
+    cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes, admission_timeout=cfg.cache.admission_timeout)
     return FramePipeline(encoder, cache, resolver)
 
 

@@ -16,7 +16,7 @@ from gpupipe.config import MiB
 from gpupipe.demo import play
 from gpupipe.errors import FrameDecodeError, FrameError
 from gpupipe.pipeline import schedule_ident
-from gpupipe.policy import SchedulePolicy
+from gpupipe.policy import LruPolicy, SchedulePolicy
 from gpupipe.samples import make_frame
 from gpupipe.schedule import Scheduler
 
@@ -127,14 +127,49 @@ def test_closing_the_pipeline_stops_read_ahead(enc, frames):
     assert not pipe.scheduler.active and pipe.stats().inflight_bytes == 0
 
 
-def test_an_lru_cache_still_gets_cursors_and_read_ahead_into_free_room(enc, frames):
-    pipe = FramePipeline(enc, FrameCache(64, 64 * MiB), read_ahead=4)
-    with pipe.schedule(frames[:4]) as s:
+def test_a_hand_built_pipeline_evicts_by_its_schedule(enc, frames):
+    # A FrameCache built without a policy ranks by the declared schedules like open_pipeline's:
+    # a 4-frame loop (and a ping-pong over 4 frames) with room for 3 keeps the frames used soonest.
+    loop = frames[:4] * 4
+    pingpong = [frames[i] for i in (0, 1, 2, 3, 2, 1, 0, 1, 2, 3, 2, 1, 0, 1, 2, 3)]
+    # Belady's optimum with bypass: the loop misses 4 then frame 3 once per loop; the ping-pong misses 4 then 3 twice.
+    for order, belady in ((loop, 4 + 3), (pingpong, 4 + 2)):
+        loads = []
+        for pipe in (FramePipeline(enc, FrameCache(3, 64 * MiB), read_ahead=0), scheduled_pipe(enc, max_entries=3, read_ahead=0)):
+            with pipe.schedule(order):
+                for f in order:
+                    pipe.get(f)
+            loads.append(pipe.stats().loads)
+        lru = FramePipeline(enc, FrameCache(3, 64 * MiB, policy=LruPolicy()), read_ahead=0)
+        with lru.schedule(order):
+            for f in order:
+                lru.get(f)
+        assert loads[0] == loads[1] == belady < lru.stats().loads, (loads, lru.stats().loads)
+
+
+def test_default_cache_policy_is_lru_until_a_schedule_is_declared(enc, frames):
+    cache = FrameCache(3, 64 * MiB)
+    assert isinstance(cache.policy, SchedulePolicy)
+    pipe = FramePipeline(enc, cache, read_ahead=0)
+    for f in [*frames[:4], frames[1], frames[0]]:
+        pipe.get(f)
+    # LRU: 0,1,2 then 3 evicts 0; 1 hits; 0 misses and evicts 2 (least recently used).
+    assert pipe.stats().loads == 5 and pipe.stats().hits == 1
+    assert pipe.key(frames[2]) not in cache and pipe.key(frames[3]) in cache
+
+
+def test_an_lru_cache_still_gets_cursors_and_read_ahead_into_free_room(enc, frames, caplog):
+    pipe = FramePipeline(enc, FrameCache(64, 64 * MiB, policy=LruPolicy()), read_ahead=4)
+    with caplog.at_level("WARNING", "gpupipe.pipeline"), pipe.schedule(frames[:4]) as s:
         wait_until(lambda: s.stats().prefetched == 4, "read-ahead")
         for f in frames[:4]:
             pipe.get(f)
         assert s.stats().hits == 4
     assert pipe.scheduler is not None and pipe.cache.stats().loads == 4
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "does not evict by schedule" in caplog.records[0].message
+    pipe.schedule(frames[:2]).close()
+    assert len([r for r in caplog.records if "does not evict by schedule" in r.message]) == 1
 
 
 def test_read_ahead_setting(enc, tmp_path):

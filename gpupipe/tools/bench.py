@@ -598,9 +598,7 @@ def schedule_latency(  # noqa: PLR0915 - one measurement per row of the latency 
     schedule counters of each render, ``read_ahead_p50_vs_hit`` (the goal: at most 2) and
     ``read_ahead_p50_vs_hit_busy``.
     """
-    from ..pipeline import FramePipeline, schedule_ident
-    from ..policy import SchedulePolicy
-    from ..schedule import Scheduler
+    from ..pipeline import FramePipeline
 
     frames = list(frames)
     if not frames:
@@ -614,7 +612,7 @@ def schedule_latency(  # noqa: PLR0915 - one measurement per row of the latency 
     rate = fps * load
 
     def new_pipe(ra: int) -> FramePipeline:
-        cache: Any = FrameCache(max_entries, budget_bytes, policy=SchedulePolicy(Scheduler(schedule_ident)))
+        cache: Any = FrameCache(max_entries, budget_bytes)
         return FramePipeline(
             encoder, cache, output=spec.format, size=spec.size, quality=spec.quality, read_ahead=ra, tune_allocator=False
         )
