@@ -6,6 +6,11 @@ carved from the heap arenas (one per thread) and freed blocks stay resident as
 fragmentation. Setting the threshold explicitly also switches the dynamic adjustment off, so
 every large block is mapped on allocation and unmapped on free.
 
+The threshold is 256 KiB: a frame fitted to 1280×720 makes a JPEG URI of 0.3–1 MB, and with
+a 1 MiB threshold those URIs (and the encoder's growing output buffers) filled up to one arena
+per thread; evicted, they stayed resident (16 threads, 128 MiB budget: RSS +155 MiB above base
+at 1 MiB, +126 MiB at 256 KiB, measured with random-noise 1080p PNGs; docs/BENCHMARKS.md).
+
 A fixed threshold is the setting that keeps peak RSS within budget × 1.15 + base at every
 thread count measured (docs/BENCHMARKS.md, "Memory held to the budget"), and it is the default.
 Its price is the kernel's page faults on each fresh URI mapping; ``GPUPIPE_MALLOC_TUNE=0`` opts
@@ -27,7 +32,7 @@ __all__ = ["allocator_tuning", "release_large_allocations"]
 log = logging.getLogger("gpupipe.memory")
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-DEFAULT_THRESHOLD = 1 << 20
+DEFAULT_THRESHOLD = 256 * 1024
 
 _lock = threading.Lock()
 _applied: int | None = None

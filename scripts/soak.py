@@ -97,10 +97,11 @@ def main() -> None:
     c0 = cells[0]
     print(f"backend {c0['backend']}; allocator: {c0['allocator']}; {args.resolution} {args.kind} frames of {c0['frame_bytes'] / 1e6:.1f} MB; "
           f"output {c0['output']} {c0['size'] or ''}; {'distinct frames' if args.distinct else 'render with seek-backs'}")
-    print("| threads | budget MiB | requests | base RSS | peak RSS (above base) | target | cache peak | s | ok |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|:--|")
+    print("Base RSS: after the device probe (its own cost in 'probe') and one warm request. MiB.")
+    print("| threads | budget MiB | requests | probe | base RSS | peak RSS (above base) | target | cache peak | s | ok |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--|")
     for d in cells:
-        print(f"| {d['threads']} | {d['budget_bytes'] // MiB} | {d['requests']} | {d['base_rss'] / MiB:.0f} | "
+        print(f"| {d['threads']} | {d['budget_bytes'] // MiB} | {d['requests']} | {d['probe_rss'] / MiB:.0f} | {d['base_rss'] / MiB:.0f} | "
               f"{d['peak_rss'] / MiB:.0f} ({(d['peak_rss'] - d['base_rss']) / MiB:.0f}) | {d['target_rss'] / MiB:.0f} | "
               f"{d['cache_peak'] / MiB:.0f} | {d['seconds']:.1f} | {'yes' if d['ok'] else 'NO'} |")
     sys.exit(0 if all(d["ok"] for d in cells) else 1)

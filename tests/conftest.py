@@ -115,3 +115,16 @@ def noisy_1080p(tmp_path_factory):
         rgb = np.clip(base + rng.normal(0, 14, base.shape), 0, 255).astype(np.uint8)
         Image.fromarray(rgb).save(d / f"f{i}.png", "PNG", compress_level=1)
     return d
+
+
+@pytest.fixture(scope="session")
+def random_1080p(tmp_path_factory):
+    """Three 1080p PNGs of uniform random noise (~6.2 MB each, Pillow ``compress_level=1``): the
+    largest sources and, fitted to 1280x720, JPEG URIs of ~0.8 MB, below a 1 MiB mmap threshold."""
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("random1080p")
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (1080, 1920, 3), np.uint8)).save(d / f"r{i}.png", "PNG", compress_level=1)
+    return d

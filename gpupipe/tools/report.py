@@ -218,9 +218,11 @@ def markdown_report(r: dict[str, Any]) -> str:
             "",
             f"{s['requests']} requests over {s['unique_frames']} distinct frames, {s['threads']} threads, budget {s['budget_bytes'] / MiB:.0f} MiB, in {s['seconds']:.1f} s.",
             "",
-            "| base RSS | peak RSS | target (budget × 1.15 + base) | within target | cache bytes at end | hit ratio | evictions | invariant violations |",
-            "|---:|---:|---:|---|---:|---:|---:|---:|",
-            f"| {s['base_rss'] / MiB:.0f} MiB | {s['peak_rss'] / MiB:.0f} MiB | {s['target_rss'] / MiB:.0f} MiB | {'yes' if s['ok'] else '**no**'} | "
+            "Base RSS: after the device probe (its own cost apart: imports and a CUDA context where a GPU is usable) and one warm request.",
+            "",
+            "| device probe | base RSS | peak RSS | target (budget × 1.15 + base) | within target | cache bytes at end | hit ratio | evictions | invariant violations |",
+            "|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+            f"| {s.get('probe_rss', 0) / MiB:.0f} MiB | {s['base_rss'] / MiB:.0f} MiB | {s['peak_rss'] / MiB:.0f} MiB | {s['target_rss'] / MiB:.0f} MiB | {'yes' if s['ok'] else '**no**'} | "
             f"{c['bytes'] / MiB:.0f} MiB | {c['hit_ratio']:.1%} | {c['evictions']} | {s['invariant_violations']} |",
         ]
     if r.get("hit_ratio"):

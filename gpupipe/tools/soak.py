@@ -3,8 +3,13 @@
 Plays ``requests`` frame requests (sequential with seek-backs, spread over ``threads`` worker
 threads that request concurrently, as a renderer's page workers do) over ``unique`` distinct
 frames, and samples the process's resident set size (psutil) — and the GPU's used memory
-when a GPU backend runs — several times a second. The goal: peak RSS ≤ budget × 1.15 + the
-process's RSS before the run.
+when a GPU is usable — several times a second. The goal: peak RSS ≤ budget × 1.15 + the
+process's RSS before the run (*base*).
+
+The base is read as a user sees it, after every import and device start-up: after the device
+probe (where a GPU is usable it imports CuPy, DALI and nvImageCodec and makes a CUDA context:
+~100 MiB and more, reported apart as ``probe_rss``) and after one warm request through the
+encoder (codec start-up, thread pools; its result is dropped and not cached).
 
 Distinct frames are distinct *paths*: the soak hard-links a few real frame files under many
 names, so the cache holds ``unique`` different URIs while the disk (and page cache) holds only
@@ -33,12 +38,19 @@ __all__ = ["SoakResult", "alias_frames", "run_soak"]
 
 @dataclass
 class SoakResult:
-    """What the soak saw. Times in seconds, memory in bytes; ``samples`` are ``(t, rss, device_used)``."""
+    """What the soak saw. Times in seconds, memory in bytes; ``samples`` are ``(t, rss, device_used)``.
+
+    ``start_rss``: RSS when the soak began; ``probe_rss``: what the device probe added (imports
+    and a CUDA context where a GPU is usable); ``base_rss``: RSS after the probe and one warm
+    request, the base of ``target_rss``.
+    """
 
     requests: int
     unique_frames: int
     threads: int
     budget_bytes: int
+    start_rss: int
+    probe_rss: int
     base_rss: int
     peak_rss: int
     final_rss: int
@@ -121,11 +133,16 @@ def run_soak(
     in order (no hits: the most pressure on the budget), instead of a render with seek-backs.
     """
     proc = psutil.Process()
+    start_rss = proc.memory_info().rss
+    device_used = _device_used()
+    probe_rss = proc.memory_info().rss - start_rss
     cache: FrameCache = FrameCache(max_entries, budget_bytes)
     pipe = FramePipeline(encoder, cache, output=output, size=size)
     trace = list(range(min(requests, len(frames)))) if distinct else render_trace(len(frames), requests, seed=seed)
+    spec = pipe.spec
+    warm = encoder.encode_batch([frames[-1]], spec.format, spec.size, spec.quality)  # codec start-up; not cached
+    del warm
     base_rss = proc.memory_info().rss
-    device_used = _device_used()
     samples: list[tuple[float, int, int]] = []
     stop = threading.Event()
     t0 = time.perf_counter()
@@ -177,6 +194,8 @@ def run_soak(
         unique_frames=len(frames),
         threads=threads,
         budget_bytes=budget_bytes,
+        start_rss=start_rss,
+        probe_rss=probe_rss,
         base_rss=base_rss,
         peak_rss=peak,
         final_rss=samples[-1][1],
