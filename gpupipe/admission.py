@@ -6,6 +6,11 @@ then evicts entries until stored + in flight fits (``make_room``). A reservation
 than ``timeout`` fails with :class:`~gpupipe.errors.BudgetTimeout`. Work larger than the whole
 budget ("oversize") does not wait for room: it runs alone, one such job at a time, outside the
 budget. All methods run under the cache's lock except where they say otherwise.
+
+Values handed out can also be *held* (:class:`Holds`): a URI a client is still being sent stays in
+memory even if its entry is evicted meanwhile, so from its eviction until its last holder lets go
+it counts against the budget beside the work in flight (values larger than the whole budget count
+outside it, as the oversize work that made them).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any, Union
 
 from .errors import BudgetTimeout
 
-__all__ = ["Admission", "Estimate", "Reservation", "split_estimate"]
+__all__ = ["Admission", "Estimate", "Hold", "Holds", "Reservation", "split_estimate"]
 
 Estimate = Union[int, "tuple[int, int]"]
 """Bytes that work holds while in flight: ``host`` or ``(host, device)``."""
@@ -61,8 +66,78 @@ class Reservation:
         return self.host + self.device
 
 
+class Hold:
+    """One value held by one or more holders; ``outside`` while it is not a cache entry (its bytes then
+    count in :attr:`Holds.bytes`, or in :attr:`Holds.oversize_bytes` when ``oversize``)."""
+
+    __slots__ = ("count", "nbytes", "outside", "oversize", "value")
+
+    def __init__(self, value: object, nbytes: int, oversize: bool) -> None:
+        self.value = value
+        self.nbytes = nbytes
+        self.oversize = oversize
+        self.count = 0
+        self.outside = False
+
+
+class Holds:
+    """Values handed out and still in use, by identity; their bytes while they are not cache entries.
+
+    The cache tells it when a value enters (:meth:`entered`) or leaves (:meth:`left`) its store, so a
+    held value's bytes count exactly once: as an entry while it is one, here otherwise. No locking
+    of its own (the cache's lock is held).
+    """
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, Hold] = {}
+        self.bytes = 0
+        self.oversize_bytes = 0
+        self.extra = 0
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def _outside(self, h: Hold, sign: int) -> None:
+        h.outside = sign > 0
+        if h.oversize:
+            self.oversize_bytes += sign * h.nbytes
+        else:
+            self.bytes += sign * h.nbytes
+
+    def take(self, value: object, nbytes: int, cached: bool, oversize: bool) -> Hold:
+        """One more holder of ``value`` (``nbytes``; ``cached``: it is a cache entry now)."""
+        h = self._by_id.get(id(value))
+        if h is None:
+            h = self._by_id[id(value)] = Hold(value, nbytes, oversize)
+            if not cached:
+                self._outside(h, 1)
+        h.count += 1
+        return h
+
+    def drop(self, h: Hold) -> None:
+        """One holder of ``h`` let go; the last one ends the hold."""
+        h.count -= 1
+        if h.count == 0:
+            del self._by_id[id(h.value)]
+            if h.outside:
+                self._outside(h, -1)
+
+    def left(self, value: object) -> None:
+        """``value`` stopped being a cache entry: if it is held, its bytes now count here."""
+        h = self._by_id.get(id(value))
+        if h is not None and not h.outside:
+            self._outside(h, 1)
+
+    def entered(self, value: object) -> None:
+        """``value`` became a cache entry: if it is held, the entry now counts its bytes."""
+        h = self._by_id.get(id(value))
+        if h is not None and h.outside:
+            self._outside(h, -1)
+
+
 class Admission:
-    """The in-flight side of a byte budget of ``max_bytes``, under ``lock`` (the cache's)."""
+    """The in-flight side of a byte budget of ``max_bytes``, under ``lock`` (the cache's): reservations
+    of work in flight, and values held outside the cache (:attr:`holds`)."""
 
     def __init__(self, max_bytes: int, timeout: float, lock: threading.Lock) -> None:
         self.max_bytes = max_bytes
@@ -76,11 +151,24 @@ class Admission:
         self.oversize_bytes = 0
         self.waits = 0
         self.timeouts = 0
+        self.holds = Holds()
 
     @property
     def inflight(self) -> int:
-        """Bytes held inside the budget."""
+        """Bytes that work in flight holds inside the budget."""
         return self.host + self.device
+
+    @property
+    def committed(self) -> int:
+        """Bytes inside the budget that evicting entries cannot free: work in flight, and held values
+        (with their holders' ``extra`` bytes) that are not entries."""
+        return self.host + self.device + self.holds.bytes + self.holds.extra
+
+    def unhold(self, h: Hold, extra: int) -> None:
+        """A holder of ``h`` (that also held ``extra`` bytes) let go; wakes reservations waiting for room."""
+        self.holds.drop(h)
+        self.holds.extra -= extra
+        self._freed.notify_all()
 
     @property
     def queued(self) -> int:
@@ -109,7 +197,7 @@ class Admission:
         """
         host, device = split_estimate(est)
         total = host + device
-        if self._queue or self.inflight + total > self.max_bytes:
+        if self._queue or self.committed + total > self.max_bytes:
             return None
         if not make_room(total):
             return None
@@ -124,14 +212,14 @@ class Admission:
         self._queue.append(ticket)
         try:
             waited = False
-            while self._queue[0] is not ticket or self.inflight + total > self.max_bytes:
+            while self._queue[0] is not ticket or self.committed + total > self.max_bytes:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self.timeouts += 1
                     raise BudgetTimeout(
                         label,
                         f"waited {self.timeout:g} s for {total} bytes of the cache budget "
-                        f"({self.max_bytes} bytes, {self.inflight} held by work in flight)",
+                        f"({self.max_bytes} bytes, {self.committed} held by work in flight and values being used)",
                     )
                 waited = True
                 self._freed.wait(remaining)

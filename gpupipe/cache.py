@@ -1,4 +1,4 @@
-"""A thread-safe LRU cache of data URIs bounded by entry count AND bytes, with admission control.
+"""A thread-safe cache of data URIs bounded by entry count AND bytes, with admission control.
 
 The byte total counts host strings and the device memory that entries hold: a ``str`` costs
 ``len(value)`` bytes (data URIs are ASCII); any value with ``host_bytes`` and ``device_bytes``
@@ -16,6 +16,11 @@ Work whose estimate alone exceeds the whole budget ("oversize") never evicts ent
 it runs alone, one such job at a time, outside the budget, and its result is returned but not
 cached. So the one bound on what the cache and its work hold at once is
 ``max_bytes + the largest single oversize job``.
+
+Values handed out stay in memory while their users still read them (a URI being sent to a slow
+client). :meth:`FrameCache.hold` counts such a value against the budget until it is released:
+once, as the entry, while it is one; beside the entries, like work in flight, once it is evicted
+or if it was never cached (values larger than the whole budget, outside it with oversize work).
 
 A policy with ``bypass = True`` (:class:`~gpupipe.policy.SchedulePolicy`) also decides
 admission: a new entry is cached only if the room it needs can be made by evicting entries the
@@ -35,11 +40,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from .admission import Admission, Estimate, Reservation, nonneg_int, split_estimate
+from .admission import Admission, Estimate, Hold, Reservation, nonneg_int, split_estimate
 from .errors import BudgetTimeout, CacheError
 from .policy import EvictionPolicy, SchedulePolicy
 
-__all__ = ["CacheStats", "Estimate", "EvictCause", "FrameCache", "PrefetchStatus", "entry_cost"]
+__all__ = ["CacheStats", "Estimate", "EvictCause", "FrameCache", "Lease", "PrefetchStatus", "entry_cost"]
 
 log = logging.getLogger("gpupipe.cache")
 
@@ -84,9 +89,12 @@ class CacheStats:
 
     ``bytes == host_bytes + device_bytes`` is the cost of the present entries;
     ``inflight_bytes`` is what work under way holds inside the budget (of which
-    ``inflight_device_bytes`` on the device); ``peak_bytes`` is the highest
-    ``bytes + inflight_bytes`` seen, never above ``max_bytes`` while estimates hold.
-    ``oversize_inflight_bytes`` is held by the one oversize job allowed outside the budget.
+    ``inflight_device_bytes`` on the device); ``held_bytes`` is what values handed out and still
+    in use (:meth:`FrameCache.hold`: a URI being sent) hold while they are not entries, with their
+    holders' extra bytes; ``peak_bytes`` is the highest ``bytes + inflight_bytes + held_bytes``
+    seen, never above ``max_bytes`` while estimates hold and held values fit.
+    ``oversize_inflight_bytes`` is held outside the budget by the one oversize job allowed, and by
+    held values larger than the whole budget.
 
     Lookups are ``hits + misses + joined``: a *miss* starts a load, a *join* waits for a load
     another request started. ``hit_ratio`` is ``(hits + joined) / lookups``, the share of
@@ -125,6 +133,7 @@ class CacheStats:
     prefetch_used: int = 0
     prefetch_wasted: int = 0
     bypassed: int = 0
+    held_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a plain dict."""
@@ -159,7 +168,8 @@ class _Store(Generic[V]):
         self._items: dict[Hashable, tuple[V, int, int]] = {}
         self.host = 0
         self.device = 0
-        self.on_remove: Callable[[Hashable], None] | None = None
+        self.on_remove: Callable[[Hashable, V], None] | None = None
+        self.on_insert: Callable[[V], None] | None = None
 
     @property
     def bytes(self) -> int:
@@ -195,6 +205,8 @@ class _Store(Generic[V]):
             self.policy.add(key)
         self.host += host
         self.device += device
+        if self.on_insert is not None:
+            self.on_insert(value)
 
     def remove(self, key: Hashable) -> tuple[V, int, int]:
         value, host, device = self._items.pop(key)
@@ -202,7 +214,7 @@ class _Store(Generic[V]):
         self.host -= host
         self.device -= device
         if self.on_remove is not None:
-            self.on_remove(key)
+            self.on_remove(key, value)
         return value, host, device
 
     def victim(self) -> Hashable:
@@ -230,6 +242,30 @@ def _waiter_copy(err: BaseException) -> BaseException:
     dup.__cause__ = err.__cause__
     dup.__suppress_context__ = True
     return dup.with_traceback(None)
+
+
+class Lease:
+    """A value held against a :class:`FrameCache`'s budget (:meth:`FrameCache.hold`) until :meth:`release`
+    (or the end of a ``with`` block); releasing twice is harmless."""
+
+    __slots__ = ("_cache", "_extra", "_hold")
+
+    def __init__(self, cache: FrameCache[Any], hold: Hold, extra: int) -> None:
+        self._cache: FrameCache[Any] | None = cache
+        self._hold = hold
+        self._extra = extra
+
+    def release(self) -> None:
+        """Let go of the value: its bytes stop counting (unless it is still an entry)."""
+        cache, self._cache = self._cache, None
+        if cache is not None:
+            cache._unhold(self._hold, self._extra)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class FrameCache(Generic[V]):
@@ -285,7 +321,9 @@ class FrameCache(Generic[V]):
         self._evictions = self._evicted_bytes = self._oversize = 0
         self._prefetched = self._prefetch_used = self._prefetch_wasted = self._bypassed = 0
         self._unused_prefetch: dict[Hashable, Outcome] = {}  # prefetched entries no request has used yet
-        self._store.on_remove = self._forget_prefetch
+        self._holds = self._admission.holds
+        self._store.on_remove = self._left_store
+        self._store.on_insert = self._holds.entered
         self._bypassing = bool(getattr(self._store.policy, "bypass", False))
         self._last_oversize_log = -1e9
         self._suppressed_logs = 0
@@ -293,7 +331,7 @@ class FrameCache(Generic[V]):
     # ------------------------------------------------------------------ bounds (lock held)
 
     def _over(self, extra: int = 0) -> bool:
-        return len(self._store) > self.max_entries or self._store.bytes + self._admission.inflight + extra > self.max_bytes
+        return len(self._store) > self.max_entries or self._store.bytes + self._admission.committed + extra > self.max_bytes
 
     @property
     def policy(self) -> EvictionPolicy:
@@ -308,8 +346,10 @@ class FrameCache(Generic[V]):
         self._evicted_bytes += hb + db
         out.append((key, value, "size"))
 
-    def _forget_prefetch(self, key: Hashable) -> None:
-        """A key left the store (lock held): a prefetched value no request used is wasted."""
+    def _left_store(self, key: Hashable, value: V) -> None:
+        """A key left the store (lock held): a held value now counts outside it, and a prefetched value
+        no request used is wasted."""
+        self._holds.left(value)
         outcome = self._unused_prefetch.pop(key, None)
         if outcome is not None:
             self._prefetch_wasted += 1
@@ -319,7 +359,7 @@ class FrameCache(Generic[V]):
         """The first of ``victims`` whose eviction makes ``entries`` more entries and ``extra`` more bytes
         fit both bounds beside the work in flight (lock held; evicts nothing); ``None`` if they cannot."""
         n = len(self._store) + entries
-        over = self._store.bytes + self._admission.inflight + extra - self.max_bytes
+        over = self._store.bytes + self._admission.committed + extra - self.max_bytes
         plan: list[Hashable] = []
         if n <= self.max_entries and over <= 0:
             return plan
@@ -354,7 +394,7 @@ class FrameCache(Generic[V]):
             self._evict_one(out)
 
     def _note_peak(self) -> None:
-        self._peak = max(self._peak, self._store.bytes + self._admission.inflight)
+        self._peak = max(self._peak, self._store.bytes + self._admission.committed)
 
     def _log_oversize(self, key: Hashable, cost: int, what: str) -> None:
         now = time.monotonic()
@@ -765,6 +805,36 @@ class FrameCache(Generic[V]):
             self._admission.release(res)
         return [status[k] for k in keys]
 
+    # ------------------------------------------------------------------ values in use
+
+    def hold(self, key: Hashable, value: V, *, extra: int = 0) -> Lease:
+        """Count ``value`` (the value of ``key`` as handed out) against the budget until the returned
+        :class:`Lease` is released, even if its entry is evicted meanwhile; plus ``extra`` bytes its
+        holder uses beside it (e.g. one chunk being written).
+
+        While ``key``'s entry is ``value`` itself its bytes count once, as the entry; while it is not
+        (evicted, replaced, or never cached) they count in ``held_bytes``, and entries are evicted to
+        keep the budget, as for work in flight; reservations wait while held values fill it. A value
+        larger than the whole budget counts outside it (``oversize_inflight_bytes``). Any number of
+        holders may hold one value. Raises ``TypeError``/``ValueError`` for a value whose size cannot
+        be told, or a negative ``extra``.
+        """
+        hb, db = entry_cost(value)
+        more = nonneg_int(extra, "extra")
+        evicted: _Evicted = []
+        with self._lock:
+            h = self._holds.take(value, hb + db, self._store.peek(key) is value, hb + db > self.max_bytes)
+            self._holds.extra += more
+            self._evict_to_fit(0, evicted)
+            self._note_peak()
+        lease = Lease(self, h, more)
+        self._notify(evicted)
+        return lease
+
+    def _unhold(self, h: Hold, extra: int) -> None:
+        with self._lock:
+            self._admission.unhold(h, extra)
+
     # ------------------------------------------------------------------ plain operations
 
     def get(self, key: Hashable) -> V | None:
@@ -858,7 +928,8 @@ class FrameCache(Generic[V]):
                 hit_ratio=((self._hits + self._joined) / lookups) if lookups else 0.0,
                 inflight_bytes=self._admission.inflight,
                 inflight_device_bytes=self._admission.device,
-                oversize_inflight_bytes=self._admission.oversize_bytes,
+                oversize_inflight_bytes=self._admission.oversize_bytes + self._holds.oversize_bytes,
+                held_bytes=self._holds.bytes + self._holds.extra,
                 joined=self._joined,
                 admission_waits=self._admission.waits,
                 admission_timeouts=self._admission.timeouts,
