@@ -83,6 +83,9 @@ class Hold:
 class Holds:
     """Values handed out and still in use, by identity; their bytes while they are not cache entries.
 
+    Evicting a held entry frees none of its bytes. (One object cached under two keys at once is
+    two entries to the cache, each counted, and one value here.)
+
     The cache tells it when a value enters (:meth:`entered`) or leaves (:meth:`left`) its store, so a
     held value's bytes count exactly once: as an entry while it is one, here otherwise. No locking
     of its own (the cache's lock is held).
@@ -96,6 +99,9 @@ class Holds:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+    def __contains__(self, value: object) -> bool:
+        return id(value) in self._by_id
 
     def _outside(self, h: Hold, sign: int) -> None:
         h.outside = sign > 0

@@ -366,7 +366,8 @@ class FrameCache(Generic[V]):
         for k in victims:
             plan.append(k)
             n -= 1
-            over -= self._store.cost(k)
+            if self._store.peek(k) not in self._holds:  # a held value stays in memory when evicted
+                over -= self._store.cost(k)
             if n <= self.max_entries and over <= 0:
                 return plan
         return None

@@ -14,6 +14,7 @@ from waits import wait_until
 
 from gpupipe import FrameCache
 from gpupipe.errors import BudgetTimeout
+from gpupipe.policy import LruPolicy
 
 
 def test_a_held_entry_counts_once_and_keeps_counting_after_eviction():
@@ -122,15 +123,16 @@ class HoldMachine(RuleBasedStateMachine):
     values that are not entries (plus extras), and entries never push the total past the budget."""
 
     MAX = 1000
+    policy = None
 
     def __init__(self):
         super().__init__()
-        self.cache = FrameCache(4, self.MAX, admission_timeout=0.001)
+        self.cache = FrameCache(4, self.MAX, admission_timeout=0.001, policy=self.policy() if self.policy else None)
         self.leases: list = []  # (lease, value, extra)
 
-    @rule(key=st.integers(0, 5), size=st.integers(1, 600))
+    @rule(key=st.integers(0, 5), size=st.integers(2, 600))
     def put(self, key, size):
-        self.cache.put(key, "v" * size)
+        self.cache.put(key, "v" * size)  # a new object each time (one-character strings are shared)
 
     @rule(key=st.integers(0, 5))
     def discard(self, key):
@@ -142,7 +144,7 @@ class HoldMachine(RuleBasedStateMachine):
         if v is not None:
             self.leases.append((self.cache.hold(key, v, extra=extra), v, extra))
 
-    @rule(key=st.integers(6, 8), size=st.integers(1, 1200))
+    @rule(key=st.integers(6, 8), size=st.integers(2, 1200))
     def hold_uncached(self, key, size):
         v = "h" * size
         self.leases.append((self.cache.hold(key, v), v, 0))
@@ -181,3 +183,13 @@ class HoldMachine(RuleBasedStateMachine):
 
 HoldMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
 TestHoldMachine = HoldMachine.TestCase
+
+
+class LruHoldMachine(HoldMachine):
+    """The same with an LRU policy (no bypass: puts evict in order, then drop what does not fit)."""
+
+    policy = LruPolicy
+
+
+LruHoldMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
+TestLruHoldMachine = LruHoldMachine.TestCase
