@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -177,6 +178,27 @@ class FrameEncoder:
         name = label if label is not None else source_label(source)
         header = read_header(source, name, max_pixels=self.config.max_pixels, max_bytes=self.max_source_bytes)
         return self._impl.footprint(header, spec), header
+
+    def warm_up(self) -> float:
+        """Start every stage a request can reach, so that no request pays for it; returns the seconds taken.
+
+        Encodes small synthetic JPEG and PNG frames (results dropped, nothing cached) through each
+        route of the backend: transcodes with and without a resize, in two batches of ``batch_size``
+        (on the GPU: DALI's pipelines of both overlap slots, nvJPEG, nvImageCodec's encoder), PNG
+        output, and passthrough (the base64 kernel with ``passthrough_device: gpu``). A long-lived
+        process such as ``gpupipe serve`` calls it once before it accepts requests.
+        """
+        from .samples import encode_frame, make_frame
+
+        t0 = time.perf_counter()
+        pixels = make_frame(64, 48, index=1)
+        frames: list[Source] = [encode_frame(pixels, "jpeg"), encode_frame(pixels, "png")]
+        read = self.read_many(frames * max(1, self.config.batch_size))  # one run: batch_size JPEGs and PNGs
+        for output, size in (("jpeg", (32, 24)), ("jpeg", None), ("png", None), ("passthrough", None)):
+            for r in self.encode_jobs(read, self.spec(output, size)):
+                if isinstance(r, FrameError):
+                    raise r
+        return time.perf_counter() - t0
 
     def info(self) -> dict[str, Any]:
         """What this encoder runs on, for reports."""

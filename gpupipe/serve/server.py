@@ -77,12 +77,20 @@ def _lane_configs(config_path: str | os.PathLike[str] | None) -> tuple[list[tupl
 
 
 def build_lanes(config_path: str | os.PathLike[str] | None = None) -> tuple[list[Lane], Config]:
-    """The service's pipelines (see the module docstring) and the ``defaults`` config; the caller closes them."""
+    """The service's pipelines (see the module docstring) and the ``defaults`` config; the caller closes them.
+
+    Each pipeline's encoder is warmed up (:meth:`FrameEncoder.warm_up <gpupipe.FrameEncoder.warm_up>`:
+    on a GPU, CUDA, DALI's pipelines, nvJPEG and nvImageCodec started) before this returns, so the
+    service listens, and ``/healthz`` answers, only once no request has start-up left to pay.
+    """
     specs, base = _lane_configs(config_path)
     lanes: list[Lane] = []
     try:
         for name, cfg, backend in specs:
-            lanes.append(Lane(name, open_pipeline(config=cfg, backend=backend)))
+            pipe = open_pipeline(config=cfg, backend=backend)
+            lanes.append(Lane(name, pipe))
+            seconds = pipe.encoder.warm_up()
+            log.info("%s: %s backend ready (warm-up %.2f s)", name, pipe.encoder.backend, seconds)
     except BaseException:
         for lane in lanes:
             lane.pipeline.close()
