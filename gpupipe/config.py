@@ -47,7 +47,7 @@ import yaml
 
 from .env import env
 from .errors import ConfigError
-from .vocabulary import BACKENDS, OUTPUT_FORMATS, PASSTHROUGH_DEVICES, GiB, KiB, MiB, PiB, parse_wxh
+from .vocabulary import BACKENDS, OUTPUT_FORMATS, PASSTHROUGH_DEVICES, PNG_DEVICES, GiB, KiB, MiB, PiB, parse_wxh
 
 __all__ = [
     "CACHE_BYTES_FLOOR",
@@ -281,6 +281,7 @@ class Config:
     gpu: int | None = None
     source: str | None = None
     passthrough_device: str = "cpu"  # GPU backend: where passthrough frames are base64-encoded (cpu | gpu)
+    png_device: str = "cpu"  # GPU backend: where frames with a PNG source are transcoded (cpu | gpu)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (sizes in bytes), e.g. for ``gpupipe info``."""
@@ -419,6 +420,7 @@ _SCALARS: dict[str, Check] = {
     "max_source_bytes": _optional(partial(_size, lo=1)),
     "workers": _optional(partial(_int, lo=1, hi=_MAX_WORKERS)),
     "passthrough_device": partial(_choice, choices=PASSTHROUGH_DEVICES),
+    "png_device": partial(_choice, choices=PNG_DEVICES),
 }
 
 

@@ -183,8 +183,8 @@ class FrameEncoder:
         """Start every stage a request can reach, so that no request pays for it; returns the seconds taken.
 
         Encodes small synthetic JPEG and PNG frames (results dropped, nothing cached) through each
-        route of the backend: transcodes with and without a resize, in two batches of ``batch_size``
-        (on the GPU: DALI's pipelines of both overlap slots, nvJPEG, nvImageCodec's encoder), PNG
+        route of the backend: transcodes with and without a resize, two batches of ``batch_size`` of
+        each kind (on the GPU: DALI's pipelines of both overlap slots, nvJPEG, nvImageCodec's encoder), PNG
         output, and passthrough (the base64 kernel with ``passthrough_device: gpu``). A long-lived
         process such as ``gpupipe serve`` calls it once before it accepts requests.
         """
@@ -193,7 +193,7 @@ class FrameEncoder:
         t0 = time.perf_counter()
         pixels = make_frame(64, 48, index=1)
         frames: list[Source] = [encode_frame(pixels, "jpeg"), encode_frame(pixels, "png")]
-        read = self.read_many(frames * max(1, self.config.batch_size))  # one run: batch_size JPEGs and PNGs
+        read = self.read_many(frames * 2 * max(1, self.config.batch_size))  # two batches of each kind: both slots
         for output, size in (("jpeg", (32, 24)), ("jpeg", None), ("png", None), ("passthrough", None)):
             for r in self.encode_jobs(read, self.spec(output, size)):
                 if isinstance(r, FrameError):

@@ -172,13 +172,15 @@ def cpu_footprint(header: Header, spec: OutputSpec) -> int:
     return src + px * 4 + copy + resized + encoded + _uri(encoded)
 
 
-def gpu_footprint(header: Header, spec: OutputSpec, *, passthrough_on_device: bool = False, staging_slack: int = 0) -> Estimate:
+def gpu_footprint(
+    header: Header, spec: OutputSpec, *, passthrough_on_device: bool = False, png_on_device: bool = True, staging_slack: int = 0
+) -> Estimate:
     """``(host, device)`` bytes of the GPU path for this frame; pinned staging counts as device.
 
     Passthrough on the device: host source and URI; device and pinned staging of the source and
     URI. Transcode: host source, encoded JPEG and URI; device input, decoded and resized RGB and
     the encoder's bitstream/workspace. Frames the GPU backend sends to the CPU path (PNG output,
-    or passthrough when not on the device) cost :func:`cpu_footprint`. ``staging_slack`` is added
+    passthrough when not on the device, PNG sources unless ``png_on_device``) cost :func:`cpu_footprint`. ``staging_slack`` is added
     to each staged copy for the allocators' rounding.
     """
     src = header.source_bytes
@@ -187,7 +189,9 @@ def gpu_footprint(header: Header, spec: OutputSpec, *, passthrough_on_device: bo
             return cpu_footprint(header, spec), 0
         uri = _uri(src)
         return src + uri, 2 * (src + uri + staging_slack)
-    if spec.format == "png" or (spec.format == "auto" and header.channels in (2, 4) and header.kind == "png"):
+    if spec.format == "png" or (
+        header.kind == "png" and (not png_on_device or (spec.format == "auto" and header.channels in (2, 4)))
+    ):
         return cpu_footprint(header, spec), 0
     ow, oh = fit_size(*header.display_size, spec.size)
     opx = ow * oh

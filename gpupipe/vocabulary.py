@@ -15,6 +15,7 @@ __all__ = [
     "MIME",
     "OUTPUT_FORMATS",
     "PASSTHROUGH_DEVICES",
+    "PNG_DEVICES",
     "RESOLUTIONS",
     "BackendChoice",
     "GiB",
@@ -24,6 +25,7 @@ __all__ = [
     "OutputFormat",
     "PassthroughDevice",
     "PiB",
+    "PngDevice",
     "Target",
     "TiB",
     "parse_wxh",
@@ -41,6 +43,10 @@ BACKENDS: tuple[BackendChoice, ...] = get_args(BackendChoice)
 PassthroughDevice = Literal["cpu", "gpu"]
 """Where the GPU backend base64-encodes passthrough frames."""
 PASSTHROUGH_DEVICES: tuple[PassthroughDevice, ...] = get_args(PassthroughDevice)
+
+PngDevice = Literal["cpu", "gpu"]
+"""Where the GPU backend transcodes frames whose source is PNG."""
+PNG_DEVICES: tuple[PngDevice, ...] = get_args(PngDevice)
 
 Kind = Literal["png", "jpeg"]
 """An encoded image's format, as sniffed from its magic bytes."""

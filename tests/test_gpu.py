@@ -150,7 +150,7 @@ def test_nvimgcodec_gpu_encode_from_device(rgb_frame):
 def gpu_backend():
     from gpupipe.gpu.backend import GpuBackend
 
-    be = GpuBackend(replace(Config(), batch_size=4, gpu=0, passthrough_device="gpu"))
+    be = GpuBackend(replace(Config(), batch_size=4, gpu=0, passthrough_device="gpu", png_device="gpu"))
     yield be
     assert be.device_lost is None
     be.close()
@@ -181,7 +181,7 @@ def test_staging_pool_limit_honoured(png_bytes):
     from gpupipe.gpu.backend import GpuBackend
 
     limit = 64 << 20
-    cfg = replace(Config(), batch_size=8, gpu=0, passthrough_device="gpu", staging=StagingConfig(max_bytes=limit, pinned_bytes=128 << 20))
+    cfg = replace(Config(), batch_size=8, gpu=0, passthrough_device="gpu", png_device="gpu", staging=StagingConfig(max_bytes=limit, pinned_bytes=128 << 20))
     be = GpuBackend(cfg)
     try:
         pool = be.ops.pool

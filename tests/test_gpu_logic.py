@@ -98,11 +98,15 @@ def _labelled(datas):
     return [replace(read_frame(d), label=f"frame{i}") for i, d in enumerate(datas)]
 
 
-def _backend(ops, staging_bytes=10_000, batch=8, passthrough_device="gpu", **kw):
+def _backend(ops, staging_bytes=10_000, batch=8, passthrough_device="gpu", png_device="gpu", **kw):
     from gpupipe.gpu.backend import GpuBackend
 
     cfg = replace(
-        Config(), batch_size=batch, staging=StagingConfig(max_bytes=staging_bytes, pinned_bytes=1 << 20), passthrough_device=passthrough_device
+        Config(),
+        batch_size=batch,
+        staging=StagingConfig(max_bytes=staging_bytes, pinned_bytes=1 << 20),
+        passthrough_device=passthrough_device,
+        png_device=png_device,
     )
     return GpuBackend(cfg, ops=ops, workers=2, **kw)
 
@@ -233,6 +237,28 @@ def test_png_and_alpha_frames_go_to_the_cpu_path(png_bytes, jpeg_bytes, rgba_png
     assert out[2].startswith("data:image/jpeg;base64,")
     assert sorted(len(c) for c in ops.calls) == [1, 1]  # only jobs 2 and 3 reached the device
     assert out == CpuBackend(1).run(jobs)
+
+
+def test_png_sources_go_to_the_cpu_path_by_default(png_bytes, jpeg_bytes):
+    """``png_device: cpu`` (the default): a PNG source is transcoded on the CPU path (DALI would decode it on
+    its CPU threads into buffers outside the byte budget), and costs what the CPU path holds; JPEG still
+    goes to the device, and PNG passthrough follows ``passthrough_device``."""
+    from gpupipe.footprint import cpu_footprint, header_from_bytes
+
+    assert Config().png_device == "cpu"
+    ops = FakeOps(capacity=10_000)
+    be = _backend(ops, png_device="cpu")
+    frames = _labelled([png_bytes, jpeg_bytes, png_bytes])
+    spec = OutputSpec("jpeg", (64, 64))
+    jobs = [plan_job(0, frames[0], spec), plan_job(1, frames[1], spec), plan_job(2, frames[2], OutputSpec("passthrough"))]
+    assert [be.route(j) for j in jobs] == ["cpu", "transcode", "passthrough"]
+    assert be.run(jobs) == CpuBackend(1).run(jobs)
+    assert sorted(ops.calls) == [["frame1"], ["frame2"]]
+    header = header_from_bytes(png_bytes)
+    assert be.footprint(header, spec) == (cpu_footprint(header, spec), 0)
+    assert "png_device: cpu" in be.info()["png_sources"]
+    gpu = _backend(FakeOps(capacity=10_000), png_device="gpu")
+    assert gpu.route(jobs[0]) == "transcode" and gpu.footprint(header, spec)[1] > 0
 
 
 # --------------------------------------------------------------------------- pinned buffers

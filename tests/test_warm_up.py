@@ -15,8 +15,8 @@ def test_warm_up_runs_every_route_on_the_cpu_path():
     cfg = replace(Config(), batch_size=3)
     with FrameEncoder(cfg, backend="cpu") as enc:
         seconds = enc.warm_up()
-        # Two frames (JPEG and PNG) x batch_size, through four routes.
-        assert enc.stats()["cpu_jobs"] == 4 * 2 * 3 and seconds > 0
+        # JPEG and PNG frames, two batches of each, through four routes.
+        assert enc.stats()["cpu_jobs"] == 4 * 2 * (2 * 3) and seconds > 0
 
 
 def test_warm_up_builds_dali_pipelines_of_both_slots_and_the_encoder(monkeypatch):
@@ -25,7 +25,7 @@ def test_warm_up_builds_dali_pipelines_of_both_slots_and_the_encoder(monkeypatch
     from gpupipe.gpu.backend import GpuBackend
     from gpupipe.gpu.device import DeviceLayer
 
-    cfg = replace(Config(), batch_size=2, passthrough_device="gpu")
+    cfg = replace(Config(), batch_size=2, passthrough_device="gpu", png_device="gpu")
     ops = DeviceLayer(cfg, device_id=None, dali_threads=1)  # the GPU data path on DALI's and nvImageCodec's CPU backends
     encoded: list[int] = []
     real_encode = ops.jpeg.encode
@@ -37,7 +37,7 @@ def test_warm_up_builds_dali_pipelines_of_both_slots_and_the_encoder(monkeypatch
         enc.warm_up()
         # Pipelines keyed (resize, slot): with and without a resize, on both overlap slots.
         assert set(ops.decoder._pipes) == {(True, 0), (True, 1), (False, 0), (False, 1)}
-        assert sum(encoded) == 2 * 2 * 2  # JPEG output, with and without a resize, 2 x batch_size frames each
+        assert sum(encoded) == 2 * 2 * (2 * 2)  # JPEG output, with and without a resize, 2 batches of each kind
         assert enc.stats()["dali_runs"] >= 4 and enc.stats()["dali_failed_runs"] == 0
 
 
