@@ -95,7 +95,6 @@ class Holds:
         self._by_id: dict[int, Hold] = {}
         self.bytes = 0
         self.oversize_bytes = 0
-        self.extra = 0
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -110,14 +109,14 @@ class Holds:
         else:
             self.bytes += sign * h.nbytes
 
-    def take(self, value: object, nbytes: int, cached: bool, oversize: bool) -> Hold:
-        """One more holder of ``value`` (``nbytes``; ``cached``: it is a cache entry now)."""
+    def take(self, value: object, nbytes: int, cached: bool, oversize: bool, holders: int = 1) -> Hold:
+        """``holders`` more holders of ``value`` (``nbytes``; ``cached``: it is a cache entry now)."""
         h = self._by_id.get(id(value))
         if h is None:
             h = self._by_id[id(value)] = Hold(value, nbytes, oversize)
             if not cached:
                 self._outside(h, 1)
-        h.count += 1
+        h.count += holders
         return h
 
     def drop(self, h: Hold) -> None:
@@ -158,6 +157,7 @@ class Admission:
         self.waits = 0
         self.timeouts = 0
         self.holds = Holds()
+        self._orphans: deque[Hold] = deque()
 
     @property
     def inflight(self) -> int:
@@ -167,14 +167,26 @@ class Admission:
     @property
     def committed(self) -> int:
         """Bytes inside the budget that evicting entries cannot free: work in flight, and held values
-        (with their holders' ``extra`` bytes) that are not entries."""
-        return self.host + self.device + self.holds.bytes + self.holds.extra
+        that are not entries."""
+        return self.host + self.device + self.holds.bytes
 
-    def unhold(self, h: Hold, extra: int) -> None:
-        """A holder of ``h`` (that also held ``extra`` bytes) let go; wakes reservations waiting for room."""
+    def unhold(self, h: Hold) -> None:
+        """A holder of ``h`` let go; wakes reservations waiting for room."""
         self.holds.drop(h)
-        self.holds.extra -= extra
+        self.reap()
         self._freed.notify_all()
+
+    def orphan(self, h: Hold) -> None:
+        """A holder of ``h`` was dropped without letting go; called *without* the lock (from a finaliser,
+        which may run while this thread holds it): queued for :meth:`reap`."""
+        self._orphans.append(h)
+
+    def reap(self) -> None:
+        """Let go of the holds whose holders were dropped (lock held)."""
+        if self._orphans:
+            while self._orphans:
+                self.holds.drop(self._orphans.popleft())
+            self._freed.notify_all()
 
     @property
     def queued(self) -> int:
@@ -188,8 +200,7 @@ class Admission:
         if host + device > self.max_bytes:
             return self._admit_oversize(host, device, label)
         with self._lock:
-            self._wait_turn(host + device, label)
-            make_room(host + device)
+            self._wait_turn(host + device, label, make_room)
             self.host += host
             self.device += device
         return Reservation(host, device, False)
@@ -203,6 +214,7 @@ class Admission:
         """
         host, device = split_estimate(est)
         total = host + device
+        self.reap()
         if self._queue or self.committed + total > self.max_bytes:
             return None
         if not make_room(total):
@@ -211,14 +223,17 @@ class Admission:
         self.device += device
         return Reservation(host, device, False)
 
-    def _wait_turn(self, total: int, label: str) -> None:
-        """Wait (lock held) until this request is first in line and the work in flight leaves room."""
+    def _wait_turn(self, total: int, label: str, make_room: Callable[[int], None]) -> None:
+        """Wait (lock held) until this request is first in line and the work in flight and held values leave
+        room, then ``make_room``; evicting an entry that is held frees none of its bytes, so the request
+        keeps its place and waits again if the room is still not there."""
         ticket = object()
         deadline = time.monotonic() + self.timeout
         self._queue.append(ticket)
         try:
             waited = False
-            while self._queue[0] is not ticket or self.committed + total > self.max_bytes:
+            self.reap()
+            while not self._room(ticket, total, make_room):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self.timeouts += 1
@@ -228,11 +243,18 @@ class Admission:
                         f"({self.max_bytes} bytes, {self.committed} held by work in flight and values being used)",
                     )
                 waited = True
-                self._freed.wait(remaining)
+                self._freed.wait(min(remaining, 0.1))  # also wakes for holds reaped from dropped leases
+                self.reap()
             self.waits += waited
         finally:
             self._queue.remove(ticket)
             self._freed.notify_all()
+
+    def _room(self, ticket: object, total: int, make_room: Callable[[int], None]) -> bool:
+        if self._queue[0] is not ticket or self.committed + total > self.max_bytes:
+            return False
+        make_room(total)
+        return self.committed + total <= self.max_bytes
 
     def _admit_oversize(self, host: int, device: int, label: str) -> Reservation:
         if not self._oversize_gate.acquire(timeout=self.timeout):

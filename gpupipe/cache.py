@@ -147,7 +147,7 @@ class _Flight:
     result still reaches the waiters but is not inserted.
     """
 
-    __slots__ = ("claimed", "done", "error", "owner", "prefetch", "stale", "value")
+    __slots__ = ("claimed", "defer_hold", "done", "error", "held", "holders", "owner", "prefetch", "stale", "value")
 
     def __init__(self, prefetch: Outcome | None = None) -> None:
         self.done = threading.Event()
@@ -157,6 +157,9 @@ class _Flight:
         self.stale = False
         self.prefetch = prefetch  # a prefetch's outcome callback (_no_outcome when none was given); None: a request's load
         self.claimed = False  # a request joined this prefetch
+        self.holders = 0  # leases requests want on the value (FrameCache.lease_many): the leader's and joiners'
+        self.defer_hold = False  # an earlier part of a multi-part call: its leases are taken when the call returns
+        self.held: Hold | None = None  # their hold, taken as the flight finishes
 
 
 class _Store(Generic[V]):
@@ -245,21 +248,36 @@ def _waiter_copy(err: BaseException) -> BaseException:
 
 
 class Lease:
-    """A value held against a :class:`FrameCache`'s budget (:meth:`FrameCache.hold`) until :meth:`release`
-    (or the end of a ``with`` block); releasing twice is harmless."""
+    """``value``, held against a :class:`FrameCache`'s budget (:meth:`FrameCache.hold`,
+    :meth:`FrameCache.lease_many`) until :meth:`release` (or the end of a ``with`` block).
 
-    __slots__ = ("_cache", "_extra", "_hold")
+    Releasing twice is harmless. A lease garbage-collected unreleased (a result nobody took) is
+    queued and released by the cache's next operation, never from the collector itself, which
+    may run while the cache's lock is held.
+    """
 
-    def __init__(self, cache: FrameCache[Any], hold: Hold, extra: int) -> None:
-        self._cache: FrameCache[Any] | None = cache
+    __slots__ = ("_cache", "_hold", "value")
+
+    def __init__(self, cache: FrameCache[Any] | None, hold: Hold | None, value: Any) -> None:
+        self._cache = cache
         self._hold = hold
-        self._extra = extra
+        self.value = value
+
+    @classmethod
+    def detached(cls, value: Any) -> Lease:
+        """A lease on a value that no cache counts (e.g. a resolver's answer); releasing it does nothing."""
+        return cls(None, None, value)
 
     def release(self) -> None:
         """Let go of the value: its bytes stop counting (unless it is still an entry)."""
         cache, self._cache = self._cache, None
-        if cache is not None:
-            cache._unhold(self._hold, self._extra)
+        if cache is not None and self._hold is not None:
+            cache._unhold(self._hold)
+
+    def __del__(self) -> None:
+        cache, self._cache = self._cache, None
+        if cache is not None and self._hold is not None:
+            cache._admission.orphan(self._hold)
 
     def __enter__(self) -> Lease:
         return self
@@ -499,9 +517,10 @@ class FrameCache(Generic[V]):
     # ------------------------------------------------------------------ single-flight loads
 
     def _claim(
-        self, keys: Sequence[Hashable], results: list[Any]
+        self, keys: Sequence[Hashable], results: list[Any], hold: bool = False
     ) -> tuple[list[Hashable], list[tuple[int, _Flight]], dict[Hashable, list[int]]]:
-        """Under the lock: fill hits into ``results``; return the keys this thread leads, the flights it joins, and each key's positions."""
+        """Under the lock: fill hits into ``results`` (as leases with ``hold``); return the keys this thread
+        leads, the flights it joins, and each key's positions."""
         me = threading.get_ident()
         positions: dict[Hashable, list[int]] = {}
         for i, k in enumerate(keys):
@@ -515,8 +534,9 @@ class FrameCache(Generic[V]):
             value = self._store.touch(k)
             if value is not None:
                 self._hits += len(idx)
+                held = self._hold_locked(k, value, len(idx)) if hold else None
                 for i in idx:
-                    results[i] = value
+                    results[i] = value if held is None else Lease(self, held, value)
                 outcome = self._unused_prefetch.pop(k, None)
                 if outcome is not None:
                     self._prefetch_used += 1
@@ -528,7 +548,8 @@ class FrameCache(Generic[V]):
                 self._prefetch_used += 1
                 f.prefetch(k, True)
             if f is None:
-                self._flights[k] = _Flight()
+                self._flights[k] = f = _Flight()
+                f.holders = len(idx) if hold else 0
                 self._misses += 1
                 self._loads += 1
                 self._joined += len(idx) - 1
@@ -536,6 +557,8 @@ class FrameCache(Generic[V]):
             else:
                 self._joined += len(idx)
                 joins.extend((i, f) for i in idx)
+                if hold:
+                    f.holders += len(idx)
         return led, joins, positions
 
     def _finish(self, key: Hashable, value: Any, res: Reservation | None, evicted: _Evicted) -> tuple[Any, BaseException | None]:
@@ -560,6 +583,8 @@ class FrameCache(Generic[V]):
         if error is not None:
             self._load_failures += 1
             flight.error, value = error, None
+        elif flight.holders and not flight.defer_hold:  # held before the reservation is released: never outside the budget
+            flight.held = self._hold_locked(key, value, flight.holders, oversize=res is not None and res.oversize)
         flight.value = value
         flight.done.set()
         return value, error
@@ -640,14 +665,23 @@ class FrameCache(Generic[V]):
         label: Callable[[Any], str],
         out: dict[Hashable, tuple[Any, BaseException | None]],
     ) -> None:
-        """Estimate the keys this thread leads, then load them in parts that fit the budget."""
+        """Estimate the keys this thread leads, then load them in parts that fit the budget.
+
+        Leases wanted on the values (:meth:`lease_many`) are taken as each flight finishes in the last
+        part only: a call that waits to admit a later part holds no lease, so calls never wait on each
+        other's leases; the earlier parts' values are leased when the call returns."""
         ests: dict[Hashable, tuple[int, int]] = {}
         for k in led:
             try:
                 ests[k] = split_estimate(estimate(k)) if estimate is not None else (0, 0)
             except Exception as e:  # noqa: BLE001 - that key's failure only
                 self._finish_all([k], e, out)
-        for part, est in self._parts([k for k in led if k in ests], ests):
+        parts = list(self._parts([k for k in led if k in ests], ests))
+        with self._lock:
+            for part, _ in parts[:-1]:
+                for k in part:
+                    self._flights[k].defer_hold = True
+        for part, est in parts:
             self._run_part(part, est, loader, label, out)
 
     def get_or_load_many(
@@ -670,10 +704,39 @@ class FrameCache(Generic[V]):
         key in errors. A loader that raises fails every key of its part; a ``BaseException``
         also fails them, then propagates.
         """
+        return self._get_many(keys, loader, estimate, label, hold=False)
+
+    def lease_many(
+        self,
+        keys: Sequence[K],
+        loader: Callable[[list[K]], Sequence[Any]],
+        *,
+        estimate: Callable[[K], Estimate] | None = None,
+        label: Callable[[K], str] | None = None,
+    ) -> list[Lease | BaseException]:
+        """:meth:`get_or_load_many`, each value handed out as a :class:`Lease` on it (see :meth:`hold`).
+
+        The lease is taken under the cache's lock as the value is found or as its load completes,
+        before the load's reservation is released, so a value counts against the budget from its
+        encode until its lease is released, whether or not it was cached. Release every lease
+        (a lease dropped unreleased is released when it is garbage-collected).
+        """
+        return self._get_many(keys, loader, estimate, label, hold=True)
+
+    def _get_many(
+        self,
+        keys: Sequence[Any],
+        loader: Callable[[list[Any]], Sequence[Any]],
+        estimate: Callable[[Any], Estimate] | None,
+        label: Callable[[Any], str] | None,
+        hold: bool,
+    ) -> list[Any]:
         results: list[Any] = [None] * len(keys)
         with self._lock:
-            led, joins, positions = self._claim(keys, results)
+            led, joins, positions = self._claim(keys, results, hold)
+            flights = {k: self._flights[k] for k in led} if hold else {}
         out: dict[Hashable, tuple[Any, BaseException | None]] = {}
+
         if led:
             try:
                 self._load_led(led, loader, estimate, label or (lambda k: repr(k)[:200]), out)
@@ -681,11 +744,26 @@ class FrameCache(Generic[V]):
                 self._finish_all(led, e, out)
                 raise
         for k, (value, err) in out.items():
+            held = flights[k].held if hold else None
+            if hold and err is None and flights[k].defer_hold:  # a value of an earlier part (see _load_led)
+                with self._lock:
+                    held = self._hold_locked(k, value, len(positions[k]))
             for n, i in enumerate(positions[k]):
-                results[i] = value if err is None else (err if n == 0 else _waiter_copy(err))
+                if err is not None:
+                    results[i] = err if n == 0 else _waiter_copy(err)
+                else:
+                    results[i] = value if held is None else Lease(self, held, value)
         for i, flight in joins:
             flight.done.wait()
-            results[i] = flight.value if flight.error is None else _waiter_copy(flight.error)
+            if flight.error is not None:
+                results[i] = _waiter_copy(flight.error)
+            elif hold and flight.held is not None:  # taken for this joiner too as the flight finished
+                results[i] = Lease(self, flight.held, flight.value)
+            elif hold:  # the flight was not leased as it finished (a deferred part, or a prefetch)
+                with self._lock:
+                    results[i] = Lease(self, self._hold_locked(keys[i], flight.value, 1), flight.value)
+            else:
+                results[i] = flight.value
         return results
 
     def get_or_load(
@@ -808,33 +886,39 @@ class FrameCache(Generic[V]):
 
     # ------------------------------------------------------------------ values in use
 
-    def hold(self, key: Hashable, value: V, *, extra: int = 0) -> Lease:
+    def hold(self, key: Hashable, value: V) -> Lease:
         """Count ``value`` (the value of ``key`` as handed out) against the budget until the returned
-        :class:`Lease` is released, even if its entry is evicted meanwhile; plus ``extra`` bytes its
-        holder uses beside it (e.g. one chunk being written).
+        :class:`Lease` is released, even if its entry is evicted meanwhile.
 
         While ``key``'s entry is ``value`` itself its bytes count once, as the entry; while it is not
         (evicted, replaced, or never cached) they count in ``held_bytes``, and entries are evicted to
         keep the budget, as for work in flight; reservations wait while held values fill it. A value
         larger than the whole budget counts outside it (``oversize_inflight_bytes``). Any number of
-        holders may hold one value. Raises ``TypeError``/``ValueError`` for a value whose size cannot
-        be told, or a negative ``extra``.
+        holders may hold one value. :meth:`lease_many` takes the lease as the value is made, which
+        leaves no moment uncounted. Raises ``TypeError``/``ValueError`` for a value whose size
+        cannot be told.
         """
-        hb, db = entry_cost(value)
-        more = nonneg_int(extra, "extra")
+        entry_cost(value)
         evicted: _Evicted = []
         with self._lock:
-            h = self._holds.take(value, hb + db, self._store.peek(key) is value, hb + db > self.max_bytes)
-            self._holds.extra += more
+            h = self._hold_locked(key, value, 1)
             self._evict_to_fit(0, evicted)
-            self._note_peak()
-        lease = Lease(self, h, more)
         self._notify(evicted)
-        return lease
+        return Lease(self, h, value)
 
-    def _unhold(self, h: Hold, extra: int) -> None:
+    def _hold_locked(self, key: Hashable, value: Any, holders: int, oversize: bool = False) -> Hold:
+        """``holders`` more holders of ``value`` (lock held); ``oversize``: made by oversize work, so held
+        outside the budget as that work was, whatever its size."""
+        self._admission.reap()
+        hb, db = entry_cost(value)
+        cost = hb + db
+        h = self._holds.take(value, cost, self._store.peek(key) is value, oversize or cost > self.max_bytes, holders)
+        self._note_peak()
+        return h
+
+    def _unhold(self, h: Hold) -> None:
         with self._lock:
-            self._admission.unhold(h, extra)
+            self._admission.unhold(h)
 
     # ------------------------------------------------------------------ plain operations
 
@@ -910,6 +994,7 @@ class FrameCache(Generic[V]):
     def stats(self) -> CacheStats:
         """A consistent snapshot of the cache's size and counters."""
         with self._lock:
+            self._admission.reap()
             lookups = self._hits + self._misses + self._joined
             return CacheStats(
                 entries=len(self._store),
@@ -930,7 +1015,7 @@ class FrameCache(Generic[V]):
                 inflight_bytes=self._admission.inflight,
                 inflight_device_bytes=self._admission.device,
                 oversize_inflight_bytes=self._admission.oversize_bytes + self._holds.oversize_bytes,
-                held_bytes=self._holds.bytes + self._holds.extra,
+                held_bytes=self._holds.bytes,
                 joined=self._joined,
                 admission_waits=self._admission.waits,
                 admission_timeouts=self._admission.timeouts,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 from .admission import Estimate
-from .cache import CacheStats, FrameCache
+from .cache import CacheStats, FrameCache, Lease
 from .config import Config, load_config
 from .encoder import FrameEncoder
 from .errors import FrameDecodeError, FrameError
@@ -130,9 +130,10 @@ class FramePipeline:
 
         return label, estimate, load
 
-    def _lookup(self, sources: Sequence[Source]) -> list[Any]:
-        """Cached, joined or freshly encoded results for ``sources`` (a URI or an exception each);
-        each request is first shown to the open schedules, and counted in those it matched."""
+    def _lookup(self, sources: Sequence[Source], hold: bool = False) -> list[Any]:
+        """Cached, joined or freshly encoded results for ``sources`` (a URI, a :class:`Lease` on it with
+        ``hold``, or an exception each); each request is first shown to the open schedules, and
+        counted in those it matched."""
         keys = [self.key(s) for s in sources]
         matched = [self.scheduler.observe(schedule_ident(k)) for k in keys] if self.scheduler.active else None
         label, estimate, load_keys = self._loaders(keys, sources)
@@ -149,7 +150,8 @@ class FramePipeline:
                     self._loading -= 1
                     self._idle.notify_all()
 
-        results = self.cache.get_or_load_many(keys, load, estimate=estimate, label=label)
+        get = self.cache.lease_many if hold else self.cache.get_or_load_many
+        results = get(keys, load, estimate=estimate, label=label)
         if matched is not None:
             for k, m in zip(keys, matched):
                 if m:
@@ -237,6 +239,30 @@ class FramePipeline:
                 todo.append(i)
         for i, r in zip(todo, self._lookup([sources[i] for i in todo])):
             if isinstance(r, BaseException) and not isinstance(r, FrameError):
+                raise r
+            results[i] = r
+        return results
+
+    def lease_many(self, sources: Sequence[Source]) -> list[Lease | FrameError]:
+        """:meth:`get_many`, each URI handed out as a :class:`~gpupipe.cache.Lease` (``lease.value``) that
+        keeps counting against the byte budget, cached or not, until it is released.
+
+        For a caller that keeps URIs alive for a while after getting them (the frame service sends
+        them to slow clients): the lease is taken as each URI is found or made, so its bytes never
+        leave the budget in between. Release every lease (``with lease:`` or ``release()``).
+        """
+        results: list[Any] = [None] * len(sources)
+        todo: list[int] = []
+        for i, src in enumerate(sources):
+            if self.resolver is not None and (hit := self.resolver(src)) is not None:
+                results[i] = Lease.detached(hit)
+            else:
+                todo.append(i)
+        for i, r in zip(todo, self._lookup([sources[i] for i in todo], hold=True)):
+            if isinstance(r, BaseException) and not isinstance(r, FrameError):
+                for other in results:
+                    if isinstance(other, Lease):
+                        other.release()
                 raise r
             results[i] = r
         return results

@@ -36,7 +36,8 @@ def cpu_pipeline(max_bytes: int = 256 * MiB, *, batch_size: int = 8, max_pixels:
 
 
 class GatedPipeline(FramePipeline):
-    """A real pipeline whose ``get_many`` waits for ``gate`` first and records each batch's sources."""
+    """A real pipeline whose ``lease_many`` (the service's batch call) waits for ``gate`` first and records
+    each batch's sources."""
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
@@ -44,12 +45,12 @@ class GatedPipeline(FramePipeline):
         self.entered = threading.Event()
         self.batches: list[list[str]] = []
 
-    def get_many(self, sources):  # type: ignore[override]
+    def lease_many(self, sources):  # type: ignore[override]
         self.batches.append([str(s) for s in sources])
         self.entered.set()
         if not self.gate.wait(30):
             raise RuntimeError("test gate never opened")
-        return super().get_many(sources)
+        return super().lease_many(sources)
 
 
 class LiveServer:

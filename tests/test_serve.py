@@ -20,7 +20,7 @@ pytest.importorskip("prometheus_client")
 from PIL import Image  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from gpupipe.errors import FrameDecodeError, FrameNotFound  # noqa: E402
+from gpupipe.errors import BudgetTimeout, FrameDecodeError, FrameNotFound  # noqa: E402
 from gpupipe.samples import encode_frame, make_frame  # noqa: E402
 from gpupipe.serve.app import route  # noqa: E402
 from gpupipe.serve.client import FrameClient, ServeError, fetch_uri  # noqa: E402
@@ -191,7 +191,7 @@ def test_unknown_route_and_method_are_json(live):
 
 
 class _Exploding(GatedPipeline):
-    def get_many(self, sources):  # type: ignore[override]
+    def lease_many(self, sources):  # type: ignore[override]
         raise RuntimeError("secret internal detail")
 
 
@@ -306,7 +306,8 @@ def test_cache_hits_skip_the_batcher_and_count_as_hits(live):
 
 def test_sixteen_concurrent_clients_within_the_byte_budget(tmp_path):
     """16 clients ask for 24 frames whose URIs add up to ~2.7x the budget: every answer is right and
-    cached entries + work in flight never exceed the budget."""
+    cached entries + work in flight + URIs being sent never exceed the budget (batches of 4 fit it in
+    one part; a batch larger than the budget holds its earlier parts' URIs outside it until it returns)."""
     root = tmp_path / "noise"
     root.mkdir()
     expected = {}
@@ -314,7 +315,7 @@ def test_sixteen_concurrent_clients_within_the_byte_budget(tmp_path):
         data = noise_png(root / f"n{i:02d}.png", 640, 360, seed=i)
         expected[f"n{i:02d}.png"] = build_uri("image/png", data)
     budget = 8 * MiB
-    pipe = cpu_pipeline(max_bytes=budget)
+    pipe = cpu_pipeline(max_bytes=budget, batch_size=4)
     errors: list[str] = []
 
     def client(k: int) -> int:
@@ -337,7 +338,7 @@ def test_sixteen_concurrent_clients_within_the_byte_budget(tmp_path):
     s = pipe.stats()
     assert sum(len(u) for u in expected.values()) > 2.5 * budget
     assert done == 16 * 12 and errors == []
-    assert s.peak_bytes <= budget and s.evictions > 0 and s.bytes <= budget
+    assert s.peak_bytes <= budget and s.evictions > 0 and s.bytes <= budget and s.held_bytes == 0
     assert metric(m, "gpupipe_http_requests_total", status="200") == 16 * 12
     assert metric(m, "gpupipe_cache_evicted_bytes_total") > 0
 
@@ -466,3 +467,39 @@ def test_concurrent_identical_requests_share_one_encode(frames):
         results = list(pool.map(lambda _: get(srv.port, "/v1/uri?src=f1.png&format=jpeg&size=100x100"), range(8)))
     assert {r[0] for r in results} == {200} and len({r[2] for r in results}) == 1
     assert pipe.stats().loads == 1
+
+
+def test_a_uri_being_sent_counts_against_the_budget_until_sent(tmp_path):
+    """A slow client reads a 4K URI while its entry is evicted: the URI stays in the server's memory, so it
+    keeps counting against the budget (held_bytes) until the last byte is written."""
+    from waits import wait_until
+
+    root = tmp_path / "big"
+    root.mkdir()
+    data = noise_png(root / "big.png", 3840, 2160, seed=3)
+    uri_len = len(build_uri("image/png", data))
+    budget = 96 * MiB
+    pipe = cpu_pipeline(max_bytes=budget, admission_timeout=1.0)
+    with LiveServer(service(pipe, root)) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        try:
+            s.sendall(b"GET /v1/uri?src=big.png HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = s.recv(4096)
+            assert got.startswith(b"HTTP/1.1 200")
+            wait_until(lambda: pipe.stats().entries == 1, "the URI to be cached")
+            assert pipe.stats().held_bytes == 0  # counted once, as the entry
+            pipe.cache.clear()  # evicted while the client still reads it
+            st = pipe.stats()
+            assert (st.bytes, st.held_bytes) == (0, uri_len)
+            # Work that would not fit beside the URI being sent waits for it.
+            with pytest.raises(BudgetTimeout):
+                pipe.cache.get_or_load("other", lambda: "x", estimate=budget - uri_len + 1, label="other")
+            total = len(got)
+            while chunk := s.recv(1 << 20):
+                total += len(chunk)
+                if got.find(b"\r\n\r\n") >= 0 and total >= uri_len:
+                    break
+        finally:
+            s.close()
+        wait_until(lambda: pipe.stats().held_bytes == 0, "the lease to be released once sent")
+    assert pipe.stats().held_bytes == 0 and pipe.stats().inflight_bytes == 0

@@ -18,9 +18,12 @@ real path. A request whose frame is cached is answered at once; the others go th
 :class:`~gpupipe.serve.batcher.Batcher`. Blocking work (path checks, ``get_many``) runs on
 thread pools, never on the event loop. Bodies are streamed in chunks of at most
 ``CHUNK`` bytes, each of which the client must take within ``serve.send_timeout`` seconds, so
-a slow client holds at most about one chunk of the server's memory beyond the URI it is sent;
-that URI stays alive until it is sent even if the cache evicts it meanwhile, for at most
-``send_timeout`` seconds per chunk.
+a slow client holds at most about one chunk of the server's memory beyond the URI it is sent.
+That URI stays alive until it is sent even if the cache evicts it meanwhile, so it is leased
+(:meth:`FramePipeline.lease_many <gpupipe.FramePipeline.lease_many>`): it counts against the
+pipeline's byte budget from the moment it is found or made until the last byte is written or the
+client is gone, and encodes wait while URIs being sent fill the budget. The chunk being written
+(at most ``CHUNK`` bytes per connection) is outside the budget.
 
 Errors are JSON ``{"error", "type", "src"}``: 400 bad parameters, 403 outside every root,
 404 no such frame, 413 ``FrameTooLarge``, 422 ``FrameDecodeError``, 503 queue full or byte
@@ -49,6 +52,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..cache import Lease
 from ..config import ServeConfig
 from ..errors import FrameError
 from ..pipeline import FramePipeline
@@ -231,7 +235,7 @@ class _Resolved:
     view: FramePipeline
     real: str
     etag: str
-    value: str | FrameError | None = None  # the URI (or its error) when the frame was cached
+    value: Lease | FrameError | None = None  # a lease on the URI (or its error) when the frame was cached
 
 
 @dataclass
@@ -341,14 +345,16 @@ class FrameService:
         etag = 'W/"' + hashlib.blake2b(repr(key).encode("utf-8", "surrogateescape"), digest_size=16).hexdigest() + '"'
         res = _Resolved(lane, view, real, etag)
         if view.cache.peek(key) is not None:
-            # get_many (not the cache directly) so that the pipeline sees every request.
-            (res.value,) = view.get_many([real])
+            # Through the pipeline (not the cache directly) so that it sees every request.
+            (res.value,) = view.lease_many([real])
         return res
 
     async def frame(
         self, request: web.Request, src: str, params: FrameParams, *, conditional: bool = False
-    ) -> tuple[_Resolved, str | None]:
-        """The frame's lane, tag and URI (``None`` when ``conditional`` and the client's ``If-None-Match`` matches its tag).
+    ) -> tuple[_Resolved, Lease | None]:
+        """The frame's lane, tag and a lease on its URI (``None`` when ``conditional`` and the client's
+        ``If-None-Match`` matches its tag): the URI counts against its pipeline's byte budget until the
+        caller releases the lease.
 
         Raises the frame's :class:`FrameError`, or a :class:`RequestError`.
         """
@@ -358,6 +364,8 @@ class FrameService:
                 res = await loop.run_in_executor(self.lookup_pool, self._resolve, src, params)
                 if conditional and _etag_matches(request.headers.get("If-None-Match"), res.etag):
                     request[CACHE_STATE_KEY] = "revalidated"
+                    if isinstance(res.value, Lease):
+                        res.value.release()
                     return res, None
                 value = res.value
                 if value is not None:
@@ -368,7 +376,7 @@ class FrameService:
                     self.metrics.lookups.labels("miss").inc()
                     lane = self.lanes.index(res.lane)
                     value = await self.batcher.submit(
-                        lane, (lane, res.view.spec), res.view.get_many, res.lane.batch_size, res.real
+                        lane, (lane, res.view.spec), res.view.lease_many, res.lane.batch_size, res.real
                     )
         except asyncio.TimeoutError:
             self.metrics.timeouts.inc()
@@ -533,30 +541,34 @@ async def handle_uri(request: web.Request) -> web.StreamResponse:
     """``GET /v1/uri``: the data URI as text/plain."""
     svc = _service(request)
     src, params = _query_params(request)
-    res, uri = await svc.frame(request, src, params, conditional=True)
+    res, lease = await svc.frame(request, src, params, conditional=True)
     headers = {"Cache-Control": "no-cache", "ETag": res.etag}
-    if uri is None:
+    if lease is None:
         return web.Response(status=304, headers=headers)
-    resp = web.StreamResponse(headers=headers)
-    resp.content_type = "text/plain"
-    resp.charset = "us-ascii"
-    resp.content_length = len(uri)
-    return await _stream(request, resp, _text_chunks(uri), svc)
+    with lease:
+        uri = lease.value
+        resp = web.StreamResponse(headers=headers)
+        resp.content_type = "text/plain"
+        resp.charset = "us-ascii"
+        resp.content_length = len(uri)
+        return await _stream(request, resp, _text_chunks(uri), svc)
 
 
 async def handle_image(request: web.Request) -> web.StreamResponse:
     """``GET /v1/image``: the encoded image bytes, for ``<img src>``."""
     svc = _service(request)
     src, params = _query_params(request)
-    res, uri = await svc.frame(request, src, params, conditional=True)
+    res, lease = await svc.frame(request, src, params, conditional=True)
     headers = {"Cache-Control": "no-cache", "ETag": res.etag}
-    if uri is None:
+    if lease is None:
         return web.Response(status=304, headers=headers)
-    mime, start = _uri_parts(uri)
-    resp = web.StreamResponse(headers=headers)
-    resp.content_type = mime
-    resp.content_length = _b64_decoded_len(uri, start)
-    return await _stream(request, resp, _image_chunks(uri, start), svc)
+    with lease:
+        uri = lease.value
+        mime, start = _uri_parts(uri)
+        resp = web.StreamResponse(headers=headers)
+        resp.content_type = mime
+        resp.content_length = _b64_decoded_len(uri, start)
+        return await _stream(request, resp, _image_chunks(uri, start), svc)
 
 
 def _schedule_support(svc: FrameService) -> None:

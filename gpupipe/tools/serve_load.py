@@ -131,8 +131,10 @@ def run_load(
     size: str | None = None,
     workdir: Path | None = None,
     backend: str = "auto",
+    settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run the load test; returns the report (see the module docstring)."""
+    """Run the load test; returns the report (see the module docstring). ``settings``: more top-level
+    keys of the service's ``defaults`` config section (YAML values as text)."""
     work = Path(workdir or tempfile.mkdtemp(prefix="gpupipe-serve-load-"))
     root = work / "frames"
     names = _frames(root, unique)
@@ -141,7 +143,7 @@ def run_load(
         root,
         work,
         f"defaults:\n  backend: {backend}\n  cache: {{max_bytes: {budget_mib}MiB, max_entries: 100000, pressure_available: 0}}\n"
-        "  serve: {max_queue: 4096, request_timeout: 600}\n",
+        "  serve: {max_queue: 4096, request_timeout: 600}\n" + "".join(f"  {k}: {v}\n" for k, v in (settings or {}).items()),
     )
     try:
         port = int(url.rsplit(":", 1)[1])
@@ -189,7 +191,8 @@ def run_load(
     return {
         "command": f"python -m gpupipe.tools.serve_load --clients {clients} --requests {requests} --budget-mib {budget_mib} --unique {unique}"
         + (f" --format {fmt}" if fmt else "")
-        + (f" --size {size}" if size else ""),
+        + (f" --size {size}" if size else "")
+        + "".join(f" --set {k}={v}" for k, v in (settings or {}).items()),
         "clients": clients,
         "requests": total,
         "errors": len(errors),
@@ -234,6 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", default="passthrough", help="output format asked for (auto|passthrough|jpeg|png)")
     ap.add_argument("--size", default=None, help="WxH to fit, e.g. 1920x1080")
     ap.add_argument("--backend", default="auto")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a top-level config key for the service, e.g. png_device=gpu",
+    )
     ap.add_argument("--out", type=Path, default=None, help="also write the report here (JSON)")
     a = ap.parse_args(argv)
     rep = run_load(
@@ -244,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         fmt=a.format,
         size=a.size,
         backend=a.backend,
+        settings=dict(kv.split("=", 1) for kv in a.set),
     )
     text = json.dumps(rep, indent=2)
     print(text)
