@@ -50,6 +50,7 @@ _GLIBC_ONLY = "gpupipe's mmap-threshold tuning only works with glibc malloc"
 
 _lock = threading.Lock()
 _applied: int | None = None
+_mallopt_refused: str | None = None  # why glibc refused the setting, once it has
 _warned = False
 
 
@@ -172,7 +173,7 @@ def _refusal(not_glibc: str | None) -> str | None:
     inherited = _threshold_from_environment()
     if inherited is not None:
         return f"{inherited} set in the environment; glibc uses that threshold, not gpupipe's"
-    return None
+    return _mallopt_refused
 
 
 def allocator_status() -> AllocatorStatus:
@@ -202,7 +203,7 @@ def release_large_allocations(threshold: int = DEFAULT_THRESHOLD) -> bool:
     inherited from the environment, not glibc, or ``mallopt`` refusing it. Those cases emit one
     :class:`~gpupipe.errors.AllocatorTuningWarning` (also logged) per process, naming the reason.
     """
-    global _applied, _warned  # noqa: PLW0603 - the one process-wide setting, applied once
+    global _applied, _mallopt_refused, _warned  # noqa: PLW0603 - the one process-wide setting, applied once
     with _lock:
         if _applied is not None:
             return True
@@ -214,7 +215,7 @@ def release_large_allocations(threshold: int = DEFAULT_THRESHOLD) -> bool:
             if mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1:
                 _applied = int(threshold)
                 return True
-            why = f"glibc's mallopt(M_MMAP_THRESHOLD, {int(threshold)}) refused the setting"
+            why = _mallopt_refused = f"glibc's mallopt(M_MMAP_THRESHOLD, {int(threshold)}) refused the setting"
         if why == "GPUPIPE_MALLOC_TUNE=0" or _warned:
             return False
         _warned = True
