@@ -355,6 +355,7 @@ def info(
 ) -> None:
     """Versions, which backends are usable and why, and the resolved config."""
     from .info import environment_report
+    from .memory import NOT_APPLIED
 
     rep = environment_report(_load(config, gpu, None))
     if as_json:
@@ -367,7 +368,8 @@ def info(
     for k, v in rep["versions"].items():
         t.add_row(k, v or "[dim]not installed[/dim]")
     t.add_row("URI builder", rep["uri_builder"])
-    t.add_row("allocator", rep["allocator"])
+    alloc = escape(rep["allocator"]["reason"])
+    t.add_row("allocator", f"[yellow]{alloc}[/yellow]" if alloc.startswith(NOT_APPLIED) else alloc)
     con.print(t)
     b = Table(title="backends")
     b.add_column("backend")

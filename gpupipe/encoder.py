@@ -21,7 +21,7 @@ from .config import Config, load_config
 from .cpu import CpuBackend
 from .errors import BackendUnavailable, FrameError
 from .footprint import Header, read_header
-from .memory import release_large_allocations
+from .memory import allocator_status, release_large_allocations
 from .plan import Job, OutputSpec, plan_job
 from .sources import Frame, Source, default_max_source_bytes, read_frame, source_label
 from .vocabulary import BACKENDS, OUTPUT_FORMATS
@@ -201,12 +201,20 @@ class FrameEncoder:
         return time.perf_counter() - t0
 
     def info(self) -> dict[str, Any]:
-        """What this encoder runs on, for reports."""
-        return {"backend": self.backend, "reason": self.backend_reason, **self._impl.info()}
+        """What this encoder runs on, for reports: the backend and why, the backend's own details,
+        and ``allocator`` (:meth:`gpupipe.memory.AllocatorStatus.as_dict`: whether the mmap-threshold
+        tuning is in force, the malloc in use, and why)."""
+        return {
+            "backend": self.backend,
+            "reason": self.backend_reason,
+            **self._impl.info(),
+            "allocator": allocator_status().as_dict(),
+        }
 
     def stats(self) -> dict[str, int]:
-        """The backend's counters: jobs, fallbacks and, on the GPU, staging figures and faults."""
-        return self._impl.stats()
+        """The backend's counters: jobs, fallbacks and, on the GPU, staging figures and faults; and
+        ``allocator_tuned``: 1 while gpupipe's mmap-threshold tuning is in force, else 0 (see :meth:`info`)."""
+        return {**self._impl.stats(), "allocator_tuned": int(allocator_status().applied)}
 
     def close(self) -> None:
         """Release thread pools and device resources."""

@@ -8,6 +8,7 @@ Every error names what failed (a frame's path or cache key, or a config key) and
 from __future__ import annotations
 
 __all__ = [
+    "AllocatorTuningWarning",
     "BackendUnavailable",
     "BudgetTimeout",
     "CacheError",
@@ -123,6 +124,12 @@ class DeviceLost(RuntimeError):
 
 class EncodeFailed(RuntimeError):
     """nvImageCodec could not encode an image (it returns ``None`` instead of raising)."""
+
+
+class AllocatorTuningWarning(RuntimeWarning):
+    """gpupipe's mmap-threshold tuning (:mod:`gpupipe.memory`) cannot work in this process: another
+    ``malloc`` is interposed, the environment sets glibc's threshold, or the C library is not glibc.
+    The message says which; evicted URIs may then stay resident, above the cache budget."""
 
 
 class GpuFallbackWarning(RuntimeWarning):

@@ -40,6 +40,9 @@ def _base64_version() -> str:
 def environment_report(config: Config) -> dict[str, Any]:
     """Versions, backend availability (with reasons) and the resolved config, as plain data.
 
+    ``allocator``: whether gpupipe's mmap-threshold tuning is (or will be) in force, the malloc in
+    use, and why (:class:`gpupipe.memory.AllocatorStatus`; ``reason`` starts ``"not applied: "``
+    where it cannot be, e.g. under jemalloc or tcmalloc through ``LD_PRELOAD``).
     ``backends.gpu``: ``usable``, ``reason`` (the first thing missing: CuPy, the NVIDIA driver,
     a driver for CUDA 13, a device, the base64 kernel, DALI, nvImageCodec), ``code`` (see
     :class:`gpupipe.gpu.GpuStatus`), ``checks`` (what was found), and with a device, ``detail``
@@ -49,7 +52,7 @@ def environment_report(config: Config) -> dict[str, Any]:
     from .cpu import pillow_flavour
     from .encoder import select_backend
     from .gpu import gpu_status
-    from .memory import allocator_tuning
+    from .memory import allocator_status
     from .uri import URI_METHOD
 
     status = gpu_status(config.gpu or 0)
@@ -84,7 +87,7 @@ def environment_report(config: Config) -> dict[str, Any]:
             "nvimgcodec": _first_version("nvidia-nvimgcodec-cu13", "nvidia-nvimgcodec-cu12"),
         },
         "uri_builder": URI_METHOD,
-        "allocator": allocator_tuning() + " (FramePipeline fixes the mmap threshold unless GPUPIPE_MALLOC_TUNE=0)",
+        "allocator": allocator_status().as_dict(),
         "backends": {
             "cpu": {"usable": True, "reason": "always available"},
             "gpu": {

@@ -69,9 +69,13 @@ except ImportError:  # pragma: no cover - CuPy not installed: look-alikes
             super().__init__(f"Out of memory allocating {size:,} bytes (allocated so far: {total:,} bytes, limit set to: {limit:,} bytes).")
 
     class CUDARuntimeError(RuntimeError):  # type: ignore[no-redef]
+        NAMES = {100: "cudaErrorNoDevice: no CUDA-capable device is detected",  # CuPy 14's words
+                 101: "cudaErrorInvalidDevice: invalid device ordinal",
+                 700: "cudaErrorIllegalAddress: an illegal memory access was encountered"}
+
         def __init__(self, status: int) -> None:
             self.status = status
-            super().__init__(f"cudaError {status}")
+            super().__init__(self.NAMES.get(status, f"cudaError {status}"))
 
     class CompileException(Exception):  # type: ignore[no-redef]
         def __init__(self, msg: str, source: str, name: str, options: tuple, backend: str = "nvrtc") -> None:

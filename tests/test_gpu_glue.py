@@ -290,9 +290,10 @@ def test_bench_gpu_report_path(fake_ctk, monkeypatch, tmp_path):
 
 def test_fake_cupy_fails_like_cupy_without_nvrtc_or_headers(monkeypatch, kernel_dir):
     """The fake refuses what real CuPy refuses on a host with only the driver: compiling from
-    source without NVRTC (cuda.pathfinder's error), and CuPy's own kernels without the headers."""
-    from cuda.pathfinder import DynamicLibNotFoundError
-    from cupy.cuda.compiler import CompileException
+    source without NVRTC (cuda.pathfinder's error), and CuPy's own kernels without the headers.
+    The real error types come with the gpu extra."""
+    DynamicLibNotFoundError = pytest.importorskip("cuda.pathfinder").DynamicLibNotFoundError
+    CompileException = pytest.importorskip("cupy.cuda.compiler").CompileException
 
     fake_cupy.install(monkeypatch, kernel_dir, nvrtc=False)
     import cupy as cp
@@ -312,7 +313,9 @@ def test_fake_cupy_fails_like_cupy_without_nvrtc_or_headers(monkeypatch, kernel_
 
 
 def test_fake_nvrtc_lookup_agrees_with_kernel_build(monkeypatch, kernel_dir):
-    """In its default mode the fake finds NVRTC exactly when gpupipe's own check does."""
+    """In its default mode the fake finds NVRTC exactly when gpupipe's own check does (both ask
+    cuda.pathfinder, which comes with the gpu extra)."""
+    pytest.importorskip("cuda.pathfinder")
     from gpupipe.gpu.kernel_build import nvrtc_status
 
     fake_cupy.install(monkeypatch, kernel_dir, nvrtc="lookup")
@@ -344,9 +347,9 @@ def _stale_package(tmp_path, monkeypatch):
 
 def test_stale_prebuilt_is_not_used(fake, monkeypatch, tmp_path, caplog):
     """An edited kernel source makes the fatbin stale: it is compiled with NVRTC instead, and
-    without NVRTC the GPU path says it cannot build the kernel."""
+    without NVRTC the GPU path says it cannot build the kernel (cuda.pathfinder's error: the gpu extra)."""
+    DynamicLibNotFoundError = pytest.importorskip("cuda.pathfinder").DynamicLibNotFoundError
     _stale_package(tmp_path, monkeypatch)
-    from cuda.pathfinder import DynamicLibNotFoundError
 
     from gpupipe.gpu import gpu_status
     from gpupipe.gpu.base64_kernel import Base64Kernel
@@ -394,8 +397,6 @@ def test_gpu_status_names_what_is_missing(monkeypatch, kernel_dir):
     assert old.code == "driver-too-old" and "CUDA 12.4" in old.reason and "R580" in old.reason
     assert status(devices=0).code == "no-device" and "sees no CUDA device" in status(devices=0).reason
     assert status(cc=70).code == "device-too-old"
-    ok = status(nvrtc=False)
-    assert ok.usable and ok.code == "ok" and "prebuilt" in ok.checks["kernel"], ok
     with pytest.MonkeyPatch.context() as mp:
         fake_cupy.install(mp, kernel_dir)
         got = gpu_available(1)
@@ -405,6 +406,17 @@ def test_gpu_status_names_what_is_missing(monkeypatch, kernel_dir):
         mp.setitem(__import__("sys").modules, "nvidia.dali", None)  # import fails as if not installed
         st_ = gpu_status(0)
     assert st_.code == "dali-missing" and "DALI is not installed" in st_.reason
+
+
+def test_gpu_status_ok_with_the_prebuilt_kernel_and_no_nvrtc(monkeypatch, kernel_dir):
+    """Usable on a driver-only host (no NVRTC) once DALI and nvImageCodec are installed (the gpu extra)."""
+    pytest.importorskip("nvidia.dali")
+    pytest.importorskip("nvidia.nvimgcodec")
+    from gpupipe.gpu import gpu_status
+
+    fake_cupy.install(monkeypatch, kernel_dir, nvrtc=False)
+    ok = gpu_status(0)
+    assert ok.usable and ok.code == "ok" and "prebuilt" in ok.checks["kernel"], ok
 
 
 def test_gpu_status_without_a_driver_here():

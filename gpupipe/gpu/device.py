@@ -161,7 +161,8 @@ class DeviceLayer:
             try:
                 from nvidia.dali import backend as dali_backend
 
-                dali_backend.ReleaseUnusedMemory()  # type: ignore[attr-defined]  # a compiled module without stubs
+                # DALI's backend.pyi omits it (attr-defined); without DALI the module is Any (unused-ignore)
+                dali_backend.ReleaseUnusedMemory()  # type: ignore[attr-defined, unused-ignore]
             except Exception:  # older DALI, or nothing to release
                 log.debug("DALI ReleaseUnusedMemory failed", exc_info=True)
 

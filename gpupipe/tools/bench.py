@@ -533,6 +533,7 @@ def _gpu_detail(
 
 
 def _soak(encoder: FrameEncoder, clips: dict[tuple[str, str], list[Path]], quick: bool, work: Path) -> dict[str, Any]:
+    from ..memory import allocator_tuning
     from .soak import alias_frames, run_soak
 
     res = "1080p" if quick else "4k"
@@ -545,6 +546,7 @@ def _soak(encoder: FrameEncoder, clips: dict[tuple[str, str], list[Path]], quick
     d = r.to_dict()
     d["resolution"] = res
     d["backend"] = encoder.backend
+    d["allocator"] = allocator_tuning()
     return d
 
 

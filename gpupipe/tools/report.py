@@ -216,7 +216,8 @@ def markdown_report(r: dict[str, Any]) -> str:
             "",
             f"### Memory soak ({s['resolution']}, {s['backend']} backend)",
             "",
-            f"{s['requests']} requests over {s['unique_frames']} distinct frames, {s['threads']} threads, budget {s['budget_bytes'] / MiB:.0f} MiB, in {s['seconds']:.1f} s.",
+            f"{s['requests']} requests over {s['unique_frames']} distinct frames, {s['threads']} threads, budget {s['budget_bytes'] / MiB:.0f} MiB, in {s['seconds']:.1f} s."
+            + (f" Allocator: {s['allocator']}." if "allocator" in s else ""),
             "",
             "Base RSS: after the device probe (its own cost apart: imports and a CUDA context where a GPU is usable) and one warm request.",
             "",
