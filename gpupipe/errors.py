@@ -3,9 +3,15 @@
 Every error names what failed (a frame's path or cache key, or a config key) and why.
 ``FrameError`` and its subclasses are also *returned*, one per failed frame, by
 :meth:`gpupipe.FrameEncoder.encode_batch`, so that one bad frame never sinks a batch.
+
+A ``FrameError``'s ``reason`` never quotes the frame's contents or its file's stat fields
+(inode, device, times): it may reach a client of ``gpupipe serve`` that can name the file
+but must not read what is not an image.
 """
 
 from __future__ import annotations
+
+import re
 
 __all__ = [
     "BackendUnavailable",
@@ -17,6 +23,7 @@ __all__ = [
     "EncodeFailed",
     "FfmpegFailed",
     "FfmpegUnavailable",
+    "FrameChanged",
     "FrameDecodeError",
     "FrameError",
     "FrameNotFound",
@@ -25,7 +32,19 @@ __all__ = [
     "GpuDeviceLostWarning",
     "GpuFallbackWarning",
     "GpupipeError",
+    "codec_reason",
 ]
+
+
+_BYTES_LITERAL = re.compile(r"(?<!\w)b'(?:[^'\\]|\\.)*'" + r'|(?<!\w)b"(?:[^"\\]|\\.)*"')
+
+
+def codec_reason(e: BaseException) -> str:
+    """A codec library's exception message fit for a frame error's reason: the bytes it quotes
+    from the frame (Pillow's ``broken PNG file (chunk b'...')``) are left out, and at most 200
+    characters are kept."""
+    text = _BYTES_LITERAL.sub("(data left out)", str(e))
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class GpupipeError(Exception):
@@ -81,6 +100,12 @@ class FrameNotRegularFile(FrameNotFound):
 
 class FrameDecodeError(FrameError):
     """The frame is empty, truncated, corrupt, or not a PNG/JPEG image."""
+
+
+class FrameChanged(FrameDecodeError):
+    """The frame's file changed while it was read: its stat identity differed before and after the
+    read (twice in a row), fewer bytes were read than its size said, or it grew past the header its
+    budget was estimated from. Not a property of the frame: asking again later may succeed."""
 
 
 class FrameTooLarge(FrameError):
