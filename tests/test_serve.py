@@ -28,6 +28,7 @@ from gpupipe.uri import build_uri  # noqa: E402
 
 from serve_util import (  # noqa: E402
     MiB,
+    ChangingWhileRead,
     GatedPipeline,
     LiveServer,
     cpu_pipeline,
@@ -55,6 +56,8 @@ def frames(tmp_path_factory) -> Path:
     (outside / "secret.png").write_bytes((root / "f1.png").read_bytes())
     os.symlink(outside / "secret.png", root / "escape.png")
     os.symlink(root / "f2.png", root / "alias.png")
+    (root / "notes.png").write_bytes(b"SECRET-TOKEN-0123456789 is not an image")
+    (root / "changing.png").write_bytes((root / "f0.png").read_bytes())
     return root
 
 
@@ -175,6 +178,45 @@ def test_error_statuses_are_json_naming_the_frame(live, endpoint, query, status,
     src = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("src")
     if src and etype != "BadParameter":
         assert d["src"] == src
+
+
+def test_error_bodies_show_no_file_content_and_no_inode_numbers(live, frames, monkeypatch):
+    status, _, body = get(live.port, "/v1/uri?src=notes.png")
+    d = error_body(body)
+    assert status == 422 and d["type"] == "FrameDecodeError" and "not a PNG or JPEG" in d["error"]
+    assert b"SECRET" not in body and b"TOKEN" not in body
+    st = os.stat(frames / "changing.png")
+    ChangingWhileRead("changing.png").install(monkeypatch)
+    status, _, body = get(live.port, "/v1/uri?src=changing.png")
+    d = error_body(body)
+    assert "changed while being read" in d["error"]
+    for secret in (st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns):
+        assert str(secret).encode() not in body, (secret, body)
+    assert b"stat" not in body
+
+
+def test_a_frame_changed_while_read_is_503_with_retry_after_then_served(live, frames, monkeypatch):
+    ChangingWhileRead("changing.png").install(monkeypatch)
+    status, h, body = get(live.port, "/v1/uri?src=changing.png")
+    d = error_body(body)
+    assert status == 503 and d["type"] == "FrameChanged" and d["src"] == "changing.png"
+    assert int(h["retry-after"]) >= 1
+    status, _, body = get(live.port, "/v1/uri?src=changing.png")
+    assert status == 200 and body.decode() == build_uri("image/png", (frames / "changing.png").read_bytes())
+
+
+def test_the_python_client_retries_a_frame_changed_while_read(live, frames, monkeypatch):
+    from gpupipe.errors import FrameChanged
+
+    want = build_uri("image/png", (frames / "changing.png").read_bytes())
+    ChangingWhileRead("changing.png").install(monkeypatch)
+    with FrameClient(f"http://127.0.0.1:{live.port}") as fc:
+        assert fc.uri("changing.png") == want  # 503 + Retry-After, then served
+    assert metric(metrics(live.port), "gpupipe_http_requests_total", endpoint="/v1/uri", status="503") == 1
+    ChangingWhileRead("changing.png").install(monkeypatch)
+    with FrameClient(f"http://127.0.0.1:{live.port}", retries=0) as fc, pytest.raises(FrameChanged) as e:
+        fc.uri("changing.png", format="jpeg")  # not cached yet: read again
+    assert e.value.frame == "changing.png" and isinstance(e.value, FrameDecodeError)
 
 
 def test_frame_too_large_is_413(frames):

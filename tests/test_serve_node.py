@@ -20,7 +20,7 @@ pytest.importorskip("prometheus_client")
 from gpupipe.samples import encode_frame, make_frame  # noqa: E402
 from gpupipe.pipeline import FramePipeline  # noqa: E402
 
-from serve_util import LiveServer, cpu_pipeline, service  # noqa: E402
+from serve_util import ChangingWhileRead, LiveServer, cpu_pipeline, service  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_DIR = ROOT / "clients" / "node"
@@ -48,6 +48,7 @@ def frames(tmp_path_factory) -> Path:
     (root / "f0.png").write_bytes(encode_frame(px, "png"))
     (root / "f1.jpg").write_bytes(encode_frame(px, "jpeg"))
     (root / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (root / "changing.png").write_bytes((root / "f0.png").read_bytes())
     outside = tmp_path_factory.mktemp("outside")
     (outside / "x.png").write_bytes((root / "f0.png").read_bytes())
     os.symlink(outside / "x.png", root / "escape.png")
@@ -60,14 +61,17 @@ def _node_test(srv: LiveServer, frames: Path, test_file: str, **env: str) -> sub
     return subprocess.run(["node", "--test", f"test/{test_file}"], cwd=NODE_DIR, env=full, capture_output=True, text=True, timeout=180)
 
 
-def test_node_client_against_a_live_service(frames):
+def test_node_client_against_a_live_service(frames, monkeypatch):
     _need("node", shutil.which("node") is not None)
     expect = "201" if callable(getattr(FramePipeline, "schedule", None)) else "501"
+    ChangingWhileRead("changing.png").install(monkeypatch)  # its first request is answered 503 + Retry-After
     with LiveServer(service(cpu_pipeline(), frames)) as srv:
         r = _node_test(srv, frames, "client.test.mjs", GPUPIPE_TEST_SCHEDULES=expect)
+        changed = srv.service.metrics.registry.get_sample_value("gpupipe_http_requests_total", {"endpoint": "/v1/uri", "status": "503"})
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
-    assert "# pass 7" in out and "# skipped 0" in out, out
+    assert "# pass 8" in out and "# skipped 0" in out, out
+    assert changed == 1  # the client's first request met the change, and it retried
 
 
 def test_one_frame_injected_into_headless_chromium(frames):

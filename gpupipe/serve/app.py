@@ -60,6 +60,7 @@ from .errors import (
     ScheduleNotFound,
     SchedulesUnsupported,
     TooManySchedules,
+    retry_after_of,
     status_of,
 )
 from .metrics import ServiceMetrics
@@ -476,9 +477,8 @@ def _error_response(err: BaseException, src: str | None = None) -> web.Response:
     else:
         body = {"error": "internal error (the server logged it)", "type": "InternalError", "src": src}
     resp = web.json_response(body, status=status)
-    retry = getattr(err, "retry_after", None)
     if status == 503:
-        resp.headers["Retry-After"] = str(retry or 1)
+        resp.headers["Retry-After"] = str(retry_after_of(err))
     return resp
 
 
