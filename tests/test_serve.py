@@ -55,6 +55,7 @@ def frames(tmp_path_factory) -> Path:
     outside = tmp_path_factory.mktemp("outside")
     (outside / "secret.png").write_bytes((root / "f1.png").read_bytes())
     os.symlink(outside / "secret.png", root / "escape.png")
+    os.symlink(outside, root / "outdir")  # a linked directory that leads out of the root
     os.symlink(root / "f2.png", root / "alias.png")
     (root / "notes.png").write_bytes(b"SECRET-TOKEN-0123456789 is not an image")
     (root / "changing.png").write_bytes((root / "f0.png").read_bytes())
@@ -178,6 +179,41 @@ def test_error_statuses_are_json_naming_the_frame(live, endpoint, query, status,
     src = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("src")
     if src and etype != "BadParameter":
         assert d["src"] == src
+
+
+def test_a_linked_directory_leading_out_of_the_root_answers_alike_whether_or_not_the_file_exists(live, frames):
+    answers = {}
+    for src in ("outdir/secret.png", "outdir/missing.png", "outdir/sub/missing.png", "outdir"):
+        for endpoint in ("/v1/uri", "/v1/image"):
+            status, _, body = get(live.port, f"{endpoint}?src={src}")
+            d = error_body(body)
+            assert d.pop("src") == src
+            answers[(src, endpoint)] = (status, d)
+    refused = (403, {"error": "src resolves outside every --root", "type": "PathRefused"})
+    assert all(a == refused for a in answers.values()), answers
+    status, _, body = get(live.port, "/v1/uri?src=sub/missing.png")  # a plain missing file inside the root
+    assert status == 404 and error_body(body)["type"] == "FrameNotFound"
+
+
+def test_roots_try_every_root_and_refuse_a_link_out_alike(tmp_path):
+    from gpupipe.errors import FrameNotFound as NotFound
+    from gpupipe.serve.errors import PathRefused
+    from gpupipe.serve.roots import Roots
+
+    a, b, outside = tmp_path / "a", tmp_path / "b", tmp_path / "outside"
+    for d in (a, b, outside):
+        d.mkdir()
+    (outside / "x.png").write_bytes(b"x")
+    os.symlink(outside, a / "link")
+    (b / "link").mkdir()
+    (b / "link" / "y.png").write_bytes(b"y")
+    roots = Roots([a, b])
+    assert roots.resolve("link/y.png") == os.path.realpath(b / "link" / "y.png")  # the second root holds it
+    for src in ("link/x.png", "link/missing.png"):  # through a's link only: refused, existing or not
+        with pytest.raises(PathRefused, match="outside every --root"):
+            roots.resolve(src)
+    with pytest.raises(NotFound):
+        roots.resolve("nothing.png")
 
 
 def test_error_bodies_show_no_file_content_and_no_inode_numbers(live, frames, monkeypatch):
