@@ -481,6 +481,34 @@ def test_a_client_that_stops_reading_is_disconnected(tmp_path):
         assert get(srv.port, "/healthz")[0] == 200
 
 
+@pytest.mark.parametrize("endpoint", ["/v1/uri", "/v1/image"])
+def test_a_client_that_disconnects_mid_response_is_counted_as_499(tmp_path, caplog, endpoint):
+    root = tmp_path / "big"
+    root.mkdir()
+    data = png_with_padding(root / "big.png", 12 * MiB)
+    full = len(data) if endpoint == "/v1/image" else len(build_uri("image/png", data))
+    with LiveServer(service(cpu_pipeline(), root)) as srv, caplog.at_level(logging.INFO):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(f"GET {endpoint}?src=big.png HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        s.settimeout(30)
+        head = s.recv(64)
+        assert head.startswith(b"HTTP/1.1 200")  # the body has begun
+        s.close()  # unread data in the buffer: the kernel resets the connection
+        wait_for(lambda: metric(metrics(srv.port), "gpupipe_http_requests_total", endpoint=endpoint, status="499") == 1,
+                 what="the 499")
+        m = metrics(srv.port)
+        wait_for(lambda: any(r.name == "gpupipe.serve.access" and endpoint in r.getMessage() for r in caplog.records),
+                 what="the access log line")
+        assert get(srv.port, "/healthz")[0] == 200
+    assert metric(m, "gpupipe_http_requests_total", status="500") == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    access = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gpupipe.serve.access"]
+    line = next(a for a in access if a["path"] == endpoint)
+    assert line["status"] == 499 and 0 < line["bytes"] < full
+
+
 def test_unix_socket_is_private_and_serves(frames, tmp_path):
     path = tmp_path / "gp.sock"
     with LiveServer(service(cpu_pipeline(), frames), socket_path=path):
