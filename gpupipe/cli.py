@@ -550,7 +550,10 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; loopback by default (0.0.0.0 in a container)."),
     port: int = typer.Option(8765, "--port", min=0, max=65535, help="TCP port (0: any free port; the ready line says which)."),
     socket: Path | None = typer.Option(
-        None, "--socket", help="Serve on this Unix socket instead of TCP (created with mode 0600)."
+        None,
+        "--socket",
+        help="Serve on this Unix socket instead of TCP (created with mode 0600). A stale socket there is replaced;"
+        " a live server's socket, or anything that is not a socket, is left alone (exit 2).",
     ),
     grace: float = typer.Option(10.0, "--grace", min=0.0, help="Seconds requests in flight get to finish after SIGTERM."),
 ) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "GpuDeviceLostWarning",
     "GpuFallbackWarning",
     "GpupipeError",
+    "SocketInUse",
     "codec_reason",
 ]
 
@@ -116,6 +117,11 @@ class FrameTooLarge(FrameError):
 class BudgetTimeout(FrameError):
     """The frame's work waited ``cache.admission_timeout`` seconds for room in the byte budget
     (held by other work in flight) and gave up; other frames are unaffected."""
+
+
+class SocketInUse(GpupipeError, OSError):
+    """``gpupipe serve --socket PATH`` cannot listen at ``PATH``: something that is not a socket is
+    there, or a server answers on the socket there. Nothing at ``PATH`` is changed."""
 
 
 class CacheError(GpupipeError, RuntimeError):
