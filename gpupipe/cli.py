@@ -576,7 +576,8 @@ def serve(
 
     \b
     Config keys: serve.max_batch_delay, serve.max_queue,
-    serve.request_timeout, serve.send_timeout; cache.max_bytes: auto
+    serve.request_timeout, serve.send_timeout, serve.cors_origins
+    (CORS: loopback, '*' or a list of origins); cache.max_bytes: auto
     (sized from the cgroup limit or RAM); cache.pressure_available and
     cache.pressure_interval (shed cached entries while memory is short).
     SIGTERM: stop accepting, finish requests in flight (--grace), exit 0.

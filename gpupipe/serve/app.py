@@ -53,6 +53,7 @@ from ..config import ServeConfig
 from ..errors import FrameError
 from ..pipeline import FramePipeline
 from .batcher import Batcher
+from .cors import CorsPolicy, setup_cors
 from .errors import (
     BadParameter,
     RequestError,
@@ -728,6 +729,7 @@ def create_app(service: FrameService) -> web.Application:
     app.router.add_delete("/v1/schedules/{id}", handle_schedule_delete)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_health)
+    setup_cors(app, CorsPolicy(service.serve.cors_origins))
 
     async def on_startup(_app: web.Application) -> None:
         await service.start()
