@@ -572,7 +572,9 @@ def serve(
     Errors are JSON {error, type, src}: 400 bad parameter,
     403 outside every --root (symlinks resolved) or '..', 404 not found,
     413 too large, 422 undecodable, 501 no schedule support,
-    503 + Retry-After (queue or byte budget full), 504 past the time limit.
+    503 + Retry-After (queue or byte budget full, or the frame changed
+    while read: ask again), 504 past the time limit. A client that
+    hangs up mid-answer is logged and counted as 499.
 
     \b
     Config keys: serve.max_batch_delay, serve.max_queue,

@@ -23,9 +23,16 @@ that URI stays alive until it is sent even if the cache evicts it meanwhile, for
 ``send_timeout`` seconds per chunk.
 
 Errors are JSON ``{"error", "type", "src"}``: 400 bad parameters, 403 outside every root,
-404 no such frame, 413 ``FrameTooLarge``, 422 ``FrameDecodeError``, 503 queue full or byte
-budget full (with ``Retry-After``), 504 request time limit, 500 anything else (logged, never
-a stack trace to the client).
+404 no such frame, 413 ``FrameTooLarge``, 422 ``FrameDecodeError``, 503 queue full, byte
+budget full or ``FrameChanged`` (the file changed while it was read; all three with
+``Retry-After``: ask again), 504 request time limit, 500 anything else (logged, never a stack
+trace to the client).
+
+A client that closes its connection before its answer is sent is counted (metrics, access log)
+with status :data:`CLIENT_CLOSED` (499, "client closed request"), not as an error of the service.
+
+Pages of other origins may read the answers as ``serve.cors_origins`` allows
+(:mod:`gpupipe.serve.cors`).
 """
 
 from __future__ import annotations
