@@ -551,7 +551,10 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; loopback by default (0.0.0.0 in a container)."),
     port: int = typer.Option(8765, "--port", min=0, max=65535, help="TCP port (0: any free port; the ready line says which)."),
     socket: Path | None = typer.Option(
-        None, "--socket", help="Serve on this Unix socket instead of TCP (created with mode 0600)."
+        None,
+        "--socket",
+        help="Serve on this Unix socket instead of TCP (created with mode 0600). A stale socket there is replaced;"
+        " a live server's socket, or anything that is not a socket, is left alone (exit 2).",
     ),
     grace: float = typer.Option(10.0, "--grace", min=0.0, help="Seconds requests in flight get to finish after SIGTERM."),
 ) -> None:
@@ -570,11 +573,14 @@ def serve(
     Errors are JSON {error, type, src}: 400 bad parameter,
     403 outside every --root (symlinks resolved) or '..', 404 not found,
     413 too large, 422 undecodable, 501 no schedule support,
-    503 + Retry-After (queue or byte budget full), 504 past the time limit.
+    503 + Retry-After (queue or byte budget full, or the frame changed
+    while read: ask again), 504 past the time limit. A client that
+    hangs up mid-answer is logged and counted as 499.
 
     \b
     Config keys: serve.max_batch_delay, serve.max_queue,
-    serve.request_timeout, serve.send_timeout; cache.max_bytes: auto
+    serve.request_timeout, serve.send_timeout, serve.cors_origins
+    (CORS: loopback, '*' or a list of origins); cache.max_bytes: auto
     (sized from the cgroup limit or RAM); cache.pressure_available and
     cache.pressure_interval (shed cached entries while memory is short).
     SIGTERM: stop accepting, finish requests in flight (--grace), exit 0.

@@ -5,7 +5,8 @@ A config file has two top-level sections, both optional::
     defaults:            # applies to every GPU (and to the CPU path)
       cache: {max_entries: 256, max_bytes: 1500MiB, admission_timeout: 60,
               pressure_available: auto, pressure_interval: 1}
-      serve: {max_batch_delay: 0.005, max_queue: 256, request_timeout: 30, send_timeout: 30}
+      serve: {max_batch_delay: 0.005, max_queue: 256, request_timeout: 30, send_timeout: 30,
+              cors_origins: loopback}
       staging: {max_bytes: 2GiB, pinned_bytes: 256MiB}
       output: {format: auto, jpeg_quality: 90, size: null, png_compress_level: 1}
       backend: auto
@@ -82,6 +83,8 @@ _MAX_PIXELS = 2**31
 _MAX_OUTPUT_SIDE = 65535  # JPEG's largest dimension
 _MAX_GPU_INDEX = 1023
 _MAX_READ_AHEAD = 10**6  # frames
+_MAX_CORS_ORIGINS = 1000  # entries of serve.cors_origins
+_MAX_ORIGIN_CHARS = 300  # a scheme, a host name of at most 253 characters, a port
 # Bounds on the file itself.
 _MAX_FILE_BYTES = MiB
 _MAX_DEPTH = 32  # nesting levels below the top-level mapping
@@ -239,12 +242,18 @@ class ServeConfig:
     requests wait for a batch (more are answered 503 with ``Retry-After``); a request that has
     no answer after ``request_timeout`` seconds is answered 504; a client that does not take a
     chunk of its response within ``send_timeout`` seconds is disconnected.
+
+    ``cors_origins``: which web pages may read the answers (CORS, :mod:`gpupipe.serve.cors`):
+    ``"loopback"`` (``null`` and ``http(s)://`` localhost, 127.0.0.0/8 or ``[::1]`` origins, any
+    port), ``"*"`` (any), or a tuple of exact origins such as ``"https://render.example.com"`` or
+    ``"null"`` (an empty tuple: no CORS headers).
     """
 
     max_batch_delay: float = 0.005
     max_queue: int = 256
     request_timeout: float = 30.0
     send_timeout: float = 30.0
+    cors_origins: str | tuple[str, ...] = "loopback"
 
 
 @dataclass(frozen=True)
@@ -385,6 +394,47 @@ def _size_pair(value: Any, key: str, source: str) -> tuple[int, int] | None:
     return (w, h)
 
 
+# A serialised origin as browsers send it: lower-case scheme and host, an optional port, nothing after.
+_ORIGIN_RE = re.compile(r"[a-z][a-z0-9+.\-]*://(?:\[[0-9a-f:.]+\]|[a-z0-9\-._~%!$&'()*+,;=]+)(?::([0-9]{1,5}))?")
+
+
+def _cors_origins(value: Any, key: str, source: str) -> str | tuple[str, ...]:
+    """``loopback``, ``*``, or a list of exact origins (``scheme://host[:port]`` or ``null``); ``[]``: none."""
+    if isinstance(value, str):
+        if value.strip().lower() in ("loopback", "*"):
+            return value.strip().lower()
+        raise ConfigError(
+            f"must be loopback, '*' or a list of origins such as ['http://localhost:3000']; got {_show(value)}",
+            source=source,
+            key=key,
+        )
+    if not isinstance(value, list):
+        raise ConfigError(
+            f"expected loopback, '*' or a list of origins, got {type(value).__name__} {_show(value)}", source=source, key=key
+        )
+    if len(value) > _MAX_CORS_ORIGINS:
+        raise ConfigError(f"at most {_MAX_CORS_ORIGINS} origins, got {len(value)}", source=source, key=key)
+    out: list[str] = []
+    for i, origin in enumerate(value):
+        k = f"{key}[{i}]"
+        if not isinstance(origin, str):
+            raise ConfigError(f"expected an origin string, got {type(origin).__name__} {_show(origin)}", source=source, key=k)
+        if origin in ("*", "loopback"):
+            raise ConfigError(
+                f"{origin!r} stands alone: write cors_origins: {origin!r}, not a list holding it", source=source, key=k
+            )
+        m = _ORIGIN_RE.fullmatch(origin) if len(origin) <= _MAX_ORIGIN_CHARS else None
+        if origin != "null" and (m is None or (m.group(1) is not None and not 0 < int(m.group(1)) <= 65535)):
+            raise ConfigError(
+                "expected an origin as browsers send it: scheme://host[:port] in lower case with no path or "
+                f"trailing slash (e.g. 'http://localhost:3000'), or 'null'; got {_show(origin)}",
+                source=source,
+                key=k,
+            )
+        out.append(origin)
+    return tuple(out)
+
+
 def _optional(check: Check) -> Check:
     """``check`` that also accepts ``null`` (kept as ``None``)."""
     return lambda value, key, source: None if value is None else check(value, key, source)
@@ -410,6 +460,7 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "max_queue": partial(_int, lo=1, hi=_MAX_QUEUE),
         "request_timeout": _seconds,
         "send_timeout": _seconds,
+        "cors_origins": _cors_origins,
     },
     "schedule": {"read_ahead": partial(_int, lo=0, hi=_MAX_READ_AHEAD)},
 }

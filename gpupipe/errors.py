@@ -3,9 +3,15 @@
 Every error names what failed (a frame's path or cache key, or a config key) and why.
 ``FrameError`` and its subclasses are also *returned*, one per failed frame, by
 :meth:`gpupipe.FrameEncoder.encode_batch`, so that one bad frame never sinks a batch.
+
+A ``FrameError``'s ``reason`` never quotes the frame's contents or its file's stat fields
+(inode, device, times): it may reach a client of ``gpupipe serve`` that can name the file
+but must not read what is not an image.
 """
 
 from __future__ import annotations
+
+import re
 
 __all__ = [
     "AllocatorTuningWarning",
@@ -18,6 +24,7 @@ __all__ = [
     "EncodeFailed",
     "FfmpegFailed",
     "FfmpegUnavailable",
+    "FrameChanged",
     "FrameDecodeError",
     "FrameError",
     "FrameNotFound",
@@ -26,7 +33,20 @@ __all__ = [
     "GpuDeviceLostWarning",
     "GpuFallbackWarning",
     "GpupipeError",
+    "SocketInUse",
+    "codec_reason",
 ]
+
+
+_BYTES_LITERAL = re.compile(r"(?<!\w)b'(?:[^'\\]|\\.)*'" + r'|(?<!\w)b"(?:[^"\\]|\\.)*"')
+
+
+def codec_reason(e: BaseException) -> str:
+    """A codec library's exception message fit for a frame error's reason: the bytes it quotes
+    from the frame (Pillow's ``broken PNG file (chunk b'...')``) are left out, and at most 200
+    characters are kept."""
+    text = _BYTES_LITERAL.sub("(data left out)", str(e))
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class GpupipeError(Exception):
@@ -84,6 +104,12 @@ class FrameDecodeError(FrameError):
     """The frame is empty, truncated, corrupt, or not a PNG/JPEG image."""
 
 
+class FrameChanged(FrameDecodeError):
+    """The frame's file changed while it was read: its stat identity differed before and after the
+    read (twice in a row), fewer bytes were read than its size said, or it grew past the header its
+    budget was estimated from. Not a property of the frame: asking again later may succeed."""
+
+
 class FrameTooLarge(FrameError):
     """The frame declares more pixels than ``max_pixels`` allows (decompression-bomb guard), or its
     encoded data is larger than ``max_bytes``."""
@@ -92,6 +118,11 @@ class FrameTooLarge(FrameError):
 class BudgetTimeout(FrameError):
     """The frame's work waited ``cache.admission_timeout`` seconds for room in the byte budget
     (held by other work in flight) and gave up; other frames are unaffected."""
+
+
+class SocketInUse(GpupipeError, OSError):
+    """``gpupipe serve --socket PATH`` cannot listen at ``PATH``: something that is not a socket is
+    there, or a server answers on the socket there. Nothing at ``PATH`` is changed."""
 
 
 class CacheError(GpupipeError, RuntimeError):

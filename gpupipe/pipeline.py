@@ -18,7 +18,7 @@ from .admission import Estimate
 from .cache import CacheStats, FrameCache, Lease
 from .config import Config, load_config
 from .encoder import FrameEncoder
-from .errors import FrameDecodeError, FrameError
+from .errors import FrameChanged, FrameError
 from .footprint import Header
 from .memory import release_large_allocations
 from .plan import OutputSpec
@@ -308,10 +308,10 @@ def _read_ahead(n: Any) -> int:
 
 
 def _check_unchanged(frame: Frame | FrameError, header: Header | None) -> Frame | FrameError:
-    """``frame``, or its error when it is larger than the header its budget was estimated from
-    (the file changed between the two reads)."""
+    """``frame``, or :class:`~gpupipe.errors.FrameChanged` when it is larger than the header its
+    budget was estimated from (the file changed between the two reads)."""
     if isinstance(frame, FrameError) or header is None:
         return frame
     if len(frame.data) > header.source_bytes or frame.width * frame.height > header.width * header.height:
-        return FrameDecodeError(frame.label, "changed while being read: it is larger than the header it was admitted by")
+        return FrameChanged(frame.label, "changed while being read: it is larger than the header it was admitted by")
     return frame

@@ -10,13 +10,19 @@ Reading a path never blocks and never reads without bound: only regular files ar
 (a FIFO, device, socket or directory is refused from its ``stat``, before any read), a file
 larger than ``max_bytes`` is refused from its size, at most ``max_bytes + 1`` bytes are ever
 read, and a file that changes while it is read (its ``stat`` identity differs before and after,
-or the bytes read are not its size) is read once more, then refused.
+or the bytes read are not its size) is read once more, then refused
+(:class:`~gpupipe.errors.FrameChanged`).
+
+Error reasons name what is wrong (a byte offset, a registered PNG chunk type, a size) but never
+quote the data read or the file's stat fields; the stat fields of a changing file are logged at
+debug level (logger ``gpupipe.sources``).
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import stat
 import struct
@@ -27,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from .errors import FrameDecodeError, FrameNotFound, FrameNotRegularFile, FrameTooLarge
+from .errors import FrameChanged, FrameDecodeError, FrameNotFound, FrameNotRegularFile, FrameTooLarge
 from .vocabulary import MIME, Kind
 
 __all__ = [
@@ -46,6 +52,8 @@ __all__ = [
     "source_key",
     "source_label",
 ]
+
+log = logging.getLogger("gpupipe.sources")
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 
@@ -258,6 +266,19 @@ def open_frame_file(
         os.close(fd)
 
 
+# Chunk types of the PNG specification (3rd edition) and APNG: named in error reasons; any other
+# type is file content, and is called "an unregistered chunk".
+_PNG_CHUNK_TYPES = frozenset(
+    b"IHDR PLTE IDAT IEND tRNS cHRM gAMA iCCP sBIT sRGB cICP mDCV cLLI tEXt zTXt iTXt bKGD hIST pHYs sPLT eXIf tIME "
+    b"acTL fcTL fdAT".split()
+)
+
+
+def _chunk_name(ctype: bytes) -> str:
+    """``the 'iCCP' chunk`` for a registered chunk type, ``an unregistered chunk`` for any other bytes."""
+    return f"the {ctype.decode('ascii')!r} chunk" if ctype in _PNG_CHUNK_TYPES else "an unregistered chunk"
+
+
 def _probe_png(label: str, data: bytes, max_pixels: int | None = None) -> tuple[int, int, int, bool]:
     if len(data) < 33 or data[12:16] != b"IHDR":
         raise FrameDecodeError(label, "truncated PNG: no complete IHDR header")
@@ -281,9 +302,9 @@ def _probe_png(label: str, data: bytes, max_pixels: int | None = None) -> tuple[
             break
         end = pos + 8 + length
         if end + 4 > n:
-            raise FrameDecodeError(label, f"truncated PNG: {ctype_!r} chunk runs past the end of the data")
+            raise FrameDecodeError(label, f"truncated PNG: {_chunk_name(ctype_)} runs past the end of the data")
         if zlib.crc32(data[pos + 4 : end]) != struct.unpack(">I", data[end : end + 4])[0]:
-            raise FrameDecodeError(label, f"corrupt PNG: bad CRC in the {ctype_.decode('latin-1')!r} chunk")
+            raise FrameDecodeError(label, f"corrupt PNG: bad CRC in {_chunk_name(ctype_)}")
         if ctype_ == b"tRNS":
             alpha = True
         elif ctype_ == b"eXIf" and orientation == 1:
@@ -407,7 +428,7 @@ def probe(label: str, data: bytes, max_pixels: int | None = None) -> tuple[Kind,
         raise FrameDecodeError(label, "empty frame (0 bytes)")
     kind = sniff(data)
     if kind is None:
-        raise FrameDecodeError(label, f"not a PNG or JPEG image (starts with {bytes(data[:8])!r})")
+        raise FrameDecodeError(label, "not a PNG or JPEG file (unrecognised signature)")
     if kind == "png":
         return (kind, *_probe_png(label, data, max_pixels))
     return (kind, *_probe_jpeg(label, data, max_pixels))
@@ -491,10 +512,15 @@ def _read_path(label: str, max_bytes: int | None) -> tuple[bytes, tuple]:
         data, before, after = _read_once(label, max_bytes)
         if before == after and len(data) == before[2]:
             return data, before
-    raise FrameDecodeError(
-        label,
-        f"changed while being read, twice (stat before: {before}, after: {after}; read {len(data)} bytes of {before[2]})",
-    )
+        log.debug(
+            "%s changed while being read (stat before: %s, after: %s; read %d bytes of %d)",
+            label,
+            before,
+            after,
+            len(data),
+            before[2],
+        )
+    raise FrameChanged(label, "changed while being read, twice in a row (is it still being written?)")
 
 
 def read_frame(
@@ -515,8 +541,8 @@ def read_frame(
 
     Raises :class:`FrameNotFound` (missing or unreadable file;
     :class:`~gpupipe.errors.FrameNotRegularFile` for what is not a regular file),
-    :class:`FrameDecodeError` (empty, unrecognised or truncated header; a file that kept
-    changing while read) or :class:`FrameTooLarge` (more than ``max_bytes`` bytes, or more than
+    :class:`FrameDecodeError` (empty, unrecognised or truncated header; its subclass
+    :class:`~gpupipe.errors.FrameChanged` for a file that kept changing while read) or :class:`FrameTooLarge` (more than ``max_bytes`` bytes, or more than
     ``max_pixels`` declared pixels).
     """
     identity: tuple | None = None

@@ -6,8 +6,10 @@ import asyncio
 import http.client
 import io
 import json
+import os
 import struct
 import threading
+import types
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -165,3 +167,35 @@ def png_with_padding(path: Path, pad_bytes: int) -> bytes:
     out = data[:iend] + chunk + data[iend:]
     path.write_bytes(out)
     return out
+
+
+class ChangingWhileRead:
+    """Makes ``os.fstat`` of one file (by name, in every thread) report a new ``st_mtime_ns`` on each of its
+    next ``times`` calls, as if the file were being rewritten while read; ``install`` with pytest's monkeypatch."""
+
+    def __init__(self, name: str, times: int = 5) -> None:
+        self.name = name
+        self.left = times
+        self._lock = threading.Lock()
+        self._real = os.fstat
+
+    def install(self, monkeypatch: Any) -> "ChangingWhileRead":
+        monkeypatch.setattr(os, "fstat", self._fstat)
+        return self
+
+    def _fstat(self, fd: int) -> Any:
+        st = self._real(fd)
+        try:
+            target = os.path.basename(os.readlink(f"/proc/self/fd/{fd}")) == self.name
+        except OSError:
+            target = False
+        if not target:
+            return st
+        with self._lock:
+            if self.left <= 0:
+                return st
+            self.left -= 1
+            bump = self.left + 1
+        d = {k: getattr(st, k) for k in ("st_mode", "st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")}
+        d["st_mtime_ns"] += bump
+        return types.SimpleNamespace(**d)

@@ -28,6 +28,7 @@ from gpupipe.uri import build_uri  # noqa: E402
 
 from serve_util import (  # noqa: E402
     MiB,
+    ChangingWhileRead,
     GatedPipeline,
     LiveServer,
     cpu_pipeline,
@@ -54,7 +55,10 @@ def frames(tmp_path_factory) -> Path:
     outside = tmp_path_factory.mktemp("outside")
     (outside / "secret.png").write_bytes((root / "f1.png").read_bytes())
     os.symlink(outside / "secret.png", root / "escape.png")
+    os.symlink(outside, root / "outdir")  # a linked directory that leads out of the root
     os.symlink(root / "f2.png", root / "alias.png")
+    (root / "notes.png").write_bytes(b"SECRET-TOKEN-0123456789 is not an image")
+    (root / "changing.png").write_bytes((root / "f0.png").read_bytes())
     return root
 
 
@@ -175,6 +179,80 @@ def test_error_statuses_are_json_naming_the_frame(live, endpoint, query, status,
     src = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("src")
     if src and etype != "BadParameter":
         assert d["src"] == src
+
+
+def test_a_linked_directory_leading_out_of_the_root_answers_alike_whether_or_not_the_file_exists(live, frames):
+    answers = {}
+    for src in ("outdir/secret.png", "outdir/missing.png", "outdir/sub/missing.png", "outdir"):
+        for endpoint in ("/v1/uri", "/v1/image"):
+            status, _, body = get(live.port, f"{endpoint}?src={src}")
+            d = error_body(body)
+            assert d.pop("src") == src
+            answers[(src, endpoint)] = (status, d)
+    refused = (403, {"error": "src resolves outside every --root", "type": "PathRefused"})
+    assert all(a == refused for a in answers.values()), answers
+    status, _, body = get(live.port, "/v1/uri?src=sub/missing.png")  # a plain missing file inside the root
+    assert status == 404 and error_body(body)["type"] == "FrameNotFound"
+
+
+def test_roots_try_every_root_and_refuse_a_link_out_alike(tmp_path):
+    from gpupipe.errors import FrameNotFound as NotFound
+    from gpupipe.serve.errors import PathRefused
+    from gpupipe.serve.roots import Roots
+
+    a, b, outside = tmp_path / "a", tmp_path / "b", tmp_path / "outside"
+    for d in (a, b, outside):
+        d.mkdir()
+    (outside / "x.png").write_bytes(b"x")
+    os.symlink(outside, a / "link")
+    (b / "link").mkdir()
+    (b / "link" / "y.png").write_bytes(b"y")
+    roots = Roots([a, b])
+    assert roots.resolve("link/y.png") == os.path.realpath(b / "link" / "y.png")  # the second root holds it
+    for src in ("link/x.png", "link/missing.png"):  # through a's link only: refused, existing or not
+        with pytest.raises(PathRefused, match="outside every --root"):
+            roots.resolve(src)
+    with pytest.raises(NotFound):
+        roots.resolve("nothing.png")
+
+
+def test_error_bodies_show_no_file_content_and_no_inode_numbers(live, frames, monkeypatch):
+    status, _, body = get(live.port, "/v1/uri?src=notes.png")
+    d = error_body(body)
+    assert status == 422 and d["type"] == "FrameDecodeError" and "not a PNG or JPEG" in d["error"]
+    assert b"SECRET" not in body and b"TOKEN" not in body
+    st = os.stat(frames / "changing.png")
+    ChangingWhileRead("changing.png").install(monkeypatch)
+    status, _, body = get(live.port, "/v1/uri?src=changing.png")
+    d = error_body(body)
+    assert "changed while being read" in d["error"]
+    for secret in (st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns):
+        assert str(secret).encode() not in body, (secret, body)
+    assert b"stat" not in body
+
+
+def test_a_frame_changed_while_read_is_503_with_retry_after_then_served(live, frames, monkeypatch):
+    ChangingWhileRead("changing.png").install(monkeypatch)
+    status, h, body = get(live.port, "/v1/uri?src=changing.png")
+    d = error_body(body)
+    assert status == 503 and d["type"] == "FrameChanged" and d["src"] == "changing.png"
+    assert int(h["retry-after"]) >= 1
+    status, _, body = get(live.port, "/v1/uri?src=changing.png")
+    assert status == 200 and body.decode() == build_uri("image/png", (frames / "changing.png").read_bytes())
+
+
+def test_the_python_client_retries_a_frame_changed_while_read(live, frames, monkeypatch):
+    from gpupipe.errors import FrameChanged
+
+    want = build_uri("image/png", (frames / "changing.png").read_bytes())
+    ChangingWhileRead("changing.png").install(monkeypatch)
+    with FrameClient(f"http://127.0.0.1:{live.port}") as fc:
+        assert fc.uri("changing.png") == want  # 503 + Retry-After, then served
+    assert metric(metrics(live.port), "gpupipe_http_requests_total", endpoint="/v1/uri", status="503") == 1
+    ChangingWhileRead("changing.png").install(monkeypatch)
+    with FrameClient(f"http://127.0.0.1:{live.port}", retries=0) as fc, pytest.raises(FrameChanged) as e:
+        fc.uri("changing.png", format="jpeg")  # not cached yet: read again
+    assert e.value.frame == "changing.png" and isinstance(e.value, FrameDecodeError)
 
 
 def test_frame_too_large_is_413(frames):
@@ -402,6 +480,34 @@ def test_a_client_that_stops_reading_is_disconnected(tmp_path):
         s.close()
         assert got < 12 * MiB * 4 // 3  # cut off before the whole URI
         assert get(srv.port, "/healthz")[0] == 200
+
+
+@pytest.mark.parametrize("endpoint", ["/v1/uri", "/v1/image"])
+def test_a_client_that_disconnects_mid_response_is_counted_as_499(tmp_path, caplog, endpoint):
+    root = tmp_path / "big"
+    root.mkdir()
+    data = png_with_padding(root / "big.png", 12 * MiB)
+    full = len(data) if endpoint == "/v1/image" else len(build_uri("image/png", data))
+    with LiveServer(service(cpu_pipeline(), root)) as srv, caplog.at_level(logging.INFO):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(f"GET {endpoint}?src=big.png HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        s.settimeout(30)
+        head = s.recv(64)
+        assert head.startswith(b"HTTP/1.1 200")  # the body has begun
+        s.close()  # unread data in the buffer: the kernel resets the connection
+        wait_for(lambda: metric(metrics(srv.port), "gpupipe_http_requests_total", endpoint=endpoint, status="499") == 1,
+                 what="the 499")
+        m = metrics(srv.port)
+        wait_for(lambda: any(r.name == "gpupipe.serve.access" and endpoint in r.getMessage() for r in caplog.records),
+                 what="the access log line")
+        assert get(srv.port, "/healthz")[0] == 200
+    assert metric(m, "gpupipe_http_requests_total", status="500") == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    access = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gpupipe.serve.access"]
+    line = next(a for a in access if a["path"] == endpoint)
+    assert line["status"] == 499 and 0 < line["bytes"] < full
 
 
 def test_unix_socket_is_private_and_serves(frames, tmp_path):

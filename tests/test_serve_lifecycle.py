@@ -7,8 +7,10 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -215,6 +217,71 @@ def test_serve_refuses_a_missing_root_and_a_bad_config(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gpupipe", "serve", "--root", str(tmp_path), "--port", "0", "--config", str(cfg)],
                        capture_output=True, text=True, env=_env(), timeout=60)
     assert r.returncode == 2 and "serve.max_queue" in r.stderr
+
+
+# --------------------------------------------------------------------------- --socket PATH
+
+
+@pytest.fixture
+def short_dir():
+    """A directory with a short path (a Unix socket's path must fit in ~100 bytes)."""
+    with tempfile.TemporaryDirectory(prefix="gps", dir="/tmp" if os.path.isdir("/tmp") else None) as d:
+        yield Path(d)
+
+
+def _serve_socket(frames: Path, path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gpupipe", "serve", "--root", str(frames), "--socket", str(path)],
+                          capture_output=True, text=True, env=_env(), timeout=120)
+
+
+@pytest.mark.parametrize("kind", ["file", "directory", "symlink"])
+def test_serve_socket_on_something_else_leaves_it_untouched(frames, short_dir, kind):
+    path = short_dir / "gp.sock"
+    if kind == "file":
+        path.write_bytes(b"precious data")
+    elif kind == "directory":
+        path.mkdir()
+        (path / "inside").write_bytes(b"kept")
+    else:
+        (short_dir / "target").write_bytes(b"target data")
+        os.symlink(short_dir / "target", path)
+    r = _serve_socket(frames, path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "is not a socket" in r.stderr and "untouched" in r.stderr, r.stderr
+    if kind == "file":
+        assert path.read_bytes() == b"precious data"
+    elif kind == "directory":
+        assert (path / "inside").read_bytes() == b"kept"
+    else:
+        assert path.is_symlink() and (short_dir / "target").read_bytes() == b"target data"
+
+
+def test_serve_socket_refuses_a_live_socket_and_replaces_a_stale_one(frames, short_dir):
+    path = short_dir / "gp.sock"
+    with LiveServer(service(cpu_pipeline(), frames), socket_path=path):
+        r = _serve_socket(frames, path)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "a server is listening on it" in r.stderr, r.stderr
+        with FrameClient(socket_path=str(path)) as fc:  # the first server still owns its socket
+            assert fc.health()["status"] == "ok"
+    assert not path.exists()
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))  # bound, never listening, closed: nobody answers there
+    stale.close()
+    assert path.exists()
+    with LiveServer(service(cpu_pipeline(), frames), socket_path=path):
+        with FrameClient(socket_path=str(path)) as fc:
+            assert fc.health()["status"] == "ok"
+    assert not path.exists()
+
+
+def test_a_server_removes_only_its_own_socket(frames, short_dir):
+    """A socket path replaced while the server runs (by hand) is not removed when it stops."""
+    path = short_dir / "gp.sock"
+    with LiveServer(service(cpu_pipeline(), frames), socket_path=path):
+        os.unlink(path)
+        path.write_bytes(b"someone else's")
+    assert path.read_bytes() == b"someone else's"
 
 
 # --------------------------------------------------------------------------- memory pressure

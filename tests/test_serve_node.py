@@ -20,7 +20,7 @@ pytest.importorskip("prometheus_client")
 from gpupipe.samples import encode_frame, make_frame  # noqa: E402
 from gpupipe.pipeline import FramePipeline  # noqa: E402
 
-from serve_util import LiveServer, cpu_pipeline, service  # noqa: E402
+from serve_util import ChangingWhileRead, LiveServer, cpu_pipeline, service  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_DIR = ROOT / "clients" / "node"
@@ -48,26 +48,32 @@ def frames(tmp_path_factory) -> Path:
     (root / "f0.png").write_bytes(encode_frame(px, "png"))
     (root / "f1.jpg").write_bytes(encode_frame(px, "jpeg"))
     (root / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (root / "changing.png").write_bytes((root / "f0.png").read_bytes())
     outside = tmp_path_factory.mktemp("outside")
     (outside / "x.png").write_bytes((root / "f0.png").read_bytes())
     os.symlink(outside / "x.png", root / "escape.png")
     return root
 
 
-def _node_test(srv: LiveServer, frames: Path, test_file: str, **env: str) -> subprocess.CompletedProcess:
+def _node_test(srv: LiveServer, frames: Path, test_file: str, pattern: str | None = None, **env: str) -> subprocess.CompletedProcess:
     full = {**{k: v for k, v in os.environ.items() if not k.startswith("GPUPIPE_")}, "GPUPIPE_URL": srv.url,
             "GPUPIPE_TEST_ROOT": str(frames), **env}
-    return subprocess.run(["node", "--test", f"test/{test_file}"], cwd=NODE_DIR, env=full, capture_output=True, text=True, timeout=180)
+    only = [f"--test-name-pattern={pattern}"] if pattern else []
+    return subprocess.run(["node", "--test", *only, f"test/{test_file}"], cwd=NODE_DIR, env=full, capture_output=True, text=True,
+                          timeout=180)
 
 
-def test_node_client_against_a_live_service(frames):
+def test_node_client_against_a_live_service(frames, monkeypatch):
     _need("node", shutil.which("node") is not None)
     expect = "201" if callable(getattr(FramePipeline, "schedule", None)) else "501"
+    ChangingWhileRead("changing.png").install(monkeypatch)  # its first request is answered 503 + Retry-After
     with LiveServer(service(cpu_pipeline(), frames)) as srv:
         r = _node_test(srv, frames, "client.test.mjs", GPUPIPE_TEST_SCHEDULES=expect)
+        changed = srv.service.metrics.registry.get_sample_value("gpupipe_http_requests_total", {"endpoint": "/v1/uri", "status": "503"})
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
-    assert "# pass 7" in out and "# skipped 0" in out, out
+    assert "# pass 8" in out and "# skipped 0" in out, out
+    assert changed == 1  # the client's first request met the change, and it retried
 
 
 def test_one_frame_injected_into_headless_chromium(frames):
@@ -76,9 +82,25 @@ def test_one_frame_injected_into_headless_chromium(frames):
     _need("chromium", chromium is not None)
     _need("puppeteer-core (npm ci in clients/node)", (NODE_DIR / "node_modules" / "puppeteer-core").is_dir())
     with LiveServer(service(cpu_pipeline(), frames)) as srv:
-        r = _node_test(srv, frames, "browser.test.mjs", CHROMIUM=str(chromium))
+        r = _node_test(srv, frames, "browser.test.mjs", "by data URI and by URL", CHROMIUM=str(chromium))
         served = srv.service.metrics.registry.get_sample_value("gpupipe_http_requests_total", {"endpoint": "/v1/image", "status": "200"})
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
-    assert "# pass 1" in out and "# skipped 0" in out, out
+    assert "# pass 1" in out and "# fail 0" in out, out
     assert served == 2  # the page itself loaded both URL-mode frames from the service
+
+
+def test_url_mode_frames_drawn_into_a_canvas_in_headless_chromium(frames):
+    """A page of another loopback origin draws ``<img crossOrigin="anonymous">`` from ``/v1/image`` into a canvas
+    and reads it back (the default ``serve.cors_origins: loopback``); with CORS off it cannot."""
+    _need("node", shutil.which("node") is not None)
+    chromium = _chromium()
+    _need("chromium", chromium is not None)
+    _need("puppeteer-core (npm ci in clients/node)", (NODE_DIR / "node_modules" / "puppeteer-core").is_dir())
+    with LiveServer(service(cpu_pipeline(), frames)) as srv, LiveServer(service(cpu_pipeline(), frames, cors_origins=())) as off:
+        r = _node_test(srv, frames, "browser.test.mjs", "canvas", CHROMIUM=str(chromium), GPUPIPE_URL_NO_CORS=off.url)
+        served = srv.service.metrics.registry.get_sample_value("gpupipe_http_requests_total", {"endpoint": "/v1/image", "status": "200"})
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert "# pass 1" in out and "# fail 0" in out, out
+    assert served == 2

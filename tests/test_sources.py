@@ -263,6 +263,80 @@ def _fake_stat(st, **changes):
 
 
 @pytest.mark.parametrize("field", ["st_mtime_ns", "st_ctime_ns", "st_ino", "st_dev"])
+def test_a_file_that_keeps_changing_is_frame_changed_and_its_reason_shows_no_stat(tmp_path, monkeypatch, png_bytes, field):
+    from gpupipe.errors import FrameChanged
+
+    p = tmp_path / "a.png"
+    p.write_bytes(png_bytes)
+    st0 = os.stat(p)
+    real_fstat = os.fstat
+    calls = []
+
+    def fstat(fd):
+        calls.append(fd)
+        st = real_fstat(fd)
+        return _fake_stat(st, **{field: getattr(st, field) + 1}) if len(calls) % 2 == 0 else st
+
+    monkeypatch.setattr(os, "fstat", fstat)
+    with pytest.raises(FrameChanged) as ei:
+        read_frame(p)
+    assert isinstance(ei.value, FrameDecodeError)  # callers that catch FrameDecodeError still do
+    for n in (st0.st_ino, st0.st_dev, st0.st_mtime_ns, st0.st_ctime_ns):
+        assert str(n) not in ei.value.reason
+    assert "stat" not in ei.value.reason
+
+
+def test_a_frame_larger_than_the_header_it_was_admitted_by_is_frame_changed(png_bytes):
+    from gpupipe.errors import FrameChanged
+    from gpupipe.footprint import Header
+    from gpupipe.pipeline import _check_unchanged
+
+    frame = read_frame(png_bytes)
+    small = Header("png", frame.width, frame.height, 3, 1, len(png_bytes) - 1)
+    assert isinstance(_check_unchanged(frame, small), FrameChanged)
+    same = Header("png", frame.width, frame.height, 3, 1, len(png_bytes))
+    assert _check_unchanged(frame, same) is frame
+
+
+_IHDR_1x1 = b"\x89PNG\r\n\x1a\n" + C.png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+
+
+@pytest.mark.parametrize("data", [
+    b"SECRET-TOKEN-0123456789",
+    b"\xff\xd8SECRETS!",
+    _IHDR_1x1 + struct.pack(">I", 4) + b"S\x00C!" + b"KEYS" + b"\0\0\0\0",  # a bad CRC in a chunk of a made-up type
+    _IHDR_1x1 + struct.pack(">I", 400) + b"S\x00C!" + b"KEYS",  # a chunk running past the end
+])
+def test_error_reasons_never_echo_file_contents(tmp_path, data):
+    p = tmp_path / "x.png"
+    p.write_bytes(data)
+    for read in (lambda: read_frame(p), lambda: read_frame(data), lambda: sources.probe("x", data)):
+        with pytest.raises(FrameDecodeError) as ei:
+            read()
+        for secret in ("SECRET", "KEYS", "S\\x00C", "C!"):
+            assert secret not in ei.value.reason, ei.value.reason
+
+
+def test_a_codec_librarys_message_quoting_the_data_is_not_echoed(enc):
+    """Pillow quotes a chunk type it cannot place (``broken PNG file (chunk b'...')``): that is file content."""
+    png = C.write_png(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    at = png.index(b"IDAT") - 4
+    (n,) = struct.unpack(">I", png[at : at + 4])
+    idat = png[at + 8 : at + 8 + n]
+    bad = png[:33] + C.png_chunk(b"IDAT", idat[:50]) + struct.pack(">I", 4) + b"S\x00C!KEYS\0\0\0\0" + C.png_chunk(b"IDAT", idat[50:])
+    bad += C.png_chunk(b"IEND", b"")
+    for output in ("png", "jpeg"):
+        (err,) = enc.encode_batch([bad], output=output)
+        assert isinstance(err, FrameDecodeError) and "cannot decode PNG" in err.reason, err
+        assert "S\\x00C" not in err.reason and "C!" not in err.reason and "KEYS" not in err.reason, err.reason
+
+
+def test_an_unrecognised_signature_is_named_as_such():
+    with pytest.raises(FrameDecodeError, match=r"not a PNG or JPEG file \(unrecognised signature\)"):
+        read_frame(b"GIF89a....")
+
+
+@pytest.mark.parametrize("field", ["st_mtime_ns", "st_ctime_ns", "st_ino", "st_dev"])
 def test_a_file_that_keeps_changing_is_refused(tmp_path, monkeypatch, png_bytes, field):
     p = tmp_path / "a.png"
     p.write_bytes(png_bytes)

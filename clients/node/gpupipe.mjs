@@ -8,7 +8,8 @@
 //
 // Frame paths are relative to one of the service's --root directories (or absolute inside one).
 // Every error answer becomes a GpupipeError with the service's status, type and src; 503 answers
-// (queue or byte budget full) are retried after their Retry-After, `retries` times.
+// (queue or byte budget full, or type FrameChanged: the frame's file changed while it was read) are
+// retried after their Retry-After (at most 10 s), `retries` times, as the Python client does.
 
 const DEFAULT_URL = 'http://127.0.0.1:8765';
 
@@ -41,7 +42,7 @@ export class GpupipeClient {
    * @param {object} [options]
    * @param {string} [options.baseUrl] the service, default $GPUPIPE_URL or http://127.0.0.1:8765
    * @param {number} [options.timeoutMs] per request, default 120000
-   * @param {number} [options.retries] retries of a 503 answer, default 3
+   * @param {number} [options.retries] retries of a 503 answer (queue or budget full, frame changed while read), default 3
    * @param {typeof fetch} [options.fetch] a fetch implementation, default the global one
    */
   constructor({ baseUrl, timeoutMs = 120_000, retries = 3, fetch: fetchImpl } = {}) {

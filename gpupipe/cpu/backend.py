@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..errors import FrameDecodeError, FrameError
+from ..errors import FrameDecodeError, FrameError, codec_reason
 from ..footprint import Header, cpu_footprint
 from ..plan import Job, OutputSpec
 from ..uri import build_uri
@@ -77,7 +77,7 @@ def _run_job(job: Job, times: StageTimes | None) -> str:
 
 def _unexpected(job: Job, e: BaseException) -> FrameDecodeError:
     """The frame's error for an exception that decoding, resizing or encoding it raised unexpectedly."""
-    return FrameDecodeError(job.frame.label, f"cannot transcode {job.frame.kind.upper()}: {type(e).__name__}: {e}")
+    return FrameDecodeError(job.frame.label, f"cannot transcode {job.frame.kind.upper()}: {type(e).__name__}: {codec_reason(e)}")
 
 
 def run_job(job: Job, times: StageTimes | None = None) -> str:

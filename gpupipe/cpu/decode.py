@@ -15,7 +15,7 @@ from struct import error as struct_error
 import numpy as np
 from PIL import Image, ImageFile
 
-from ..errors import FrameDecodeError
+from ..errors import FrameDecodeError, codec_reason
 from ..plan import Job
 from ..sources import Frame
 
@@ -162,7 +162,7 @@ def decode_frame(job: Job) -> Image.Image:
             img.load()
             img = _normalise_mode(img, frame)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning, struct_error) as e:
-        raise FrameDecodeError(frame.label, f"cannot decode {frame.kind.upper()}: {e}") from None
+        raise FrameDecodeError(frame.label, f"cannot decode {frame.kind.upper()}: {codec_reason(e)}") from None
     method = ORIENTATION_TRANSPOSE.get(frame.orientation)
     return img if method is None else img.transpose(method)
 

@@ -26,9 +26,16 @@ client is gone, and encodes wait while URIs being sent fill the budget. The chun
 (at most ``CHUNK`` bytes per connection) is outside the budget.
 
 Errors are JSON ``{"error", "type", "src"}``: 400 bad parameters, 403 outside every root,
-404 no such frame, 413 ``FrameTooLarge``, 422 ``FrameDecodeError``, 503 queue full or byte
-budget full (with ``Retry-After``), 504 request time limit, 500 anything else (logged, never
-a stack trace to the client).
+404 no such frame, 413 ``FrameTooLarge``, 422 ``FrameDecodeError``, 503 queue full, byte
+budget full or ``FrameChanged`` (the file changed while it was read; all three with
+``Retry-After``: ask again), 504 request time limit, 500 anything else (logged, never a stack
+trace to the client).
+
+A client that closes its connection before its answer is sent is counted (metrics, access log)
+with status :data:`CLIENT_CLOSED` (499, "client closed request"), not as an error of the service.
+
+Pages of other origins may read the answers as ``serve.cors_origins`` allows
+(:mod:`gpupipe.serve.cors`).
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ from ..config import ServeConfig
 from ..errors import FrameError
 from ..pipeline import FramePipeline
 from .batcher import Batcher
+from .cors import CorsPolicy, setup_cors
 from .errors import (
     BadParameter,
     RequestError,
@@ -64,13 +72,23 @@ from .errors import (
     ScheduleNotFound,
     SchedulesUnsupported,
     TooManySchedules,
+    retry_after_of,
     status_of,
 )
 from .metrics import ServiceMetrics
 from .pressure import PressureMonitor
 from .roots import Roots
 
-__all__ = ["CHUNK", "MAX_SCHEDULES", "MAX_SCHEDULE_SOURCES", "FrameService", "JsonAccessLogger", "Lane", "create_app"]
+__all__ = [
+    "CHUNK",
+    "CLIENT_CLOSED",
+    "MAX_SCHEDULES",
+    "MAX_SCHEDULE_SOURCES",
+    "FrameService",
+    "JsonAccessLogger",
+    "Lane",
+    "create_app",
+]
 
 log = logging.getLogger("gpupipe.serve")
 access_log = logging.getLogger("gpupipe.serve.access")
@@ -86,6 +104,8 @@ SERVICE_KEY = web.AppKey("gpupipe_service", object)
 _RequestKey = getattr(web, "RequestKey", None)  # aiohttp >= 3.12
 SRC_KEY: Any = _RequestKey("gpupipe_src", str) if _RequestKey else "gpupipe_src"
 CACHE_STATE_KEY: Any = _RequestKey("gpupipe_cache", str) if _RequestKey else "gpupipe_cache"
+CLOSED_KEY: Any = _RequestKey("gpupipe_client_closed", bool) if _RequestKey else "gpupipe_client_closed"
+CLIENT_CLOSED = 499  # the status counted for a client that closed its connection mid-answer (as nginx logs it)
 
 
 # --------------------------------------------------------------------------- lanes
@@ -484,9 +504,8 @@ def _error_response(err: BaseException, src: str | None = None) -> web.Response:
     else:
         body = {"error": "internal error (the server logged it)", "type": "InternalError", "src": src}
     resp = web.json_response(body, status=status)
-    retry = getattr(err, "retry_after", None)
     if status == 503:
-        resp.headers["Retry-After"] = str(retry or 1)
+        resp.headers["Retry-After"] = str(retry_after_of(err))
     return resp
 
 
@@ -515,9 +534,10 @@ def _image_chunks(uri: str, start: int) -> Iterator[bytes]:
 async def _stream(
     request: web.Request, resp: web.StreamResponse, chunks: Iterator[bytes], service: FrameService
 ) -> web.StreamResponse:
-    """Send ``chunks``; a client that takes none of a chunk for ``send_timeout`` seconds is disconnected."""
-    await resp.prepare(request)
+    """Send ``chunks``; a client that takes none of a chunk for ``send_timeout`` seconds is disconnected,
+    and one that closes the connection first is marked (``CLOSED_KEY``) for :func:`_status`."""
     try:
+        await resp.prepare(request)
         for chunk in chunks:
             await asyncio.wait_for(resp.write(chunk), service.serve.send_timeout)
         await resp.write_eof()
@@ -527,6 +547,9 @@ async def _stream(
         log.warning("client %s took no data for %g s; disconnected", request.remote, service.serve.send_timeout)
         if request.transport is not None:
             request.transport.abort()
+    except ConnectionError as e:  # aiohttp's ClientConnectionResetError is one: "Cannot write to closing transport"
+        request[CLOSED_KEY] = True
+        log.debug("client %s closed the connection mid-answer (%s)", request.remote, e)
     return resp
 
 
@@ -652,6 +675,11 @@ def _endpoint(request: web.Request) -> str:
     return resource.canonical if resource is not None else "other"
 
 
+def _status(request: web.BaseRequest, resp: web.StreamResponse) -> int:
+    """The status a request is counted and logged with: :data:`CLIENT_CLOSED` when the client left mid-answer."""
+    return CLIENT_CLOSED if request.get(CLOSED_KEY) else resp.status
+
+
 @web.middleware
 async def _errors_and_metrics(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -675,7 +703,7 @@ async def _errors_and_metrics(
     except Exception as e:
         log.exception("%s %s failed", request.method, request.path)
         resp = _error_response(e, request.get(SRC_KEY))
-    svc.metrics.requests.labels(endpoint, str(resp.status)).inc()
+    svc.metrics.requests.labels(endpoint, str(_status(request, resp))).inc()
     svc.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
     if resp.body_length:
         svc.metrics.response_bytes.labels(endpoint).inc(resp.body_length)
@@ -685,7 +713,8 @@ async def _errors_and_metrics(
 class JsonAccessLogger(AbstractAccessLogger):
     """One JSON line per request on the ``gpupipe.serve.access`` logger:
     ``{"method", "path", "status", "ms", "bytes", "cache", "src", "remote"}``; ``cache`` is ``hit``,
-    ``miss``, ``revalidated`` (a 304) or ``-``."""
+    ``miss``, ``revalidated`` (a 304) or ``-``; ``status`` is 499 for a client that closed the
+    connection mid-answer, and ``bytes`` what was sent of it."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         try:
@@ -693,7 +722,7 @@ class JsonAccessLogger(AbstractAccessLogger):
             line = {
                 "method": request.method,
                 "path": request.path[:200],
-                "status": response.status,
+                "status": _status(request, response),
                 "ms": round(time * 1000, 2),
                 "bytes": response.body_length,
                 "cache": request.get(CACHE_STATE_KEY, "-"),
@@ -719,6 +748,7 @@ def create_app(service: FrameService) -> web.Application:
     app.router.add_delete("/v1/schedules/{id}", handle_schedule_delete)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_health)
+    setup_cors(app, CorsPolicy(service.serve.cors_origins))
 
     async def on_startup(_app: web.Application) -> None:
         await service.start()

@@ -13,6 +13,11 @@ Frame errors arrive as the library's own types, as in-process: 404 raises
 :class:`~gpupipe.errors.FrameNotFound`, 422 :class:`~gpupipe.errors.FrameDecodeError`, 413
 :class:`~gpupipe.errors.FrameTooLarge`; every other error status raises :class:`ServeError`
 with the service's ``status``, ``type`` and message.
+
+A 503 answer (the queue or byte budget was full, or the frame's file changed while it was read)
+is asked again after its ``Retry-After`` (at most :data:`MAX_RETRY_WAIT` seconds), ``retries``
+times; then it raises :class:`~gpupipe.errors.FrameChanged` for a changed frame, else
+:class:`ServeError`. The Node client (``clients/node/gpupipe.mjs``) retries the same way.
 """
 
 from __future__ import annotations
@@ -21,13 +26,16 @@ import http.client
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from ..errors import FrameDecodeError, FrameNotFound, FrameTooLarge, GpupipeError
+from ..errors import FrameChanged, FrameDecodeError, FrameNotFound, FrameTooLarge, GpupipeError
 
-__all__ = ["FrameClient", "Schedule", "ServeError", "fetch_uri"]
+__all__ = ["MAX_RETRY_WAIT", "FrameClient", "Schedule", "ServeError", "fetch_uri"]
+
+MAX_RETRY_WAIT = 10.0  # seconds: the longest Retry-After a retry waits for
 
 
 class ServeError(GpupipeError):
@@ -104,13 +112,24 @@ class FrameClient:
     """A keep-alive connection to ``gpupipe serve`` at ``url`` (or its Unix socket ``socket_path``).
 
     Thread-safe: requests on one client take turns on its connection; give each thread its own
-    client for parallel requests. ``timeout`` is in seconds per request.
+    client for parallel requests. ``timeout`` is in seconds per request; ``retries`` is how many
+    times a 503 answer is asked again (see the module docstring).
     """
 
-    def __init__(self, url: str = "http://127.0.0.1:8765", *, socket_path: str | None = None, timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8765",
+        *,
+        socket_path: str | None = None,
+        timeout: float = 120.0,
+        retries: int = 3,
+    ) -> None:
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
         self.url = url.rstrip("/")
         self.socket_path = socket_path
         self.timeout = timeout
+        self.retries = retries
         parts = urlsplit(self.url)
         if socket_path is None and parts.scheme != "http":
             raise ValueError(f"url must be http://host:port (or pass socket_path), got {url!r}")
@@ -128,6 +147,20 @@ class FrameClient:
         return self._conn
 
     def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One answer, 503 answers asked again up to ``retries`` times; raises the error of an error status."""
+        retried = 0
+        while True:
+            status, hdrs, data = self._exchange(method, path, body)
+            if status < 400:
+                return status, hdrs, data
+            if status != 503 or retried >= self.retries:
+                raise _error(status, hdrs, data)
+            retried += 1
+            wait = _retry_after(hdrs)
+            time.sleep(min(MAX_RETRY_WAIT, 1.0 if wait is None else wait))  # other threads may use the connection meanwhile
+
+    def _exchange(self, method: str, path: str, body: bytes | None) -> tuple[int, dict[str, str], bytes]:
+        """One request on the kept-alive connection: ``(status, headers with lower-case names, body)``."""
         headers = {"Content-Type": "application/json"} if body is not None else {}
         with self._lock:
             for attempt in (0, 1):
@@ -147,8 +180,6 @@ class FrameClient:
                 except BaseException:
                     self._drop()
                     raise
-        if resp.status >= 400:
-            raise _error(resp.status, hdrs, data)
         return resp.status, hdrs, data
 
     def _drop(self) -> None:
@@ -223,12 +254,19 @@ def _error(status: int, headers: dict[str, str], data: bytes) -> Exception:
         return FrameDecodeError(frame, message)
     if status == 413:
         return FrameTooLarge(frame, message)
+    if status == 503 and type_ == "FrameChanged":
+        return FrameChanged(frame, message)
+    return ServeError(status, type_, message, src if isinstance(src, str) else None, _retry_after(headers))
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    """``Retry-After`` in seconds (``None`` when absent, negative, or an HTTP date)."""
     retry = headers.get("retry-after")
     try:
-        retry_after = float(retry) if retry is not None else None
+        seconds = float(retry) if retry is not None else None
     except ValueError:
-        retry_after = None
-    return ServeError(status, type_, message, src if isinstance(src, str) else None, retry_after)
+        return None
+    return seconds if seconds is not None and 0 <= seconds < float("inf") else None
 
 
 def fetch_uri(

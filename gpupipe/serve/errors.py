@@ -3,11 +3,14 @@
 Frame errors from the library (:mod:`gpupipe.errors`) keep their own types; :func:`status_of`
 maps them to statuses. Every error reaches the client as a JSON body
 ``{"error": message, "type": name, "src": the frame's path or null}``, never a stack trace.
+Statuses that are worth asking again (503: the queue or byte budget was full, or
+:class:`~gpupipe.errors.FrameChanged`, a frame file changed while it was read) come with
+``Retry-After`` (:func:`retry_after_of`).
 """
 
 from __future__ import annotations
 
-from ..errors import BudgetTimeout, FrameDecodeError, FrameError, FrameNotFound, FrameTooLarge
+from ..errors import BudgetTimeout, FrameChanged, FrameDecodeError, FrameError, FrameNotFound, FrameTooLarge
 
 __all__ = [
     "BadParameter",
@@ -18,6 +21,7 @@ __all__ = [
     "ScheduleNotFound",
     "SchedulesUnsupported",
     "TooManySchedules",
+    "retry_after_of",
     "status_of",
 ]
 
@@ -82,15 +86,24 @@ class RequestTimeout(RequestError):
 
 def status_of(err: BaseException) -> int:
     """The HTTP status for ``err``: a :class:`RequestError`'s own, 404/422/413 for frame errors,
-    503 for :class:`~gpupipe.errors.BudgetTimeout` (the byte budget stayed full), 500 otherwise."""
+    503 for :class:`~gpupipe.errors.BudgetTimeout` (the byte budget stayed full) and
+    :class:`~gpupipe.errors.FrameChanged` (the file changed while read: asking again may
+    succeed), 500 otherwise."""
     if isinstance(err, RequestError):
         return err.status
     if isinstance(err, FrameNotFound):
         return 404
     if isinstance(err, FrameTooLarge):
         return 413
-    if isinstance(err, BudgetTimeout):
+    if isinstance(err, (BudgetTimeout, FrameChanged)):
         return 503
     if isinstance(err, (FrameDecodeError, FrameError)):
         return 422
     return 500
+
+
+def retry_after_of(err: BaseException) -> int:
+    """The ``Retry-After`` seconds of a 503 answer for ``err``: a :class:`RequestError`'s own, else 1."""
+    if isinstance(err, RequestError) and err.retry_after is not None:
+        return err.retry_after
+    return 1

@@ -3,8 +3,9 @@
 A request names a frame by ``src``: a path relative to a ``--root`` (tried against each root
 in order) or an absolute path. It is served only when its real path, with every symlink
 resolved, lies inside one of the roots' real paths: a symlink inside a root that points
-outside is refused, and so is any ``src`` with a ``..`` component, whatever it would resolve
-to. What the pipeline then opens is the resolved real path, not ``src``.
+outside is refused (403 whether or not its target exists, so that answers never tell what
+exists outside the roots), and so is any ``src`` with a ``..`` component, whatever it would
+resolve to. What the pipeline then opens is the resolved real path, not ``src``.
 
 A file inside a root that is replaced by a symlink between this check and the read could still
 be followed; only someone who can write inside a root can do that.
@@ -50,9 +51,12 @@ class Roots:
     def resolve(self, src: str) -> str:
         """The real path of the frame ``src`` names, inside a root.
 
-        Raises :class:`~gpupipe.serve.errors.BadParameter` for an empty, over-long or NUL-holding
-        ``src``; :class:`~gpupipe.serve.errors.PathRefused` for ``..`` or a path that resolves
-        outside every root; :class:`~gpupipe.errors.FrameNotFound` when no root holds it.
+        Each root is tried in order; the first whose candidate resolves inside a root and exists
+        wins. Raises :class:`~gpupipe.serve.errors.BadParameter` for an empty, over-long or
+        NUL-holding ``src``; :class:`~gpupipe.serve.errors.PathRefused` for ``..``, or when no root
+        holds it and a candidate resolves outside every root (through a symlink, whether or not
+        anything exists at its target: the answer never tells what exists outside);
+        :class:`~gpupipe.errors.FrameNotFound` when no root holds it.
         """
         if not isinstance(src, str) or not src:
             raise BadParameter("src is required: a frame path relative to a --root, or an absolute path inside one", src or None)
@@ -64,12 +68,14 @@ class Roots:
         if ".." in parts:
             raise PathRefused("src may not contain '..'", src)
         candidates = [src] if os.path.isabs(src) else [os.path.join(r, src) for r in self.paths]
+        outside = False
         for cand in candidates:
             real = os.path.realpath(cand)
             if not self.inside(real):
-                if os.path.lexists(cand) or os.path.isabs(src):
-                    raise PathRefused("src resolves outside every --root", src)
+                outside = True  # whether or not anything exists there: the answer must not tell
                 continue
             if os.path.lexists(real):
                 return real
+        if outside:
+            raise PathRefused("src resolves outside every --root", src)
         raise FrameNotFound(src, "no such file under any --root")

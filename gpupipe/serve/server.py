@@ -7,6 +7,11 @@ the whole service, so it is split evenly across the pipelines. Serving settings 
 the ``defaults`` section (``serve.*``).
 
 Listening: TCP on ``host:port`` (loopback by default), or a Unix socket created with mode 0600.
+An existing socket at that path is replaced only when it is stale (a connection to it is
+refused); anything else there (a live server's socket, a file, a directory, a symlink) is
+left as it is and the command fails with :class:`~gpupipe.errors.SocketInUse`. On the way out
+the server removes only the socket it created.
+
 SIGTERM or SIGINT stops accepting connections, lets requests in flight finish (at most
 ``grace`` seconds), closes the pipelines and returns 0.
 """
@@ -29,7 +34,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..config import CACHE_BYTES_FLOOR, Config, configured_gpus, load_config
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, SocketInUse
 from ..pipeline import open_pipeline
 from .app import FrameService, JsonAccessLogger, Lane, access_log, create_app
 from .pressure import default_threshold
@@ -38,6 +43,8 @@ from .roots import Roots
 __all__ = ["build_lanes", "build_service", "run", "serve"]
 
 log = logging.getLogger("gpupipe.serve")
+
+_PROBE_TIMEOUT = 2.0  # seconds to wait for a server on an existing --socket to accept
 
 
 def _lane_configs(config_path: str | os.PathLike[str] | None) -> tuple[list[tuple[str, Config, str]], Config]:
@@ -108,27 +115,68 @@ def build_service(lanes: Sequence[Lane], roots: Roots, config: Config) -> FrameS
     )
 
 
-def _unix_socket(path: Path) -> socket.socket:
-    """A listening-ready Unix socket at ``path``, created with mode 0600 (a stale socket there is replaced)."""
+def _live_socket(path: Path) -> str | None:
+    """``None`` when nobody listens on the Unix socket at ``path`` (a connection is refused: a stale socket left
+    by a server that did not stop cleanly), else why it must be left alone."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(_PROBE_TIMEOUT)
+    try:
+        probe.connect(os.fspath(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return None
+    except TimeoutError:
+        return "a server is listening on it (its backlog is full)"
+    except OSError as e:
+        return f"cannot tell whether a server is listening on it ({e.strerror or e})"
+    finally:
+        probe.close()
+    return "a server is listening on it"
+
+
+def _unix_socket(path: Path) -> tuple[socket.socket, tuple[int, int]]:
+    """A listening-ready Unix socket at ``path``, created with mode 0600, and its ``(st_dev, st_ino)``.
+
+    A stale socket at ``path`` (nobody listening) is replaced. Raises
+    :class:`~gpupipe.errors.SocketInUse`, leaving ``path`` as it is, when something that is not a
+    socket is there (a file, a directory, a symlink) or a server answers on the socket there.
+    """
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         pass
     else:
         if not stat.S_ISSOCK(st.st_mode):
-            raise OSError(f"--socket {str(path)!r} exists and is not a socket")
-        os.unlink(path)
+            raise SocketInUse(
+                f"--socket {str(path)!r} exists and is not a socket; it is left untouched (remove it, or choose another path)"
+            )
+        why = _live_socket(path)
+        if why is not None:
+            raise SocketInUse(f"--socket {str(path)!r}: {why}; it is left untouched (stop that server, or choose another path)")
+        log.info("replacing the stale socket %s (nobody listens on it)", path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
         sock.bind(os.fspath(path))
+        os.chmod(path, 0o600)
+        st = os.lstat(path)
     except BaseException:
         sock.close()
         raise
     finally:
         os.umask(old)
-    os.chmod(path, 0o600)
-    return sock
+    return sock, (st.st_dev, st.st_ino)
+
+
+def _remove_socket(path: Path, ident: tuple[int, int]) -> None:
+    """Remove the socket this server created at ``path``; whatever has replaced it since is left alone."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == ident:
+            os.unlink(path)
+    except OSError as e:
+        log.debug("not removing %s: %s", path, e)
 
 
 def _is_loopback(host: str) -> bool:
@@ -155,11 +203,11 @@ async def serve(
     stop = stop or asyncio.Event()
     runner = web.AppRunner(app, access_log_class=JsonAccessLogger, access_log=access_log, shutdown_timeout=grace)
     await runner.setup()
-    sock: socket.socket | None = None
+    created: tuple[int, int] | None = None  # the (st_dev, st_ino) of the socket this server created
     installed: list[signal.Signals] = []
     try:
         if socket_path is not None:
-            sock = _unix_socket(socket_path)
+            sock, created = _unix_socket(socket_path)
             site: web.BaseSite = web.SockSite(runner, sock)
             where = f"unix:{socket_path}"
         else:
@@ -184,9 +232,8 @@ async def serve(
         for sig in installed:
             loop.remove_signal_handler(sig)
         await runner.cleanup()
-        if socket_path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(socket_path)
+        if socket_path is not None and created is not None:
+            _remove_socket(socket_path, created)
     return 0
 
 
@@ -212,8 +259,8 @@ def run(
     """The ``gpupipe serve`` command: build the pipelines, serve until SIGTERM, return the exit code.
 
     Prints ``gpupipe serve: listening on URL (pipelines: ...)`` on stdout once it accepts
-    connections. Raises :class:`~gpupipe.errors.ConfigError`, ``ValueError`` (a bad root) or
-    :class:`~gpupipe.errors.BackendUnavailable` before it listens.
+    connections. Raises :class:`~gpupipe.errors.ConfigError`, ``ValueError`` (a bad root),
+    :class:`~gpupipe.errors.BackendUnavailable` or :class:`~gpupipe.errors.SocketInUse` before it listens.
     """
     _setup_logging()
     confined = Roots(roots)

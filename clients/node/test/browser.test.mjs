@@ -1,10 +1,13 @@
 // One frame injected into headless Chromium the way HTML renderers do it (set an <img>'s src, await
-// img.decode()): the renderer's own data URI, the service's data URIs, and URL mode. Run by
-// tests/test_serve_browser.py, which starts the service and sets GPUPIPE_URL, GPUPIPE_TEST_ROOT
-// (f0.png, f1.jpg, bad.png) and CHROMIUM (the browser binary, e.g. /usr/bin/chromium).
+// img.decode()): the renderer's own data URI, the service's data URIs, and URL mode; and URL-mode
+// frames drawn into a canvas (<img crossOrigin="anonymous">, getImageData) by a page of another
+// loopback origin. Run by tests/test_serve_node.py, which starts the service and sets GPUPIPE_URL,
+// GPUPIPE_TEST_ROOT (f0.png, f1.jpg, bad.png), CHROMIUM (the browser binary, e.g. /usr/bin/chromium)
+// and, for the canvas test, GPUPIPE_URL_NO_CORS (a second service with serve.cors_origins: []).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 
 import { GpupipeClient } from '../gpupipe.mjs';
@@ -51,5 +54,61 @@ test('frames reach an <img> in headless Chromium by data URI and by URL', { skip
     assert.ok(shot.length > 1000);
   } finally {
     await browser.close();
+  }
+});
+
+// A page served from http://localhost:PORT (another origin than the service's 127.0.0.1:PORT).
+async function pageServer() {
+  const server = createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html' });
+    res.end('<!doctype html><html><body><canvas id="c" width="64" height="36"></canvas></body></html>');
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://localhost:${server.address().port}/`, close: () => new Promise((resolve) => server.close(resolve)) };
+}
+
+const { GPUPIPE_URL_NO_CORS } = process.env;
+const skipCanvas = skip || (!GPUPIPE_URL_NO_CORS ? 'needs GPUPIPE_URL_NO_CORS: run tests/test_serve_node.py' : false);
+
+test('URL-mode frames draw into a canvas that getImageData can read (CORS)', { skip: skipCanvas, timeout: 120_000 }, async () => {
+  const { default: puppeteer } = await import('puppeteer-core');
+  const site = await pageServer();
+  const browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  try {
+    const page = await browser.newPage();
+    await page.goto(site.url);
+    assert.equal(await page.evaluate(() => location.origin), new URL(site.url).origin);
+    // Load an <img> (with or without crossOrigin), draw it into the canvas and read its pixels back.
+    const draw = (src, crossOrigin) => page.evaluate(async (s, co) => {
+      const img = new Image();
+      if (co) img.crossOrigin = co;
+      img.src = s;
+      try {
+        await img.decode();
+      } catch (e) {
+        return { load: String(e && e.name) };
+      }
+      const ctx = document.getElementById('c').getContext('2d');
+      ctx.clearRect(0, 0, 64, 36);
+      ctx.drawImage(img, 0, 0, 64, 36);
+      try {
+        const px = ctx.getImageData(0, 0, 64, 36).data;
+        let sum = 0;
+        for (let i = 0; i < px.length; i += 4) sum += px[i] + px[i + 1] + px[i + 2];
+        return { size: [img.naturalWidth, img.naturalHeight], opaque: px[3] === 255, lit: sum > 0 };
+      } catch (e) {
+        return { read: String(e && e.name) };
+      }
+    }, src, crossOrigin);
+    const gp = new GpupipeClient({ baseUrl: GPUPIPE_URL });
+    assert.deepEqual(await draw(gp.imageUrl('f0.png'), 'anonymous'), { size: [640, 360], opaque: true, lit: true });
+    assert.deepEqual(await draw(gp.imageUrl('f1.jpg', { size: '320x180' }), 'anonymous'), { size: [320, 180], opaque: true, lit: true });
+    // Without CORS headers: a crossOrigin image does not load, and one without crossOrigin taints the canvas.
+    const off = new GpupipeClient({ baseUrl: GPUPIPE_URL_NO_CORS });
+    assert.deepEqual(await draw(off.imageUrl('f0.png'), 'anonymous'), { load: 'EncodingError' });
+    assert.deepEqual(await draw(off.imageUrl('f0.png'), null), { read: 'SecurityError' });
+  } finally {
+    await browser.close();
+    await site.close();
   }
 });

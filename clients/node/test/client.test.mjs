@@ -1,5 +1,6 @@
 // The Node client against a live `gpupipe serve` (started by tests/test_serve_node.py, which sets
-// GPUPIPE_URL and GPUPIPE_TEST_ROOT, the --root holding f0.png, f1.jpg, bad.png and escape.png).
+// GPUPIPE_URL and GPUPIPE_TEST_ROOT, the --root holding f0.png, f1.jpg, bad.png, escape.png and
+// changing.png, which changes while the service reads it the first time).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -59,6 +60,13 @@ test('schedule() opens and closes, or says the service has none', { skip }, asyn
   await s.close();
   await s.close(); // once only
   await assert.rejects(gp.schedule(['escape.png']), (e) => e.status === 403);
+});
+
+test('a frame changed while being read (503 + Retry-After) is retried', { skip }, async () => {
+  // tests/test_serve_node.py makes changing.png change under its first read.
+  const gp = new GpupipeClient({ baseUrl: URL_ });
+  const want = 'data:image/png;base64,' + readFileSync(join(ROOT, 'changing.png')).toString('base64');
+  assert.equal(await gp.uri('changing.png'), want);
 });
 
 test('health()', { skip }, async () => {
