@@ -19,6 +19,11 @@
 #              matrix, for the CPU smoke)
 #   goals      python -m gpupipe.tools.goals on bench-gpu's bench.json (+ the kernel step's JSON if
 #              present): PASS/FAIL/SKIP/INFO lines
+#   budget     the byte budget on a GPU host: tests/test_stress.py, test_soak.py, test_warm_up.py and
+#              test_holds.py here; scripts/gpu_memory.py (RSS after each start-up step and across
+#              batches); serve_load (8 clients x 60, 512 MiB, JPEG fitted to 1920x1080) on the GPU
+#              backend, on it with png_device: gpu, and on the CPU backend; the 4K soak on the GPU
+#              backend (JPEG to 1920x1080, 4 and 16 threads, 512 MiB). ~5 min on an H200.
 #   bench      the full `gpupipe bench --backend all` (not part of call1/call2: it may not fit a call)
 #
 # Exit status: 0 when every step run passed; 1 when a step failed (the summary names it);
@@ -29,8 +34,8 @@ STEPS=" ${STEPS:-call1 call2} "
 STEPS=${STEPS// call1 / install versions tests kernel }
 STEPS=${STEPS// call2 / install bench-gpu goals }
 for s in $STEPS; do
-  case $s in install|versions|tests|kernel|bench-gpu|goals|bench) ;;
-    *) echo "gpu_session.sh: unknown step '$s' (steps: install versions tests kernel bench-gpu goals bench, call1, call2)" >&2; exit 2 ;;
+  case $s in install|versions|tests|kernel|bench-gpu|goals|bench|budget) ;;
+    *) echo "gpu_session.sh: unknown step '$s' (steps: install versions tests kernel bench-gpu goals bench budget, call1, call2)" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$OUT"
@@ -107,6 +112,33 @@ if want goals; then
   rc=$?
   cat "$OUT/goals.txt"
   record goals "$rc" "$OUT/goals.txt"
+fi
+if want budget; then
+  echo "== budget: memory tests on this host"
+  timeout 300 python3 -m pytest -p no:cacheprovider -q -rs tests/test_stress.py tests/test_soak.py tests/test_warm_up.py tests/test_holds.py \
+    2>&1 | tee "$OUT/budget-tests.log" | tail -8
+  rc=${PIPESTATUS[0]}
+  echo "== budget: host memory of the GPU path (scripts/gpu_memory.py)"
+  timeout 240 python3 scripts/gpu_memory.py --json "$OUT/gpu-memory.json" 2>&1 | tee "$OUT/gpu-memory.md" | tail -40
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  for variant in gpu gpu-png-device cpu; do
+    case $variant in
+      gpu) args=(--backend gpu) ;;
+      gpu-png-device) args=(--backend gpu --set png_device=gpu) ;;
+      cpu) args=(--backend cpu) ;;
+    esac
+    echo "== budget: serve_load $variant"
+    timeout 300 python3 -m gpupipe.tools.serve_load --clients 8 --requests 60 --budget-mib 512 --format jpeg --size 1920x1080 \
+      "${args[@]}" --out "$OUT/serve-load-$variant.json" > "$OUT/serve-load-$variant.log" 2>&1
+    [ $? -le 1 ] || rc=1  # 1: a goal missed (reported below); more: it did not run
+    python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print({k: d[k] for k in ("pipelines", "requests_per_s", "p50_ms", "p99_ms", "errors", "startup_s", "startup_rss_mib", "pinned_setting_mib", "peak_rss_mib", "peak_above_startup_mib", "goal_rss_mib", "rss_within_goal", "cache_peak_mib", "server_cpu_s")})' \
+      "$OUT/serve-load-$variant.json" 2>&1 || tail -5 "$OUT/serve-load-$variant.log"
+  done
+  echo "== budget: 4K soak on the GPU backend"
+  timeout 300 python3 scripts/soak.py --backend gpu --synthetic --resolution 4k --kind jpeg --output jpeg --size 1920x1080 \
+    --distinct --requests 300 --threads 4 16 --budget-mib 512 2>&1 | tee "$OUT/soak-gpu.md" | tail -6
+  [ "${PIPESTATUS[0]}" -le 1 ] || rc=1
+  record budget "$rc" "$OUT/budget-tests.log, $OUT/gpu-memory.md, $OUT/serve-load-*.json, $OUT/soak-gpu.md"
 fi
 if want bench; then
   timeout 540 python3 -m gpupipe bench --backend all --out "$OUT/bench" 2>&1 | tee "$OUT/bench.log" | tail -30

@@ -144,6 +144,9 @@ def test_healthz(live):
     status, _, body = get(live.port, "/healthz")
     d = json.loads(body)
     assert status == 200 and d["status"] == "ok" and d["pipelines"] == [{"name": "cpu0", "backend": "cpu"}]
+    from gpupipe.memory import allocator_status
+
+    assert d["allocator"] == allocator_status().reason  # says "not applied: ..." and why where it is not
 
 
 # --------------------------------------------------------------------------- errors

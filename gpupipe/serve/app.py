@@ -62,6 +62,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..cache import Lease
 from ..config import ServeConfig
 from ..errors import FrameError
+from ..memory import allocator_status
 from ..pipeline import FramePipeline
 from .batcher import Batcher
 from .cors import CorsPolicy, setup_cors
@@ -653,7 +654,9 @@ async def handle_metrics(request: web.Request) -> web.Response:
 
 
 async def handle_health(request: web.Request) -> web.Response:
-    """``GET /healthz``: ``{"status": "ok", "pipelines": [...], "queue_depth": n}``."""
+    """``GET /healthz``: ``{"status": "ok", "pipelines": [...], "queue_depth": n, "schedules": n,
+    "memory_pressure": bool, "allocator": the allocator tuning's state}``. The service listens only
+    once every pipeline is warmed up, so an answer means no request pays start-up."""
     svc = _service(request)
     return web.json_response(
         {
@@ -662,6 +665,7 @@ async def handle_health(request: web.Request) -> web.Response:
             "queue_depth": svc.batcher.depth,
             "schedules": len(svc.schedules),
             "memory_pressure": bool(svc.pressure and svc.pressure.pressure),
+            "allocator": allocator_status().reason,
         }
     )
 
