@@ -20,7 +20,7 @@ from .config import Config, load_config
 from .encoder import FrameEncoder
 from .errors import FrameChanged, FrameError
 from .footprint import Header
-from .memory import release_large_allocations
+from .memory import release_large_allocations, trim_free_memory
 from .plan import OutputSpec
 from .policy import SchedulePolicy
 from .schedule import ReadAhead, Schedule, Scheduler
@@ -60,7 +60,8 @@ class FramePipeline:
     estimated from the frame's header (:meth:`FrameEncoder.footprint`): cached entries and work
     in flight together stay within ``cache.max_bytes`` however many threads ask at once.
     ``tune_allocator`` fixes glibc's mmap threshold so that evicted URIs return their memory to
-    the OS (see :mod:`gpupipe.memory`).
+    the OS; where that tuning is in force, each load ends with a rate-limited
+    :func:`~gpupipe.memory.trim_free_memory` (see :mod:`gpupipe.memory`).
 
     Schedules (:meth:`schedule`) rank frames for eviction when the cache's policy is a
     :class:`~gpupipe.policy.SchedulePolicy`, as every :class:`FrameCache` has unless it is given
@@ -149,6 +150,7 @@ class FramePipeline:
                 with self._idle:
                     self._loading -= 1
                     self._idle.notify_all()
+                trim_free_memory()
 
         get = self.cache.lease_many if hold else self.cache.get_or_load_many
         results = get(keys, load, estimate=estimate, label=label)
@@ -209,7 +211,10 @@ class FramePipeline:
         def fetch(sources: list[Any]) -> list[str]:
             keys = [self.key(s) for s in sources]
             _, estimate, load = self._loaders(keys, sources)
-            return list(self.cache.prefetch_many(keys, load, estimate=estimate, outcome=sched.prefetch_outcome))
+            try:
+                return list(self.cache.prefetch_many(keys, load, estimate=estimate, outcome=sched.prefetch_outcome))
+            finally:
+                trim_free_memory()
 
         return fetch
 

@@ -138,3 +138,39 @@ def test_opt_out_process_reports_why_without_a_warning():
     assert out["report"] == {"applied": False, "allocator": out["report"]["allocator"], "reason": "not applied: GPUPIPE_MALLOC_TUNE=0"}
     assert out["stats"]["allocator_tuned"] == 0
     assert not [w for w in out["warnings"] if "allocator" in w.lower()], out["warnings"]
+
+
+@glibc_only
+def test_trims_are_rate_limited_and_only_where_the_tuning_is_applied(monkeypatch):
+    calls: list[int] = []
+
+    class FakeLibc:
+        def malloc_trim(self, pad):
+            calls.append(pad)
+            return 1
+
+    monkeypatch.setattr(memory.ctypes, "CDLL", lambda name: FakeLibc())
+    clock = [1000.0]
+    monkeypatch.setattr(memory.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(memory, "_last_trim", -1e9)
+    monkeypatch.setattr(memory, "_applied", None)
+    assert memory.trim_free_memory() is False and calls == []  # tuning not in force: nothing to do
+    monkeypatch.setattr(memory, "_applied", memory.DEFAULT_THRESHOLD)
+    assert memory.trim_free_memory() is True and calls == [0]
+    clock[0] += memory.TRIM_INTERVAL_S / 2
+    assert memory.trim_free_memory() is False and calls == [0]
+    clock[0] += memory.TRIM_INTERVAL_S
+    assert memory.trim_free_memory() is True and calls == [0, 0]
+
+
+def test_each_pipeline_load_ends_with_a_trim(monkeypatch, frame_files):
+    from gpupipe import FrameCache, FrameEncoder, FramePipeline
+
+    trims: list[int] = []
+    monkeypatch.setattr("gpupipe.pipeline.trim_free_memory", lambda: trims.append(1) or True)
+    png, jpg = frame_files
+    with FramePipeline(FrameEncoder(backend="cpu"), FrameCache(8, 1 << 26)) as pipe:
+        pipe.get(png)
+        pipe.get(png)  # a hit: no load, no trim
+        pipe.get_many([png, jpg])
+    assert len(trims) == 2
