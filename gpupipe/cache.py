@@ -90,8 +90,8 @@ class CacheStats:
     ``bytes == host_bytes + device_bytes`` is the cost of the present entries;
     ``inflight_bytes`` is what work under way holds inside the budget (of which
     ``inflight_device_bytes`` on the device); ``held_bytes`` is what values handed out and still
-    in use (:meth:`FrameCache.hold`: a URI being sent) hold while they are not entries, with their
-    holders' extra bytes; ``peak_bytes`` is the highest ``bytes + inflight_bytes + held_bytes``
+    in use (:meth:`FrameCache.hold`, :meth:`FrameCache.lease_many`: a URI being sent) hold while
+    they are not entries; ``peak_bytes`` is the highest ``bytes + inflight_bytes + held_bytes``
     seen, never above ``max_bytes`` while estimates hold and held values fit.
     ``oversize_inflight_bytes`` is held outside the budget by the one oversize job allowed, and by
     held values larger than the whole budget.
@@ -157,7 +157,7 @@ class _Flight:
         self.stale = False
         self.prefetch = prefetch  # a prefetch's outcome callback (_no_outcome when none was given); None: a request's load
         self.claimed = False  # a request joined this prefetch
-        self.holders = 0  # leases requests want on the value (FrameCache.lease_many): the leader's and joiners'
+        self.holders = 0  # leases its leader wants on the value as the flight finishes (FrameCache.lease_many)
         self.defer_hold = False  # an earlier part of a multi-part call: its leases are taken when the call returns
         self.held: Hold | None = None  # their hold, taken as the flight finishes
 
@@ -517,10 +517,10 @@ class FrameCache(Generic[V]):
     # ------------------------------------------------------------------ single-flight loads
 
     def _claim(
-        self, keys: Sequence[Hashable], results: list[Any], hold: bool = False
+        self, keys: Sequence[Hashable], results: list[Any]
     ) -> tuple[list[Hashable], list[tuple[int, _Flight]], dict[Hashable, list[int]]]:
-        """Under the lock: fill hits into ``results`` (as leases with ``hold``); return the keys this thread
-        leads, the flights it joins, and each key's positions."""
+        """Under the lock: fill hits into ``results``; return the keys this thread leads, the flights it
+        joins, and each key's positions."""
         me = threading.get_ident()
         positions: dict[Hashable, list[int]] = {}
         for i, k in enumerate(keys):
@@ -534,9 +534,8 @@ class FrameCache(Generic[V]):
             value = self._store.touch(k)
             if value is not None:
                 self._hits += len(idx)
-                held = self._hold_locked(k, value, len(idx)) if hold else None
                 for i in idx:
-                    results[i] = value if held is None else Lease(self, held, value)
+                    results[i] = value
                 outcome = self._unused_prefetch.pop(k, None)
                 if outcome is not None:
                     self._prefetch_used += 1
@@ -548,8 +547,7 @@ class FrameCache(Generic[V]):
                 self._prefetch_used += 1
                 f.prefetch(k, True)
             if f is None:
-                self._flights[k] = f = _Flight()
-                f.holders = len(idx) if hold else 0
+                self._flights[k] = _Flight()
                 self._misses += 1
                 self._loads += 1
                 self._joined += len(idx) - 1
@@ -557,8 +555,6 @@ class FrameCache(Generic[V]):
             else:
                 self._joined += len(idx)
                 joins.extend((i, f) for i in idx)
-                if hold:
-                    f.holders += len(idx)
         return led, joins, positions
 
     def _finish(self, key: Hashable, value: Any, res: Reservation | None, evicted: _Evicted) -> tuple[Any, BaseException | None]:
@@ -667,9 +663,9 @@ class FrameCache(Generic[V]):
     ) -> None:
         """Estimate the keys this thread leads, then load them in parts that fit the budget.
 
-        Leases wanted on the values (:meth:`lease_many`) are taken as each flight finishes in the last
-        part only: a call that waits to admit a later part holds no lease, so calls never wait on each
-        other's leases; the earlier parts' values are leased when the call returns."""
+        Leases (:meth:`lease_many`) are taken as the flights of the last part finish, where the call has
+        asked for them (see :meth:`_get_many`): after that the call waits for nothing, and a call never
+        waits while it holds a lease, so calls never wait on each other's leases."""
         ests: dict[Hashable, tuple[int, int]] = {}
         for k in led:
             try:
@@ -716,10 +712,14 @@ class FrameCache(Generic[V]):
     ) -> list[Lease | BaseException]:
         """:meth:`get_or_load_many`, each value handed out as a :class:`Lease` on it (see :meth:`hold`).
 
-        The lease is taken under the cache's lock as the value is found or as its load completes,
-        before the load's reservation is released, so a value counts against the budget from its
-        encode until its lease is released, whether or not it was cached. Release every lease
-        (a lease dropped unreleased is released when it is garbage-collected).
+        A call never waits while it holds a lease (so calls cannot wait on each other's leases): the
+        values of a call that only hits are leased under the lock that finds them; the values of the
+        last part a call loads are leased as each load completes, before its reservation is released,
+        when the call joins no other request's load; every other value (hits beside loads, earlier
+        parts of a call larger than the budget, joined loads) is leased when the call returns, and
+        counts as an entry, or not at all if it was evicted, until then. A value counts against the
+        budget from then until its lease is released, cached or not. Release every lease (one dropped
+        unreleased is released once it is garbage-collected).
         """
         return self._get_many(keys, loader, estimate, label, hold=True)
 
@@ -733,10 +733,15 @@ class FrameCache(Generic[V]):
     ) -> list[Any]:
         results: list[Any] = [None] * len(keys)
         with self._lock:
-            led, joins, positions = self._claim(keys, results, hold)
-            flights = {k: self._flights[k] for k in led} if hold else {}
+            led, joins, positions = self._claim(keys, results)
+            flights = {k: self._flights[k] for k in led}
+            if hold and not led and not joins:  # hits only: leased at once, under the lock that found them
+                self._lease_results(positions, results, flights)
+                return results
+            if hold and not joins:  # the leases of the last part are taken as its flights finish (see _load_led)
+                for k in led:
+                    flights[k].holders = len(positions[k])
         out: dict[Hashable, tuple[Any, BaseException | None]] = {}
-
         if led:
             try:
                 self._load_led(led, loader, estimate, label or (lambda k: repr(k)[:200]), out)
@@ -744,27 +749,27 @@ class FrameCache(Generic[V]):
                 self._finish_all(led, e, out)
                 raise
         for k, (value, err) in out.items():
-            held = flights[k].held if hold else None
-            if hold and err is None and flights[k].defer_hold:  # a value of an earlier part (see _load_led)
-                with self._lock:
-                    held = self._hold_locked(k, value, len(positions[k]))
             for n, i in enumerate(positions[k]):
-                if err is not None:
-                    results[i] = err if n == 0 else _waiter_copy(err)
-                else:
-                    results[i] = value if held is None else Lease(self, held, value)
+                results[i] = value if err is None else (err if n == 0 else _waiter_copy(err))
         for i, flight in joins:
             flight.done.wait()
-            if flight.error is not None:
-                results[i] = _waiter_copy(flight.error)
-            elif hold and flight.held is not None:  # taken for this joiner too as the flight finished
-                results[i] = Lease(self, flight.held, flight.value)
-            elif hold:  # the flight was not leased as it finished (a deferred part, or a prefetch)
-                with self._lock:
-                    results[i] = Lease(self, self._hold_locked(keys[i], flight.value, 1), flight.value)
-            else:
-                results[i] = flight.value
+            results[i] = flight.value if flight.error is None else _waiter_copy(flight.error)
+        if hold:
+            with self._lock:
+                self._lease_results(positions, results, flights)
         return results
+
+    def _lease_results(self, positions: dict[Hashable, list[int]], results: list[Any], flights: dict[Hashable, _Flight]) -> None:
+        """Replace each value in ``results`` with a lease on it (lock held): the hold its flight took as it
+        finished, else a hold taken now."""
+        for k, idx in positions.items():
+            value = results[idx[0]]
+            if isinstance(value, BaseException):
+                continue
+            f = flights.get(k)
+            h = f.held if f is not None and f.held is not None else self._hold_locked(k, value, len(idx))
+            for i in idx:
+                results[i] = Lease(self, h, value)
 
     def get_or_load(
         self,

@@ -386,9 +386,11 @@ def test_cache_hits_skip_the_batcher_and_count_as_hits(live):
 
 
 def test_sixteen_concurrent_clients_within_the_byte_budget(tmp_path):
-    """16 clients ask for 24 frames whose URIs add up to ~2.7x the budget: every answer is right and
-    cached entries + work in flight + URIs being sent never exceed the budget (batches of 4 fit it in
-    one part; a batch larger than the budget holds its earlier parts' URIs outside it until it returns)."""
+    """16 clients ask for 24 frames whose URIs add up to ~2.7x the budget: every answer is right, and
+    cached entries + work in flight + URIs being sent stay within the budget but for the one window
+    FrameCache.lease_many documents: a batch that loads leases the URIs it got beside its loads (hits,
+    joined loads) when it returns, so one evicted meanwhile is uncounted until then (at most the
+    2 batch slots x 4 frames of URIs; batches of 4 fit the budget in one part)."""
     root = tmp_path / "noise"
     root.mkdir()
     expected = {}
@@ -419,7 +421,8 @@ def test_sixteen_concurrent_clients_within_the_byte_budget(tmp_path):
     s = pipe.stats()
     assert sum(len(u) for u in expected.values()) > 2.5 * budget
     assert done == 16 * 12 and errors == []
-    assert s.peak_bytes <= budget and s.evictions > 0 and s.bytes <= budget and s.held_bytes == 0
+    largest = max(len(u) for u in expected.values())
+    assert s.peak_bytes <= budget + 2 * 4 * largest and s.evictions > 0 and s.bytes <= budget and s.held_bytes == 0
     assert metric(m, "gpupipe_http_requests_total", status="200") == 16 * 12
     assert metric(m, "gpupipe_cache_evicted_bytes_total") > 0
 

@@ -21,9 +21,11 @@ thread pools, never on the event loop. Bodies are streamed in chunks of at most
 a slow client holds at most about one chunk of the server's memory beyond the URI it is sent.
 That URI stays alive until it is sent even if the cache evicts it meanwhile, so it is leased
 (:meth:`FramePipeline.lease_many <gpupipe.FramePipeline.lease_many>`): it counts against the
-pipeline's byte budget from the moment it is found or made until the last byte is written or the
-client is gone, and encodes wait while URIs being sent fill the budget. The chunk being written
-(at most ``CHUNK`` bytes per connection) is outside the budget.
+pipeline's byte budget until the last byte is written or the client is gone, from the moment it
+is handed out (a cached frame's at once; one its batch encodes before the encode's reservation is
+released; see :meth:`FrameCache.lease_many <gpupipe.FrameCache.lease_many>` for the rest), and
+encodes wait while URIs being sent fill the budget. The chunk being written (at most ``CHUNK``
+bytes per connection) is outside the budget.
 
 Errors are JSON ``{"error", "type", "src"}``: 400 bad parameters, 403 outside every root,
 404 no such frame, 413 ``FrameTooLarge``, 422 ``FrameDecodeError``, 503 queue full, byte
