@@ -396,7 +396,8 @@ def run_bench(  # noqa: PLR0912, PLR0915 - the report's sections in order; each 
         "repeats": repeats,
         "goals": goals,
         "backends": backends,
-        "gpu": {"usable": gpu_ok, "reason": gpu_why, "passthrough_device": pt_setting},
+        # PNG sources: the GPU rows measure DALI's route (png_device: gpu), whatever the config's default.
+        "gpu": {"usable": gpu_ok, "reason": gpu_why, "passthrough_device": pt_setting, "png_device": "gpu"},
         "workloads": [],
         "stages": [],
     }
@@ -407,7 +408,7 @@ def run_bench(  # noqa: PLR0912, PLR0915 - the report's sections in order; each 
     run_cfg = replace(cfg, workers=cores, batch_size=per_batch)
     encoders = {"cpu": FrameEncoder(run_cfg, backend="cpu")}
     if "gpu" in backends:
-        encoders["gpu"] = FrameEncoder(run_cfg, backend="gpu")
+        encoders["gpu"] = FrameEncoder(replace(run_cfg, png_device="gpu"), backend="gpu")
     try:
         for res, kind, wl in cells:
             if out_of_time():
