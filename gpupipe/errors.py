@@ -41,10 +41,10 @@ __all__ = [
 _BYTES_LITERAL = re.compile(r"(?<!\w)b'(?:[^'\\]|\\.)*'" + r'|(?<!\w)b"(?:[^"\\]|\\.)*"')
 
 
-def codec_reason(e: BaseException) -> str:
-    """A codec library's exception message fit for a frame error's reason: the bytes it quotes
-    from the frame (Pillow's ``broken PNG file (chunk b'...')``) are left out, and at most 200
-    characters are kept."""
+def codec_reason(e: BaseException | str) -> str:
+    """A codec library's exception message (or a line of it) fit for a frame error's reason: the
+    bytes it quotes from the frame (Pillow's ``broken PNG file (chunk b'...')``) are left out, and
+    at most 200 characters are kept."""
     text = _BYTES_LITERAL.sub("(data left out)", str(e))
     return text if len(text) <= 200 else text[:197] + "..."
 

@@ -52,7 +52,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..errors import FrameDecodeError, FrameError
+from ..errors import FrameDecodeError, FrameError, codec_reason
 from ..plan import Job
 from ..sources import Frame, check_complete
 from .faults import DeviceOutOfMemory, is_oom_error, is_sticky_error
@@ -382,4 +382,4 @@ def _first_line(e: BaseException) -> str:
 
 
 def _decode_error(job: Job, e: BaseException) -> FrameDecodeError:
-    return FrameDecodeError(job.frame.label, f"cannot decode {job.frame.kind.upper()} (DALI): {_first_line(e)}")
+    return FrameDecodeError(job.frame.label, f"cannot decode {job.frame.kind.upper()} (DALI): {codec_reason(_first_line(e))}")
