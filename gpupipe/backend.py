@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from .admission import Estimate
 from .errors import FrameError
 from .footprint import Header
 from .plan import Job, OutputSpec
+from .vocabulary import Estimate
 
 __all__ = ["Backend"]
 

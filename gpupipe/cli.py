@@ -25,7 +25,7 @@ from rich.table import Table
 from .cache import CacheStats
 from .config import _MAX_GPU_INDEX, Config, MiB, load_config
 from .errors import ConfigError, FrameError, GpupipeError
-from .vocabulary import parse_wxh
+from .vocabulary import BACKENDS, choose, parse_wxh
 
 app = typer.Typer(
     add_completion=False,
@@ -103,10 +103,11 @@ def _load(config: Path | None, gpu: int | None, backend: str | None) -> Config:
         cfg = load_config(config, gpu)
     except ConfigError as e:
         _fail(str(e), "config error")
-    if backend:
+    chosen = choose(backend, BACKENDS)
+    if chosen is not None:
         from dataclasses import replace
 
-        cfg = replace(cfg, backend=backend)
+        cfg = replace(cfg, backend=chosen)
     return cfg
 
 

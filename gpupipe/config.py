@@ -42,13 +42,28 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from .env import env
 from .errors import ConfigError
-from .vocabulary import BACKENDS, OUTPUT_FORMATS, PASSTHROUGH_DEVICES, PNG_DEVICES, GiB, KiB, MiB, PiB, parse_wxh
+from .vocabulary import (
+    BACKENDS,
+    OUTPUT_FORMATS,
+    PASSTHROUGH_DEVICES,
+    PNG_DEVICES,
+    BackendChoice,
+    GiB,
+    KiB,
+    MiB,
+    OutputFormat,
+    PassthroughDevice,
+    PiB,
+    PngDevice,
+    choose,
+    parse_wxh,
+)
 
 __all__ = [
     "CACHE_BYTES_FLOOR",
@@ -227,7 +242,7 @@ class OutputConfig:
     are scaled down to fit inside it with their aspect ratio kept, never up.
     """
 
-    format: str = "auto"
+    format: OutputFormat = "auto"
     jpeg_quality: int = 90
     size: tuple[int, int] | None = None
     png_compress_level: int = 1
@@ -282,15 +297,15 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    backend: str = "auto"
+    backend: BackendChoice = "auto"
     batch_size: int = 8
     max_pixels: int = 8192 * 8192
     max_source_bytes: int | None = None
     workers: int | None = None
     gpu: int | None = None
     source: str | None = None
-    passthrough_device: str = "cpu"  # GPU backend: where passthrough frames are base64-encoded (cpu | gpu)
-    png_device: str = "cpu"  # GPU backend: where frames with a PNG source are transcoded (cpu | gpu)
+    passthrough_device: PassthroughDevice = "cpu"  # GPU backend: where passthrough frames are base64-encoded
+    png_device: PngDevice = "cpu"  # GPU backend: where frames with a PNG source are transcoded
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (sizes in bytes), e.g. for ``gpupipe info``."""
@@ -329,10 +344,14 @@ def _int(value: Any, key: str, source: str, lo: int | None = None, hi: int | Non
     return value
 
 
-def _choice(value: Any, key: str, source: str, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value.lower() not in choices:
+_C = TypeVar("_C", bound=str)
+
+
+def _choice(value: Any, key: str, source: str, choices: tuple[_C, ...]) -> _C:
+    chosen = choose(value, choices)
+    if chosen is None:
         raise ConfigError(f"must be one of {', '.join(choices)}; got {_show(value)}", source=source, key=key)
-    return value.lower()
+    return chosen
 
 
 def _size(value: Any, key: str, source: str, lo: int = 0) -> int:

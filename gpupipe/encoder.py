@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .admission import Estimate
 from .backend import Backend
 from .config import Config, load_config
 from .cpu import CpuBackend
@@ -24,7 +23,7 @@ from .footprint import Header, read_header
 from .memory import allocator_status, release_large_allocations
 from .plan import Job, OutputSpec, plan_job
 from .sources import Frame, Source, default_max_source_bytes, read_frame, source_label
-from .vocabulary import BACKENDS, OUTPUT_FORMATS
+from .vocabulary import BACKENDS, OUTPUT_FORMATS, Estimate
 
 __all__ = ["FrameEncoder", "select_backend"]
 
@@ -55,18 +54,19 @@ def select_backend(requested: str, config: Config) -> tuple[str, str]:
 class FrameEncoder:
     """Turns frames into ``data:image/...;base64,`` URIs.
 
-    ``config`` defaults to :func:`gpupipe.load_config()`; ``backend`` is ``"auto"``, ``"gpu"``
-    or ``"cpu"`` (``"auto"`` defers to the config's ``backend``). The chosen backend is
+    ``config`` defaults to :func:`gpupipe.load_config()`; ``backend`` is ``"auto"`` (the GPU when
+    usable, else the CPU, as in the config), ``"gpu"`` or ``"cpu"``; ``None`` (the default) takes
+    the config's ``backend``. The chosen backend is
     ``.backend`` and the reason ``.backend_reason``. ``tune_allocator`` fixes glibc's mmap
     threshold (see :mod:`gpupipe.memory`), as :class:`~gpupipe.FramePipeline` does.
     """
 
-    def __init__(self, config: Config | None = None, backend: str = "auto", *, tune_allocator: bool = True) -> None:
+    def __init__(self, config: Config | None = None, backend: str | None = None, *, tune_allocator: bool = True) -> None:
         self.config = config if config is not None else load_config()
         self.max_source_bytes: int = self.config.max_source_bytes or default_max_source_bytes(self.config.max_pixels)
         if tune_allocator:
             release_large_allocations()
-        requested = backend if backend != "auto" else self.config.backend
+        requested = backend if backend is not None else self.config.backend
         self.backend, self.backend_reason = select_backend(requested, self.config)
         self._impl: Backend
         if self.backend == "gpu":

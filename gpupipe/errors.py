@@ -134,11 +134,11 @@ class BackendUnavailable(GpupipeError, RuntimeError):
     """The requested backend cannot run here; the message says why (no CUDA device, CuPy or DALI missing)."""
 
 
-class DeviceOutOfMemory(RuntimeError):
+class DeviceOutOfMemory(GpupipeError, RuntimeError):
     """Device (or pinned host) memory ran out while processing a batch; the batch may be retried smaller."""
 
 
-class DeviceLost(RuntimeError):
+class DeviceLost(GpupipeError, RuntimeError):
     """The CUDA context hit a sticky error: no further device work can succeed in this process.
 
     ``cause`` is the library's exception; ``results``/``done`` hold what the staged run finished
@@ -153,7 +153,7 @@ class DeviceLost(RuntimeError):
         self.done = done if done is not None else []
 
 
-class EncodeFailed(RuntimeError):
+class EncodeFailed(GpupipeError, RuntimeError):
     """nvImageCodec could not encode an image (it returns ``None`` instead of raising)."""
 
 

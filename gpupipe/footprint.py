@@ -14,11 +14,11 @@ import os
 import struct
 from dataclasses import dataclass
 
-from .admission import Estimate
 from .errors import FrameDecodeError, FrameError
 from .plan import OutputSpec, passes_through
 from .sources import Kind, Source, check_pixels, check_source_bytes, exif_orientation, fit_size, open_frame_file, probe, sniff
 from .uri import b64_len
+from .vocabulary import Estimate
 
 __all__ = ["Header", "cpu_footprint", "gpu_footprint", "header_from_bytes", "read_header"]
 

@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
-from .admission import Estimate
 from .cache import CacheStats, FrameCache, Lease
 from .config import Config, load_config
 from .encoder import FrameEncoder
@@ -22,9 +21,9 @@ from .errors import FrameChanged, FrameError
 from .footprint import Header
 from .memory import release_large_allocations, trim_free_memory
 from .plan import OutputSpec
-from .policy import SchedulePolicy
-from .schedule import ReadAhead, Schedule, Scheduler
+from .schedule import ReadAhead, Schedule, SchedulePolicy, Scheduler
 from .sources import Frame, Source, key_digest, source_key, source_label
+from .vocabulary import Estimate
 
 __all__ = ["FramePipeline", "open_pipeline", "schedule_ident"]
 
@@ -64,8 +63,8 @@ class FramePipeline:
     :func:`~gpupipe.memory.trim_free_memory` (see :mod:`gpupipe.memory`).
 
     Schedules (:meth:`schedule`) rank frames for eviction when the cache's policy is a
-    :class:`~gpupipe.policy.SchedulePolicy`, as every :class:`FrameCache` has unless it is given
-    another policy; with any other policy (e.g. :class:`~gpupipe.policy.LruPolicy`) they still
+    :class:`~gpupipe.schedule.SchedulePolicy`, as every :class:`FrameCache` has unless it is given
+    another policy; with any other policy (e.g. :class:`~gpupipe.cache.LruPolicy`) they still
     track cursors and statistics and read ahead, but only into free room, and :meth:`schedule`
     logs a warning once per pipeline.
     ``read_ahead`` (positions; default: the config's ``schedule.read_ahead``) is how far ahead of
@@ -294,12 +293,13 @@ def open_pipeline(
     config_path: str | os.PathLike[str] | None = None,
     gpu: int | None = None,
     *,
-    backend: str = "auto",
+    backend: str | None = None,
     resolver: Resolver | None = None,
     config: Config | None = None,
 ) -> FramePipeline:
     """A ready :class:`FramePipeline`: config loaded for ``gpu``, encoder and cache built from it
-    (the cache's default policy: LRU until a schedule is declared, then by next use)."""
+    (the cache's default policy: LRU until a schedule is declared, then by next use). ``backend``:
+    ``"auto"``, ``"gpu"`` or ``"cpu"``; ``None`` takes the config's."""
     cfg = config if config is not None else load_config(config_path, gpu)
     encoder = FrameEncoder(cfg, backend=backend)
     cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes, admission_timeout=cfg.cache.admission_timeout)

@@ -8,7 +8,7 @@ tuple of its values for validation.
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
+from typing import Literal, TypeVar, Union, get_args
 
 __all__ = [
     "BACKENDS",
@@ -18,6 +18,7 @@ __all__ = [
     "PNG_DEVICES",
     "RESOLUTIONS",
     "BackendChoice",
+    "Estimate",
     "GiB",
     "KiB",
     "Kind",
@@ -28,6 +29,7 @@ __all__ = [
     "PngDevice",
     "Target",
     "TiB",
+    "choose",
     "parse_wxh",
 ]
 
@@ -48,6 +50,9 @@ PngDevice = Literal["cpu", "gpu"]
 """Where the GPU backend transcodes frames whose source is PNG."""
 PNG_DEVICES: tuple[PngDevice, ...] = get_args(PngDevice)
 
+Estimate = Union[int, "tuple[int, int]"]
+"""Bytes that work holds while in flight: ``host`` or ``(host, device)``."""
+
 Kind = Literal["png", "jpeg"]
 """An encoded image's format, as sniffed from its magic bytes."""
 
@@ -66,6 +71,17 @@ RESOLUTIONS: dict[str, tuple[int, int]] = {"1080p": (1920, 1080), "4k": (3840, 2
 """The standard frame sizes of the samples, benchmarks and demos."""
 
 _WXH = re.compile(r"\s*(\d{1,9})\s*[xX]\s*(\d{1,9})\s*")
+
+
+_C = TypeVar("_C", bound=str)
+
+
+def choose(value: object, choices: tuple[_C, ...]) -> _C | None:
+    """The member of ``choices`` that ``value`` names (case-insensitive), or ``None``."""
+    if not isinstance(value, str):
+        return None
+    low = value.lower()
+    return next((c for c in choices if c == low), None)
 
 
 def parse_wxh(text: str) -> tuple[int, int]:

@@ -56,7 +56,7 @@ def test_reservation_that_does_not_fit_waits_for_work_in_flight():
     ta, _ = start(hold, c, 60, a_in, a_go)
     assert a_in.wait(WAIT)
     tb, _ = start(hold, c, 60, b_in, b_go)
-    wait_until(lambda: c._admission.queued == 1, "b to queue")
+    wait_until(lambda: c.stats().queued == 1, "b to queue")
     assert not b_in.is_set() and c.stats().inflight_bytes == 60
     a_go.set()
     assert b_in.wait(WAIT)
@@ -74,9 +74,9 @@ def test_admission_is_fifo_so_large_requests_do_not_starve():
     ta, _ = start(hold, c, 90, *ev["a"], order, "a")
     assert ev["a"][0].wait(WAIT)
     tb, _ = start(hold, c, 50, *ev["b"], order, "b")  # does not fit until a leaves
-    wait_until(lambda: c._admission.queued == 1, "b to queue")
+    wait_until(lambda: c.stats().queued == 1, "b to queue")
     tc, _ = start(hold, c, 5, *ev["c"], order, "c")  # would fit now, but b came first
-    wait_until(lambda: c._admission.queued == 2, "c to queue")
+    wait_until(lambda: c.stats().queued == 2, "c to queue")
     assert order == ["a"]
     ev["a"][1].set()
     assert ev["b"][0].wait(WAIT) and ev["c"][0].wait(WAIT)
@@ -96,7 +96,7 @@ def test_admission_times_out_with_a_typed_error_and_leaves_the_queue():
         with c.reserve(50, label="frame-7"):
             pass
     s = c.stats()
-    assert s.admission_timeouts == 1 and s.inflight_bytes == 90 and not c._admission.queued
+    assert s.admission_timeouts == 1 and s.inflight_bytes == 90 and not c.stats().queued
     with c.reserve(10):  # the queue is free again
         assert c.stats().inflight_bytes == 100
     a_go.set()

@@ -19,7 +19,9 @@ from PIL import Image, ImageOps
 pytest.importorskip("nvidia.dali")
 
 from gpupipe.errors import FrameDecodeError
-from gpupipe.gpu.dali_decode import DaliDecoder, DeviceOutOfMemory, failed_sample, host_precheck, is_oom_error
+from gpupipe.errors import DeviceOutOfMemory
+from gpupipe.gpu.dali_decode import DaliDecoder, failed_sample, host_precheck
+from gpupipe.gpu.faults import is_oom_error
 from gpupipe.plan import OutputSpec, plan_job
 from gpupipe.sources import fit_size, read_frame
 

@@ -75,7 +75,7 @@ class FakeOps:
     passthrough_host_cost = transcode_cost = passthrough_cost
 
     def is_oom(self, exc):
-        from gpupipe.gpu.dali_decode import is_oom_error
+        from gpupipe.gpu.faults import is_oom_error
 
         return is_oom_error(exc)
 

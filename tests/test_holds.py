@@ -14,7 +14,7 @@ from waits import WAIT, wait_until
 
 from gpupipe import FrameCache
 from gpupipe.errors import BudgetTimeout
-from gpupipe.policy import LruPolicy
+from gpupipe.cache import LruPolicy
 
 
 def test_a_held_entry_counts_once_and_keeps_counting_after_eviction():
@@ -59,7 +59,7 @@ def test_a_reservation_waits_while_held_values_fill_the_budget():
 
     t = threading.Thread(target=work, daemon=True)
     t.start()
-    wait_until(lambda: c._admission.queued == 1, "the reservation to queue behind the held value")
+    wait_until(lambda: c.stats().queued == 1, "the reservation to queue behind the held value")
     assert not done.is_set()
     lease.release()
     t.join(10)

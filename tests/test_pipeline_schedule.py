@@ -16,7 +16,8 @@ from gpupipe.config import MiB
 from gpupipe.demo import play
 from gpupipe.errors import FrameDecodeError, FrameError
 from gpupipe.pipeline import schedule_ident
-from gpupipe.policy import LruPolicy, SchedulePolicy
+from gpupipe.cache import LruPolicy
+from gpupipe.schedule import SchedulePolicy
 from gpupipe.samples import make_frame
 from gpupipe.schedule import Scheduler
 
@@ -121,9 +122,9 @@ def test_closing_the_pipeline_stops_read_ahead(enc, frames):
     pipe = scheduled_pipe(enc, read_ahead=4)
     s = pipe.schedule(frames * 50)
     wait_until(lambda: s.stats().prefetched >= 4, "read-ahead to start")
-    reader = s._reader
+    reader = s.reader
     pipe.close()
-    assert s.stats().closed and not reader._thread.is_alive()
+    assert s.stats().closed and not reader.is_alive()
     assert not pipe.scheduler.active and pipe.stats().inflight_bytes == 0
 
 

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpupipe import FrameCache
-from gpupipe.policy import LruPolicy, SchedulePolicy
+from gpupipe.cache import LruPolicy
+from gpupipe.schedule import SchedulePolicy
 from gpupipe.schedule import ReadAhead, Scheduler, sqrt_weight
 from gpupipe.tools import traces as tr
 from test_traces import brute_force_optimum
@@ -391,7 +392,7 @@ def test_read_ahead_only_displaces_frames_not_needed_again(keys, size_of, max_en
     assert bad == []
     st_, cs = s.stats(), cache.stats()
     assert cs.loads == cs.misses + cs.prefetched and st_.prefetched == cs.prefetched
-    assert cs.prefetched == cs.prefetch_used + cs.prefetch_wasted + sum(1 for k in cache.keys() if k in cache._unused_prefetch)
+    assert cs.prefetched == cs.prefetch_used + cs.prefetch_wasted + cache.stats().prefetch_unused
 
 
 def test_read_ahead_thread_stops_when_the_schedule_closes():
@@ -438,10 +439,10 @@ def test_read_ahead_yields_to_queued_requests_and_never_waits():
     waiter = threading.Thread(target=lambda: cache.reserve(50).__enter__())
     waiter.start()
     for _ in range(WAIT * 100):
-        if cache._admission.queued:
+        if cache.stats().queued:
             break
         threading.Event().wait(0.01)
-    assert cache._admission.queued == 1
+    assert cache.stats().queued == 1
     # 5 bytes would fit beside the 90 in flight, but a request is queued: read-ahead steps aside.
     assert cache.prefetch_many(["a"], lambda ks: [Blob(5)], estimate=lambda k: 5) == ["no-room"]
     go.set()
@@ -545,7 +546,7 @@ def test_sixteen_threads_with_read_ahead_keep_the_budget_and_the_counts():
     assert max(peak) <= budget and cs.peak_bytes <= budget and cs.inflight_bytes == 0
     assert cs.hits + cs.misses + cs.joined == len(order)
     assert cs.loads == cs.misses + cs.prefetched
-    assert cs.prefetched == cs.prefetch_used + cs.prefetch_wasted + sum(1 for k in cache.keys() if k in cache._unused_prefetch)
+    assert cs.prefetched == cs.prefetch_used + cs.prefetch_wasted + cache.stats().prefetch_unused
     st_ = s.stats()
     assert st_.requests == len(order) and st_.prefetched == cs.prefetched and st_.prefetch_used == cs.prefetch_used
 

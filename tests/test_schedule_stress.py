@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent('''
     import psutil
     from gpupipe import FrameCache, FrameEncoder, FramePipeline, load_config
     from gpupipe.pipeline import schedule_ident
-    from gpupipe.policy import SchedulePolicy
+    from gpupipe.schedule import SchedulePolicy
     from gpupipe.schedule import Scheduler
     from gpupipe.tools.soak import alias_frames
 

@@ -36,26 +36,27 @@ import threading
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from ..admission import Estimate
 from ..config import Config
 from ..cpu import CpuBackend
-from ..errors import FrameError, GpuDeviceLostWarning
+from ..errors import DeviceLost, FrameError, GpuDeviceLostWarning
 from ..footprint import Header, gpu_footprint
 from ..plan import Job, OutputSpec
-from .faults import DeviceLost, is_sticky_error
+from ..vocabulary import Estimate
+from .faults import is_sticky_error
 from .staging import PinnedBuffers, StagedRunner, StagingBudget
 
-__all__ = ["DeviceOps", "GpuBackend", "GpuDeviceLostWarning", "routes_to_cpu"]
+__all__ = ["DeviceOps", "GpuBackend", "GpuDeviceLostWarning", "InstrumentedOps", "TwoPhaseOps", "routes_to_cpu"]
 
 log = logging.getLogger("gpupipe.gpu.backend")
 
 
+@runtime_checkable
 class DeviceOps(Protocol):
     """What :class:`GpuBackend` needs from its device layer (:class:`~gpupipe.gpu.device.DeviceLayer`;
-    tests substitute their own). Optional: ``passthrough_begin/_end`` and ``transcode_begin/_end``
-    (two-phase batches, for overlap), ``is_fatal``, ``stats``, ``device_bytes``, ``pinned``."""
+    tests substitute their own). A layer may also declare :class:`TwoPhaseOps` (batches in two
+    phases, for overlap) and :class:`InstrumentedOps` (memory figures, counters, fatal errors)."""
 
     def passthrough(self, jobs: Sequence[Job]) -> list[Any]: ...
     def transcode(self, jobs: Sequence[Job]) -> list[Any]: ...
@@ -66,6 +67,29 @@ class DeviceOps(Protocol):
     def release(self) -> None: ...
     def info(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class TwoPhaseOps(DeviceOps, Protocol):
+    """A device layer whose batches run in two phases: ``*_begin(jobs, slot)`` starts the device work
+    on one of two slots of buffers and returns a handle, ``*_end(handle)`` finishes it on the host."""
+
+    def passthrough_begin(self, jobs: Sequence[Job], slot: int = 0) -> Any: ...
+    def passthrough_end(self, handle: Any) -> list[Any]: ...
+    def transcode_begin(self, jobs: Sequence[Job], slot: int = 0) -> Any: ...
+    def transcode_end(self, handle: Any) -> list[Any]: ...
+
+
+@runtime_checkable
+class InstrumentedOps(DeviceOps, Protocol):
+    """A device layer that reports its memory (``pinned`` buffers, pooled ``device_bytes``) and
+    counters, and tells a sticky CUDA error (``is_fatal``) from one the next batch survives."""
+
+    pinned: PinnedBuffers
+
+    def device_bytes(self) -> int: ...
+    def stats(self) -> dict[str, int]: ...
+    def is_fatal(self, exc: BaseException) -> bool: ...
 
 
 def routes_to_cpu(job: Job) -> bool:
@@ -96,22 +120,23 @@ class GpuBackend:
         self.png_device = config.png_device
         self.overlap = overlap
         self.budget = StagingBudget(config.staging.max_bytes, config.staging.pinned_bytes)
-        pinned = getattr(ops, "pinned", None)
-        if pinned is not None:
+        # The layer's optional capabilities, checked once: Protocols it declares, not attributes probed.
+        self._instrumented: InstrumentedOps | None = ops if isinstance(ops, InstrumentedOps) else None
+        self._two_phase: TwoPhaseOps | None = ops if isinstance(ops, TwoPhaseOps) else None
+        if self._instrumented is not None:
+            pinned = self._instrumented.pinned
             self.budget.gauges.update(
                 pinned_bytes=lambda: pinned.nbytes,
                 pinned_peak_bytes=lambda: pinned.peak_nbytes,
                 unpinned_requests=lambda: pinned.unpinned_requests,
+                device_bytes=self._instrumented.device_bytes,
             )
-        device_bytes = getattr(ops, "device_bytes", None)
-        if device_bytes is not None:
-            self.budget.gauges["device_bytes"] = device_bytes
         self._runner = StagedRunner(
             self.budget,
             max_batch=max(1, config.batch_size),
             is_oom=ops.is_oom,
             release=ops.release,
-            is_fatal=getattr(ops, "is_fatal", is_sticky_error),
+            is_fatal=self._instrumented.is_fatal if self._instrumented is not None else is_sticky_error,
         )
         self._cpu = CpuBackend(self.workers)
         self._device_lock = threading.Lock()
@@ -161,18 +186,17 @@ class GpuBackend:
         return results
 
     def _run_device(self, kind: str, jobs: list[Job]) -> list[Any]:
-        ops = self.ops
+        ops, two = self.ops, self._two_phase
         if kind == "passthrough":
             cost, host = ops.passthrough_cost, ops.passthrough_host_cost
-            begin, end = getattr(ops, "passthrough_begin", None), getattr(ops, "passthrough_end", None)
-            one = ops.passthrough
-        else:
-            cost, host = ops.transcode_cost, None
-            begin, end = getattr(ops, "transcode_begin", None), getattr(ops, "transcode_end", None)
-            one = ops.transcode
-        if begin is not None and end is not None:
-            return self._runner.run(jobs, begin, cost, host, finish=end, overlap=self.overlap)
-        return self._runner.run(jobs, one, cost, host)
+            if two is not None:
+                return self._runner.run(jobs, two.passthrough_begin, cost, host, finish=two.passthrough_end, overlap=self.overlap)
+            return self._runner.run(jobs, ops.passthrough, cost, host)
+        if two is not None:
+            return self._runner.run(
+                jobs, two.transcode_begin, ops.transcode_cost, None, finish=two.transcode_end, overlap=self.overlap
+            )
+        return self._runner.run(jobs, ops.transcode, ops.transcode_cost, None)
 
     def _submit_cpu(self, jobs: list[Job], idx: list[int]) -> list[tuple[int, Future]]:
         return [(i, self._cpu.submit(jobs[i])) for i in idx]
@@ -217,10 +241,9 @@ class GpuBackend:
         """:meth:`staging_stats` plus the device layer's counters (DALI runs, rebuilds, refused frames),
         the jobs sent to the CPU path, and ``device_lost`` (1 after a sticky CUDA error)."""
         d = self.staging_stats()
-        dev_stats = getattr(self.ops, "stats", None)
-        if dev_stats is not None:
+        if self._instrumented is not None:
             try:
-                d.update(dev_stats())
+                d.update(self._instrumented.stats())
             except Exception:  # a report must not fail
                 log.debug("device stats failed", exc_info=True)
         d.update(self._cpu.stats())

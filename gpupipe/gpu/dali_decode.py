@@ -52,18 +52,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..errors import FrameDecodeError, FrameError, codec_reason
+from ..errors import DeviceOutOfMemory, FrameDecodeError, FrameError, codec_reason
 from ..plan import Job
 from ..sources import Frame, check_complete
-from .faults import DeviceOutOfMemory, is_oom_error, is_sticky_error
+from .faults import is_oom_error, is_sticky_error
 
 __all__ = [
     "DaliDecoder",
-    "DeviceOutOfMemory",
     "build_pipeline",
     "failed_sample",
     "host_precheck",
-    "is_oom_error",
     "orientation_ops",
 ]
 

@@ -26,12 +26,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from ..errors import DeviceLost, DeviceOutOfMemory
+from ..errors import DeviceOutOfMemory
 
 __all__ = [
     "STICKY_CUDA_ERRORS",
-    "DeviceLost",
-    "DeviceOutOfMemory",
     "cuda_status",
     "is_oom_error",
     "is_sticky_error",

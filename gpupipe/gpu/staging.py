@@ -13,7 +13,7 @@
   a batch that would exceed it is split; a device out-of-memory error frees cached blocks, halves
   the batch and retries; a single frame that still does not fit (or alone exceeds the budget) is
   encoded on the CPU path (:func:`gpupipe.cpu.run_job`) with a warning. A sticky CUDA
-  error ends the run with :class:`~gpupipe.gpu.faults.DeviceLost`, carrying what was finished.
+  error ends the run with :class:`~gpupipe.errors.DeviceLost`, carrying what was finished.
   Two-phase batches overlap one batch's device work with the previous batch's host work. No frame
   is lost: every job gets its URI or its :class:`~gpupipe.errors.FrameError`.
 
@@ -36,9 +36,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..errors import GpuFallbackWarning
+from ..errors import DeviceLost, GpuFallbackWarning
 from ..plan import Job
-from .faults import DeviceLost
 
 __all__ = [
     "GpuFallbackWarning",
@@ -208,7 +207,7 @@ class StagedRunner:
     ``is_oom(exc)`` tells device out-of-memory errors from others; ``release()`` is called after
     one (free the pool's cached blocks, DALI's unused memory) before the retry; ``fallback(job,
     why)`` encodes one job elsewhere (default: :func:`cpu_fallback`); ``is_fatal(exc)`` tells a
-    sticky CUDA error, after which :meth:`run` raises :class:`~gpupipe.gpu.faults.DeviceLost`
+    sticky CUDA error, after which :meth:`run` raises :class:`~gpupipe.errors.DeviceLost`
     carrying what it finished.
 
     Two-phase batches (``finish`` given): ``process(batch, slot)`` does the device part and

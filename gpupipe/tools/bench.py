@@ -595,7 +595,7 @@ def schedule_latency(  # noqa: PLR0915 - one measurement per row of the latency 
     when encodes share the cores). Then one renderer thread declares the frames as a schedule
     and requests them at ``load`` times that throughput (a render the encoder can keep up
     with), on a fresh cache of ``budget_bytes`` / ``max_entries`` with a
-    :class:`~gpupipe.policy.SchedulePolicy`: once with ``read_ahead=0`` (every request encodes)
+    :class:`~gpupipe.schedule.SchedulePolicy`: once with ``read_ahead=0`` (every request encodes)
     and once with ``read_ahead``. Returns p50/p99 milliseconds of each (``steady_*``: without the
     first ``read_ahead`` requests, before read-ahead has had time to run ahead), the cache and
     schedule counters of each render, ``read_ahead_p50_vs_hit`` (the goal: at most 2) and

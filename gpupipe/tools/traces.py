@@ -19,7 +19,7 @@ variable sizes) on the same trace and bounds; :func:`hit_ratio_table` puts them 
 side, :func:`format_table` prints it and :func:`plot_hit_ratios` draws a bar chart.
 
 :func:`replay_schedule` replays a trace through the real cache with the trace declared as a
-schedule (:class:`gpupipe.policy.SchedulePolicy`), optionally with read-ahead;
+schedule (:class:`gpupipe.schedule.SchedulePolicy`), optionally with read-ahead;
 :func:`schedule_table` compares LRU, schedule-aware (with and without read-ahead) and OPT,
 counting every encode (read-ahead included) as work, and :func:`weight_study` compares eviction
 weightings on random traces of mixed frame sizes.
@@ -40,8 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..cache import FrameCache
-from ..policy import SchedulePolicy
-from ..schedule import DEFAULT_WINDOW, ReadAhead, Scheduler, Weight, sqrt_weight
+from ..schedule import DEFAULT_WINDOW, ReadAhead, SchedulePolicy, Scheduler, Weight, sqrt_weight
 from ..uri import b64_len
 
 __all__ = [

@@ -1,67 +1,13 @@
-"""Eviction policies for :class:`~gpupipe.cache.FrameCache`: which cached entry leaves first.
-
-A policy only orders keys; the cache owns the values, the byte accounting, the bounds and the
-locking, and calls the policy with its lock held. :class:`LruPolicy` is the default;
-:class:`SchedulePolicy` evicts by next use in declared schedules (:mod:`gpupipe.schedule`).
-"""
+"""The schedule-aware eviction order (:class:`SchedulePolicy`): by next use in the open schedules, LRU otherwise."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
-from typing import Protocol
 
-from .schedule import Scheduler
+from .scheduler import Scheduler
 
-__all__ = ["EvictionPolicy", "LruPolicy", "SchedulePolicy"]
-
-
-class EvictionPolicy(Protocol):
-    """The order in which a cache's entries are evicted.
-
-    ``add`` is called when a key is inserted, ``touch`` when it is read, ``remove`` when it
-    leaves for any reason; ``victim`` names the key to evict next (only called while the policy
-    holds at least one key), and iterating gives the keys, first victim first.
-
-    Optional, as :class:`SchedulePolicy` has them: ``sized = True`` (``add(key, cost)`` receives
-    the entry's bytes), ``bypass = True`` with ``worse_than(key, cost)`` (the cache inserts a new
-    key only into room it can make from those keys, else returns it uncached), and ``spare()``
-    (the keys :meth:`FrameCache.prefetch_many <gpupipe.FrameCache.prefetch_many>` may displace;
-    without it read-ahead uses free room only).
-    """
-
-    def add(self, key: Hashable) -> None: ...
-    def touch(self, key: Hashable) -> None: ...
-    def remove(self, key: Hashable) -> None: ...
-    def victim(self) -> Hashable: ...
-    def __iter__(self) -> Iterator[Hashable]: ...
-
-
-class LruPolicy:
-    """Least recently used first."""
-
-    def __init__(self) -> None:
-        self._order: OrderedDict[Hashable, None] = OrderedDict()
-
-    def add(self, key: Hashable) -> None:
-        """A new key is the most recently used."""
-        self._order[key] = None
-        self._order.move_to_end(key)
-
-    def touch(self, key: Hashable) -> None:
-        """A read makes ``key`` the most recently used."""
-        self._order.move_to_end(key)
-
-    def remove(self, key: Hashable) -> None:
-        """Forget ``key``."""
-        del self._order[key]
-
-    def victim(self) -> Hashable:
-        """The least recently used key."""
-        return next(iter(self._order))
-
-    def __iter__(self) -> Iterator[Hashable]:
-        return iter(self._order)
+__all__ = ["SchedulePolicy"]
 
 
 class SchedulePolicy:
@@ -71,7 +17,7 @@ class SchedulePolicy:
 
     1. frames that open schedules hold but never use again, least recently used first;
     2. frames outside every open schedule, least recently used first;
-    3. scheduled frames, largest ``(d + 1) * bytes`` first, where ``d`` is the number of
+    3. scheduled frames, largest ``weight(d, bytes)`` first (by default ``(d + 1) * sqrt(bytes)``), where ``d`` is the number of
        positions to the frame's next use (the soonest over every open schedule; 0 while it is
        pending, see :mod:`gpupipe.schedule`); ties least recently used first.
 
@@ -82,13 +28,11 @@ class SchedulePolicy:
     bypass; with mixed sizes it prefers keeping many small frames to one large frame used as
     soon. With no schedule open the order is exactly LRU.
 
-    ``bypass = True`` tells the cache to insert a new frame only if the room it needs can be
-    made by evicting frames that rank at or before it (:meth:`worse_than`), else to return it
-    without caching it; read-ahead may displace only tiers 1 and 2 (:meth:`spare`).
+    It is a :class:`~gpupipe.cache.BypassPolicy`: the cache inserts a new frame only if the room it
+    needs can be made by evicting frames that rank at or before it (:meth:`worse_than`), else
+    returns it without caching it; and a :class:`~gpupipe.cache.SparePolicy`: read-ahead may
+    displace only tiers 1 and 2 (:meth:`spare`).
     """
-
-    sized = True
-    bypass = True
 
     def __init__(self, scheduler: Scheduler | None = None) -> None:
         self.scheduler = scheduler if scheduler is not None else Scheduler()
@@ -99,7 +43,7 @@ class SchedulePolicy:
         sid = self.scheduler.sid(key)
         self._lru[key] = (sid, cost)
         self._lru.move_to_end(key)
-        self.scheduler._note_cached(sid, 1)
+        self.scheduler.note_cached(sid, 1)
 
     def touch(self, key: Hashable) -> None:
         """A read makes ``key`` the most recently used."""
@@ -108,12 +52,12 @@ class SchedulePolicy:
     def remove(self, key: Hashable) -> None:
         """Forget ``key``."""
         sid, _ = self._lru.pop(key)
-        self.scheduler._note_cached(sid, -1)
+        self.scheduler.note_cached(sid, -1)
 
     def _ranked(self) -> list[tuple[tuple[int, float], int, Hashable]]:
         sch = self.scheduler
-        with sch._lock:
-            return [(sch._rank_locked(sid, cost), i, k) for i, (k, (sid, cost)) in enumerate(self._lru.items())]
+        with sch.lock:
+            return [(sch.rank_locked(sid, cost), i, k) for i, (k, (sid, cost)) in enumerate(self._lru.items())]
 
     def victim(self) -> Hashable:
         """The first key of the order."""
@@ -122,9 +66,9 @@ class SchedulePolicy:
         sch = self.scheduler
         best: tuple[int, float] | None = None
         found: Hashable = None
-        with sch._lock:
+        with sch.lock:
             for k, (sid, cost) in self._lru.items():
-                r = sch._rank_locked(sid, cost)
+                r = sch.rank_locked(sid, cost)
                 if r[0] == 2:
                     return k
                 if best is None or r > best:

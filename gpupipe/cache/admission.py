@@ -7,10 +7,8 @@ than ``timeout`` fails with :class:`~gpupipe.errors.BudgetTimeout`. Work larger 
 budget ("oversize") does not wait for room: it runs alone, one such job at a time, outside the
 budget. All methods run under the cache's lock except where they say otherwise.
 
-Values handed out can also be *held* (:class:`Holds`): a URI a client is still being sent stays in
-memory even if its entry is evicted meanwhile, so from its eviction until its last holder lets go
-it counts against the budget beside the work in flight (values larger than the whole budget count
-outside it, as the oversize work that made them).
+Values handed out and still in use (:mod:`.holds`) count beside the work in flight once they are
+not entries: :attr:`Admission.committed` is what evicting entries cannot free.
 """
 
 from __future__ import annotations
@@ -20,14 +18,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
-from .errors import BudgetTimeout
+from ..errors import BudgetTimeout
+from ..vocabulary import Estimate
+from .holds import Hold, Holds
 
-__all__ = ["Admission", "Estimate", "Hold", "Holds", "Reservation", "split_estimate"]
-
-Estimate = Union[int, "tuple[int, int]"]
-"""Bytes that work holds while in flight: ``host`` or ``(host, device)``."""
+__all__ = ["Admission", "Estimate", "Reservation", "nonneg_int", "split_estimate"]
 
 
 def nonneg_int(value: Any, name: str) -> int:
@@ -64,80 +61,6 @@ class Reservation:
     def total(self) -> int:
         """Host plus device bytes held."""
         return self.host + self.device
-
-
-class Hold:
-    """One value held by one or more holders; ``outside`` while it is not a cache entry (its bytes then
-    count in :attr:`Holds.bytes`, or in :attr:`Holds.oversize_bytes` when ``oversize``)."""
-
-    __slots__ = ("count", "nbytes", "outside", "oversize", "value")
-
-    def __init__(self, value: object, nbytes: int, oversize: bool) -> None:
-        self.value = value
-        self.nbytes = nbytes
-        self.oversize = oversize
-        self.count = 0
-        self.outside = False
-
-
-class Holds:
-    """Values handed out and still in use, by identity; their bytes while they are not cache entries.
-
-    Evicting a held entry frees none of its bytes. (One object cached under two keys at once is
-    two entries to the cache, each counted, and one value here.)
-
-    The cache tells it when a value enters (:meth:`entered`) or leaves (:meth:`left`) its store, so a
-    held value's bytes count exactly once: as an entry while it is one, here otherwise. No locking
-    of its own (the cache's lock is held).
-    """
-
-    def __init__(self) -> None:
-        self._by_id: dict[int, Hold] = {}
-        self.bytes = 0
-        self.oversize_bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._by_id)
-
-    def __contains__(self, value: object) -> bool:
-        return id(value) in self._by_id
-
-    def _outside(self, h: Hold, sign: int) -> None:
-        h.outside = sign > 0
-        if h.oversize:
-            self.oversize_bytes += sign * h.nbytes
-        else:
-            self.bytes += sign * h.nbytes
-
-    def take(self, value: object, nbytes: int, cached: bool, oversize: bool, holders: int = 1) -> Hold:
-        """``holders`` more holders of ``value`` (``nbytes``; ``cached``: it is a cache entry now)."""
-        h = self._by_id.get(id(value))
-        if h is None:
-            h = self._by_id[id(value)] = Hold(value, nbytes, oversize)
-            if not cached:
-                self._outside(h, 1)
-        h.count += holders
-        return h
-
-    def drop(self, h: Hold) -> None:
-        """One holder of ``h`` let go; the last one ends the hold."""
-        h.count -= 1
-        if h.count == 0:
-            del self._by_id[id(h.value)]
-            if h.outside:
-                self._outside(h, -1)
-
-    def left(self, value: object) -> None:
-        """``value`` stopped being a cache entry: if it is held, its bytes now count here."""
-        h = self._by_id.get(id(value))
-        if h is not None and not h.outside:
-            self._outside(h, 1)
-
-    def entered(self, value: object) -> None:
-        """``value`` became a cache entry: if it is held, the entry now counts its bytes."""
-        h = self._by_id.get(id(value))
-        if h is not None and h.outside:
-            self._outside(h, -1)
 
 
 class Admission:
