@@ -53,6 +53,8 @@ from .vocabulary import (
     OUTPUT_FORMATS,
     PASSTHROUGH_DEVICES,
     PNG_DEVICES,
+    QUALITY_MAX,
+    QUALITY_MIN,
     BackendChoice,
     GiB,
     KiB,
@@ -470,7 +472,7 @@ _SECTIONS: dict[str, dict[str, Check]] = {
     "staging": {"max_bytes": _size, "pinned_bytes": _size},
     "output": {
         "format": partial(_choice, choices=OUTPUT_FORMATS),
-        "jpeg_quality": partial(_int, lo=1, hi=100),
+        "jpeg_quality": partial(_int, lo=QUALITY_MIN, hi=QUALITY_MAX),
         "size": _size_pair,
         "png_compress_level": partial(_int, lo=0, hi=9),
     },

@@ -23,7 +23,7 @@ from .footprint import Header, read_header
 from .memory import allocator_status, release_large_allocations
 from .plan import Job, OutputSpec, plan_job
 from .sources import Frame, Source, default_max_source_bytes, read_frame, source_label
-from .vocabulary import BACKENDS, OUTPUT_FORMATS, Estimate
+from .vocabulary import BACKENDS, OUTPUT_FORMATS, QUALITY_MAX, QUALITY_MIN, Estimate
 
 __all__ = ["FrameEncoder", "select_backend"]
 
@@ -93,8 +93,8 @@ class FrameEncoder:
         if fmt not in OUTPUT_FORMATS:
             raise ValueError(f"output must be auto, passthrough, jpeg or png; got {output!r}")
         q = o.jpeg_quality if quality is None else int(quality)
-        if not 1 <= q <= 100:
-            raise ValueError(f"quality must be between 1 and 100; got {quality!r}")
+        if not QUALITY_MIN <= q <= QUALITY_MAX:
+            raise ValueError(f"quality must be between {QUALITY_MIN} and {QUALITY_MAX}; got {quality!r}")
         sz = o.size if size is None else (int(size[0]), int(size[1]))
         if sz is not None and (sz[0] < 1 or sz[1] < 1):
             raise ValueError(f"size must be positive; got {size!r}")

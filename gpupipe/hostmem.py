@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .vocabulary import GiB, MiB
+
 __all__ = [
     "AUTO_MAX_BYTES",
     "AUTO_MIN_BYTES",
@@ -41,8 +43,6 @@ __all__ = [
     "memory_limit",
 ]
 
-MiB = 1024**2
-GiB = 1024**3
 AUTO_MIN_BYTES = 64 * MiB
 AUTO_MAX_BYTES = 20 * GiB
 _UNLIMITED = 1 << 60  # cgroup v1 reports "no limit" as a huge page-rounded number

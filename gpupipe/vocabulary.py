@@ -16,6 +16,8 @@ __all__ = [
     "OUTPUT_FORMATS",
     "PASSTHROUGH_DEVICES",
     "PNG_DEVICES",
+    "QUALITY_MAX",
+    "QUALITY_MIN",
     "RESOLUTIONS",
     "BackendChoice",
     "Estimate",
@@ -66,6 +68,9 @@ MiB = 1024**2
 GiB = 1024**3
 TiB = 1024**4
 PiB = 1024**5
+
+QUALITY_MIN, QUALITY_MAX = 1, 100
+"""The JPEG quality range every input accepts (config, API, service)."""
 
 RESOLUTIONS: dict[str, tuple[int, int]] = {"1080p": (1920, 1080), "4k": (3840, 2160)}
 """The standard frame sizes of the samples, benchmarks and demos."""

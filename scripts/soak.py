@@ -19,11 +19,6 @@ import tempfile
 from pathlib import Path
 
 
-def _size(text: str) -> tuple[int, int]:
-    w, _, h = text.lower().partition("x")
-    return int(w), int(h)
-
-
 def _originals(args: argparse.Namespace, work: Path) -> list[Path]:
     if args.frames_dir:
         return sorted(p for p in Path(args.frames_dir).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
@@ -54,7 +49,7 @@ def run_cell(args: argparse.Namespace, threads: int, budget_mib: int) -> dict:
     with FrameEncoder(Config(), backend=args.backend) as enc:
         r = run_soak(
             enc, frames, budget_bytes=budget, requests=args.requests, threads=threads, sample_hz=50,
-            output=args.output, size=_size(args.size) if args.size else None, distinct=args.distinct,
+            output=args.output, size=parse_wxh(args.size) if args.size else None, distinct=args.distinct,
         )
         d = r.to_dict()
         d.update(backend=enc.backend, allocator=allocator_tuning(), frame_bytes=originals[0].stat().st_size, cache_peak=r.cache_peak)
@@ -93,7 +88,6 @@ def main() -> None:
             cells.append(json.loads(out.stdout.strip().splitlines()[-1]))
     if args.json:
         args.json.write_text(json.dumps(cells, indent=1))
-    MiB = 2**20
     c0 = cells[0]
     print(f"backend {c0['backend']}; allocator: {c0['allocator']}; {args.resolution} {args.kind} frames of {c0['frame_bytes'] / 1e6:.1f} MB; "
           f"output {c0['output']} {c0['size'] or ''}; {'distinct frames' if args.distinct else 'render with seek-backs'}")

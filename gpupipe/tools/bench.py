@@ -54,6 +54,7 @@ from ..encoder import FrameEncoder
 from ..plan import OutputSpec, plan_job
 from ..sources import read_frame
 from ..uri import URI_METHOD, base64_impl, build_uri
+from ..vocabulary import RESOLUTIONS, parse_wxh
 
 __all__ = [
     "KINDS",
@@ -88,7 +89,6 @@ def workload_spec(workload: str, kind: str) -> OutputSpec:
     return spec
 
 
-RESOLUTIONS = {"1080p": (1920, 1080), "4k": (3840, 2160)}
 FFMPEG_GRAIN = 12  # ffmpeg noise strength: 4K PNG ~14 MB, JPEG ~2.1 MB, like camera footage
 
 
@@ -724,7 +724,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     lat.add_argument("--backend", default="cpu")
     lat.add_argument("--json", help="write the result as JSON here")
     a = ap.parse_args(argv)
-    w, h = (int(x) for x in a.size.lower().split("x"))
+    w, h = parse_wxh(a.size)
     frames = _latency_frames(Path(tempfile.gettempdir()) / "gpupipe-bench", a.frames, (w, h))
     with FrameEncoder(load_config(), backend=a.backend) as enc:
         r = schedule_latency(frames, enc, output=a.output, read_ahead=a.read_ahead, load=a.load)

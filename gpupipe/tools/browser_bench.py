@@ -43,9 +43,9 @@ from pathlib import Path
 
 import psutil
 
+from ..vocabulary import MiB
 from .serve_load import start_service
 
-MiB = 1024**2
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "browser_bench.mjs"
 REPO = HERE.parents[1]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown_report", "write_report"]
+from ..vocabulary import MiB
 
-MiB = 1024**2
+__all__ = ["markdown_report", "write_report"]
 
 
 def _fmt(x: Any, nd: int = 1) -> str:

@@ -36,8 +36,7 @@ from urllib.parse import quote
 import psutil
 
 from ..config import Config
-
-MiB = 1024**2
+from ..vocabulary import MiB
 
 
 def _client(args: tuple[int, int, int, list[str], int, str, str | None]) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from typing import Any
 from ..cache import FrameCache
 from ..schedule import DEFAULT_WINDOW, ReadAhead, SchedulePolicy, Scheduler, Weight, sqrt_weight
 from ..uri import b64_len
+from ..vocabulary import MiB
 
 __all__ = [
     "URI_SIZE_MODEL",
@@ -68,7 +69,6 @@ __all__ = [
 Request = tuple[Hashable, int]
 """One request: ``(key, size_bytes)``."""
 
-MiB = 1024 * 1024
 
 # Mean encoded-frame sizes (bytes) for realistic video frames: a 4K PNG render is 14-20 MB,
 # a high-quality 4K JPEG ~2 MB; 1080p is about a quarter of that. URIs are base64 of these.
@@ -78,12 +78,11 @@ URI_SIZE_MODEL: dict[tuple[str, str], int] = {
     ("1080p", "png"): 4_000_000,
     ("1080p", "jpeg"): 500_000,
 }
-_MIME = {"png": "image/png", "jpeg": "image/jpeg"}
 
 
 def uri_size(encoded_bytes: int, kind: str) -> int:
     """Length of the ``data:image/<kind>;base64,`` URI of an ``encoded_bytes``-long frame."""
-    return len(f"data:{_MIME[kind]};base64,") + b64_len(encoded_bytes)
+    return len(f"data:image/{kind};base64,") + b64_len(encoded_bytes)
 
 
 def frame_sizes(count: int, resolution: str = "4k", kind: str = "png", seed: int = 0) -> list[int]:
