@@ -36,9 +36,11 @@ def _originals(args: argparse.Namespace, work: Path) -> list[Path]:
 def run_cell(args: argparse.Namespace, threads: int, budget_mib: int) -> dict:
     """One soak in this process; the result as a dict (without the RSS samples unless --json)."""
     from gpupipe import FrameEncoder
-    from gpupipe.config import Config, MiB
+    from gpupipe.config import Config
+    from gpupipe.vocabulary import MiB
     from gpupipe.memory import allocator_tuning
     from gpupipe.tools.soak import alias_frames, run_soak
+    from gpupipe.vocabulary import parse_wxh
 
     work = Path(tempfile.gettempdir()) / "gpupipe-soak"
     originals = _originals(args, work)
@@ -88,6 +90,8 @@ def main() -> None:
             cells.append(json.loads(out.stdout.strip().splitlines()[-1]))
     if args.json:
         args.json.write_text(json.dumps(cells, indent=1))
+    from gpupipe.vocabulary import MiB
+
     c0 = cells[0]
     print(f"backend {c0['backend']}; allocator: {c0['allocator']}; {args.resolution} {args.kind} frames of {c0['frame_bytes'] / 1e6:.1f} MB; "
           f"output {c0['output']} {c0['size'] or ''}; {'distinct frames' if args.distinct else 'render with seek-backs'}")
