@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .admission import Estimate
 from .errors import FrameError
-from .footprint import Header
+from .frames import Header
 from .plan import Job, OutputSpec
 
 __all__ = ["Backend"]

@@ -42,7 +42,8 @@ from ..admission import Estimate
 from ..config import Config
 from ..cpu import CpuBackend
 from ..errors import FrameError, GpuDeviceLostWarning
-from ..footprint import Header, gpu_footprint
+from ..footprint import gpu_footprint
+from ..frames import Header
 from ..plan import Job, OutputSpec
 from .faults import DeviceLost, is_sticky_error
 from .staging import PinnedBuffers, StagedRunner, StagingBudget
