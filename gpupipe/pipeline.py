@@ -78,7 +78,6 @@ class FramePipeline:
         self.cache = cache
         self.resolver = resolver
         self.spec: OutputSpec = encoder.spec(output, size, quality)
-        self._output = self.spec.key()  # one tuple shared by every key of this pipeline
         self.read_ahead = _read_ahead(encoder.config.schedule.read_ahead if read_ahead is None else read_ahead)
         policy = cache.policy
         if isinstance(policy, SchedulePolicy):
@@ -97,12 +96,13 @@ class FramePipeline:
 
     def key(self, source: Source) -> FrameKey:
         """The cache key of ``source`` under this pipeline's output settings."""
-        return FrameKey(as_source(source).key(), self._output)
+        return FrameKey(as_source(source).key(), self.spec.key())
 
     def _keyed(self, sources: Sequence[Source]) -> tuple[list[FrameKey], list[FrameSource]]:
         """Each source as a :class:`~gpupipe.frames.FrameSource`, and its cache key."""
         srcs = [as_source(s) for s in sources]
-        return [FrameKey(s.key(), self._output) for s in srcs], srcs
+        output = self.spec.key()
+        return [FrameKey(s.key(), output) for s in srcs], srcs
 
     def _loaders(
         self, keys: Sequence[FrameKey], sources: Sequence[FrameSource]
@@ -185,6 +185,7 @@ class FramePipeline:
                 type(self.cache.policy).__name__,
             )
         memo: dict[tuple[type, Hashable], FrameKey] = {}
+        output = self.spec.key()
 
         def item(raw: Source) -> tuple[FrameKey, Source]:
             src = as_source(raw)
@@ -192,7 +193,7 @@ class FramePipeline:
             mk = (type(src), m)
             sid = memo.get(mk) if m is not None else None
             if sid is None:
-                sid = FrameKey(src.key(), self._output).schedule_id
+                sid = FrameKey(src.key(), output).schedule_id
                 if m is not None:
                     memo[mk] = sid
             return sid, raw
