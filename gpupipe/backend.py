@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import FrameError
-from .footprint import Header
+from .frames import Header
 from .plan import Job, OutputSpec
 from .vocabulary import Estimate
 

@@ -36,7 +36,6 @@ import math
 import os
 import re
 import reprlib
-import stat
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -48,6 +47,7 @@ import yaml
 
 from .env import env
 from .errors import ConfigError
+from .frames.files import FileRefused, open_regular, read_upto
 from .vocabulary import (
     BACKENDS,
     OUTPUT_FORMATS,
@@ -635,56 +635,32 @@ class _Loader(yaml.SafeLoader):
             )
 
 
-def _file_kind(mode: int) -> str:
-    for test, kind in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    ):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
 def _read_text(path: Path) -> str:
-    """The file's text: a regular file of at most ``_MAX_FILE_BYTES`` bytes of UTF-8, read without blocking or reading past the bound."""
+    """The file's text: a regular file of at most ``_MAX_FILE_BYTES`` bytes of UTF-8, read without
+    blocking or reading past the bound (:mod:`gpupipe.frames.files`)."""
     src = str(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise ConfigError("config file not found", source=src) from None
-    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
-        try:
-            mode = os.stat(path).st_mode
-        except (OSError, ValueError):
-            mode = stat.S_IFREG
-        if not stat.S_ISREG(mode):  # e.g. a socket, which open() refuses with ENXIO
-            raise ConfigError(f"config path is {_file_kind(mode)}, not a regular file", source=src) from None
-        raise ConfigError(f"cannot read config file: {_clip(str(e))}", source=src) from None
-    chunks: list[bytes] = []
+        with open_regular(path, _MAX_FILE_BYTES) as (fd, _st):
+            data = read_upto(fd, _MAX_FILE_BYTES + 1)  # one more than allowed, to notice a file that grew after fstat
+    except FileRefused as e:
+        raise ConfigError(_refusal(e), source=src) from None
+    if len(data) > _MAX_FILE_BYTES:
+        raise ConfigError("config file is larger than 1 MiB (it grew while being read)", source=src)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"config path is {_file_kind(st.st_mode)}, not a regular file", source=src)
-        if st.st_size > _MAX_FILE_BYTES:
-            raise ConfigError(f"config file is larger than 1 MiB ({st.st_size} bytes)", source=src)
-        left = _MAX_FILE_BYTES + 1  # one more than allowed, to notice a file that grew after fstat
-        while left > 0 and (chunk := os.read(fd, min(left, 64 * KiB))):
-            chunks.append(chunk)
-            left -= len(chunk)
-        if left == 0:
-            raise ConfigError("config file is larger than 1 MiB (it grew while being read)", source=src)
-    except OSError as e:
-        raise ConfigError(f"cannot read config file: {_clip(str(e))}", source=src) from None
-    finally:
-        os.close(fd)
-    try:
-        return b"".join(chunks).decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file is not UTF-8: {e.reason} at byte {e.start}", source=src) from None
+
+
+def _refusal(e: FileRefused) -> str:
+    """What a config file that was not read is told as."""
+    if e.problem == "missing":
+        return "config file not found"
+    if e.problem == "not_regular":
+        return f"config path is {e.what}, not a regular file"
+    if e.problem == "too_large":
+        return f"config file is larger than 1 MiB ({e.size} bytes)"
+    return f"cannot read config file: {_clip(str(e.cause if e.cause is not None else e))}"
 
 
 def _read_yaml(path: Path) -> Mapping[Any, Any]:

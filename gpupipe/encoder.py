@@ -19,10 +19,9 @@ from .backend import Backend
 from .config import Config, load_config
 from .cpu import CpuBackend
 from .errors import BackendUnavailable, FrameError
-from .footprint import Header, read_header
+from .frames import Frame, Header, Limits, Source, as_source, default_max_source_bytes
 from .memory import allocator_status, release_large_allocations
 from .plan import Job, OutputSpec, plan_job
-from .sources import Frame, Source, default_max_source_bytes, read_frame, source_label
 from .vocabulary import BACKENDS, OUTPUT_FORMATS, QUALITY_MAX, QUALITY_MIN, Estimate
 
 __all__ = ["FrameEncoder", "select_backend"]
@@ -64,6 +63,8 @@ class FrameEncoder:
     def __init__(self, config: Config | None = None, backend: str | None = None, *, tune_allocator: bool = True) -> None:
         self.config = config if config is not None else load_config()
         self.max_source_bytes: int = self.config.max_source_bytes or default_max_source_bytes(self.config.max_pixels)
+        self.limits = Limits(self.config.max_pixels, self.max_source_bytes)
+        """What a frame may declare before it is refused: the config's ``max_pixels`` and ``max_source_bytes``."""
         if tune_allocator:
             release_large_allocations()
         requested = backend if backend is not None else self.config.backend
@@ -102,22 +103,23 @@ class FrameEncoder:
 
     # ------------------------------------------------------------------ encoding
 
-    def read(self, source: Source, digest: bytes | None = None) -> Frame | FrameError:
-        """Read and probe one source under this encoder's ``max_pixels``; its :class:`FrameError` is returned, not raised.
+    def read(self, source: Source, label: str | None = None) -> Frame | FrameError:
+        """Read one source under this encoder's :attr:`limits`; its :class:`FrameError` is returned, not raised.
 
-        ``digest``: the key digest of in-memory data, when the caller has it (see :func:`~gpupipe.sources.source_label`).
+        ``label`` names the frame (default: :meth:`FrameSource.label <gpupipe.frames.FrameSource.label>`).
         """
+        src = as_source(source)
         try:
-            return read_frame(source, self.config.max_pixels, digest=digest, max_bytes=self.max_source_bytes)
+            return src.read(src.label() if label is None else label, self.limits)
         except FrameError as e:
             return e
 
-    def read_many(self, sources: Sequence[Source], digests: Sequence[bytes | None] | None = None) -> list[Frame | FrameError]:
+    def read_many(self, sources: Sequence[Source], labels: Sequence[str | None] | None = None) -> list[Frame | FrameError]:
         """:meth:`read` for several sources, in parallel on the encoder's I/O threads, in order."""
-        ds = list(digests) if digests is not None else [None] * len(sources)
+        names = list(labels) if labels is not None else [None] * len(sources)
         if len(sources) <= 1:
-            return [self.read(s, d) for s, d in zip(sources, ds)]
-        return list(self._io.map(self.read, sources, ds))
+            return [self.read(s, n) for s, n in zip(sources, names)]
+        return list(self._io.map(self.read, sources, names))
 
     def encode_jobs(self, frames: Sequence[Frame | FrameError], spec: OutputSpec) -> list[Any]:
         """Plan and run already-read frames; one URI or FrameError each."""
@@ -172,11 +174,12 @@ class FrameEncoder:
         """The bytes that encoding ``source`` under ``spec`` holds at once, from its header alone, and that header.
 
         ``(host, device)`` bytes on the GPU backend, host bytes on the CPU. Raises the frame's
-        :class:`FrameError` (named ``label``, default :func:`~gpupipe.sources.source_label`) when
-        it cannot be opened, has no readable header, or is over ``max_pixels`` or ``max_source_bytes``.
+        :class:`FrameError` (named ``label``, default :meth:`FrameSource.label
+        <gpupipe.frames.FrameSource.label>`) when it cannot be opened, has no readable header, or is
+        over ``max_pixels`` or ``max_source_bytes``.
         """
-        name = label if label is not None else source_label(source)
-        header = read_header(source, name, max_pixels=self.config.max_pixels, max_bytes=self.max_source_bytes)
+        src = as_source(source)
+        header = src.header(src.label() if label is None else label, self.limits)
         return self._impl.footprint(header, spec), header
 
     def warm_up(self) -> float:

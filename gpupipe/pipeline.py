@@ -18,11 +18,10 @@ from .cache import CacheStats, FrameCache, Lease
 from .config import Config, load_config
 from .encoder import FrameEncoder
 from .errors import FrameChanged, FrameError
-from .footprint import Header
+from .frames import Frame, FrameKey, FrameSource, Header, Source, as_source
 from .memory import release_large_allocations, trim_free_memory
 from .plan import OutputSpec
 from .schedule import ReadAhead, Schedule, SchedulePolicy, Scheduler
-from .sources import Frame, Source, key_digest, source_key, source_label
 from .vocabulary import Estimate
 
 __all__ = ["FramePipeline", "open_pipeline", "schedule_ident"]
@@ -30,19 +29,10 @@ __all__ = ["FramePipeline", "open_pipeline", "schedule_ident"]
 log = logging.getLogger("gpupipe.pipeline")
 
 
-def schedule_ident(key: tuple) -> tuple:
-    """The schedule id of a pipeline cache key: the key without the file's identity (mtime, size,
-    inode), so that a frame declared before it was rewritten still matches its requests."""
-    return key[:2] + key[3:] if key and key[0] == "path" else key
-
-
-def _memo_key(source: Source) -> Hashable | None:
-    """What ``source``'s schedule id may be remembered by while a schedule is built (``None``: not at all)."""
-    if isinstance(source, (str, bytes)):
-        return source
-    if isinstance(source, os.PathLike):
-        return os.fspath(source)
-    return None
+def schedule_ident(key: FrameKey) -> FrameKey:
+    """The schedule id of a pipeline cache key: :attr:`FrameKey.schedule_id <gpupipe.frames.FrameKey.schedule_id>`,
+    the key without the file's identity, so that a frame declared before it was rewritten still matches its requests."""
+    return key.schedule_id
 
 
 Resolver = Callable[[Source], "str | None"]
@@ -103,28 +93,34 @@ class FramePipeline:
         if tune_allocator:
             release_large_allocations()
 
-    def key(self, source: Source) -> tuple:
+    def key(self, source: Source) -> FrameKey:
         """The cache key of ``source`` under this pipeline's output settings."""
-        return (*source_key(source), *self.spec.key())
+        return FrameKey(as_source(source).key(), self.spec.key())
+
+    def _keyed(self, sources: Sequence[Source]) -> tuple[list[FrameKey], list[FrameSource]]:
+        """Each source as a :class:`~gpupipe.frames.FrameSource`, and its cache key."""
+        srcs = [as_source(s) for s in sources]
+        output = self.spec.key()
+        return [FrameKey(s.key(), output) for s in srcs], srcs
 
     def _loaders(
-        self, keys: Sequence[tuple], sources: Sequence[Source]
-    ) -> tuple[Callable[[tuple], str], Callable[[tuple], Estimate], Callable[[list[tuple]], list[Any]]]:
+        self, keys: Sequence[FrameKey], sources: Sequence[FrameSource]
+    ) -> tuple[Callable[[FrameKey], str], Callable[[FrameKey], Estimate], Callable[[list[FrameKey]], list[Any]]]:
         """``(label, estimate, load)`` for the cache, over these keys and their sources."""
-        by_key: dict[tuple, Source] = {}
+        by_key: dict[FrameKey, FrameSource] = {}
         for k, s in zip(keys, sources):
             by_key.setdefault(k, s)
-        headers: dict[tuple, Header] = {}
+        headers: dict[FrameKey, Header] = {}
 
-        def label(k: tuple) -> str:
-            return source_label(by_key[k], key_digest(k))
+        def label(k: FrameKey) -> str:
+            return by_key[k].label(k.source)
 
-        def estimate(k: tuple) -> Estimate:
+        def estimate(k: FrameKey) -> Estimate:
             est, headers[k] = self.encoder.footprint(by_key[k], self.spec, label(k))
             return est
 
-        def load(ks: list[tuple]) -> list[Any]:
-            frames = self.encoder.read_many([by_key[k] for k in ks], [key_digest(k) for k in ks])
+        def load(ks: list[FrameKey]) -> list[Any]:
+            frames = self.encoder.read_many([by_key[k] for k in ks], [label(k) for k in ks])
             checked = [_check_unchanged(fr, headers.get(k)) for k, fr in zip(ks, frames)]
             return self.encoder.encode_jobs(checked, self.spec)
 
@@ -134,12 +130,12 @@ class FramePipeline:
         """Cached, joined or freshly encoded results for ``sources`` (a URI, a :class:`Lease` on it with
         ``hold``, or an exception each); each request is first shown to the open schedules, and
         counted in those it matched."""
-        keys = [self.key(s) for s in sources]
-        matched = [self.scheduler.observe(schedule_ident(k)) for k in keys] if self.scheduler.active else None
-        label, estimate, load_keys = self._loaders(keys, sources)
-        led: set[tuple] = set()
+        keys, srcs = self._keyed(sources)
+        matched = [self.scheduler.observe(k.schedule_id) for k in keys] if self.scheduler.active else None
+        label, estimate, load_keys = self._loaders(keys, srcs)
+        led: set[FrameKey] = set()
 
-        def load(ks: list[tuple]) -> list[Any]:
+        def load(ks: list[FrameKey]) -> list[Any]:
             led.update(ks)
             with self._idle:
                 self._loading += 1
@@ -187,16 +183,19 @@ class FramePipeline:
                 "read-ahead fills free room only; use the default FrameCache policy (SchedulePolicy)",
                 type(self.cache.policy).__name__,
             )
-        memo: dict[Hashable, tuple] = {}
+        memo: dict[tuple[type, Hashable], FrameKey] = {}
+        output = self.spec.key()
 
-        def item(src: Source) -> tuple[tuple, Source]:
-            m = _memo_key(src)
-            sid = memo.get(m) if m is not None else None
+        def item(raw: Source) -> tuple[FrameKey, Source]:
+            src = as_source(raw)
+            m = src.memo()
+            mk = (type(src), m)
+            sid = memo.get(mk) if m is not None else None
             if sid is None:
-                sid = schedule_ident(self.key(src))
+                sid = FrameKey(src.key(), output).schedule_id
                 if m is not None:
-                    memo[m] = sid
-            return sid, src
+                    memo[mk] = sid
+            return sid, raw
 
         sched = self.scheduler.open(map(item, sources), with_sources=True)
         self._opened = [s for s in self._opened if not s.closed] + [sched]
@@ -208,8 +207,8 @@ class FramePipeline:
         """Read-ahead's loader for ``sched``: encodes sources ahead of requests through :meth:`FrameCache.prefetch_many`."""
 
         def fetch(sources: list[Any]) -> list[str]:
-            keys = [self.key(s) for s in sources]
-            _, estimate, load = self._loaders(keys, sources)
+            keys, srcs = self._keyed(sources)
+            _, estimate, load = self._loaders(keys, srcs)
             try:
                 return list(self.cache.prefetch_many(keys, load, estimate=estimate, outcome=sched.prefetch_outcome))
             finally:
@@ -313,10 +312,9 @@ def _read_ahead(n: Any) -> int:
 
 
 def _check_unchanged(frame: Frame | FrameError, header: Header | None) -> Frame | FrameError:
-    """``frame``, or :class:`~gpupipe.errors.FrameChanged` when it is larger than the header its
-    budget was estimated from (the file changed between the two reads)."""
-    if isinstance(frame, FrameError) or header is None:
+    """``frame``, or :class:`~gpupipe.errors.FrameChanged` when its header is not the one its work
+    was estimated from: one parser reads both, so they differ only when the file changed between
+    the two reads."""
+    if isinstance(frame, FrameError) or header is None or frame.header == header:
         return frame
-    if len(frame.data) > header.source_bytes or frame.width * frame.height > header.width * header.height:
-        return FrameChanged(frame.label, "changed while being read: it is larger than the header it was admitted by")
-    return frame
+    return FrameChanged(frame.label, "changed while being read: its header is not the one it was admitted by")

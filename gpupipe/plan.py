@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .sources import Frame, check_complete, fit_size
+from .frames import Frame, check_complete
 from .vocabulary import OutputFormat, Target
 
-__all__ = ["Job", "OutputSpec", "passes_through", "plan_job"]
+__all__ = ["Job", "OutputSpec", "fit_size", "passes_through", "plan_job"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,20 @@ class Job:
     @property
     def needs_resize(self) -> bool:
         return self.out_size != self.frame.display_size
+
+
+def fit_size(width: int, height: int, size: tuple[int, int] | None) -> tuple[int, int]:
+    """Dimensions of a ``width``×``height`` image scaled down to fit inside ``size``, aspect kept.
+
+    Never scales up; each side is at least 1 pixel.
+    """
+    if size is None:
+        return width, height
+    bw, bh = size
+    if width <= bw and height <= bh:
+        return width, height
+    scale = min(bw / width, bh / height)
+    return max(1, min(bw, round(width * scale))), max(1, min(bh, round(height * scale)))
 
 
 def passes_through(display_size: tuple[int, int], orientation: int, spec: OutputSpec) -> bool:

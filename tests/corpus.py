@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from gpupipe.errors import FrameDecodeError, FrameError, FrameNotFound, FrameTooLarge
-from gpupipe.sources import fit_size
+from gpupipe.plan import fit_size
 
 __all__ = [
     "CorpusItem",

@@ -79,6 +79,20 @@ def test_non_regular_paths_are_refused_at_once(tmp_path, monkeypatch, kind, via_
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "symlink-to-dev-urandom", "directory"])
+def test_non_regular_paths_are_never_opened(tmp_path, monkeypatch, kind):
+    """The config file goes through the frames' reader (gpupipe.frames.files): a device node or
+    FIFO is refused from its stat, never opened (opening a device can have effects of its own)."""
+    path = _special_paths(tmp_path)[kind]
+    opened: list[str] = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda p, *a, **k: opened.append(os.fspath(p)) or real_open(p, *a, **k))
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(path)
+    assert opened == []
+
+
+@pytest.mark.timeout(30)
 def test_socket_path_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a short relative path: AF_UNIX paths are limited to ~100 bytes
     with socket.socket(socket.AF_UNIX) as s:

@@ -23,7 +23,8 @@ from gpupipe.errors import DeviceOutOfMemory
 from gpupipe.gpu.dali_decode import DaliDecoder, failed_sample, host_precheck
 from gpupipe.gpu.faults import is_oom_error
 from gpupipe.plan import OutputSpec, plan_job
-from gpupipe.sources import fit_size, read_frame
+from gpupipe.frames import read_frame
+from gpupipe.plan import fit_size
 
 
 def _jobs(datas, spec=OutputSpec("jpeg")):
@@ -296,7 +297,7 @@ def test_real_dali_out_of_memory_is_recognised(tmp_path):
         from PIL import Image
         from gpupipe.gpu.dali_decode import DaliDecoder, DeviceOutOfMemory
         from gpupipe.plan import OutputSpec, plan_job
-        from gpupipe.sources import read_frame
+        from gpupipe.frames import read_frame
 
         b = io.BytesIO()
         Image.new("RGB", (7000, 7000)).save(b, "PNG", compress_level=1)  # 147 MB decoded, under 1 MB encoded

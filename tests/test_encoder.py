@@ -12,7 +12,7 @@ from PIL import Image
 from gpupipe import FrameEncoder, load_config
 from gpupipe.config import Config
 from gpupipe.errors import BackendUnavailable, FrameDecodeError, FrameError, FrameNotFound, FrameTooLarge
-from gpupipe.sources import fit_size
+from gpupipe.plan import fit_size
 
 
 def payload(uri: str) -> tuple[str, bytes]:

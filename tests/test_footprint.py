@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from gpupipe.errors import FrameDecodeError, FrameTooLarge
-from gpupipe.footprint import cpu_footprint, gpu_footprint, header_from_bytes, read_header
+from gpupipe.footprint import cpu_footprint, gpu_footprint
+from gpupipe.frames import parse_header, read_header
 from gpupipe.plan import OutputSpec
 
 HERE = Path(__file__).resolve().parent
@@ -76,11 +77,11 @@ def _jpeg_with_big_app_segments(w: int, h: int, app_bytes: int) -> bytes:
 
 
 def test_header_of_png_and_jpeg():
-    h = header_from_bytes(_png(640, 360, "RGBA"))
+    h = parse_header("x", _png(640, 360, "RGBA"))
     assert (h.kind, h.width, h.height, h.channels, h.sample_bytes) == ("png", 640, 360, 4, 1)
-    h = header_from_bytes(_png(64, 36, "I;16"))
+    h = parse_header("x", _png(64, 36, "I;16"))
     assert (h.channels, h.sample_bytes) == (1, 2)
-    h = header_from_bytes(_jpeg_with_big_app_segments(64, 48, 0))
+    h = parse_header("x", _jpeg_with_big_app_segments(64, 48, 0))
     assert (h.kind, h.width, h.height) == ("jpeg", 64, 48)
 
 
@@ -107,7 +108,7 @@ def test_read_header_gives_the_frame_errors(tmp_path):
 
 
 def test_passthrough_estimate_is_source_and_uri_only():
-    h = header_from_bytes(_png(3840, 2160))
+    h = parse_header("x", _png(3840, 2160))
     est = cpu_footprint(h, OutputSpec("passthrough"))
     assert h.source_bytes < est < 3 * h.source_bytes + 100
     transcode = cpu_footprint(h, OutputSpec("jpeg"))
@@ -115,7 +116,7 @@ def test_passthrough_estimate_is_source_and_uri_only():
 
 
 def test_gpu_estimate_reports_device_bytes():
-    h = header_from_bytes(_jpeg_with_big_app_segments(3840, 2160, 0))
+    h = parse_header("x", _jpeg_with_big_app_segments(3840, 2160, 0))
     host, device = gpu_footprint(h, OutputSpec("jpeg", (1920, 1080)))
     assert device >= 3840 * 2160 * 3 and host > h.source_bytes
     host, device = gpu_footprint(h, OutputSpec("passthrough"), passthrough_on_device=True)

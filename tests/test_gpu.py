@@ -18,7 +18,7 @@ from gpupipe.config import Config, StagingConfig
 from gpupipe.cpu import CpuBackend
 from gpupipe.errors import FrameError
 from gpupipe.plan import OutputSpec, plan_job
-from gpupipe.sources import read_frame
+from gpupipe.frames import read_frame
 from uri_pixels import assert_transcodes_match
 
 pytestmark = pytest.mark.gpu
@@ -115,7 +115,7 @@ def test_dali_mixed_resize_and_bad_frame(png_bytes, jpeg_bytes):
 
     from gpupipe.errors import FrameDecodeError
     from gpupipe.gpu.dali_decode import DaliDecoder
-    from gpupipe.sources import fit_size
+    from gpupipe.plan import fit_size
 
     d = DaliDecoder(0, max_batch=4, num_threads=2)
     datas = [png_bytes, _corrupt_png(png_bytes), jpeg_bytes]

@@ -25,7 +25,7 @@ from PIL import Image
 from gpupipe.config import Config, StagingConfig
 from gpupipe.cpu import CpuBackend
 from gpupipe.plan import OutputSpec, plan_job
-from gpupipe.sources import read_frame
+from gpupipe.frames import read_frame
 
 import fake_cupy
 import host_kernel
@@ -522,7 +522,7 @@ def test_pinned_memory_held_stays_within_its_setting(fake, monkeypatch):
 def test_footprint_covers_one_frame_on_device_pinned_and_host(fake, monkeypatch):
     """What one passthrough frame really holds (device pool peak, pinned memory, the host URI)
     is within the backend's ``footprint``."""
-    from gpupipe.footprint import read_header
+    from gpupipe.frames import read_header
 
     from gpupipe.gpu.backend import GpuBackend
 

@@ -23,7 +23,7 @@ from gpupipe.encoder import select_backend
 from gpupipe.errors import BackendUnavailable, FrameDecodeError
 from gpupipe.gpu.staging import GpuFallbackWarning, PinnedBuffers, StagedRunner, StagingBudget, plan_batches
 from gpupipe.plan import OutputSpec, plan_job
-from gpupipe.sources import read_frame
+from gpupipe.frames import read_frame
 from uri_pixels import assert_transcodes_match
 
 
@@ -243,7 +243,8 @@ def test_png_sources_go_to_the_cpu_path_by_default(png_bytes, jpeg_bytes):
     """``png_device: cpu`` (the default): a PNG source is transcoded on the CPU path (DALI would decode it on
     its CPU threads into buffers outside the byte budget), and costs what the CPU path holds; JPEG still
     goes to the device, and PNG passthrough follows ``passthrough_device``."""
-    from gpupipe.footprint import cpu_footprint, header_from_bytes
+    from gpupipe.footprint import cpu_footprint
+    from gpupipe.frames import parse_header
 
     assert Config().png_device == "cpu"
     ops = FakeOps(capacity=10_000)
@@ -254,7 +255,7 @@ def test_png_sources_go_to_the_cpu_path_by_default(png_bytes, jpeg_bytes):
     assert [be.route(j) for j in jobs] == ["cpu", "transcode", "passthrough"]
     assert be.run(jobs) == CpuBackend(1).run(jobs)
     assert sorted(ops.calls) == [["frame1"], ["frame2"]]
-    header = header_from_bytes(png_bytes)
+    header = parse_header("png", png_bytes)
     assert be.footprint(header, spec) == (cpu_footprint(header, spec), 0)
     assert "png_device: cpu" in be.info()["png_sources"]
     gpu = _backend(FakeOps(capacity=10_000), png_device="gpu")
@@ -479,7 +480,8 @@ def test_passthrough_device_config_key_rejects_other_values(tmp_path):
 
 
 def test_footprint_counts_device_and_pinned_staging():
-    from gpupipe.footprint import Header, cpu_footprint
+    from gpupipe.footprint import cpu_footprint
+    from gpupipe.frames import Header
     from gpupipe.plan import OutputSpec
     from gpupipe.uri import b64_len
 

@@ -120,11 +120,11 @@ def test_open_pipeline_uses_config(tmp_path):
 
 def test_in_memory_frames_are_hashed_once_per_miss(enc, frame_files, monkeypatch):
     """The cache key's digest also names the frame in errors: a miss hashes the data once."""
-    import gpupipe.sources as sources
+    import gpupipe.frames.read as frames_read
 
     calls = []
-    real = sources._digest
-    monkeypatch.setattr(sources, "_digest", lambda d: calls.append(len(d)) or real(d))
+    real = frames_read._digest
+    monkeypatch.setattr(frames_read, "_digest", lambda d: calls.append(len(d)) or real(d))
     p, _ = frame_files
     data = p.read_bytes()
     bad = data[:100]  # truncated: fails after the key is computed
@@ -199,7 +199,7 @@ def test_oversize_work_is_returned_uncached_without_evicting(enc, tmp_path, rgb_
     uri = pipe.get(big)  # decoding 1280x720 RGB alone needs more than 2 MiB in flight
     s = cache.stats()
     assert uri.startswith("data:image/jpeg") and len(uri) < 2 * MiB
-    assert big not in [k[1] for k in cache.keys()] and s.entries == 1 and s.evictions == 0
+    assert str(big.resolve()) not in [k.source.name for k in cache.keys()] and s.entries == 1 and s.evictions == 0
     assert s.oversize_rejects == 1 and s.peak_bytes <= 2 * MiB
     Image.open(io.BytesIO(__import__("base64").b64decode(uri.split(",", 1)[1]))).verify()
 

@@ -369,7 +369,7 @@ def test_frames_are_routed_to_pipelines_by_a_stable_hash(frames):
     lanes = {str((frames / n).resolve()): route(str((frames / n).resolve()), 2) for n in names}
     assert set(lanes.values()) == {0, 1}  # these names spread over both
     for i, p in enumerate(pipes):
-        held = {k[1] for k in p.cache.keys()}
+        held = {k.source.name for k in p.cache.keys()}
         assert held == {path for path, lane in lanes.items() if lane == i}
         assert metric(m, "gpupipe_cache_entries", pipeline=f"cpu{i}") == len(held)
     assert route("/a/b.png", 4) == route("/a/b.png", 4)

@@ -19,7 +19,8 @@ from typing import Any
 from PIL import Image
 
 from ..errors import FrameDecodeError, FrameError, codec_reason
-from ..footprint import Header, cpu_footprint
+from ..footprint import cpu_footprint
+from ..frames import Header
 from ..plan import Job, OutputSpec
 from ..uri import build_uri
 from ..vocabulary import MIME

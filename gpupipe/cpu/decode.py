@@ -1,6 +1,6 @@
 """Decode a frame on the CPU: Pillow (or Pillow-SIMD) to an ``RGB`` or ``RGBA`` image, upright.
 
-EXIF orientation is the one the header probe read (:attr:`Frame.orientation <gpupipe.sources.Frame.orientation>`),
+EXIF orientation is the one the header probe read (:attr:`Frame.orientation <gpupipe.frames.Frame.orientation>`),
 applied with :meth:`PIL.Image.Image.transpose`; transparency from alpha channels or ``tRNS`` chunks
 (any bit depth) becomes an alpha channel.
 """
@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from ..errors import FrameDecodeError, codec_reason
+from ..frames import Frame
 from ..plan import Job
-from ..sources import Frame
 
 __all__ = ["ORIENTATION_TRANSPOSE", "decode_frame", "has_transparency"]
 
@@ -143,7 +143,7 @@ def decode_frame(job: Job) -> Image.Image:
     """Decode a job's frame to an ``RGB`` or ``RGBA`` image with EXIF orientation applied.
 
     The orientation is the one the header probe read (:attr:`Frame.orientation
-    <gpupipe.sources.Frame.orientation>`), applied with :meth:`PIL.Image.Image.transpose`; the
+    <gpupipe.frames.Frame.orientation>`), applied with :meth:`PIL.Image.Image.transpose`; the
     EXIF data is not parsed again, so malformed metadata can never fail a frame (an unusable
     orientation was already read as 1, as browsers read it). For JPEG sources being scaled
     down, the DCT-domain draft mode decodes at a reduced scale that is still at least the

@@ -41,7 +41,8 @@ from typing import Any, Protocol, runtime_checkable
 from ..config import Config
 from ..cpu import CpuBackend
 from ..errors import DeviceLost, FrameError, GpuDeviceLostWarning
-from ..footprint import Header, gpu_footprint
+from ..footprint import gpu_footprint
+from ..frames import Header
 from ..plan import Job, OutputSpec
 from ..vocabulary import Estimate
 from .faults import is_sticky_error

@@ -27,8 +27,8 @@ import numpy as np
 
 from ..base64_batch import batch_layout, pack_batch, uris_from_buffer
 from ..config import Config, StagingConfig
+from ..frames import read_frame
 from ..plan import Job, OutputSpec, plan_job
-from ..sources import read_frame
 
 __all__ = ["base64_kernel_bandwidth", "gpu_stage_benchmark", "overlap_benchmark"]
 

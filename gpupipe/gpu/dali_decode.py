@@ -4,7 +4,7 @@ The pipeline: ``fn.external_source`` (encoded bytes) → ``fn.decoders.image`` (
 orientation) → optionally ``fn.resize`` to each frame's own output size (Lanczos-3 with
 antialiasing, the closest DALI filter to Pillow's ``LANCZOS``) → for a frame with an EXIF
 orientation, ``fn.transpose`` and/or a per-frame ``fn.flip``. The orientation is the one the
-header probe read (:attr:`Frame.orientation <gpupipe.sources.Frame.orientation>`), exactly as the
+header probe read (:attr:`Frame.orientation <gpupipe.frames.Frame.orientation>`), exactly as the
 CPU path applies it: DALI's own EXIF handling (``adjust_orientation``) is off, because it reads
 malformed EXIF differently from the probe and from browsers (DALI 2.4 on its CPU backend rotates
 for a LONG-typed little-endian orientation or one with a count of 0, and not for an IFD whose
@@ -53,8 +53,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..errors import DeviceOutOfMemory, FrameDecodeError, FrameError, codec_reason
+from ..frames import Frame, check_complete
 from ..plan import Job
-from ..sources import Frame, check_complete
 from .faults import is_oom_error, is_sticky_error
 
 __all__ = [
@@ -77,7 +77,7 @@ def host_precheck(frame: Frame) -> str | None:  # noqa: PLR0911 - one return per
     """Why DALI would refuse ``frame`` for a reason the host can see cheaply, or ``None``.
 
     PNG: every chunk lies inside the data with a correct CRC, and the stream reaches ``IEND``.
-    JPEG: an end-of-image marker in the last KiB (:func:`gpupipe.sources.check_complete`).
+    JPEG: an end-of-image marker in the last KiB (:func:`gpupipe.frames.check_complete`).
     The header itself was probed when the frame was read.
     """
     if frame.kind == "jpeg":

@@ -365,7 +365,7 @@ class FrameService:
         except ValueError as e:
             raise BadParameter(str(e), src) from None
         key = view.key(real)
-        etag = 'W/"' + hashlib.blake2b(repr(key).encode("utf-8", "surrogateescape"), digest_size=16).hexdigest() + '"'
+        etag = key.etag()
         res = _Resolved(lane, view, real, etag)
         if view.cache.peek(key) is not None:
             # Through the pipeline (not the cache directly) so that it sees every request.

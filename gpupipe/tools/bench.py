@@ -51,8 +51,8 @@ from ..cache import FrameCache
 from ..config import Config, MiB, load_config
 from ..cpu import StageTimes, pillow_flavour, transcode
 from ..encoder import FrameEncoder
+from ..frames import read_frame
 from ..plan import OutputSpec, plan_job
-from ..sources import read_frame
 from ..uri import URI_METHOD, base64_impl, build_uri
 from ..vocabulary import RESOLUTIONS, parse_wxh
 

@@ -1,4 +1,4 @@
-"""Reading and probing frames (gpupipe.sources) and decoding them (gpupipe.cpu) from any input:
+"""Reading and probing frames (gpupipe.frames) and decoding them (gpupipe.cpu) from any input:
 special files, size caps, files changing while read, cheap labels for in-memory data, malformed
 EXIF, PNG eXIf orientation and tRNS transparency; on the CPU path and on the GPU backend's data
 path run with CPU stand-ins (DALI's CPU backend)."""
@@ -23,20 +23,21 @@ from PIL import Image, ImageOps
 
 import corpus as C
 from gpupipe import FrameCache, FrameEncoder, FramePipeline
-from gpupipe import sources
 from gpupipe.config import Config
 from gpupipe.cpu import CpuBackend, run_job, run_job_guarded
 from gpupipe.errors import FrameDecodeError, FrameNotFound, FrameNotRegularFile, FrameTooLarge
-from gpupipe.plan import OutputSpec, plan_job
-from gpupipe.sources import (
+from gpupipe.frames import (
+    DataSource,
+    FileIdentity,
+    PathSource,
+    SourceKey,
     default_max_source_bytes,
-    file_identity,
-    key_digest,
-    key_identity,
+    parse_header,
     read_frame,
-    source_key,
     source_label,
 )
+from gpupipe.frames import headers, read as frames_read
+from gpupipe.plan import OutputSpec, plan_job
 
 MiB = 1024 * 1024
 
@@ -286,16 +287,18 @@ def test_a_file_that_keeps_changing_is_frame_changed_and_its_reason_shows_no_sta
     assert "stat" not in ei.value.reason
 
 
-def test_a_frame_larger_than_the_header_it_was_admitted_by_is_frame_changed(png_bytes):
+def test_a_frame_whose_header_is_not_the_one_it_was_admitted_by_is_frame_changed(png_bytes):
+    from dataclasses import replace
+
     from gpupipe.errors import FrameChanged
-    from gpupipe.footprint import Header
+    from gpupipe.frames import read_header
     from gpupipe.pipeline import _check_unchanged
 
     frame = read_frame(png_bytes)
-    small = Header("png", frame.width, frame.height, 3, 1, len(png_bytes) - 1)
-    assert isinstance(_check_unchanged(frame, small), FrameChanged)
-    same = Header("png", frame.width, frame.height, 3, 1, len(png_bytes))
-    assert _check_unchanged(frame, same) is frame
+    admitted = read_header(png_bytes)
+    assert _check_unchanged(frame, admitted) is frame
+    for changed in (replace(admitted, source_bytes=len(png_bytes) - 1), replace(admitted, orientation=6), replace(admitted, width=1)):
+        assert isinstance(_check_unchanged(frame, changed), FrameChanged)
 
 
 _IHDR_1x1 = b"\x89PNG\r\n\x1a\n" + C.png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
@@ -310,7 +313,7 @@ _IHDR_1x1 = b"\x89PNG\r\n\x1a\n" + C.png_chunk(b"IHDR", struct.pack(">IIBBBBB", 
 def test_error_reasons_never_echo_file_contents(tmp_path, data):
     p = tmp_path / "x.png"
     p.write_bytes(data)
-    for read in (lambda: read_frame(p), lambda: read_frame(data), lambda: sources.probe("x", data)):
+    for read in (lambda: read_frame(p), lambda: read_frame(data), lambda: parse_header("x", data)):
         with pytest.raises(FrameDecodeError) as ei:
             read()
         for secret in ("SECRET", "KEYS", "S\\x00C", "C!"):
@@ -369,7 +372,7 @@ def test_a_file_that_changed_once_is_read_again(tmp_path, monkeypatch, png_bytes
     monkeypatch.setattr(os, "fstat", fstat)
     frame = read_frame(p)
     assert frame.data == png_bytes and len(calls) == 4
-    assert frame.identity == file_identity(os.stat(p))
+    assert frame.identity == FileIdentity.of(os.stat(p))
 
 
 def test_a_short_read_is_a_change(tmp_path, monkeypatch, png_bytes):
@@ -387,15 +390,14 @@ def test_frame_identity_and_source_key(tmp_path, png_bytes):
     p = tmp_path / "a.png"
     p.write_bytes(png_bytes)
     frame = read_frame(p)
-    key = source_key(p)
+    key = PathSource(p).key()
     st = os.stat(p)
-    assert frame.identity == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    assert key == ("path", str(p.resolve()), frame.identity)
-    assert key_identity(key) == frame.identity and key_digest(key) is None
+    assert frame.identity == FileIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    assert key == SourceKey("path", str(p.resolve()), identity=frame.identity)
     assert read_frame(png_bytes).identity is None
-    bkey = source_key(png_bytes)
-    assert key_digest(bkey) == sources._digest(png_bytes) and key_identity(bkey) is None
-    assert source_key(tmp_path / "missing.png") == ("path", str(tmp_path / "missing.png"), None)
+    bkey = DataSource(png_bytes).key()
+    assert bkey == SourceKey("data", frames_read._digest(png_bytes).hex()) and bkey.identity is None
+    assert PathSource(tmp_path / "missing.png").key() == SourceKey("path", str(tmp_path / "missing.png"))
 
 
 def _same_size_pngs() -> tuple[bytes, bytes]:
@@ -415,7 +417,7 @@ def test_same_size_rewrite_with_restored_mtime_changes_the_key(tmp_path):
     p = tmp_path / "f.png"
     p.write_bytes(a)
     st0 = os.stat(p)
-    key0 = source_key(p)
+    key0 = PathSource(p).key()
     deadline = time.monotonic() + 5
     while True:  # file timestamps tick coarsely (a few ms): rewrite until the inode change time moves
         with open(p, "r+b") as f:
@@ -427,13 +429,13 @@ def test_same_size_rewrite_with_restored_mtime_changes_the_key(tmp_path):
         time.sleep(0.005)
     assert (st1.st_size, st1.st_mtime_ns, st1.st_ino) == (st0.st_size, st0.st_mtime_ns, st0.st_ino)
     assert st1.st_ctime_ns != st0.st_ctime_ns
-    assert source_key(p) != key0
+    assert PathSource(p).key() != key0
     # A replacement by rename: a new inode, even with size and mtime restored.
     q = tmp_path / "g.png"
     q.write_bytes(a)
     os.utime(q, ns=(st0.st_atime_ns, st0.st_mtime_ns))
     os.replace(q, p)
-    assert os.stat(p).st_ino != st0.st_ino and source_key(p) != key0
+    assert os.stat(p).st_ino != st0.st_ino and PathSource(p).key() != key0
 
 
 def test_pipeline_does_not_serve_a_rewritten_frame_stale(enc, tmp_path):
@@ -456,7 +458,7 @@ def test_pipeline_does_not_serve_a_rewritten_frame_stale(enc, tmp_path):
 
 
 class _RecordingBlake2b:
-    """Stands in for ``hashlib.blake2b`` in gpupipe.sources, recording how many bytes each hash takes."""
+    """Stands in for ``hashlib.blake2b`` in gpupipe.frames.read, recording how many bytes each hash takes."""
 
     def __init__(self, sizes: list[int]):
         import hashlib
@@ -492,8 +494,8 @@ def test_encoding_bytes_never_hashes_the_whole_frame(enc, monkeypatch, rgb_frame
         raise AssertionError("the whole frame was hashed")
 
     sizes: list[int] = []
-    monkeypatch.setattr(sources, "_digest", no_digest)
-    monkeypatch.setattr(sources, "hashlib", _RecordingBlake2b(sizes))
+    monkeypatch.setattr(frames_read, "_digest", no_digest)
+    monkeypatch.setattr(frames_read, "hashlib", _RecordingBlake2b(sizes))
     assert enc.encode(data).startswith("data:image/png;base64,")  # passthrough
     assert enc.encode(data, output="jpeg", size=(64, 64)).startswith("data:image/jpeg;base64,")
     with pytest.raises(FrameDecodeError) as ei:
@@ -513,8 +515,9 @@ def test_in_memory_labels(png_bytes):
     assert source_label(bytes(other)) != a
     assert source_label(png_bytes[:-1]) != a
     # With the key digest (the pipeline has it), the label is the digest's prefix, as before.
-    d = sources._digest(png_bytes)
-    assert source_label(png_bytes, d) == f"bytes:{d[:6].hex()}"
+    d = frames_read._digest(png_bytes)
+    data = DataSource(png_bytes)
+    assert data.label(data.key()) == f"bytes:{d[:6].hex()}"
     words = memoryview(np.arange(10, dtype=np.uint32))  # a view whose items are not bytes
     assert source_label(words) == source_label(words.tobytes())
 
@@ -578,8 +581,8 @@ def test_exif_orientation_values_rotate_like_pillow(rgb_frame):
 @given(st.binary(max_size=200))
 def test_tiff_orientation_never_raises(blob):
     for b in (blob, b"II*\x00" + blob, b"MM\x00*" + blob):
-        assert 1 <= sources._tiff_orientation(b) <= 8
-        assert 1 <= sources.exif_orientation(b"Exif\x00\x00" + b) <= 8
+        assert 1 <= headers.tiff_orientation(b) <= 8
+        assert 1 <= headers.exif_orientation(b"Exif\x00\x00" + b) <= 8
 
 
 def test_unexpected_exceptions_become_the_frames_error(monkeypatch, png_bytes, jpeg_bytes):
