@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .cache import CacheStats
-from .config import _MAX_GPU_INDEX, Config, MiB, load_config
+from .config import MAX_GPU_INDEX, Config, MiB, load_config
 from .errors import ConfigError, FrameError, GpupipeError
 from .vocabulary import BACKENDS, choose, parse_wxh
 
@@ -73,8 +73,8 @@ def _user_errors(fn: _F) -> _F:
 
 
 def _check_gpu(value: int | None) -> int | None:
-    if value is not None and not 0 <= value <= _MAX_GPU_INDEX:
-        _fail(f"--gpu: expected a GPU index between 0 and {_MAX_GPU_INDEX}, got {value}")
+    if value is not None and not 0 <= value <= MAX_GPU_INDEX:
+        _fail(f"--gpu: expected a GPU index between 0 and {MAX_GPU_INDEX}, got {value}")
     return value
 
 

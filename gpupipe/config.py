@@ -69,6 +69,7 @@ from .vocabulary import (
 
 __all__ = [
     "CACHE_BYTES_FLOOR",
+    "MAX_GPU_INDEX",
     "CacheConfig",
     "Config",
     "GiB",
@@ -98,7 +99,8 @@ _MAX_BATCH_SIZE = 4096
 _MAX_WORKERS = 4096
 _MAX_PIXELS = 2**31
 _MAX_OUTPUT_SIDE = 65535  # JPEG's largest dimension
-_MAX_GPU_INDEX = 1023
+MAX_GPU_INDEX = 1023
+"""The largest GPU index a config (``gpus: {N: ...}``) or ``--gpu`` accepts."""
 _MAX_READ_AHEAD = 10**6  # frames
 _MAX_CORS_ORIGINS = 1000  # entries of serve.cors_origins
 _MAX_ORIGIN_CHARS = 300  # a scheme, a host name of at most 253 characters, a port
@@ -521,16 +523,16 @@ def _apply_section(cfg: Config, data: Mapping[Any, Any], prefix: str, source: st
 
 
 def _gpu_index(k: Any, source: str) -> int:
-    """A ``gpus`` key as a device index: a YAML integer or a string of decimal digits, 0 to ``_MAX_GPU_INDEX``."""
+    """A ``gpus`` key as a device index: a YAML integer or a string of decimal digits, 0 to ``MAX_GPU_INDEX``."""
     if isinstance(k, int) and not isinstance(k, bool):
         idx = k
     elif isinstance(k, str) and re.fullmatch(r"[0-9]{1,6}", k):
         idx = int(k)
     else:
         idx = -1
-    if not 0 <= idx <= _MAX_GPU_INDEX:
+    if not 0 <= idx <= MAX_GPU_INDEX:
         raise ConfigError(
-            f"GPU index must be an integer between 0 and {_MAX_GPU_INDEX}", source=source, key=f"gpus.{_key_part(k)}"
+            f"GPU index must be an integer between 0 and {MAX_GPU_INDEX}", source=source, key=f"gpus.{_key_part(k)}"
         )
     return idx
 
