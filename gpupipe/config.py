@@ -31,7 +31,6 @@ shows at most a few hundred characters of the offending value.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import re
@@ -47,7 +46,7 @@ from typing import Any
 import yaml
 
 from .env import env
-from .errors import ConfigError
+from .errors import ConfigError, ConfigWarning
 from .vocabulary import BACKENDS, OUTPUT_FORMATS, PASSTHROUGH_DEVICES, PNG_DEVICES, GiB, KiB, MiB, PiB, parse_wxh
 
 __all__ = [
@@ -64,8 +63,6 @@ __all__ = [
     "load_config",
     "parse_size",
 ]
-
-log = logging.getLogger("gpupipe.config")
 
 CACHE_BYTES_FLOOR = 64 * MiB
 """Smallest accepted cache byte budget; smaller budgets are clamped up with a warning."""
@@ -517,8 +514,7 @@ def _gpu_index(k: Any, source: str) -> int:
 def _clamp_cache_bytes(n: int, key: str, source: str, stacklevel: int) -> int:
     if n < CACHE_BYTES_FLOOR:
         msg = f"{source}: {key} = {n} bytes is below the floor of {CACHE_BYTES_FLOOR // MiB} MiB; clamped to the floor"
-        warnings.warn(msg, stacklevel=stacklevel)
-        log.warning(msg)
+        warnings.warn(msg, ConfigWarning, stacklevel=stacklevel)
         return CACHE_BYTES_FLOOR
     return n
 

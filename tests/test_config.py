@@ -8,7 +8,7 @@ import pytest
 
 from gpupipe import load_config
 from gpupipe.config import CACHE_BYTES_FLOOR, Config, GiB, MiB, parse_size
-from gpupipe.errors import ConfigError
+from gpupipe.errors import ConfigError, ConfigWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,10 +88,10 @@ def test_bad_env_values(monkeypatch, var, value):
 
 def test_floor_clamp_warns(tmp_path, monkeypatch):
     p = write(tmp_path, "defaults: {cache: {max_bytes: 1MiB}}\n")
-    with pytest.warns(UserWarning, match="floor"):
+    with pytest.warns(ConfigWarning, match="floor"):
         assert load_config(p).cache.max_bytes == CACHE_BYTES_FLOOR
     monkeypatch.setenv("GPUPIPE_CACHE_BYTES_MB", "10")
-    with pytest.warns(UserWarning, match="GPUPIPE_CACHE_BYTES_MB"):
+    with pytest.warns(ConfigWarning, match="GPUPIPE_CACHE_BYTES_MB"):
         assert load_config().cache.max_bytes == CACHE_BYTES_FLOOR
 
 
