@@ -681,8 +681,19 @@ def _read_yaml(path: Path) -> Mapping[Any, Any]:
     data = _check_mapping(data, "<top level>", src)
     for k in data:
         if k not in ("defaults", "gpus"):
-            raise ConfigError("unknown top-level key (known: defaults, gpus)", source=src, key=_key_part(k))
+            raise ConfigError(_top_level_message(k, data[k]), source=src, key=_key_part(k))
     return data
+
+
+def _top_level_message(key: Any, value: Any) -> str:
+    """Why a top-level key other than ``defaults``/``gpus`` is refused: a setting (``cache:``,
+    ``backend:``) is told the path it belongs at, anything else what the top level holds."""
+    if key not in _SECTIONS and key not in _SCALARS:
+        return "unknown top-level key (the top level holds only defaults: and gpus:)"
+    path = _key_part(key)
+    if key in _SECTIONS and isinstance(value, Mapping) and value:
+        path += "." + _key_part(next(iter(value)))
+    return f"a setting, not a top-level key: put it under defaults: (or gpus: N: for GPU N only), as defaults.{path}"
 
 
 def load_config(path: str | os.PathLike[str] | None = None, gpu: int | None = None) -> Config:

@@ -205,3 +205,42 @@ def test_cache_max_bytes_env_uses_the_yaml_units(monkeypatch):
     monkeypatch.setenv("GPUPIPE_CACHE_MAX_BYTES", "lots")
     with pytest.raises(ConfigError, match="GPUPIPE_CACHE_MAX_BYTES"):
         load_config()
+
+
+@pytest.mark.parametrize(
+    "text, path",
+    [
+        ("cache:\n  max_bytes: 2GiB\n", "defaults.cache.max_bytes"),
+        ("cache: {}\n", "defaults.cache"),
+        ("backend: cpu\n", "defaults.backend"),
+        ("defaults: {}\noutput: {format: jpeg}\n", "defaults.output.format"),
+    ],
+)
+def test_a_setting_at_the_top_level_is_told_where_it_belongs(tmp_path, text, path):
+    """A top-level ``cache:`` (the README's tables name keys such as ``cache.max_bytes``) is
+    refused with the nesting it needs and the exact path it would have there."""
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, text))
+    msg = str(exc.value)
+    assert "put it under defaults: (or gpus: N:" in msg and msg.endswith(f"as {path}"), msg
+    assert exc.value.key == path.split(".")[1]
+
+
+def test_an_unknown_top_level_key_names_the_two_sections(tmp_path):
+    with pytest.raises(ConfigError, match="the top level holds only defaults: and gpus:") as exc:
+        load_config(write(tmp_path, "defualts: {}\n"))
+    assert exc.value.key == "defualts"
+
+
+def test_the_readme_shows_the_nesting_and_its_example_loads(tmp_path):
+    """The README's configuration section has a YAML example of ``defaults:`` and ``gpus: N:``;
+    it loads, and the keys it annotates resolve where it says."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Configuration") :]
+    blocks = re.findall(r"^```yaml\n(.*?)^```", section, re.S | re.M)
+    assert blocks, "no YAML example in the README's configuration section"
+    p = write(tmp_path, blocks[0])
+    assert load_config(p).cache.max_bytes == 1500 * MiB and load_config(p, gpu=1).cache.max_bytes == 4 * GiB
+    assert "defaults.cache.max_bytes" in blocks[0]
