@@ -176,9 +176,10 @@ def _root(
 
 
 def _wide_console() -> Console:
-    """stdout, at least 110 columns wide when it is not a terminal (pipes, logs, CI)."""
+    """stdout, at least 110 columns wide when it is not a terminal (pipes, logs, CI) unless
+    ``COLUMNS`` sets the width."""
     con = Console()
-    return con if con.is_terminal else Console(width=max(con.width, 110))
+    return con if con.is_terminal or os.environ.get("COLUMNS") else Console(width=max(con.width, 110))
 
 
 class _BarProgress:

@@ -176,17 +176,15 @@ def _paren_depth(line: str) -> int:
 def test_demo_output_fits_80_columns_and_nests_no_parentheses(ffmpeg, tmp_path, monkeypatch):
     """On an 80-column terminal no line is wider and no cell is cut ("passthro..."); the header
     nests parentheses at most one deep (the backend's reason on a machine without a GPU was three)."""
-    from rich.console import Console
-
     import gpupipe.samples
     import gpupipe.tools.ffmpeg_frames
 
     fake_extract, fake_write = _fake_writer([])
     monkeypatch.setattr(gpupipe.tools.ffmpeg_frames, "extract_frames", fake_extract)
     monkeypatch.setattr(gpupipe.samples, "write_samples", fake_write)
-    monkeypatch.setattr(cli, "_wide_console", lambda: Console(width=80))
     flag = ["--ffmpeg"] if ffmpeg else []
-    r = run("demo", "--backend", "auto", "--frames", "2", "--requests", "3", "--samples-dir", str(tmp_path), *flag)
+    args = ("demo", "--backend", "auto", "--frames", "2", "--requests", "3", "--samples-dir", str(tmp_path), *flag)
+    r = run(*args, env={"COLUMNS": "80"})
     assert r.returncode == 0, r.stderr
     out = r.stdout.splitlines()
     assert max(len(line) for line in out) <= 80 and "…" not in r.stdout, r.stdout
