@@ -11,23 +11,52 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 
 import numpy as np
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from .cache import CacheStats
 from .config import MAX_GPU_INDEX, Config, MiB, load_config
 from .errors import ConfigError, FrameError, GpupipeError
 from .vocabulary import BACKENDS, choose, parse_wxh
 
+
+def _plain_help(params: list[Any]) -> list[Any]:
+    """Help that shows the metavars the options declare and no Python type names: typer prints
+    ``<bool>`` beside flags (``--help`` included) and ``<list[Path]>`` beside variadic arguments."""
+    for p in params:
+        if isinstance(p, TyperOption) and p.is_flag:
+            p.metavar = ""
+        elif isinstance(p, TyperArgument):
+            p.display_type_rich = _no_type  # type: ignore[method-assign]
+    return params
+
+
+def _no_type(ctx: Any) -> None:
+    return None
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_help(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_help(super().get_params(ctx))
+
+
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     help="Video frames to data:image/...;base64 URIs on NVIDIA GPUs or the CPU, in a memory-bounded cache.",
@@ -119,20 +148,39 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """A warning as one line on stderr, ``warning: CATEGORY: message``, instead of Python's file,
+    line and source line. The warning filters still decide which are shown (each once, by default)."""
+    err.print(f"[yellow]warning:[/yellow] {category.__name__}: {escape(str(message))}", soft_wrap=True, highlight=False)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """For one command: show warnings with :func:`_show_warning`, then restore what was there."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        yield
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """Video frames to data:image/...;base64 URIs on NVIDIA GPUs or the CPU, in a memory-bounded cache."""
+    ctx.with_resource(_warnings_as_lines())
 
 
 # --------------------------------------------------------------------------- output helpers
 
 
 def _wide_console() -> Console:
-    """stdout, at least 110 columns wide when it is not a terminal (pipes, logs, CI)."""
+    """stdout, at least 110 columns wide when it is not a terminal (pipes, logs, CI) unless
+    ``COLUMNS`` sets the width."""
     con = Console()
-    return con if con.is_terminal else Console(width=max(con.width, 110))
+    return con if con.is_terminal or os.environ.get("COLUMNS") else Console(width=max(con.width, 110))
 
 
 class _BarProgress:
@@ -171,7 +219,8 @@ class _BarProgress:
 
 class _PlainProgress:
     """Progress for a stderr that is not a terminal (a log, a pipe, CI): a plain line such as
-    ``encoded 40/120 frames, 12.3 fps`` at most every ``interval`` seconds, nothing for short runs."""
+    ``encoded 40/120 frames, 12.3 fps`` at most every ``interval`` seconds, and the final count when
+    the work ends; nothing for runs shorter than ``interval``."""
 
     def __init__(
         self,
@@ -189,6 +238,7 @@ class _PlainProgress:
         self.clock = clock
         self.stream = stream
         self.done = 0
+        self.shown: int | None = None  # the count the last line showed
         self._t0 = self._last = clock()
 
     def update(self, done: int) -> None:
@@ -197,9 +247,13 @@ class _PlainProgress:
         if now - self._last < self.interval:
             return
         self._last = now
+        self._show(now)
+
+    def _show(self, now: float) -> None:
+        self.shown = self.done
         secs = now - self._t0
-        rate = f", {done / secs:.1f} {self.rate_unit}" if secs > 0 else ""
-        print(f"{self.verb} {done}/{self.total} {self.unit}{rate}", file=self.stream or sys.stderr, flush=True)
+        rate = f", {self.done / secs:.1f} {self.rate_unit}" if secs > 0 else ""
+        print(f"{self.verb} {self.done}/{self.total} {self.unit}{rate}", file=self.stream or sys.stderr, flush=True)
 
     def advance(self, n: int = 1) -> None:
         self.update(self.done + n)
@@ -208,7 +262,9 @@ class _PlainProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        pass
+        """A last line with the final count, once any line was shown, so the last line never reads as a stop."""
+        if self.shown is not None and self.shown != self.done and exc[0] is None:
+            self._show(self.clock())
 
 
 def _progress(total: int, verb: str, unit: str, rate_unit: str) -> _BarProgress | _PlainProgress:
@@ -279,22 +335,35 @@ def _expand_inputs(args: Iterable[Path], stdin: TextIO | None = None) -> list[Pa
     return out
 
 
-@app.command()
+@app.command(cls=_Command)
 @_user_errors
 def encode(
     paths: list[Path] = typer.Argument(
         ...,
         help="Frame files (PNG or JPEG; the format is sniffed from the bytes), directories (their PNG/JPEG files, sorted by name) or - (paths on stdin, one per line).",
     ),
-    output: str = typer.Option(None, "--output", "-o", help="auto | passthrough | jpeg | png (default: config)."),
-    size: str | None = typer.Option(None, "--size", help="Fit inside WIDTHxHEIGHT, aspect kept, never upscaled."),
-    quality: int | None = typer.Option(None, "--quality", "-q", min=1, max=100, help="JPEG quality (default: config)."),
-    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (default: $GPUPIPE_CONFIG or built-in)."),
-    gpu: int | None = typer.Option(None, "--gpu", callback=_check_gpu, help="GPU index whose config section and device to use."),
-    backend: str | None = typer.Option(
-        None, "--backend", "-b", callback=_backend_check(("auto", "gpu", "cpu")), help="auto | gpu | cpu (default: config)."
+    output: str = typer.Option(
+        None, "--output", "-o", metavar="FORMAT", help="auto | passthrough | jpeg | png (default: config)."
     ),
-    out: Path | None = typer.Option(None, "--out", help="Write JSON lines here instead of stdout."),
+    size: str | None = typer.Option(None, "--size", metavar="WxH", help="Fit inside WIDTHxHEIGHT, aspect kept, never upscaled."),
+    quality: int | None = typer.Option(
+        None, "--quality", "-q", min=1, max=100, metavar="N", help="JPEG quality (default: config)."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", metavar="FILE", help="YAML config (default: $GPUPIPE_CONFIG or built-in)."
+    ),
+    gpu: int | None = typer.Option(
+        None, "--gpu", callback=_check_gpu, metavar="N", help="GPU index whose config section and device to use."
+    ),
+    backend: str | None = typer.Option(
+        None,
+        "--backend",
+        "-b",
+        callback=_backend_check(("auto", "gpu", "cpu")),
+        metavar="NAME",
+        help="auto | gpu | cpu (default: config).",
+    ),
+    out: Path | None = typer.Option(None, "--out", metavar="FILE", help="Write JSON lines here instead of stdout."),
 ) -> None:
     """Encode frames to data URIs: one JSON line per input, in order: {source, mime, bytes, uri}, or {source, error, type} for a frame that failed."""
     from .pipeline import open_pipeline
@@ -347,18 +416,19 @@ def encode(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_user_errors
 def info(
-    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config to resolve."),
-    gpu: int | None = typer.Option(None, "--gpu", callback=_check_gpu, help="GPU index whose section to resolve."),
+    config: Path | None = typer.Option(None, "--config", "-c", metavar="FILE", help="YAML config to resolve."),
+    gpu: int | None = typer.Option(None, "--gpu", callback=_check_gpu, metavar="N", help="GPU index whose section to resolve."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
-    """Versions, which backends are usable and why, and the resolved config."""
-    from .info import environment_report
+    """Versions, which backends are usable and why, and the resolved config (--json: as data, sizes in bytes)."""
+    from .info import config_rows, environment_report
     from .memory import NOT_APPLIED
 
-    rep = environment_report(_load(config, gpu, None))
+    cfg = _load(config, gpu, None)
+    rep = environment_report(cfg)
     if as_json:
         typer.echo(json.dumps(rep, indent=2))
         return
@@ -387,27 +457,33 @@ def info(
         for k, v in detail.items():
             g.add_row(escape(str(k)), escape(json.dumps(v) if isinstance(v, (dict, list)) else str(v)))
         con.print(g)
-    import yaml
+    c = Table(title="resolved config", show_header=False)
+    for label, value in config_rows(cfg):
+        c.add_row(label, escape(value))
+    con.print(c)
 
-    con.print("[bold]resolved config[/bold] (sizes in bytes)")
-    con.print(escape(yaml.safe_dump(rep["config"], sort_keys=False).rstrip()))
 
-
-@app.command()
+@app.command(cls=_Command)
 @_user_errors
 def demo(
     backend: str | None = typer.Option(
-        None, "--backend", "-b", callback=_backend_check(("auto", "gpu", "cpu")), help="auto | gpu | cpu (default: config)."
+        None,
+        "--backend",
+        "-b",
+        callback=_backend_check(("auto", "gpu", "cpu")),
+        metavar="NAME",
+        help="auto | gpu | cpu (default: config).",
     ),
-    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config."),
+    config: Path | None = typer.Option(None, "--config", "-c", metavar="FILE", help="YAML config."),
     cache_mb: int = typer.Option(
-        128, "--cache-mb", min=64, help="Cache byte budget in MiB for the demo (small, to show eviction)."
+        128, "--cache-mb", min=64, metavar="MIB", help="Cache byte budget in MiB for the demo (small, to show eviction)."
     ),
-    frames: int = typer.Option(6, "--frames", min=2, help="Sample frames per clip."),
-    requests: int = typer.Option(40, "--requests", min=1, help="Frame requests per clip and setting."),
+    frames: int = typer.Option(6, "--frames", min=2, metavar="N", help="Sample frames per clip."),
+    requests: int = typer.Option(40, "--requests", min=1, metavar="N", help="Frame requests per clip and setting."),
     samples_dir: Path | None = typer.Option(
         None,
         "--samples-dir",
+        metavar="DIR",
         help="Folder for the sample frames, kept and reused by later runs (default: $GPUPIPE_SAMPLES or a folder in the temp dir; with --ffmpeg, gpupipe-ffmpeg in the temp dir).",
     ),
     real: bool = typer.Option(False, "--ffmpeg", help="Use frames encoded by ffmpeg (imageio-ffmpeg) instead of synthetic ones."),
@@ -416,7 +492,7 @@ def demo(
     from dataclasses import replace
 
     from .cache import FrameCache
-    from .demo import SETTINGS, play, render_trace
+    from .demo import SETTINGS, PlayResult, play, render_trace
     from .encoder import FrameEncoder
     from .pipeline import FramePipeline
 
@@ -425,8 +501,7 @@ def demo(
     encoder = FrameEncoder(cfg, backend=cfg.backend)  # before the samples: an unusable backend fails fast
     folder = _demo_samples_dir(samples_dir, real)
     try:
-        with err.status(f"writing sample frames to {escape(str(folder))}…"):
-            clips = _demo_clips(folder, frames, real)
+        clips = _demo_clips(folder, frames, real)
     except BaseException:
         encoder.close()
         raise
@@ -437,33 +512,58 @@ def demo(
         highlight=False,
     )
     cache: FrameCache = FrameCache(cfg.cache.max_entries, cfg.cache.max_bytes)
-    con = _wide_console()
-    con.print(
-        f"backend: [bold]{encoder.backend}[/bold] ({escape(encoder.backend_reason)}); cache budget {cache_mb} MiB, {cfg.cache.max_entries} entries"
-    )
-    t = Table(title="render playback (sequential with seek-backs)")
-    for col in ("clip", "output", "requests", "failed", "frames/s", "MB served", "hit ratio"):
-        t.add_column(col, justify="right" if col not in ("clip", "output") else "left")
     total = len(clips) * len(SETTINGS) * requests
-    with encoder, _progress(total, "played", "requests", "requests/s") as prog:
+    plan = f"{len(clips)} clips x {len(SETTINGS)} settings x {requests} requests"
+    con = _wide_console()
+    head = Table.grid(padding=(0, 2))
+    head.add_row("backend", f"[bold]{encoder.backend}[/bold]")
+    why = encoder.backend_reason
+    head.add_row("why", escape("asked for, with --backend or the config's backend" if why == "requested" else why))
+    head.add_row("cache", f"{cache_mb} MiB, {cfg.cache.max_entries} entries; emptied before each row")
+    head.add_row("requests", f"{total} = {plan}, sequential with seek-backs")
+    con.print(head)
+    rows: list[tuple[str, str, bool, PlayResult]] = []
+    with encoder, _progress(total, "played", f"requests ({plan})", "requests/s") as prog:
         for name, paths in clips:
             trace = render_trace(len(paths), requests, seed=len(name))
             for label, size, scheduled in SETTINGS:
                 pipe = FramePipeline(encoder, cache, size=size)
                 r = play(pipe, paths, trace, on_request=prog.advance, schedule=scheduled, cold=True)
-                t.add_row(
-                    name,
-                    label,
-                    str(r.requests),
-                    str(r.failures),
-                    f"{r.fps:.1f}",
-                    f"{r.uri_bytes / 1e6:.0f}",
-                    f"{r.hit_ratio:.0%}",
-                )
-    con.print(t)
-    s = Table(title="cache", show_header=False)
-    _stats_rows(s, cache.stats())
-    con.print(s)
+                rows.append((name, label, scheduled, r))
+    con.print(_playback_table(rows, requests, ffmpeg=real))
+    summary = Table(title="cache, all rows together", show_header=False)
+    _stats_rows(summary, cache.stats())
+    con.print(summary)
+
+
+def _playback_table(rows: list[tuple[str, str, bool, Any]], requests: int, *, ffmpeg: bool) -> Table:
+    """The demo's results in at most 80 columns: a heading row per clip, then a row per setting
+    (a ``failed`` column only when a request failed). ``hit ratio`` is the cache's own measure
+    over the row's requests, so that the rows add up to the summary's."""
+    failed = any(r.failures for *_, r in rows)
+    frames = "ffmpeg frames" if ffmpeg else "sample frames"
+    t = Table(
+        title=f"render playback: {requests} requests per row ({frames})",
+        caption="hit ratio: requests answered without an encode of their own (cached, or an encode under way, "
+        "read-ahead included); encodes: frames encoded, read-ahead included",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+    t.add_column("clip, output", overflow="fold")
+    t.add_column("eviction")
+    for col in ("frames/s", "MB served", "hit ratio", "encodes", *(("failed",) if failed else ())):
+        t.add_column(col, justify="right")
+    last = None
+    for name, label, scheduled, r in rows:
+        if name != last:
+            t.add_row(f"[bold]{escape(name)}[/bold]")
+            last = name
+        cells = [f"  {label}", "next use" if scheduled else "LRU", f"{r.fps:.1f}", f"{r.uri_bytes / 1e6:.0f}"]
+        cells += [f"{r.hit_ratio:.0%}", str(r.encodes), *((str(r.failures),) if failed else ())]
+        t.add_row(*cells)
+    return t
 
 
 def _demo_samples_dir(samples_dir: Path | None, real: bool) -> Path:
@@ -478,20 +578,37 @@ def _demo_samples_dir(samples_dir: Path | None, real: bool) -> Path:
 
 
 def _demo_clips(base: Path, frames: int, real: bool) -> list[tuple[str, list[Path]]]:
+    """The demo's clips, ``(name, frame paths)``, written (or reused) under ``base``, with a line
+    saying how many frames go where, then progress (a bar on a terminal, else a line every few
+    seconds)."""
     if real:
-        from .tools.ffmpeg_frames import extract_frames
+        from .tools.ffmpeg_frames import FrameKind, extract_frames
 
+        kinds: tuple[FrameKind, ...] = ("png", "jpeg", "png-alpha")
+        cells = [(label, wh, kind) for label, wh in (("1080p", (1920, 1080)), ("4k", (3840, 2160))) for kind in kinds]
+        total = len(cells) * frames
+        err.print(f"writing {total} frames with ffmpeg to {escape(str(base))}", soft_wrap=True, highlight=False)
         clips = []
-        for label, (w, h) in (("1080p", (1920, 1080)), ("4k", (3840, 2160))):
-            for kind in ("png", "jpeg", "png-alpha"):
-                clips.append((f"{label} {kind} (ffmpeg)", extract_frames(base, w, h, frames, kind=kind, grain=12)))
+        with _progress(total, "wrote", "frames", "frames/s") as prog:
+            for label, (w, h), kind in cells:
+                clips.append((f"{label} {kind}", extract_frames(base, w, h, frames, kind=kind, grain=12)))
+                prog.advance(frames)
         return clips
     from .samples import write_samples
 
-    return [(f"{size} {kind}", paths) for (size, kind), paths in write_samples(base, count=frames).items()]
+    sizes, kinds = ("1080p", "4k"), ("png", "jpeg")
+    total = len(sizes) * len(kinds) * frames
+    err.print(
+        f"writing {total} sample frames (1080p and 4K, PNG and JPEG) to {escape(str(base))}; frames already there are reused",
+        soft_wrap=True,
+        highlight=False,
+    )
+    with _progress(total, "wrote", "sample frames", "frames/s") as prog:
+        written = write_samples(base, sizes=sizes, kinds=kinds, count=frames, on_frame=prog.advance)
+    return [(f"{size} {kind}", paths) for (size, kind), paths in written.items()]
 
 
-@app.command()
+@app.command(cls=_Command)
 @_user_errors
 def bench(
     backend: str = typer.Option(
@@ -499,11 +616,12 @@ def bench(
         "--backend",
         "-b",
         callback=_backend_check(("cpu", "gpu", "all")),
+        metavar="NAME",
         help="cpu | gpu | all (every backend usable here).",
     ),
     quick: bool = typer.Option(False, "--quick", help="Small matrix that finishes in under a minute on 2 cores."),
-    out: Path = typer.Option(Path("results"), "--out", help="Results folder (JSON, markdown, charts)."),
-    repeats: int = typer.Option(0, "--repeats", help="Timed repeats per workload (0: default for the mode)."),
+    out: Path = typer.Option(Path("results"), "--out", metavar="DIR", help="Results folder (JSON, markdown, charts)."),
+    repeats: int = typer.Option(0, "--repeats", metavar="N", help="Timed repeats per workload (0: default for the mode)."),
     ffmpeg: bool = typer.Option(
         True, "--ffmpeg/--synthetic", help="Frames encoded by ffmpeg (default) or the synthetic generator."
     ),
@@ -517,6 +635,7 @@ def bench(
         0,
         "--max-seconds",
         min=0,
+        metavar="SECONDS",
         help="Start no new row after this many seconds (0: no limit); the report says where it stopped.",
     ),
 ) -> None:
@@ -536,28 +655,37 @@ def bench(
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
     root: list[Path] = typer.Option(
         ...,
         "--root",
+        metavar="DIR",
         help="Directory frames are served from; repeat for several. Paths resolve (symlinks included) inside one, or are refused (403).",
     ),
     config: Path | None = typer.Option(
         None,
         "--config",
         "-c",
+        metavar="FILE",
         help="YAML config: budgets per GPU (gpus:), serve.* and cache.* keys (default: $GPUPIPE_CONFIG or built-in).",
     ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; loopback by default (0.0.0.0 in a container)."),
-    port: int = typer.Option(8765, "--port", min=0, max=65535, help="TCP port (0: any free port; the ready line says which)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", metavar="ADDRESS", help="Address to listen on; loopback by default (0.0.0.0 in a container)."
+    ),
+    port: int = typer.Option(
+        8765, "--port", min=0, max=65535, metavar="PORT", help="TCP port (0: any free port; the ready line says which)."
+    ),
     socket: Path | None = typer.Option(
         None,
         "--socket",
+        metavar="PATH",
         help="Serve on this Unix socket instead of TCP (created with mode 0600). A stale socket there is replaced;"
         " a live server's socket, or anything that is not a socket, is left alone (exit 2).",
     ),
-    grace: float = typer.Option(10.0, "--grace", min=0.0, help="Seconds requests in flight get to finish after SIGTERM."),
+    grace: float = typer.Option(
+        10.0, "--grace", min=0.0, metavar="SECONDS", help="Seconds requests in flight get to finish after SIGTERM."
+    ),
 ) -> None:
     """Serve frames over HTTP to every renderer worker of the box: one pipeline and budget per GPU.
 
@@ -597,34 +725,10 @@ def serve(
     raise typer.Exit(code)
 
 
-class _OnceFilter(logging.Filter):
-    """Passes each distinct message once per run."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        if msg in self.seen:
-            return False
-        self.seen.add(msg)
-        return True
-
-
-def _log_warning(
-    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
-) -> None:
-    logging.getLogger("gpupipe").warning("%s", message)
-
-
 def main() -> None:  # pragma: no cover - console script entry
-    """The ``gpupipe`` console script. Warnings (Python's and logged ones) go to stderr once each:
-    gpupipe both logs and warns about e.g. a clamped cache budget, and a CLI user needs one line."""
+    """The ``gpupipe`` console script: log records at WARNING and above go to stderr (one line
+    each); warnings are shown as ``warning: ...`` lines by each command."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for h in logging.getLogger().handlers:
-        h.addFilter(_OnceFilter())
-    warnings.showwarning = _log_warning
     app()
 
 

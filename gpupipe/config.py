@@ -31,7 +31,6 @@ shows at most a few hundred characters of the offending value.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import re
@@ -46,7 +45,7 @@ from typing import Any, TypeVar
 import yaml
 
 from .env import env
-from .errors import ConfigError
+from .errors import ConfigError, ConfigWarning
 from .frames.files import FileRefused, open_regular, read_upto
 from .vocabulary import (
     BACKENDS,
@@ -82,8 +81,6 @@ __all__ = [
     "load_config",
     "parse_size",
 ]
-
-log = logging.getLogger("gpupipe.config")
 
 CACHE_BYTES_FLOOR = 64 * MiB
 """Smallest accepted cache byte budget; smaller budgets are clamped up with a warning."""
@@ -540,8 +537,7 @@ def _gpu_index(k: Any, source: str) -> int:
 def _clamp_cache_bytes(n: int, key: str, source: str, stacklevel: int) -> int:
     if n < CACHE_BYTES_FLOOR:
         msg = f"{source}: {key} = {n} bytes is below the floor of {CACHE_BYTES_FLOOR // MiB} MiB; clamped to the floor"
-        warnings.warn(msg, stacklevel=stacklevel)
-        log.warning(msg)
+        warnings.warn(msg, ConfigWarning, stacklevel=stacklevel)
         return CACHE_BYTES_FLOOR
     return n
 
@@ -684,8 +680,19 @@ def _read_yaml(path: Path) -> Mapping[Any, Any]:
     data = _check_mapping(data, "<top level>", src)
     for k in data:
         if k not in ("defaults", "gpus"):
-            raise ConfigError("unknown top-level key (known: defaults, gpus)", source=src, key=_key_part(k))
+            raise ConfigError(_top_level_message(k, data[k]), source=src, key=_key_part(k))
     return data
+
+
+def _top_level_message(key: Any, value: Any) -> str:
+    """Why a top-level key other than ``defaults``/``gpus`` is refused: a setting (``cache:``,
+    ``backend:``) is told the path it belongs at, anything else what the top level holds."""
+    if key not in _SECTIONS and key not in _SCALARS:
+        return "unknown top-level key (the top level holds only defaults: and gpus:)"
+    path = _key_part(key)
+    if key in _SECTIONS and isinstance(value, Mapping) and value:
+        path += "." + _key_part(next(iter(value)))
+    return f"a setting, not a top-level key: put it under defaults: (or gpus: N: for GPU N only), as defaults.{path}"
 
 
 def load_config(path: str | os.PathLike[str] | None = None, gpu: int | None = None) -> Config:

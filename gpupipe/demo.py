@@ -2,8 +2,8 @@
 
 A renderer asks for frames mostly in order, sometimes seeking back a few frames (a
 transition, a re-render of a segment). The demo plays such a request sequence over each
-sample clip, once passing frames through and once scaled to fit 720p (JPEG, or PNG for frames with alpha), and reports throughput
-and what the cache did; each setting is played twice from a cold cache, without and then with
+sample clip, once passing frames through and once scaled to fit 720p (JPEG, or PNG for frames
+with alpha), and reports throughput and what the cache did; each setting is played twice from a cold cache, without and then with
 the render's schedule declared (:meth:`FramePipeline.schedule`), so that the hit ratios of
 LRU and of eviction by next use (with read-ahead) stand side by side.
 """
@@ -22,11 +22,12 @@ __all__ = ["SETTINGS", "PlayResult", "play", "render_trace"]
 
 SETTINGS: tuple[tuple[str, tuple[int, int] | None, bool], ...] = (
     ("passthrough", None, False),
-    ("passthrough, scheduled", None, True),
-    ("fit 720p (auto)", (1280, 720), False),
-    ("fit 720p (auto), scheduled", (1280, 720), True),
+    ("passthrough", None, True),
+    ("fit 720p", (1280, 720), False),
+    ("fit 720p", (1280, 720), True),
 )
-"""The demo's settings: ``(label, size to fit or None, whether the render declares its schedule)``."""
+"""The demo's settings: ``(output label, size to fit or None, whether the render declares its
+schedule)``. ``fit 720p`` is output format ``auto`` (JPEG, or PNG for frames with alpha)."""
 
 
 def render_trace(n_frames: int, requests: int, seek_back_prob: float = 0.15, max_seek: int = 4, seed: int = 0) -> list[int]:
@@ -42,19 +43,22 @@ def render_trace(n_frames: int, requests: int, seek_back_prob: float = 0.15, max
 
 @dataclass
 class PlayResult:
-    """What one playback did: requests, failures, seconds, bytes of URIs served, and the encodes
-    it caused (read-ahead included), from the cache's ``loads``."""
+    """What one playback did: requests, failures, seconds, bytes of URIs served, the encodes it
+    caused (read-ahead included, from the cache's ``loads``) and ``hits``: requests the cache
+    answered without an encode of their own (``hits + joined`` of :class:`~gpupipe.cache.CacheStats`:
+    found cached, or waiting on an encode already under way, a read-ahead one included)."""
 
     requests: int
     failures: int
     seconds: float
     uri_bytes: int
     encodes: int = 0
+    hits: int = 0
 
     @property
     def hit_ratio(self) -> float:
-        """Requests served without an encode of their own: ``1 - encodes / requests`` (not below 0)."""
-        return max(0.0, 1.0 - self.encodes / self.requests) if self.requests else 0.0
+        """``hits / requests``: the cache's own ``hit_ratio`` over this playback's requests."""
+        return self.hits / self.requests if self.requests else 0.0
 
     @property
     def fps(self) -> float:
@@ -81,7 +85,7 @@ def play(
         pipe.cache.clear()
     failures = 0
     nbytes = 0
-    loads = pipe.stats().loads
+    before = pipe.stats()
     t0 = time.perf_counter()
     handle = pipe.schedule([frames[i] for i in trace]) if schedule else None
     try:
@@ -95,4 +99,7 @@ def play(
     finally:
         if handle is not None:
             handle.close()
-    return PlayResult(len(trace), failures, time.perf_counter() - t0, nbytes, pipe.stats().loads - loads)
+    seconds = time.perf_counter() - t0
+    after = pipe.stats()
+    hits = after.hits + after.joined - before.hits - before.joined
+    return PlayResult(len(trace), failures, seconds, nbytes, after.loads - before.loads, hits)

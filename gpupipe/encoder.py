@@ -47,7 +47,7 @@ def select_backend(requested: str, config: Config) -> tuple[str, str]:
         return "gpu", why
     if requested == "gpu":
         raise BackendUnavailable(f"GPU backend unavailable: {why}")
-    return "cpu", f"no usable GPU ({why})"
+    return "cpu", f"no usable GPU: {why}"
 
 
 class FrameEncoder:

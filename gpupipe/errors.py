@@ -7,6 +7,13 @@ Every error names what failed (a frame's path or cache key, or a config key) and
 A ``FrameError``'s ``reason`` never quotes the frame's contents or its file's stat fields
 (inode, device, times): it may reach a client of ``gpupipe serve`` that can name the file
 but must not read what is not an image.
+
+Events a user should know about but that raise nothing (a budget clamped up to its floor, a
+frame encoded on the CPU path instead of the GPU, a lost device, allocator tuning that cannot
+apply) are reported once each through :func:`warnings.warn` with one of the warning classes
+below, and never also logged: ``logging.captureWarnings(True)`` routes them to logging (the
+``gpupipe`` command does), and the usual warning filters silence or escalate them. Logging
+carries the rest: progress and diagnostics at INFO and DEBUG.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ __all__ = [
     "BudgetTimeout",
     "CacheError",
     "ConfigError",
+    "ConfigWarning",
     "DeviceLost",
     "DeviceOutOfMemory",
     "EncodeFailed",
@@ -155,6 +163,11 @@ class DeviceLost(GpupipeError, RuntimeError):
 
 class EncodeFailed(GpupipeError, RuntimeError):
     """nvImageCodec could not encode an image (it returns ``None`` instead of raising)."""
+
+
+class ConfigWarning(UserWarning):
+    """A config value was accepted but changed: a cache byte budget below the floor was clamped up
+    to it. The message names the file (or variable) and the key."""
 
 
 class AllocatorTuningWarning(RuntimeWarning):

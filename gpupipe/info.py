@@ -8,8 +8,10 @@ import sys
 from typing import Any
 
 from .config import Config
+from .env import env
+from .vocabulary import GiB, KiB, MiB, TiB
 
-__all__ = ["environment_report", "package_version"]
+__all__ = ["config_rows", "environment_report", "format_size", "package_version"]
 
 
 def package_version(dist: str) -> str | None:
@@ -101,3 +103,75 @@ def environment_report(config: Config) -> dict[str, Any]:
         "selected_backend": {"backend": chosen, "reason": why},
         "config": config.to_dict(),
     }
+
+
+_UNITS = ((TiB, "TiB"), (GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB"))
+
+
+def format_size(n: int) -> str:
+    """``n`` bytes for a reader: the largest binary unit that holds it a whole number of times
+    (``1500 MiB``, ``2 GiB``), else the largest unit it reaches, to one decimal (``1.4 GiB``);
+    below 1 KiB, ``n bytes``."""
+    for unit, name in _UNITS:
+        if n >= unit and n % unit == 0:
+            return f"{n // unit} {name}"
+    for unit, name in _UNITS:
+        if n >= unit:
+            return f"{n / unit:.1f} {name}"
+    return f"{n} bytes"
+
+
+def _seconds(v: float) -> str:
+    return f"{v:g} s"
+
+
+# How each config key reads in ``gpupipe info`` (keys not listed print as they are; ``None`` as "none").
+_SHOW: dict[str, Any] = {
+    "cache.max_bytes": format_size,
+    "cache.admission_timeout": _seconds,
+    "cache.pressure_available": lambda v: (
+        "auto (5% of the memory limit, at least 128 MiB)" if v is None else "0 (off)" if v == 0 else format_size(v)
+    ),
+    "cache.pressure_interval": _seconds,
+    "staging.max_bytes": format_size,
+    "staging.pinned_bytes": format_size,
+    "output.size": lambda v: "none (the source size)" if v is None else f"fit inside {v[0]}x{v[1]}",
+    "serve.max_batch_delay": _seconds,
+    "serve.request_timeout": _seconds,
+    "serve.send_timeout": _seconds,
+    "serve.cors_origins": lambda v: ("none" if not v else ", ".join(v)) if isinstance(v, list) else v,
+    "max_pixels": lambda v: f"{v:,}",
+    "max_source_bytes": lambda v: "derived from max_pixels" if v is None else format_size(v),
+    "workers": lambda v: "one per core" if v is None else str(v),
+}
+_NOT_KEYS = ("gpu", "source", "cache.max_bytes_auto")  # where the config came from, shown first
+_CONFIG_ENV = ("GPUPIPE_CACHE_MAX_BYTES", "GPUPIPE_CACHE_BYTES_MB", "GPUPIPE_CACHE_MAX_ENTRIES", "GPUPIPE_BACKEND")
+
+
+def config_rows(config: Config) -> list[tuple[str, str]]:
+    """The resolved config as ``(label, value)`` rows for people: where it came from (the file, or
+    the built-in defaults; the GPU section; environment overrides), then every key by its path in
+    the YAML file (``cache.max_bytes``), sizes in KiB/MiB/GiB and seconds with their unit."""
+    source = config.source or "built-in defaults (no --config, and GPUPIPE_CONFIG unset)"
+    gpu = "none (the defaults: section only)" if config.gpu is None else f"{config.gpu} (gpus: {config.gpu}: over defaults:)"
+    overrides = [name for name in _CONFIG_ENV if env(name)]
+    rows = [("config file", source), ("GPU section", gpu), ("environment overrides", ", ".join(overrides) or "none")]
+    for key, value in _flatten(config.to_dict()):
+        if key in _NOT_KEYS:
+            continue
+        show = _SHOW.get(key)
+        text = show(value) if show is not None else ("none" if value is None else str(value))
+        if key == "cache.max_bytes" and config.cache.max_bytes_auto:
+            text += " (auto: sized from the memory this process may use)"
+        rows.append((key, text))
+    return rows
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.extend(_flatten(v, f"{prefix}{k}."))
+        else:
+            out.append((f"{prefix}{k}", v))
+    return out

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
 import os
 import threading
 import time
@@ -53,8 +52,6 @@ __all__ = [
     "release_large_allocations",
     "trim_free_memory",
 ]
-
-log = logging.getLogger("gpupipe.memory")
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 DEFAULT_THRESHOLD = 256 * 1024
@@ -224,7 +221,7 @@ def release_large_allocations(threshold: int = DEFAULT_THRESHOLD) -> bool:
     in force. It is not applied (``False``) under ``GPUPIPE_MALLOC_TUNE=0``, silently, and in every
     case :func:`allocator_status` reports as refused: another ``malloc`` interposed, a threshold
     inherited from the environment, not glibc, or ``mallopt`` refusing it. Those cases emit one
-    :class:`~gpupipe.errors.AllocatorTuningWarning` (also logged) per process, naming the reason.
+    :class:`~gpupipe.errors.AllocatorTuningWarning` per process, naming the reason.
     """
     global _applied, _mallopt_refused, _warned  # noqa: PLW0603 - the one process-wide setting, applied once
     with _lock:
@@ -246,7 +243,6 @@ def release_large_allocations(threshold: int = DEFAULT_THRESHOLD) -> bool:
         f"allocator tuning {NOT_APPLIED}{why}. Evicted URIs may stay resident, so RSS can exceed the cache "
         "budget (see gpupipe.memory)"
     )
-    log.warning(msg)
     warnings.warn(msg, AllocatorTuningWarning, stacklevel=3)
     return False
 

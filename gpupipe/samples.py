@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -86,8 +87,11 @@ def write_samples(
     kinds: tuple[str, ...] = ("png", "jpeg"),
     count: int = 12,
     seed: int = 0,
+    on_frame: Callable[[], None] | None = None,
 ) -> dict[tuple[str, str], list[Path]]:
-    """Write (or reuse) ``count`` frames per size and kind; ``{(size, kind): [paths]}``."""
+    """Write (or reuse) ``count`` frames per size and kind; ``{(size, kind): [paths]}``.
+
+    ``on_frame`` is called after each frame is written or found already there (progress)."""
     root = Path(directory) if directory is not None else default_sample_dir()
     out: dict[tuple[str, str], list[Path]] = {}
     for size in sizes:
@@ -104,5 +108,7 @@ def write_samples(
                     tmp.write_bytes(encode_frame(make_frame(w, h, i, seed), "png" if kind == "png" else "jpeg"))
                     tmp.replace(p)
                 paths.append(p)
+                if on_frame is not None:
+                    on_frame()
             out[(size, kind)] = paths
     return out

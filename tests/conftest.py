@@ -105,15 +105,29 @@ def host_gpu_backend():
 
 @pytest.fixture(scope="session")
 def noisy_1080p(tmp_path_factory):
-    """Three 1080p PNGs with camera-like noise (~5 MB each), for the memory stress tests."""
-    from PIL import Image
-
+    """1080p frames with camera-like noise (a gradient plus Gaussian noise, so they compress like
+    real footage), in one folder: ``f0.png``, ``f1.png``, ``f2.png`` (~5 MB each) for the memory
+    stress tests, and in ``layouts/`` the first frame's pixels in every layout the footprint probe
+    measures: ``noise.png``, ``noise.jpg``, ``rgba.png`` (partly transparent), ``gray16.png`` and
+    ``exif6.jpg`` (EXIF orientation 6)."""
     d = tmp_path_factory.mktemp("noisy1080p")
     rng = np.random.default_rng(11)
     base = np.linspace(30, 220, 1920, dtype=np.float32)[None, :, None] * np.ones((1080, 1, 3), np.float32)
-    for i in range(3):
-        rgb = np.clip(base + rng.normal(0, 14, base.shape), 0, 255).astype(np.uint8)
+    frames = [np.clip(base + rng.normal(0, 14, base.shape), 0, 255).astype(np.uint8) for _ in range(3)]
+    for i, rgb in enumerate(frames):
         Image.fromarray(rgb).save(d / f"f{i}.png", "PNG", compress_level=1)
+    layouts = d / "layouts"
+    layouts.mkdir()
+    rgb = frames[0]
+    Image.fromarray(rgb).save(layouts / "noise.png", "PNG", compress_level=1)
+    Image.fromarray(rgb).save(layouts / "noise.jpg", "JPEG", quality=92)
+    alpha = np.full((*rgb.shape[:2], 1), 255, np.uint8)
+    alpha[:200, :200] = 90
+    Image.fromarray(np.concatenate([rgb, alpha], -1)).save(layouts / "rgba.png", "PNG", compress_level=1)
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(layouts / "gray16.png", "PNG", compress_level=1)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rgb).save(layouts / "exif6.jpg", "JPEG", quality=92, exif=exif.tobytes())
     return d
 
 

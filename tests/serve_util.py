@@ -13,7 +13,7 @@ import types
 import zlib
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -135,16 +135,6 @@ def error_body(body: bytes) -> dict[str, Any]:
     d = json.loads(body)
     assert set(d) == {"error", "type", "src"}, d
     return d
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll ``cond`` until true (bounded; no test asserts how long it took)."""
-    done = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if cond():
-            return
-        done.wait(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def noise_png(path: Path, w: int, h: int, seed: int) -> bytes:

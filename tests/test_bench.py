@@ -341,14 +341,12 @@ def test_goals_bench_on_the_fake_gpu(fake_gpu, monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_quick_bench_writes_report(tmp_path, monkeypatch):
-    from gpupipe.tools.bench import run_bench
-
+    """``gpupipe bench --quick`` end to end on frames a tenth of 1080p and 4K (``_tiny_frames``): every
+    row, figure, section and chart; the figures themselves mean nothing here."""
+    bench = _tiny_frames(monkeypatch, tmp_path)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     out = tmp_path / "results"
-    r = run_bench(quick=True, out=out, use_ffmpeg=False)
+    r = bench.run_bench(quick=True, out=out, use_ffmpeg=False)
     data = json.loads((out / "bench.json").read_text())
     assert len(data["workloads"]) == len(full_matrix(quick=True))
     for w in data["workloads"]:

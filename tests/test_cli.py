@@ -1,20 +1,46 @@
-"""The gpupipe CLI, run as a user would: through a subprocess (in-process with typer's CliRunner
-where a test swaps in a fake clock, interval or frame writer)."""
+"""The gpupipe CLI, in-process with typer's CliRunner (its own stdout, stderr, stdin, environment
+and exit status); a real process only where the process is the point: the console entry point
+(``python -m gpupipe``: its exit status, its logging set-up, and warnings shown once)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from gpupipe import cli
 
 
-def run(*args: str, env=None, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gpupipe", *args], capture_output=True, text=True, timeout=timeout, env=env)
+@dataclass
+class Ran:
+    """What a command did: exit status, stdout, stderr, and an exception the command let escape."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    exception: BaseException | None = None
+
+
+def run(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Ran:
+    """``gpupipe ARGS`` in this process; ``env`` adds (or, with ``None`` values, removes) variables."""
+    r = CliRunner().invoke(cli.app, list(args), env=env, input=input)
+    escaped = None if r.exception is None or isinstance(r.exception, SystemExit) else r.exception
+    return Ran(r.exit_code, r.stdout, r.stderr, escaped)
+
+
+def run_process(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m gpupipe ARGS`` in a new process: the installed entry point as a shell runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "gpupipe", *args], check=False, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def test_encode_writes_json_lines(frame_files, tmp_path):
@@ -73,25 +99,107 @@ def test_info_table():
     assert "backends" in r.stdout and "resolved config" in r.stdout
 
 
+def test_info_shows_sizes_for_people_and_says_where_the_config_came_from(tmp_path):
+    """Sizes in MiB/GiB, the keys by their YAML path, no internal fields (``max_bytes_auto``,
+    ``source: null``): the built-in defaults are named as such. ``--json`` keeps bytes and fields."""
+    r = run("info")
+    assert r.returncode == 0, r.stderr
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in r.stdout.splitlines() if line.count("│") == 3}
+    assert rows["config file"].startswith("built-in defaults")
+    assert rows["cache.max_bytes"] == "1500 MiB" and rows["staging.max_bytes"] == "2 GiB" and rows["staging.pinned_bytes"] == "256 MiB"
+    assert rows["cache.admission_timeout"] == "60 s" and rows["max_source_bytes"] == "derived from max_pixels"
+    assert not {"source", "gpu", "max_bytes_auto", "cache.max_bytes_auto"} & set(rows), rows
+    assert "max_bytes_auto" not in r.stdout and "1572864000" not in r.stdout and "null" not in r.stdout
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("defaults: {cache: {max_bytes: auto}}\ngpus: {1: {staging: {max_bytes: 3GiB}}}\n")
+    r = run("info", "--config", str(cfg), "--gpu", "1")
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in r.stdout.splitlines() if line.count("│") == 3}
+    assert rows["config file"] == str(cfg) and rows["GPU section"].startswith("1 (gpus: 1:")
+    assert rows["cache.max_bytes"].endswith("(auto: sized from the memory this process may use)") and rows["staging.max_bytes"] == "3 GiB"
+    data = json.loads(run("info", "--json").stdout)["config"]
+    assert data["cache"]["max_bytes"] == 1500 * 2**20 and data["source"] is None and data["cache"]["max_bytes_auto"] is False
+
+
+@pytest.mark.parametrize("command", ["", "encode", "info", "demo", "bench", "serve"])
+def test_help_shows_metavars_not_python_types(command):
+    """No ``<bool>`` beside flags (``--help`` included), no ``<list[Path]>``, ``<str>`` or ``<path>``:
+    the option's own metavar (``WxH``, ``FILE``, ``N``) or nothing."""
+    r = run(*([command] if command else []), "--help", env={"COLUMNS": "120"})
+    assert r.returncode == 0, r.stderr
+    for python_type in ("<bool>", "<list[", "<str>", "<path>", "<int>", "<float", "<int range>"):
+        assert python_type not in r.stdout, (python_type, r.stdout)
+    if command == "encode":
+        assert any("--size" in line and "WxH" in line for line in r.stdout.splitlines())
+
+
+def _tiny_samples(monkeypatch) -> None:
+    """The demo's sample frames at 1/10 of 1080p and 4K: the same clips and settings, quickly."""
+    import gpupipe.samples
+
+    monkeypatch.setattr(gpupipe.samples, "SAMPLE_SIZES", {"1080p": (192, 108), "4k": (384, 216)})
+
+
 @pytest.mark.slow
-def test_demo_runs(tmp_path):
+def test_demo_runs(tmp_path, monkeypatch):
+    _tiny_samples(monkeypatch)
     r = run("demo", "--frames", "2", "--requests", "6", "--samples-dir", str(tmp_path), "--backend", "cpu")
     assert r.returncode == 0, r.stderr
     assert "render playback" in r.stdout and "hit ratio" in r.stdout and "4k png" in r.stdout
     assert f"in {tmp_path} " in r.stderr
 
 
+def test_demo_is_not_silent_without_a_terminal(tmp_path, monkeypatch):
+    """With stderr not a terminal, the demo says what it writes where before writing, prints
+    progress lines while it writes and plays, and ends them with the final count, which says
+    what it counts."""
+    _tiny_samples(monkeypatch)
+    monkeypatch.setattr(cli, "PROGRESS_INTERVAL_S", 0.0)
+    r = run("demo", "--frames", "2", "--requests", "3", "--samples-dir", str(tmp_path), "--backend", "cpu")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0] == f"writing 8 sample frames (1080p and 4K, PNG and JPEG) to {tmp_path}; frames already there are reused"
+    wrote = [line.split(",")[0] for line in lines if line.startswith("wrote ")]
+    assert wrote == [f"wrote {i}/8 sample frames" for i in range(1, 9)]
+    played = [line for line in lines if line.startswith("played ")]
+    assert len(played) == 48 and played[-1].startswith("played 48/48 requests (4 clips x 4 settings x 3 requests), ")
+
+
+def _paren_depth(line: str) -> int:
+    depth = deepest = 0
+    for ch in line:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+@pytest.mark.parametrize("ffmpeg", [False, True])
+def test_demo_output_fits_80_columns_and_nests_no_parentheses(ffmpeg, tmp_path, monkeypatch):
+    """On an 80-column terminal no line is wider and no cell is cut ("passthro..."); the header
+    nests parentheses at most one deep (the backend's reason on a machine without a GPU was three)."""
+    import gpupipe.samples
+    import gpupipe.tools.ffmpeg_frames
+
+    fake_extract, fake_write = _fake_writer([])
+    monkeypatch.setattr(gpupipe.tools.ffmpeg_frames, "extract_frames", fake_extract)
+    monkeypatch.setattr(gpupipe.samples, "write_samples", fake_write)
+    flag = ["--ffmpeg"] if ffmpeg else []
+    args = ("demo", "--backend", "auto", "--frames", "2", "--requests", "3", "--samples-dir", str(tmp_path), *flag)
+    r = run(*args, env={"COLUMNS": "80"})
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert max(len(line) for line in out) <= 80 and "…" not in r.stdout, r.stdout
+    table = out[next(i for i, line in enumerate(out) if "render playback" in line) :]
+    assert sum("  passthrough " in line for line in table) == (12 if ffmpeg else 8), r.stdout
+    assert sum("  fit 720p " in line for line in table) == (12 if ffmpeg else 8), r.stdout
+    header = out[: len(out) - len(table)]
+    assert header and all(_paren_depth(line) <= 1 for line in header), header
+
+
 # --------------------------------------------------------------------------- user errors: one line, exit 2
 
-def _env(**extra: str) -> dict[str, str]:
-    import os
-
-    return {**os.environ, **extra}
-
-
-def _one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
+def _one_line_error(r: Ran | subprocess.CompletedProcess, *fragments: str) -> None:
     assert r.returncode == 2, (r.returncode, r.stderr)
-    assert "Traceback" not in r.stderr
+    assert getattr(r, "exception", None) is None and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     for f in fragments:
@@ -100,7 +208,7 @@ def _one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
 
 
 def test_bad_cache_env_is_one_line(frame_files):
-    r = run("encode", str(frame_files[1]), env=_env(GPUPIPE_CACHE_BYTES_MB="inf"))
+    r = run("encode", str(frame_files[1]), env={"GPUPIPE_CACHE_BYTES_MB": "inf"})
     _one_line_error(r, "GPUPIPE_CACHE_BYTES_MB", "'inf'")
 
 
@@ -129,15 +237,15 @@ def test_bad_options_are_refused_naming_the_option(args, fragments, frame_files,
     args = tuple(str(frame_files[1]) if a == "FRAME" else a for a in args)
     if args[0] == "bench":
         args += ("--quick", "--synthetic", "--no-soak", "--out", str(out))
-    r = run(*args, timeout=60)
+    r = run(*args)
     _one_line_error(r, *fragments)
     assert not out.exists()  # refused before any work
 
 
 def test_config_errors_are_one_line_on_every_command(tmp_path):
-    r = run("info", env=_env(GPUPIPE_BACKEND="tpu"))
+    r = run("info", env={"GPUPIPE_BACKEND": "tpu"})
     _one_line_error(r, "GPUPIPE_BACKEND")
-    r = run("demo", "--samples-dir", str(tmp_path / "s"), env=_env(GPUPIPE_CACHE_MAX_ENTRIES="0"))
+    r = run("demo", "--samples-dir", str(tmp_path / "s"), env={"GPUPIPE_CACHE_MAX_ENTRIES": "0"})
     _one_line_error(r, "GPUPIPE_CACHE_MAX_ENTRIES")
     assert not (tmp_path / "s").exists()
 
@@ -146,7 +254,7 @@ def test_errors_inside_commands_are_one_line(tmp_path):
     """Errors raised past option parsing (the bench's own config load, an unusable GPU backend) too."""
     from conftest import gpu_state
 
-    r = run("bench", "--quick", "--synthetic", "--no-soak", "--out", str(tmp_path / "r"), env=_env(GPUPIPE_CACHE_MAX_ENTRIES="0"), timeout=120)
+    r = run("bench", "--quick", "--synthetic", "--no-soak", "--out", str(tmp_path / "r"), env={"GPUPIPE_CACHE_MAX_ENTRIES": "0"})
     _one_line_error(r, "GPUPIPE_CACHE_MAX_ENTRIES")
     if gpu_state()[0]:
         return
@@ -236,11 +344,34 @@ def test_version():
     assert r.stdout.strip() == f"gpupipe {gpupipe.__version__}"
 
 
-def test_budget_clamp_warning_printed_once(frame_files):
-    r = run("encode", str(frame_files[1]), "--backend", "cpu", env=_env(GPUPIPE_CACHE_BYTES_MB="10"))
+def test_entry_point_version_and_usage_error_exit_status():
+    """The console entry point itself: ``--version`` exits 0; a bad setting exits 2 with one line."""
+    import gpupipe
+
+    r = run_process("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"gpupipe {gpupipe.__version__}", r.stderr
+    _one_line_error(run_process("info", env={"GPUPIPE_BACKEND": "tpu"}), "GPUPIPE_BACKEND")
+
+
+def test_each_warning_is_one_line_from_the_entry_point(frame_files):
+    """A clamped budget and allocator tuning that cannot apply: one ``warning:`` line each on
+    stderr, naming the warning's class; no log line repeats them, and there is no process-wide
+    filter hiding duplicates any more."""
+    env = {"GPUPIPE_CACHE_BYTES_MB": "10", "MALLOC_MMAP_THRESHOLD_": "131072"}
+    r = run_process("encode", str(frame_files[1]), "--backend", "cpu", env=env)
     assert r.returncode == 0, r.stderr
-    assert r.stderr.count("below the floor") == 1, r.stderr
-    assert "Traceback" not in r.stderr
+    assert r.stderr.count("below the floor") == 1 and r.stderr.count("allocator tuning not applied") == 1, r.stderr
+    lines = [line for line in r.stderr.splitlines() if "below the floor" in line or "not applied" in line]
+    assert [line.split(":")[:2] for line in lines] == [["warning", " ConfigWarning"], ["warning", " AllocatorTuningWarning"]]
+    assert "Traceback" not in r.stderr and "WARNING" not in r.stderr
+    assert not hasattr(cli, "_OnceFilter")
+
+
+def test_warnings_are_one_line_in_process_too(frame_files):
+    r = run("encode", str(frame_files[1]), "--backend", "cpu", env={"GPUPIPE_CACHE_BYTES_MB": "10"})
+    assert r.returncode == 0, r.stderr
+    (line,) = [line for line in r.stderr.splitlines() if "below the floor" in line]
+    assert line.startswith("warning: ConfigWarning: environment: GPUPIPE_CACHE_BYTES_MB"), line
 
 
 def test_info_names_pybase64_version_once():
@@ -279,16 +410,12 @@ def test_plain_progress_prints_every_interval():
 
 
 def test_encode_progress_lines_when_stderr_is_not_a_terminal(frame_files, tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    from gpupipe import cli
-
     monkeypatch.setattr(cli, "PROGRESS_INTERVAL_S", 0.0)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("defaults: {batch_size: 1, backend: cpu}\n")
     p, j = frame_files
-    r = CliRunner().invoke(cli.app, ["encode", str(p), str(j), str(p), "--config", str(cfg)])
-    assert r.exit_code == 0, r.output
+    r = run("encode", str(p), str(j), str(p), "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.startswith("encoded ")]
     assert [line.split(",")[0] for line in lines] == ["encoded 1/3 frames", "encoded 2/3 frames", "encoded 3/3 frames"]
     assert all(line.endswith(" fps") for line in lines)
@@ -314,9 +441,12 @@ def _fake_writer(calls: list):
         calls.append(out_dir)
         return frames(out_dir / f"testsrc2-{width}x{height}-{kind}", kind, count)
 
-    def write_samples(directory=None, sizes=("1080p", "4k"), kinds=("png", "jpeg"), count=12, seed=0):
+    def write_samples(directory=None, sizes=("1080p", "4k"), kinds=("png", "jpeg"), count=12, seed=0, on_frame=None):
         calls.append(directory)
-        return {(s, k): frames(directory / f"{s}-{k}", k, count) for s in sizes for k in kinds}
+        out = {(s, k): frames(directory / f"{s}-{k}", k, count) for s in sizes for k in kinds}
+        for _ in range(len(out) * count if on_frame else 0):
+            on_frame()
+        return out
 
     return extract_frames, write_samples
 
@@ -325,11 +455,8 @@ def _fake_writer(calls: list):
 def test_demo_says_where_sample_frames_are(ffmpeg, tmp_path, monkeypatch):
     import tempfile
 
-    from typer.testing import CliRunner
-
-    import gpupipe.tools.ffmpeg_frames
     import gpupipe.samples
-    from gpupipe import cli
+    import gpupipe.tools.ffmpeg_frames
 
     calls: list = []
     fake_extract, fake_write = _fake_writer(calls)
@@ -340,8 +467,8 @@ def test_demo_says_where_sample_frames_are(ffmpeg, tmp_path, monkeypatch):
     flag = ["--ffmpeg"] if ffmpeg else []
     args = ["demo", "--backend", "cpu", "--frames", "2", "--requests", "2", *flag]
 
-    r = CliRunner().invoke(cli.app, args)
-    assert r.exit_code == 0, r.output
+    r = run(*args)
+    assert r.returncode == 0, r.stderr
     default = tmp_path / "tmp" / ("gpupipe-ffmpeg" if ffmpeg else "gpupipe-samples")
     notes = [line for line in r.stderr.splitlines() if line.startswith("sample frames:")]
     assert len(notes) == 1 and str(default) in notes[0] and " MB in " in notes[0], r.stderr
@@ -349,8 +476,8 @@ def test_demo_says_where_sample_frames_are(ffmpeg, tmp_path, monkeypatch):
 
     chosen = tmp_path / "chosen"
     calls.clear()
-    r = CliRunner().invoke(cli.app, [*args, "--samples-dir", str(chosen)])
-    assert r.exit_code == 0, r.output
+    r = run(*args, "--samples-dir", str(chosen))
+    assert r.returncode == 0, r.stderr
     assert str(chosen) in r.stderr and calls and all(c == chosen for c in calls)
     assert any(chosen.rglob("frame_00001.*"))
 
@@ -379,8 +506,7 @@ def test_encode_empty_directory_is_refused(tmp_path):
 def test_encode_paths_from_stdin(frame_files, tmp_path):
     p, j = frame_files
     text = f"{j}\n\n   \n{p}\r\n{tmp_path / 'missing.png'}\n"
-    r = subprocess.run([sys.executable, "-m", "gpupipe", "encode", "-", str(j), "--backend", "cpu"],
-                       input=text, capture_output=True, text=True, timeout=60)
+    r = run("encode", "-", str(j), "--backend", "cpu", input=text)
     assert r.returncode == 1, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [row["source"] for row in rows] == [str(j), str(p), str(tmp_path / "missing.png"), str(j)]
@@ -388,5 +514,4 @@ def test_encode_paths_from_stdin(frame_files, tmp_path):
 
 
 def test_encode_empty_stdin_is_refused():
-    r = subprocess.run([sys.executable, "-m", "gpupipe", "encode", "-"], input="\n\n", capture_output=True, text=True, timeout=60)
-    _one_line_error(r, "no paths on stdin")
+    _one_line_error(run("encode", "-", input="\n\n"), "no paths on stdin")

@@ -8,7 +8,7 @@ import pytest
 
 from gpupipe import load_config
 from gpupipe.config import CACHE_BYTES_FLOOR, Config, GiB, MiB, parse_size
-from gpupipe.errors import ConfigError
+from gpupipe.errors import ConfigError, ConfigWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,10 +88,10 @@ def test_bad_env_values(monkeypatch, var, value):
 
 def test_floor_clamp_warns(tmp_path, monkeypatch):
     p = write(tmp_path, "defaults: {cache: {max_bytes: 1MiB}}\n")
-    with pytest.warns(UserWarning, match="floor"):
+    with pytest.warns(ConfigWarning, match="floor"):
         assert load_config(p).cache.max_bytes == CACHE_BYTES_FLOOR
     monkeypatch.setenv("GPUPIPE_CACHE_BYTES_MB", "10")
-    with pytest.warns(UserWarning, match="GPUPIPE_CACHE_BYTES_MB"):
+    with pytest.warns(ConfigWarning, match="GPUPIPE_CACHE_BYTES_MB"):
         assert load_config().cache.max_bytes == CACHE_BYTES_FLOOR
 
 
@@ -205,3 +205,42 @@ def test_cache_max_bytes_env_uses_the_yaml_units(monkeypatch):
     monkeypatch.setenv("GPUPIPE_CACHE_MAX_BYTES", "lots")
     with pytest.raises(ConfigError, match="GPUPIPE_CACHE_MAX_BYTES"):
         load_config()
+
+
+@pytest.mark.parametrize(
+    "text, path",
+    [
+        ("cache:\n  max_bytes: 2GiB\n", "defaults.cache.max_bytes"),
+        ("cache: {}\n", "defaults.cache"),
+        ("backend: cpu\n", "defaults.backend"),
+        ("defaults: {}\noutput: {format: jpeg}\n", "defaults.output.format"),
+    ],
+)
+def test_a_setting_at_the_top_level_is_told_where_it_belongs(tmp_path, text, path):
+    """A top-level ``cache:`` (the README's tables name keys such as ``cache.max_bytes``) is
+    refused with the nesting it needs and the exact path it would have there."""
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, text))
+    msg = str(exc.value)
+    assert "put it under defaults: (or gpus: N:" in msg and msg.endswith(f"as {path}"), msg
+    assert exc.value.key == path.split(".")[1]
+
+
+def test_an_unknown_top_level_key_names_the_two_sections(tmp_path):
+    with pytest.raises(ConfigError, match="the top level holds only defaults: and gpus:") as exc:
+        load_config(write(tmp_path, "defualts: {}\n"))
+    assert exc.value.key == "defualts"
+
+
+def test_the_readme_shows_the_nesting_and_its_example_loads(tmp_path):
+    """The README's configuration section has a YAML example of ``defaults:`` and ``gpus: N:``;
+    it loads, and the keys it annotates resolve where it says."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Configuration") :]
+    blocks = re.findall(r"^```yaml\n(.*?)^```", section, re.S | re.M)
+    assert blocks, "no YAML example in the README's configuration section"
+    p = write(tmp_path, blocks[0])
+    assert load_config(p).cache.max_bytes == 1500 * MiB and load_config(p, gpu=1).cache.max_bytes == 4 * GiB
+    assert "defaults.cache.max_bytes" in blocks[0]

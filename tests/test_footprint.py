@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -20,37 +19,12 @@ from gpupipe.plan import OutputSpec
 HERE = Path(__file__).resolve().parent
 
 
-def _save(img: Image.Image, path: Path, fmt: str, **kw) -> None:
-    img.save(path, fmt, **kw)
-
-
-@pytest.fixture(scope="module")
-def hd_frames(tmp_path_factory) -> Path:
-    """1080p frames with camera-like noise (so they compress like real footage), in every layout the probe measures."""
-    d = tmp_path_factory.mktemp("hd")
-    rng = np.random.default_rng(3)
-    h, w = 1080, 1920
-    base = np.linspace(0, 255, w, dtype=np.float32)[None, :, None] * np.ones((h, 1, 3), np.float32)
-    rgb = np.clip(base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
-    _save(Image.fromarray(rgb), d / "noise.png", "PNG", compress_level=1)
-    _save(Image.fromarray(rgb), d / "noise.jpg", "JPEG", quality=92)
-    a = np.full((h, w, 1), 255, np.uint8)
-    a[:200, :200] = 90
-    _save(Image.fromarray(np.concatenate([rgb, a], -1)), d / "rgba.png", "PNG", compress_level=1)
-    g16 = (rgb[..., 0].astype(np.uint16) * 257)
-    _save(Image.fromarray(g16), d / "gray16.png", "PNG", compress_level=1)
-    ex = Image.Exif()
-    ex[0x0112] = 6
-    _save(Image.fromarray(rgb), d / "exif6.jpg", "JPEG", quality=92, exif=ex.tobytes())
-    return d
-
-
 @pytest.mark.slow
-def test_estimates_never_under_count_resident_memory(hd_frames):
+def test_estimates_never_under_count_resident_memory(noisy_1080p):
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak-RSS mark")
     out = subprocess.run(
-        [sys.executable, str(HERE / "footprint_probe.py"), str(hd_frames)],
+        [sys.executable, str(HERE / "footprint_probe.py"), str(noisy_1080p / "layouts")],
         capture_output=True, text=True, timeout=240, check=True,
     )
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]

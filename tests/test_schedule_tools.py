@@ -48,7 +48,7 @@ def test_weight_study_runs_and_the_default_is_not_worse_than_distance_alone():
 def test_traces_main_schedule_table(tmp_path, capsys, monkeypatch):
     full = tr.standard_traces
     monkeypatch.setattr(tr, "standard_traces", lambda seed=0, resolution="4k": full(seed, scale=0.05, resolution=resolution))
-    assert tr._main(["--schedule", "--max-mib", "300", "--json", str(tmp_path / "rows.json")]) == 0
+    assert tr.main(["--schedule", "--max-mib", "300", "--json", str(tmp_path / "rows.json")]) == 0
     out = capsys.readouterr().out
     assert "| scrubbing (1080p JPEG) | 256 entries, 300 MiB |" in out and "schedule + read-ahead" in out
     rows = json.loads((tmp_path / "rows.json").read_text())

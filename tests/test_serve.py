@@ -37,8 +37,8 @@ from serve_util import (  # noqa: E402
     noise_png,
     png_with_padding,
     service,
-    wait_for,
 )
+from waits import wait_until  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +293,7 @@ def test_queue_full_is_503_with_retry_after(frames):
         first = pool.submit(get, srv.port, "/v1/uri?src=f0.png")
         assert pipe.entered.wait(20)  # the first request's batch is running (held at the gate)
         queued = [pool.submit(get, srv.port, f"/v1/uri?src=f{i}.jpg") for i in (1, 2)]
-        wait_for(lambda: svc.batcher.depth == 2, what="two queued requests")
+        wait_until(lambda: svc.batcher.depth == 2, what="two queued requests")
         status, h, body = get(srv.port, "/v1/uri?src=f2.png")
         assert status == 503 and int(h["retry-after"]) >= 1 and error_body(body)["type"] == "QueueFull"
         m = metrics(srv.port)
@@ -312,7 +312,7 @@ def test_request_time_limit_is_504_and_the_queue_is_released(frames):
         assert status == 504 and error_body(body)["type"] == "RequestTimeout" and error_body(body)["src"] == "f0.png"
         status, _, _ = get(srv.port, "/v1/uri?src=f1.png")  # waits in the queue behind it, then leaves it
         assert status == 504
-        wait_for(lambda: svc.batcher.depth == 0, what="the timed-out request to leave the queue")
+        wait_until(lambda: svc.batcher.depth == 0, what="the timed-out request to leave the queue")
         pipe.gate.set()
         assert get(srv.port, "/v1/uri?src=f2.png")[0] == 200
         assert metric(metrics(srv.port), "gpupipe_request_timeouts_total") == 2
@@ -339,7 +339,7 @@ def _queue_behind_one_request(frames, batch_size: int) -> tuple[GatedPipeline, l
         first = pool.submit(get, srv.port, "/v1/uri?src=sub/deep.png")
         assert pipe.entered.wait(20)
         rest = [pool.submit(get, srv.port, f"/v1/uri?src={n}") for n in names]
-        wait_for(lambda: svc.batcher.depth == len(names), what="all requests queued")
+        wait_until(lambda: svc.batcher.depth == len(names), what="all requests queued")
         pipe.gate.set()
         assert all(f.result()[0] == 200 for f in [first, *rest])
         m = metrics(srv.port)
@@ -455,7 +455,7 @@ def test_one_json_access_log_line_per_request(live, caplog):
         get(live.port, "/v1/uri?src=f1.png")
         get(live.port, "/v1/uri?src=f1.png")
         get(live.port, "/v1/image?src=escape.png")
-        wait_for(lambda: len([r for r in caplog.records if r.name == "gpupipe.serve.access"]) >= 3, what="log lines")
+        wait_until(lambda: len([r for r in caplog.records if r.name == "gpupipe.serve.access"]) >= 3, what="log lines")
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gpupipe.serve.access"]
     assert [(d["path"], d["status"], d["cache"], d["src"]) for d in lines] == [
         ("/v1/uri", 200, "miss", "f1.png"), ("/v1/uri", 200, "hit", "f1.png"), ("/v1/image", 403, "-", "escape.png")]
@@ -475,7 +475,7 @@ def test_a_client_that_stops_reading_is_disconnected(tmp_path):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.connect(("127.0.0.1", srv.port))
         s.sendall(b"GET /v1/uri?src=big.png HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
-        wait_for(lambda: metric(metrics(srv.port), "gpupipe_send_timeouts_total") == 1, what="the send timeout")
+        wait_until(lambda: metric(metrics(srv.port), "gpupipe_send_timeouts_total") == 1, what="the send timeout")
         s.settimeout(10)
         got = 0
         try:
@@ -503,10 +503,10 @@ def test_a_client_that_disconnects_mid_response_is_counted_as_499(tmp_path, capl
         head = s.recv(64)
         assert head.startswith(b"HTTP/1.1 200")  # the body has begun
         s.close()  # unread data in the buffer: the kernel resets the connection
-        wait_for(lambda: metric(metrics(srv.port), "gpupipe_http_requests_total", endpoint=endpoint, status="499") == 1,
+        wait_until(lambda: metric(metrics(srv.port), "gpupipe_http_requests_total", endpoint=endpoint, status="499") == 1,
                  what="the 499")
         m = metrics(srv.port)
-        wait_for(lambda: any(r.name == "gpupipe.serve.access" and endpoint in r.getMessage() for r in caplog.records),
+        wait_until(lambda: any(r.name == "gpupipe.serve.access" and endpoint in r.getMessage() for r in caplog.records),
                  what="the access log line")
         assert get(srv.port, "/healthz")[0] == 200
     assert metric(m, "gpupipe_http_requests_total", status="500") == 0
@@ -584,8 +584,6 @@ def test_concurrent_identical_requests_share_one_encode(frames):
 def test_a_uri_being_sent_counts_against_the_budget_until_sent(tmp_path):
     """A slow client reads a 4K URI while its entry is evicted: the URI stays in the server's memory, so it
     keeps counting against the budget (held_bytes) until the last byte is written."""
-    from waits import wait_until
-
     root = tmp_path / "big"
     root.mkdir()
     data = noise_png(root / "big.png", 3840, 2160, seed=3)

@@ -26,7 +26,8 @@ from gpupipe.serve.app import MAX_SCHEDULES, route  # noqa: E402
 from gpupipe.serve.client import FrameClient, ServeError  # noqa: E402
 from gpupipe.serve.pressure import PressureMonitor, default_threshold  # noqa: E402
 
-from serve_util import MiB, LiveServer, cpu_pipeline, error_body, get, service, wait_for  # noqa: E402
+from serve_util import MiB, LiveServer, cpu_pipeline, error_body, get, service  # noqa: E402
+from waits import wait_until  # noqa: E402
 from test_serve import metric, metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,7 +189,7 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(frames, tmp_path):
         port = int(line.split("http://127.0.0.1:")[1].split()[0])
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(get, port, "/v1/uri?src=f3.png")
-            wait_for(lambda: json.loads(get(port, "/healthz")[2])["queue_depth"] == 1, what="a request in flight")
+            wait_until(lambda: json.loads(get(port, "/healthz")[2])["queue_depth"] == 1, what="a request in flight")
             proc.send_signal(signal.SIGTERM)
             status, _, body = pending.result(timeout=30)
         assert status == 200 and body.startswith(b"data:image/png;base64,")
@@ -337,12 +338,12 @@ def test_service_reports_pressure_in_metrics_and_health(frames):
         for i in range(4):
             assert get(srv.port, f"/v1/uri?src=f{i}.png")[0] == 200
         avail[0] = 0
-        wait_for(lambda: metric(metrics(srv.port), "gpupipe_memory_pressure") == 1 and len(pipe.cache) == 0, what="shedding")
+        wait_until(lambda: metric(metrics(srv.port), "gpupipe_memory_pressure") == 1 and len(pipe.cache) == 0, what="shedding")
         m = metrics(srv.port)
         assert metric(m, "gpupipe_pressure_shed_entries_total") == 4 and metric(m, "gpupipe_pressure_shed_bytes_total") > 0
         assert json.loads(get(srv.port, "/healthz")[2])["memory_pressure"] is True
         avail[0] = 1 << 40
-        wait_for(lambda: metric(metrics(srv.port), "gpupipe_memory_pressure") == 0, what="recovery")
+        wait_until(lambda: metric(metrics(srv.port), "gpupipe_memory_pressure") == 0, what="recovery")
         assert get(srv.port, "/v1/uri?src=f0.png")[0] == 200 and len(pipe.cache) == 1
 
 

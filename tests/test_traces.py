@@ -293,7 +293,7 @@ def test_hit_ratio_table_format_and_chart(tmp_path):
 def test_module_main_prints_table(tmp_path, capsys, monkeypatch):
     full = tr.standard_traces
     monkeypatch.setattr(tr, "standard_traces", lambda seed=0: full(seed, scale=0.05))
-    rc = tr._main(["--max-mib", "400", "--json", str(tmp_path / "rows.json")])
+    rc = tr.main(["--max-mib", "400", "--json", str(tmp_path / "rows.json")])
     assert rc == 0
     out = capsys.readouterr().out
     assert "| loop 96 frames x20 (4K PNG) |" in out and "400 MiB" in out

@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-WAIT = 10  # seconds any event may take before the test fails
+WAIT = 20  # seconds any event may take before the test fails
 
 
 def wait_until(pred: Callable[[], bool], what: str) -> None:
-    """Return once ``pred()`` holds; fail the test naming ``what`` after :data:`WAIT` seconds."""
+    """Return once ``pred()`` holds, polling every 10 ms; fail the test naming ``what`` after
+    :data:`WAIT` seconds. The one waiting helper of the tests (no test asserts how long it took)."""
     ev = threading.Event()
     for _ in range(WAIT * 100):
         if pred():

@@ -42,8 +42,8 @@ def _driver_library_error() -> str | None:
     name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
     try:
         ctypes.CDLL(name)
-    except OSError as e:
-        return f"{name} cannot be loaded ({e})"
+    except OSError as e:  # the loader's message names the library: "libcuda.so.1: cannot open shared object file: ..."
+        return str(e) if name in str(e) else f"{name}: {e}"
     return None
 
 

@@ -25,7 +25,7 @@ overlaps batch k's host work (two slots of buffers and pipelines).
 **Fault containment.** After a sticky CUDA error (illegal address, kernel fault, ...; see
 :mod:`gpupipe.gpu.faults`) the CUDA context is dead for CuPy, DALI and nvImageCodec alike. The
 backend then sends every job to the CPU path for the rest of the process, with one
-:class:`GpuDeviceLostWarning` and one log record; ``info()`` and :meth:`GpuBackend.stats` say so.
+:class:`GpuDeviceLostWarning`; ``info()`` and :meth:`GpuBackend.stats` say so.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ class GpuBackend:
         return [(i, self._cpu.submit(jobs[i])) for i in idx]
 
     def _lose_device(self, cause: BaseException) -> None:
-        """Give the device up for the rest of the process (once): one warning, one log record."""
+        """Give the device up for the rest of the process (once): one :class:`GpuDeviceLostWarning`."""
         if self.device_lost is not None:
             return
         first = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
@@ -212,7 +212,6 @@ class GpuBackend:
             f"GPU {self.config.gpu or 0} hit a sticky CUDA error ({self.device_lost}); its context cannot be used "
             "again in this process, so every frame from now on is encoded on the CPU path"
         )
-        log.warning(msg)
         warnings.warn(msg, GpuDeviceLostWarning, stacklevel=3)
 
     def footprint(self, header: Header, spec: OutputSpec) -> Estimate:

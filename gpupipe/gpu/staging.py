@@ -196,7 +196,6 @@ def cpu_fallback(job: Job, why: str) -> Result:
     from ..cpu import run_job_guarded
 
     msg = f"{job.frame.label}: encoded on the CPU path instead of the GPU ({why})"
-    log.warning(msg)
     warnings.warn(msg, GpuFallbackWarning, stacklevel=3)
     return run_job_guarded(job)
 

@@ -61,6 +61,7 @@ __all__ = [
     "WORKLOADS",
     "RunTimes",
     "full_matrix",
+    "main",
     "measure",
     "median_time",
     "percentile_ms",
@@ -708,7 +709,8 @@ def schedule_latency(  # noqa: PLR0915 - one measurement per row of the latency 
     return out
 
 
-def _main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gpupipe.tools.bench``: parse ``argv`` (default: the command line), run, return the exit status."""
     import argparse
 
     ap = argparse.ArgumentParser(
@@ -752,4 +754,4 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_main())
+    raise SystemExit(main())

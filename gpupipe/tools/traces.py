@@ -55,6 +55,7 @@ __all__ = [
     "hit_ratio_table",
     "interleaved_trace",
     "loop_trace",
+    "main",
     "plot_hit_ratios",
     "replay_lru",
     "replay_schedule",
@@ -693,7 +694,8 @@ def plot_hit_ratios(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]
     return os.fspath(path)
 
 
-def _main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gpupipe.tools.traces``: parse ``argv`` (default: the command line), run, return the exit status."""
     import argparse
     import json
 
@@ -731,4 +733,4 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_main())
+    raise SystemExit(main())
