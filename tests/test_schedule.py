@@ -416,7 +416,7 @@ def test_read_ahead_thread_stops_when_the_schedule_closes():
     closer.start()
     release.set()
     closer.join(WAIT)
-    assert not closer.is_alive() and not ra._thread.is_alive()
+    assert not closer.is_alive() and not ra.is_alive()
     n = len(calls)
     assert ra.step() == 0 and len(calls) == n == s.stats().prefetched // 4
     assert cache.stats().inflight_bytes == 0
