@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 from .errors import FrameError
 from .frames import Header
 from .plan import Job, OutputSpec
-from .vocabulary import Estimate
+from .vocabulary import BackendName, Estimate
 
 __all__ = ["Backend"]
 
@@ -25,7 +25,7 @@ class Backend(Protocol):
     host (the encoder sizes its chunks by it).
     """
 
-    name: str
+    name: BackendName
     workers: int
 
     def run(self, jobs: list[Job]) -> list[str | FrameError]:

@@ -22,14 +22,14 @@ from .errors import BackendUnavailable, FrameError
 from .frames import Frame, Header, Limits, Source, as_source, default_max_source_bytes
 from .memory import allocator_status, release_large_allocations
 from .plan import Job, OutputSpec, plan_job
-from .vocabulary import BACKENDS, OUTPUT_FORMATS, QUALITY_MAX, QUALITY_MIN, Estimate
+from .vocabulary import BACKENDS, OUTPUT_FORMATS, QUALITY_MAX, QUALITY_MIN, BackendName, Estimate
 
 __all__ = ["FrameEncoder", "select_backend"]
 
 log = logging.getLogger("gpupipe.encoder")
 
 
-def select_backend(requested: str, config: Config) -> tuple[str, str]:
+def select_backend(requested: str, config: Config) -> tuple[BackendName, str]:
     """``(backend, reason)`` for ``requested`` (``auto``/``gpu``/``cpu``).
 
     ``auto`` picks the GPU when CuPy sees a CUDA device and DALI imports, else the CPU.
@@ -68,6 +68,7 @@ class FrameEncoder:
         if tune_allocator:
             release_large_allocations()
         requested = backend if backend is not None else self.config.backend
+        self.backend: BackendName
         self.backend, self.backend_reason = select_backend(requested, self.config)
         self._impl: Backend
         if self.backend == "gpu":

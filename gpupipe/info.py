@@ -59,6 +59,7 @@ def environment_report(config: Config) -> dict[str, Any]:
 
     status = gpu_status(config.gpu or 0)
     gpu_ok, gpu_why = status.usable, status.reason
+    chosen: str
     try:
         chosen, why = select_backend(config.backend, config)
     except Exception as e:  # noqa: BLE001 - e.g. backend: gpu on a machine without one

@@ -20,6 +20,7 @@ __all__ = [
     "QUALITY_MIN",
     "RESOLUTIONS",
     "BackendChoice",
+    "BackendName",
     "Estimate",
     "GiB",
     "KiB",
@@ -43,6 +44,10 @@ OUTPUT_FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)
 BackendChoice = Literal["auto", "gpu", "cpu"]
 """Which path encodes: ``auto`` (the GPU when usable, else the CPU), ``gpu`` or ``cpu``."""
 BACKENDS: tuple[BackendChoice, ...] = get_args(BackendChoice)
+
+BackendName = Literal["cpu", "gpu"]
+"""The path that encodes, once chosen: :attr:`FrameEncoder.backend <gpupipe.FrameEncoder.backend>`
+and :attr:`Backend.name <gpupipe.backend.Backend.name>` (the name; the object behind it is internal)."""
 
 PassthroughDevice = Literal["cpu", "gpu"]
 """Where the GPU backend base64-encodes passthrough frames."""

@@ -23,7 +23,7 @@ from ..footprint import cpu_footprint
 from ..frames import Header
 from ..plan import Job, OutputSpec
 from ..uri import build_uri
-from ..vocabulary import MIME
+from ..vocabulary import MIME, BackendName
 from .decode import decode_frame, has_transparency
 from .encode import encode_image
 from .resize import resize_image
@@ -100,7 +100,7 @@ class CpuBackend:
     """The CPU path as a :class:`~gpupipe.backend.Backend`: jobs on a thread pool of ``workers``
     threads (default: the number of cores)."""
 
-    name = "cpu"
+    name: BackendName = "cpu"
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1

@@ -44,7 +44,7 @@ from ..errors import DeviceLost, FrameError, GpuDeviceLostWarning
 from ..footprint import gpu_footprint
 from ..frames import Header
 from ..plan import Job, OutputSpec
-from ..vocabulary import Estimate
+from ..vocabulary import BackendName, Estimate
 from .faults import is_sticky_error
 from .staging import PinnedBuffers, StagedRunner, StagingBudget
 
@@ -107,7 +107,7 @@ class GpuBackend:
     batch's host work when the device layer has two-phase operations.
     """
 
-    name = "gpu"
+    name: BackendName = "gpu"
 
     def __init__(self, config: Config, *, ops: DeviceOps | None = None, workers: int | None = None, overlap: bool = True) -> None:
         self.config = config
