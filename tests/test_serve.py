@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from gpupipe.errors import BudgetTimeout, FrameDecodeError, FrameNotFound  # noqa: E402
 from gpupipe.samples import encode_frame, make_frame  # noqa: E402
-from gpupipe.serve.app import route  # noqa: E402
+from gpupipe.serve.lanes import route  # noqa: E402
 from gpupipe.serve.client import FrameClient, ServeError, fetch_uri  # noqa: E402
 from gpupipe.uri import build_uri  # noqa: E402
 
@@ -546,22 +546,6 @@ def test_python_client_raises_the_librarys_errors(live, frames):
         assert sched.id
         sched.close()
         assert fc.uri("f0.png")  # the connection survives error answers
-
-
-def test_the_python_3_10_timeout_cancels_and_raises():
-    import asyncio
-
-    from gpupipe.serve.app import _Timeout310
-
-    async def main() -> str:
-        with pytest.raises(asyncio.TimeoutError):
-            async with _Timeout310(0.01):
-                await asyncio.sleep(30)
-        async with _Timeout310(30):
-            await asyncio.sleep(0)
-        return "ok"
-
-    assert asyncio.run(main()) == "ok"
 
 
 def test_roots_must_be_directories(tmp_path):

@@ -22,7 +22,8 @@ pytest.importorskip("prometheus_client")
 
 from gpupipe.pipeline import FramePipeline  # noqa: E402
 from gpupipe.samples import encode_frame, make_frame  # noqa: E402
-from gpupipe.serve.app import MAX_SCHEDULES, route  # noqa: E402
+from gpupipe.serve.lanes import route  # noqa: E402
+from gpupipe.serve.schedules import MAX_SCHEDULES  # noqa: E402
 from gpupipe.serve.client import FrameClient, ServeError  # noqa: E402
 from gpupipe.serve.pressure import PressureMonitor, default_threshold  # noqa: E402
 
@@ -156,7 +157,7 @@ def test_schedules_answer_501_where_the_pipeline_has_none(frames, cls):
 
 
 def test_open_schedules_are_bounded(frames, monkeypatch):
-    monkeypatch.setattr("gpupipe.serve.app.MAX_SCHEDULES", 2)
+    monkeypatch.setattr("gpupipe.serve.schedules.MAX_SCHEDULES", 2)
     pipe = cpu_pipeline(cls=SchedulingPipeline)
     with LiveServer(service(pipe, frames)) as srv, FrameClient(srv.url) as fc:
         fc.schedule(["f0.png"])

@@ -20,6 +20,7 @@ __all__ = [
     "RequestTimeout",
     "ScheduleNotFound",
     "SchedulesUnsupported",
+    "ServiceStopping",
     "TooManySchedules",
     "retry_after_of",
     "status_of",
@@ -76,6 +77,13 @@ class QueueFull(RequestError):
     def __init__(self, message: str, src: str | None = None, retry_after: int = 1):
         super().__init__(message, src)
         self.retry_after = retry_after
+
+
+class ServiceStopping(RequestError):
+    """The service is stopping (SIGTERM): it opens no more schedules (503, with ``Retry-After``)."""
+
+    status = 503
+    retry_after = 1
 
 
 class RequestTimeout(RequestError):

@@ -36,9 +36,12 @@ from aiohttp import web
 from ..config import CACHE_BYTES_FLOOR, Config, configured_gpus, load_config
 from ..errors import BackendUnavailable, SocketInUse
 from ..pipeline import open_pipeline
-from .app import FrameService, JsonAccessLogger, Lane, access_log, create_app
+from .access_log import JsonAccessLogger, access_log
+from .app import create_app
+from .lanes import Lane
 from .pressure import default_threshold
 from .roots import Roots
+from .service import FrameService
 
 __all__ = ["build_lanes", "build_service", "run", "serve"]
 
