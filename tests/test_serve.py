@@ -169,7 +169,9 @@ def test_healthz(live):
     ("src=f0.png&quality=abc", 400, "BadParameter"),
     ("src=f0.png&format=gif", 400, "BadParameter"),
     ("src=f0.png&src=f1.png", 400, "BadParameter"),
-    ("src=f0.png&colour=red", 400, "BadParameter"),
+    ("src=f0.png&format=jpeg&format=png", 400, "BadParameter"),
+    ("src=f0.png&t=1.5", 400, "UnsupportedParameter"),
+    ("src=f0.png&frame=3", 400, "UnsupportedParameter"),
     ("src=f0%00.png", 400, "BadParameter"),
 ])
 @pytest.mark.parametrize("endpoint", ["/v1/uri", "/v1/image"])
@@ -182,6 +184,30 @@ def test_error_statuses_are_json_naming_the_frame(live, endpoint, query, status,
     src = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("src")
     if src and etype != "BadParameter":
         assert d["src"] == src
+
+
+def test_query_parameters_gpupipe_does_not_reserve_are_ignored_and_named(live):
+    """A page's cache-buster (``&_=123``, ``&v=2``) leaves the answer as it is and is named in a header, on every
+    kind of answer; names are percent-encoded there, so none can add an item or a line."""
+    from gpupipe.serve.params import IGNORED_HEADER, RESERVED_PARAMS
+
+    assert {"src", "format", "size", "quality", "t", "frame"} == set(RESERVED_PARAMS)
+    header = IGNORED_HEADER.lower()
+    status, h, plain = get(live.port, "/v1/image?src=f1.jpg")
+    assert status == 200 and header not in h
+    etag = h["etag"]
+    for endpoint in ("/v1/image", "/v1/uri"):
+        status, h, body = get(live.port, f"{endpoint}?v=2&src=f1.jpg&_=123&_=124")
+        assert status == 200 and h[header] == "_, v"
+        assert body == (plain if endpoint == "/v1/image" else build_uri("image/jpeg", plain).encode())
+    status, h, _ = get(live.port, "/v1/image?src=f1.jpg&_=1", {"If-None-Match": etag})
+    assert status == 304 and h[header] == "_"
+    status, h, body = get(live.port, "/v1/uri?src=missing.png&cb=9")
+    assert status == 404 and error_body(body)["src"] == "missing.png" and h[header] == "cb"
+    status, h, _ = get(live.port, "/v1/uri?src=f0.png&size=big&cb=9")
+    assert status == 400 and h[header] == "cb"
+    status, h, _ = get(live.port, "/v1/uri?src=f0.png&a%2Cb=1&%0D%0AX-Evil=1")
+    assert status == 200 and h[header] == "%0D%0AX-Evil, a%2Cb" and "x-evil" not in h
 
 
 def test_a_linked_directory_leading_out_of_the_root_answers_alike_whether_or_not_the_file_exists(live, frames):

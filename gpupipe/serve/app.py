@@ -13,7 +13,11 @@ Endpoints (all ``GET`` unless said):
   no ``schedule``.
 - ``/metrics`` (Prometheus text) and ``/healthz``.
 
-Errors are JSON ``{"error", "type", "src"}``: 400 bad parameters, 403 outside every root, 404 no such frame, 413
+Query parameters other than :data:`~gpupipe.serve.params.RESERVED_PARAMS` are ignored and named
+in the ``X-Gpupipe-Ignored-Params`` header (a page's cache-buster such as ``&_=123`` is harmless).
+
+Errors are JSON ``{"error", "type", "src"}``: 400 bad parameters (also ``t`` and ``frame``,
+reserved for frames of video files), 403 outside every root, 404 no such frame, 413
 ``FrameTooLarge``, 422 ``FrameDecodeError``, 503 queue full, byte budget full or
 ``FrameChanged`` (the file changed while it was read; all three with ``Retry-After``: ask
 again), 504 request time limit, 500 anything else (logged, never a stack trace to the client).
@@ -40,6 +44,7 @@ from .handlers import (
     handle_schedule_create,
     handle_schedule_delete,
     handle_uri,
+    report_ignored_params,
 )
 from .middleware import errors_and_metrics
 from .service import FrameService
@@ -59,6 +64,7 @@ def create_app(service: FrameService) -> web.Application:
     app.router.add_delete("/v1/schedules/{id}", handle_schedule_delete)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_health)
+    app.on_response_prepare.append(report_ignored_params)
     setup_cors(app, CorsPolicy(service.serve.cors_origins))
 
     async def on_startup(_app: web.Application) -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "SchedulesUnsupported",
     "ServiceStopping",
     "TooManySchedules",
+    "UnsupportedParameter",
     "retry_after_of",
     "status_of",
 ]
@@ -41,6 +42,12 @@ class RequestError(Exception):
 
 class BadParameter(RequestError):
     """A missing, malformed or out-of-range query parameter or body field (400)."""
+
+    status = 400
+
+
+class UnsupportedParameter(BadParameter):
+    """A query parameter gpupipe reserves for a coming version (``t``, ``frame``: frames of video files) (400)."""
 
     status = 400
 

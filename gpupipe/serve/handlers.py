@@ -16,8 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..memory import allocator_status
 from .errors import BadParameter
-from .params import FrameQuery, frame_params, parse_query
-from .request_info import CACHE_STATE_KEY, CLOSED_KEY, SRC_KEY
+from .params import IGNORED_HEADER, FrameQuery, frame_params, ignored_header_value, ignored_params, parse_query
+from .request_info import CACHE_STATE_KEY, CLOSED_KEY, IGNORED_KEY, SRC_KEY
 from .schedules import MAX_SCHEDULE_SOURCES
 from .service import CacheState, FrameAnswer, FrameService
 from .streaming import decoded_length, image_chunks, send, text_chunks, uri_parts
@@ -30,6 +30,7 @@ __all__ = [
     "handle_schedule_create",
     "handle_schedule_delete",
     "handle_uri",
+    "report_ignored_params",
     "service_of",
 ]
 
@@ -42,11 +43,19 @@ def service_of(request: web.Request) -> FrameService:
     return request.app[SERVICE_KEY]
 
 
+async def report_ignored_params(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: name the request's ignored query parameters in :data:`IGNORED_HEADER`, on every answer."""
+    ignored = request.get(IGNORED_KEY)
+    if ignored:
+        response.headers[IGNORED_HEADER] = ignored_header_value(ignored)
+
+
 # --------------------------------------------------------------------------- frames
 
 
 async def _frame(request: web.Request) -> tuple[FrameService, FrameAnswer]:
     svc = service_of(request)
+    request[IGNORED_KEY] = ignored_params(request.query)
     request[SRC_KEY] = request.query.get("src")
     q: FrameQuery = parse_query(request.query)
 

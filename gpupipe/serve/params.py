@@ -1,7 +1,12 @@
-"""Request parameters: a frame request's query, and the output settings it carries.
+"""Request parameters: which query parameters gpupipe reserves, and the output settings they carry.
 
-A parameter other than :data:`FRAME_PARAMS`, or one of them given twice or with a bad value, is a
-:class:`~gpupipe.serve.errors.BadParameter` (400).
+:data:`RESERVED_PARAMS` is the one list of the query parameters gpupipe gives a meaning to, now
+or in a coming version (the README's "Serving frames" repeats it; a test keeps the two equal).
+Every other query parameter is ignored, so that a page's cache-buster (``&_=123``, ``&v=2``)
+does not break URL mode; the handlers name the ignored ones in the :data:`IGNORED_HEADER`
+response header. A reserved parameter given twice, or with a bad value, is a
+:class:`~gpupipe.serve.errors.BadParameter` (400); ``t`` and ``frame`` (frames of video files,
+not served yet) are an :class:`~gpupipe.serve.errors.UnsupportedParameter` (400).
 
 The same settings come as fields of a schedule's JSON body (:func:`frame_params` over
 ``body.get``), where ``size`` may also be a ``[width, height]`` list.
@@ -9,21 +14,27 @@ The same settings come as fields of a schedule's JSON body (:func:`frame_params`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from multidict import MultiMapping
 
 from ..vocabulary import OUTPUT_FORMATS, parse_wxh
-from .errors import BadParameter
+from .errors import BadParameter, UnsupportedParameter
 
 __all__ = [
     "FRAME_PARAMS",
+    "IGNORED_HEADER",
     "MAX_SIDE",
+    "RESERVED_PARAMS",
+    "VIDEO_PARAMS",
     "FrameParams",
     "FrameQuery",
     "frame_params",
+    "ignored_header_value",
+    "ignored_params",
     "parse_query",
 ]
 
@@ -34,7 +45,18 @@ FRAME_PARAMS: Mapping[str, str] = {
     "quality": "JPEG quality, 1 to 100 (default: the config's output.jpeg_quality)",
 }
 """The parameters of a frame request, with what each means."""
+VIDEO_PARAMS: Mapping[str, str] = {
+    "t": "a video frame by its time in seconds (reserved: not served yet)",
+    "frame": "a video frame by its index (reserved: not served yet)",
+}
+"""Parameters reserved for frames of video files; answered 400 until they are served."""
+RESERVED_PARAMS: tuple[str, ...] = (*FRAME_PARAMS, *VIDEO_PARAMS)
+"""Every query parameter gpupipe gives a meaning to; all others are ignored."""
+
+IGNORED_HEADER = "X-Gpupipe-Ignored-Params"
 MAX_SIDE = 65535  # the largest width or height a request may ask for
+_MAX_NAMES = 16  # ignored parameters named in the header
+_MAX_NAME = 40  # characters of each
 
 
 @dataclass(frozen=True)
@@ -110,12 +132,28 @@ def _one(query: MultiMapping[str], name: str) -> str | None:
 
 
 def parse_query(query: MultiMapping[str]) -> FrameQuery:
-    """The frame request in ``query``; :class:`BadParameter` for a missing ``src``, an unknown
-    parameter, one given twice, or a bad value."""
-    unknown = sorted(set(query) - set(FRAME_PARAMS))
-    if unknown:
-        raise BadParameter(f"unknown query parameter {unknown[0][:40]!r} (known: {', '.join(FRAME_PARAMS)})")
+    """The frame request in ``query``; parameters outside :data:`RESERVED_PARAMS` are not looked at.
+
+    Raises :class:`UnsupportedParameter` for ``t`` or ``frame``, :class:`BadParameter` for a
+    missing ``src``, a reserved parameter given twice, or a bad value.
+    """
+    for name in VIDEO_PARAMS:
+        if query.getall(name, []):
+            raise UnsupportedParameter(f"{name} is reserved for frames of video files, which this gpupipe does not serve yet")
     src = _one(query, "src")
     if not src:
         raise BadParameter("src is required: a frame path relative to a --root, or an absolute path inside one")
     return FrameQuery(src, frame_params(lambda n: _one(query, n)))
+
+
+def ignored_params(names: Iterable[str]) -> tuple[str, ...]:
+    """The distinct parameter names among ``names`` that gpupipe does not reserve, sorted."""
+    return tuple(sorted(set(names) - set(RESERVED_PARAMS)))
+
+
+def ignored_header_value(names: Sequence[str]) -> str:
+    """The :data:`IGNORED_HEADER` value naming ``names`` (``"_, v"``): each percent-encoded (so that a
+    comma or a control character in a name cannot change the list) and cut to 40 characters;
+    the first 16, then ``...``."""
+    shown = [quote(n[:_MAX_NAME], safe="") or '""' for n in names[:_MAX_NAMES]]
+    return ", ".join(shown + (["..."] if len(names) > _MAX_NAMES else []))

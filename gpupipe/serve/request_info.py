@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["CACHE_STATE_KEY", "CLIENT_CLOSED", "CLOSED_KEY", "SRC_KEY", "counted_status"]
+__all__ = ["CACHE_STATE_KEY", "CLIENT_CLOSED", "CLOSED_KEY", "IGNORED_KEY", "SRC_KEY", "counted_status"]
 
 _RequestKey = getattr(web, "RequestKey", None)  # aiohttp >= 3.12; plain strings before
 
@@ -25,6 +25,8 @@ CACHE_STATE_KEY: Any = _key("gpupipe_cache", str)
 """What the cache held: ``hit``, ``miss``, ``revalidated`` (a 304), with ``,send-timeout`` appended when cut off."""
 CLOSED_KEY: Any = _key("gpupipe_client_closed", bool)
 """``True`` when the client closed the connection before its answer was sent."""
+IGNORED_KEY: Any = _key("gpupipe_ignored_params", tuple)
+"""The query parameters the request gave that gpupipe does not reserve (sorted)."""
 
 CLIENT_CLOSED = 499  # the status counted for a client that closed its connection mid-answer (as nginx logs it)
 
