@@ -128,7 +128,8 @@ def test_schedules_still_open_are_closed_when_the_server_stops(frames):
     (b'{"sources": ["f0.png"], "quality": 0}', 400, "BadParameter"),
     (b'{"sources": ["f0.png", "escape.png"]}', 403, "PathRefused"),
     (b'{"sources": ["f0.png", "../f1.png"]}', 403, "PathRefused"),
-    (b'{"sources": ["f0.png", "missing.png"]}', 404, "FrameNotFound"),
+    (b'{"sources": ["f0.png", "missing.png", "escape.png"]}', 403, "PathRefused"),
+    (b'{"sources": ["missing.png", "gone.png", "missing.png"]}', 404, "FrameNotFound"),
 ])
 def test_bad_schedules_are_refused_whole(frames, body, status, etype):
     pipe = cpu_pipeline(cls=SchedulingPipeline)
@@ -136,6 +137,30 @@ def test_bad_schedules_are_refused_whole(frames, body, status, etype):
         got, _, out = get(srv.port, "/v1/schedules", method="POST", body=body)
         assert got == status and error_body(out)["type"] == etype
     assert _all_handles([pipe]) == []
+
+
+def test_a_schedule_leaves_out_missing_frames_and_names_them(frames):
+    """One missing frame does not cost the rest of the timeline its schedule: the others are scheduled, in
+    order, and the answer names the missing ones (each once, at most 100, with their count)."""
+    from gpupipe.serve.schedules import MAX_MISSING_LISTED
+
+    pipe = cpu_pipeline(cls=SchedulingPipeline)
+    order = ["f0.png", "gone.png", "f1.png", "missing.png", "f0.png", "gone.png", "f2.png"]
+    with LiveServer(service(pipe, frames)) as srv:
+        status, _, out = get(srv.port, "/v1/schedules", method="POST", body=json.dumps({"sources": order}).encode())
+        d = json.loads(out)
+        assert status == 201, d
+        assert (d["sources"], d["missing"], d["missing_count"]) == (7, ["gone.png", "missing.png"], 2)
+        (h,) = _all_handles([pipe])
+        assert h.sources == [str((frames / n).resolve()) for n in ("f0.png", "f1.png", "f0.png", "f2.png")]
+        many = ["f3.png"] + [f"nope/{i}.png" for i in range(250)]
+        with FrameClient(srv.url) as fc, fc.schedule(many) as sched:
+            assert sched.missing == tuple(many[1 : 1 + MAX_MISSING_LISTED]) and sched.missing_count == 250
+        status, _, out = get(srv.port, "/v1/schedules", method="POST", body=json.dumps({"sources": many[1:]}).encode())
+        d = error_body(out)
+        assert status == 404 and d["type"] == "FrameNotFound" and d["src"] == "nope/0.png"
+        assert "'nope/0.png', 'nope/1.png'" in d["error"] and "and 150 more" in d["error"]
+    assert MAX_MISSING_LISTED == 100
 
 
 class NoSchedulePipeline(FramePipeline):

@@ -9,8 +9,8 @@ Endpoints (all ``GET`` unless said):
   the output settings; ``If-None-Match`` with that tag is answered 304 without encoding.
 - ``POST /v1/schedules`` with ``{"sources": [...], "format", "size", "quality"}``: declares the
   order in which frames will be requested (``FramePipeline.schedule``), answered 201
-  ``{"id", "sources"}``; ``DELETE /v1/schedules/{id}`` withdraws it. 501 where the pipeline has
-  no ``schedule``.
+  ``{"id", "sources", "missing", "missing_count"}`` (sources under no root are left out and
+  named); ``DELETE /v1/schedules/{id}`` withdraws it. 501 where the pipeline has no ``schedule``.
 - ``/metrics`` (Prometheus text) and ``/healthz``.
 
 Query parameters other than :data:`~gpupipe.serve.params.RESERVED_PARAMS` are ignored and named

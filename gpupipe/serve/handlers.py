@@ -111,7 +111,11 @@ async def handle_image(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_schedule_create(request: web.Request) -> web.Response:
-    """``POST /v1/schedules``: declare the order in which frames will be requested; 201 ``{"id", "sources"}``."""
+    """``POST /v1/schedules``: declare the order in which frames will be requested.
+
+    Answers 201 ``{"id", "sources": how many were given, "missing": [sources under no root, at most
+    100], "missing_count"}``; the missing ones are left out of the schedule.
+    """
     svc = service_of(request)
     try:
         body = await request.json(loads=json.loads)
@@ -128,7 +132,10 @@ async def handle_schedule_create(request: web.Request) -> web.Response:
     if len(sources) > MAX_SCHEDULE_SOURCES:
         raise BadParameter(f"sources holds {len(sources)} entries; at most {MAX_SCHEDULE_SOURCES}")
     opened = await svc.open_schedule(sources, frame_params(body.get))
-    return web.json_response({"id": opened.id, "sources": opened.sources}, status=201)
+    return web.json_response(
+        {"id": opened.id, "sources": opened.sources, "missing": list(opened.missing), "missing_count": opened.missing_count},
+        status=201,
+    )
 
 
 async def handle_schedule_delete(request: web.Request) -> web.Response:
