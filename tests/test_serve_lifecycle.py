@@ -282,6 +282,19 @@ def test_serve_socket_on_something_else_leaves_it_untouched(frames, short_dir, k
         assert path.is_symlink() and (short_dir / "target").read_bytes() == b"target data"
 
 
+def test_serve_socket_where_none_can_be_created_names_the_path_and_why(frames, short_dir):
+    path = short_dir / "no-such-folder" / "gp.sock"
+    r = _serve_socket(frames, path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"--socket '{path}': cannot create the socket there: the folder '{path.parent}' does not exist" in r.stderr, r.stderr
+    assert "Errno" not in r.stderr and not path.parent.exists()
+    (short_dir / "file").write_bytes(b"x")
+    for bad, why in ((short_dir / "file" / "gp.sock", "is not a folder"), (short_dir / ("s" * 120), "bytes long")):
+        with pytest.raises(RuntimeError, match="SocketPathError") as e:
+            LiveServer(service(cpu_pipeline(), frames), socket_path=bad).start()
+        assert str(bad) in str(e.value) and why in str(e.value)
+
+
 def test_serve_socket_refuses_a_live_socket_and_replaces_a_stale_one(frames, short_dir):
     path = short_dir / "gp.sock"
     with LiveServer(service(cpu_pipeline(), frames), socket_path=path):
