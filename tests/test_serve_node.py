@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -64,15 +65,18 @@ def _node_test(srv: LiveServer, frames: Path, test_file: str, pattern: str | Non
 
 
 def test_node_client_against_a_live_service(frames, monkeypatch):
+    """The client over TCP and over a Unix socket, and its errors without a service (refused, timed out)."""
     _need("node", shutil.which("node") is not None)
     expect = "201" if callable(getattr(FramePipeline, "schedule", None)) else "501"
     ChangingWhileRead("changing.png").install(monkeypatch)  # its first request is answered 503 + Retry-After
-    with LiveServer(service(cpu_pipeline(), frames)) as srv:
-        r = _node_test(srv, frames, "client.test.mjs", GPUPIPE_TEST_SCHEDULES=expect)
-        changed = srv.service.metrics.registry.get_sample_value("gpupipe_http_requests_total", {"endpoint": "/v1/uri", "status": "503"})
+    with tempfile.TemporaryDirectory(prefix="gpn", dir="/tmp") as short:  # a Unix socket's path fits in ~100 bytes
+        sock = Path(short) / "gp.sock"
+        with LiveServer(service(cpu_pipeline(), frames)) as srv, LiveServer(service(cpu_pipeline(), frames), socket_path=sock):
+            r = _node_test(srv, frames, "client.test.mjs", GPUPIPE_TEST_SCHEDULES=expect, GPUPIPE_TEST_SOCKET=str(sock))
+            changed = srv.service.metrics.registry.get_sample_value("gpupipe_http_requests_total", {"endpoint": "/v1/uri", "status": "503"})
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
-    assert "# pass 8" in out and "# skipped 0" in out, out
+    assert "# pass 14" in out and "# skipped 0" in out, out
     assert changed == 1  # the client's first request met the change, and it retried
 
 
