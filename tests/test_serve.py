@@ -210,6 +210,16 @@ def test_query_parameters_gpupipe_does_not_reserve_are_ignored_and_named(live):
     assert status == 200 and h[header] == "%0D%0AX-Evil, a%2Cb" and "x-evil" not in h
 
 
+def test_the_readme_lists_the_reserved_query_parameters():
+    import re
+
+    from gpupipe.serve.params import RESERVED_PARAMS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| parameter | meaning |", 1)[1].split("\n\n", 1)[0]
+    assert re.findall(r"^\| `(\w+)` \|", table, re.M) == list(RESERVED_PARAMS)
+
+
 def test_a_linked_directory_leading_out_of_the_root_answers_alike_whether_or_not_the_file_exists(live, frames):
     answers = {}
     for src in ("outdir/secret.png", "outdir/missing.png", "outdir/sub/missing.png", "outdir"):
