@@ -18,7 +18,6 @@ from ..memory import allocator_status
 from .errors import BadParameter
 from .params import IGNORED_HEADER, FrameQuery, frame_params, ignored_header_value, ignored_params, parse_query
 from .request_info import CACHE_STATE_KEY, CLOSED_KEY, IGNORED_KEY, SRC_KEY
-from .schedules import MAX_SCHEDULE_SOURCES
 from .service import CacheState, FrameAnswer, FrameService
 from .streaming import decoded_length, image_chunks, send, text_chunks, uri_parts
 
@@ -129,8 +128,6 @@ async def handle_schedule_create(request: web.Request) -> web.Response:
     sources = body.get("sources")
     if not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources):
         raise BadParameter("sources must be a non-empty list of frame paths (strings)")
-    if len(sources) > MAX_SCHEDULE_SOURCES:
-        raise BadParameter(f"sources holds {len(sources)} entries; at most {MAX_SCHEDULE_SOURCES}")
     opened = await svc.open_schedule(sources, frame_params(body.get))
     return web.json_response(
         {"id": opened.id, "sources": opened.sources, "missing": list(opened.missing), "missing_count": opened.missing_count},
