@@ -42,6 +42,7 @@ __all__ = [
     "GpuFallbackWarning",
     "GpupipeError",
     "SocketInUse",
+    "SocketPathError",
     "codec_reason",
 ]
 
@@ -131,6 +132,11 @@ class BudgetTimeout(FrameError):
 class SocketInUse(GpupipeError, OSError):
     """``gpupipe serve --socket PATH`` cannot listen at ``PATH``: something that is not a socket is
     there, or a server answers on the socket there. Nothing at ``PATH`` is changed."""
+
+
+class SocketPathError(GpupipeError, OSError):
+    """``gpupipe serve --socket PATH`` cannot create a socket at ``PATH``: its folder is missing or
+    not a folder, it may not be written, or the path is too long. The message names the path and why."""
 
 
 class CacheError(GpupipeError, RuntimeError):

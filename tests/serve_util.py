@@ -22,7 +22,9 @@ from gpupipe.cache import FrameCache
 from gpupipe.config import Config, ServeConfig
 from gpupipe.encoder import FrameEncoder
 from gpupipe.pipeline import FramePipeline
-from gpupipe.serve.app import FrameService, Lane, create_app
+from gpupipe.serve.app import create_app
+from gpupipe.serve.lanes import Lane
+from gpupipe.serve.service import FrameService
 from gpupipe.serve.roots import Roots
 from gpupipe.serve.server import serve
 

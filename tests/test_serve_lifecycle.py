@@ -22,7 +22,8 @@ pytest.importorskip("prometheus_client")
 
 from gpupipe.pipeline import FramePipeline  # noqa: E402
 from gpupipe.samples import encode_frame, make_frame  # noqa: E402
-from gpupipe.serve.app import MAX_SCHEDULES, route  # noqa: E402
+from gpupipe.serve.lanes import route  # noqa: E402
+from gpupipe.serve.schedules import MAX_SCHEDULES  # noqa: E402
 from gpupipe.serve.client import FrameClient, ServeError  # noqa: E402
 from gpupipe.serve.pressure import PressureMonitor, default_threshold  # noqa: E402
 
@@ -128,7 +129,8 @@ def test_schedules_still_open_are_closed_when_the_server_stops(frames):
     (b'{"sources": ["f0.png"], "quality": 0}', 400, "BadParameter"),
     (b'{"sources": ["f0.png", "escape.png"]}', 403, "PathRefused"),
     (b'{"sources": ["f0.png", "../f1.png"]}', 403, "PathRefused"),
-    (b'{"sources": ["f0.png", "missing.png"]}', 404, "FrameNotFound"),
+    (b'{"sources": ["f0.png", "missing.png", "escape.png"]}', 403, "PathRefused"),
+    (b'{"sources": ["missing.png", "gone.png", "missing.png"]}', 404, "FrameNotFound"),
 ])
 def test_bad_schedules_are_refused_whole(frames, body, status, etype):
     pipe = cpu_pipeline(cls=SchedulingPipeline)
@@ -136,6 +138,30 @@ def test_bad_schedules_are_refused_whole(frames, body, status, etype):
         got, _, out = get(srv.port, "/v1/schedules", method="POST", body=body)
         assert got == status and error_body(out)["type"] == etype
     assert _all_handles([pipe]) == []
+
+
+def test_a_schedule_leaves_out_missing_frames_and_names_them(frames):
+    """One missing frame does not cost the rest of the timeline its schedule: the others are scheduled, in
+    order, and the answer names the missing ones (each once, at most 100, with their count)."""
+    from gpupipe.serve.schedules import MAX_MISSING_LISTED
+
+    pipe = cpu_pipeline(cls=SchedulingPipeline)
+    order = ["f0.png", "gone.png", "f1.png", "missing.png", "f0.png", "gone.png", "f2.png"]
+    with LiveServer(service(pipe, frames)) as srv:
+        status, _, out = get(srv.port, "/v1/schedules", method="POST", body=json.dumps({"sources": order}).encode())
+        d = json.loads(out)
+        assert status == 201, d
+        assert (d["sources"], d["missing"], d["missing_count"]) == (7, ["gone.png", "missing.png"], 2)
+        (h,) = _all_handles([pipe])
+        assert h.sources == [str((frames / n).resolve()) for n in ("f0.png", "f1.png", "f0.png", "f2.png")]
+        many = ["f3.png"] + [f"nope/{i}.png" for i in range(250)]
+        with FrameClient(srv.url) as fc, fc.schedule(many) as sched:
+            assert sched.missing == tuple(many[1 : 1 + MAX_MISSING_LISTED]) and sched.missing_count == 250
+        status, _, out = get(srv.port, "/v1/schedules", method="POST", body=json.dumps({"sources": many[1:]}).encode())
+        d = error_body(out)
+        assert status == 404 and d["type"] == "FrameNotFound" and d["src"] == "nope/0.png"
+        assert "'nope/0.png', 'nope/1.png'" in d["error"] and "and 150 more" in d["error"]
+    assert MAX_MISSING_LISTED == 100
 
 
 class NoSchedulePipeline(FramePipeline):
@@ -157,7 +183,7 @@ def test_schedules_answer_501_where_the_pipeline_has_none(frames, cls):
 
 
 def test_open_schedules_are_bounded(frames, monkeypatch):
-    monkeypatch.setattr("gpupipe.serve.app.MAX_SCHEDULES", 2)
+    monkeypatch.setattr("gpupipe.serve.schedules.MAX_SCHEDULES", 2)
     pipe = cpu_pipeline(cls=SchedulingPipeline)
     with LiveServer(service(pipe, frames)) as srv, FrameClient(srv.url) as fc:
         fc.schedule(["f0.png"])
@@ -255,6 +281,19 @@ def test_serve_socket_on_something_else_leaves_it_untouched(frames, short_dir, k
         assert (path / "inside").read_bytes() == b"kept"
     else:
         assert path.is_symlink() and (short_dir / "target").read_bytes() == b"target data"
+
+
+def test_serve_socket_where_none_can_be_created_names_the_path_and_why(frames, short_dir):
+    path = short_dir / "no-such-folder" / "gp.sock"
+    r = _serve_socket(frames, path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"--socket '{path}': cannot create the socket there: the folder '{path.parent}' does not exist" in r.stderr, r.stderr
+    assert "Errno" not in r.stderr and not path.parent.exists()
+    (short_dir / "file").write_bytes(b"x")
+    for bad, why in ((short_dir / "file" / "gp.sock", "is not a folder"), (short_dir / ("s" * 120), "bytes long")):
+        with pytest.raises(RuntimeError, match="SocketPathError") as e:
+            LiveServer(service(cpu_pipeline(), frames), socket_path=bad).start()
+        assert str(bad) in str(e.value) and why in str(e.value)
 
 
 def test_serve_socket_refuses_a_live_socket_and_replaces_a_stale_one(frames, short_dir):

@@ -1,8 +1,9 @@
 """The Node client (clients/node/gpupipe.mjs) and one real-browser injection, against a live service.
 
 Both run the system ``node``; the browser test also needs Chromium (Debian's ``chromium``) and
-``puppeteer-core`` installed by ``npm ci`` in clients/node. Where those are missing the tests skip,
-unless ``E2E_BROWSER_REQUIRED=1`` (set by .ci/run, which installs them) makes that a failure.
+``puppeteer-core`` in clients/node: ``bash scripts/setup_browser_tests.sh`` installs them. Where those
+are missing the tests skip, unless ``E2E_BROWSER_REQUIRED=1`` (set by .ci/run, which runs that
+script) makes that a failure.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,11 +29,14 @@ NODE_DIR = ROOT / "clients" / "node"
 REQUIRED = os.environ.get("E2E_BROWSER_REQUIRED") == "1"  # read at import: the autouse fixture only clears GPUPIPE_*
 
 
+SETUP = "bash scripts/setup_browser_tests.sh"
+
+
 def _need(what: str, ok: bool) -> None:
     if not ok:
         if REQUIRED:
-            pytest.fail(f"{what} is missing, and E2E_BROWSER_REQUIRED=1")
-        pytest.skip(f"{what} is missing")
+            pytest.fail(f"{what} is missing ({SETUP} installs it), and E2E_BROWSER_REQUIRED=1")
+        pytest.skip(f"{what} is missing: {SETUP} installs it")
 
 
 def _chromium() -> str | None:
@@ -64,15 +69,18 @@ def _node_test(srv: LiveServer, frames: Path, test_file: str, pattern: str | Non
 
 
 def test_node_client_against_a_live_service(frames, monkeypatch):
+    """The client over TCP and over a Unix socket, and its errors without a service (refused, timed out)."""
     _need("node", shutil.which("node") is not None)
     expect = "201" if callable(getattr(FramePipeline, "schedule", None)) else "501"
     ChangingWhileRead("changing.png").install(monkeypatch)  # its first request is answered 503 + Retry-After
-    with LiveServer(service(cpu_pipeline(), frames)) as srv:
-        r = _node_test(srv, frames, "client.test.mjs", GPUPIPE_TEST_SCHEDULES=expect)
-        changed = srv.service.metrics.registry.get_sample_value("gpupipe_http_requests_total", {"endpoint": "/v1/uri", "status": "503"})
+    with tempfile.TemporaryDirectory(prefix="gpn", dir="/tmp") as short:  # a Unix socket's path fits in ~100 bytes
+        sock = Path(short) / "gp.sock"
+        with LiveServer(service(cpu_pipeline(), frames)) as srv, LiveServer(service(cpu_pipeline(), frames), socket_path=sock):
+            r = _node_test(srv, frames, "client.test.mjs", GPUPIPE_TEST_SCHEDULES=expect, GPUPIPE_TEST_SOCKET=str(sock))
+            changed = srv.service.metrics.registry.get_sample_value("gpupipe_http_requests_total", {"endpoint": "/v1/uri", "status": "503"})
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
-    assert "# pass 8" in out and "# skipped 0" in out, out
+    assert "# pass 14" in out and "# skipped 0" in out, out
     assert changed == 1  # the client's first request met the change, and it retried
 
 
@@ -80,7 +88,7 @@ def test_one_frame_injected_into_headless_chromium(frames):
     _need("node", shutil.which("node") is not None)
     chromium = _chromium()
     _need("chromium", chromium is not None)
-    _need("puppeteer-core (npm ci in clients/node)", (NODE_DIR / "node_modules" / "puppeteer-core").is_dir())
+    _need("puppeteer-core", (NODE_DIR / "node_modules" / "puppeteer-core").is_dir())
     with LiveServer(service(cpu_pipeline(), frames)) as srv:
         r = _node_test(srv, frames, "browser.test.mjs", "by data URI and by URL", CHROMIUM=str(chromium))
         served = srv.service.metrics.registry.get_sample_value("gpupipe_http_requests_total", {"endpoint": "/v1/image", "status": "200"})
@@ -96,7 +104,7 @@ def test_url_mode_frames_drawn_into_a_canvas_in_headless_chromium(frames):
     _need("node", shutil.which("node") is not None)
     chromium = _chromium()
     _need("chromium", chromium is not None)
-    _need("puppeteer-core (npm ci in clients/node)", (NODE_DIR / "node_modules" / "puppeteer-core").is_dir())
+    _need("puppeteer-core", (NODE_DIR / "node_modules" / "puppeteer-core").is_dir())
     with LiveServer(service(cpu_pipeline(), frames)) as srv, LiveServer(service(cpu_pipeline(), frames, cors_origins=())) as off:
         r = _node_test(srv, frames, "browser.test.mjs", "canvas", CHROMIUM=str(chromium), GPUPIPE_URL_NO_CORS=off.url)
         served = srv.service.metrics.registry.get_sample_value("gpupipe_http_requests_total", {"endpoint": "/v1/image", "status": "200"})
@@ -104,3 +112,14 @@ def test_url_mode_frames_drawn_into_a_canvas_in_headless_chromium(frames):
     assert r.returncode == 0, out
     assert "# pass 1" in out and "# fail 0" in out, out
     assert served == 2
+
+
+def test_the_browser_tests_set_up_with_one_documented_command():
+    """The set-up is one script, which .ci/run runs and the README names (not only an error message)."""
+    script = ROOT / "scripts" / "setup_browser_tests.sh"
+    assert os.access(script, os.X_OK)
+    text = script.read_text()
+    assert "PUPPETEER_SKIP_DOWNLOAD=1 npm ci" in text and "chromium" in text
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    assert SETUP in (ROOT / ".ci" / "run").read_text()
+    assert SETUP in (ROOT / "README.md").read_text()

@@ -83,11 +83,17 @@ def _query(src: str, format: str | None, size: tuple[int, int] | str | None, qua
 
 
 class Schedule:
-    """An open schedule on the service; :meth:`close` (or leaving the ``with`` block) withdraws it."""
+    """An open schedule on the service; :meth:`close` (or leaving the ``with`` block) withdraws it.
 
-    def __init__(self, client: FrameClient, id_: str) -> None:
+    ``missing``: the sources that exist under no root, which the service left out of it (the first
+    100 of them, in order; ``missing_count`` counts them all). Requests for them answer 404.
+    """
+
+    def __init__(self, client: FrameClient, id_: str, missing: tuple[str, ...] = (), missing_count: int = 0) -> None:
         self.client = client
         self.id = id_
+        self.missing = missing
+        self.missing_count = missing_count
         self.closed = False
 
     def close(self) -> None:
@@ -217,13 +223,19 @@ class FrameClient:
         size: tuple[int, int] | str | None = None,
         quality: int | None = None,
     ) -> Schedule:
-        """Declare the order in which frames will be requested; returns the open :class:`Schedule`."""
+        """Declare the order in which frames will be requested; returns the open :class:`Schedule`.
+
+        Sources that exist under no root are left out (:attr:`Schedule.missing`); raises
+        :class:`~gpupipe.errors.FrameNotFound` when none exists, :class:`ServeError` for a refused one (403).
+        """
         body: dict[str, Any] = {"sources": list(sources)}
         for k, v in (("format", format), ("size", _size(size)), ("quality", quality)):
             if v is not None:
                 body[k] = v
         _, _, data = self._request("POST", "/v1/schedules", json.dumps(body).encode("utf-8"))
-        return Schedule(self, json.loads(data)["id"])
+        answer = json.loads(data)
+        missing = tuple(str(s) for s in answer.get("missing", ()))
+        return Schedule(self, answer["id"], missing, int(answer.get("missing_count", len(missing))))
 
     def health(self) -> dict[str, Any]:
         """The service's ``/healthz`` answer."""

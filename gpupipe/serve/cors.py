@@ -14,10 +14,11 @@ only when the answer carries ``Access-Control-Allow-Origin`` for the page's orig
 - an empty tuple: no CORS headers at all (and no ``OPTIONS`` routes).
 
 A reflected origin comes with ``Vary: Origin`` on every answer, so that caches keep answers for
-different pages apart. Allowed answers expose ``ETag`` and ``Retry-After`` to the page. Preflight
-requests (``OPTIONS`` with ``Access-Control-Request-Method``, sent for ``If-None-Match`` or a JSON
-``POST``) are answered 204 with the path's methods and the allowed request headers, which the
-browser may cache for :data:`MAX_AGE` seconds. No credentials are allowed: the service has no cookies or logins.
+different pages apart. Allowed answers expose ``ETag``, ``Retry-After`` and
+``X-Gpupipe-Ignored-Params`` to the page. Preflight requests (``OPTIONS`` with
+``Access-Control-Request-Method``, sent for ``If-None-Match`` or a JSON ``POST``) are answered
+204 with the path's methods and the allowed request headers, which the browser may cache for
+:data:`MAX_AGE` seconds. No credentials are allowed: the service has no cookies or logins.
 
 :func:`setup_cors` installs this on an application: on every response as it is prepared (so
 that streamed answers carry the headers too; a middleware would see them only once sent) and
@@ -35,7 +36,7 @@ from aiohttp import hdrs, web
 __all__ = ["ALLOW_HEADERS", "EXPOSE_HEADERS", "MAX_AGE", "CorsPolicy", "is_loopback_origin", "setup_cors"]
 
 ALLOW_HEADERS = "Content-Type, If-None-Match"
-EXPOSE_HEADERS = "ETag, Retry-After"
+EXPOSE_HEADERS = "ETag, Retry-After, X-Gpupipe-Ignored-Params"
 MAX_AGE = 600  # seconds a browser may cache a preflight answer
 _HTTP_ORIGIN = re.compile(r"https?://(\[[0-9a-f:.]+\]|[a-z0-9.\-]+)(?::([0-9]{1,5}))?")
 

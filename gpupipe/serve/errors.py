@@ -20,7 +20,9 @@ __all__ = [
     "RequestTimeout",
     "ScheduleNotFound",
     "SchedulesUnsupported",
+    "ServiceStopping",
     "TooManySchedules",
+    "UnsupportedParameter",
     "retry_after_of",
     "status_of",
 ]
@@ -40,6 +42,12 @@ class RequestError(Exception):
 
 class BadParameter(RequestError):
     """A missing, malformed or out-of-range query parameter or body field (400)."""
+
+    status = 400
+
+
+class UnsupportedParameter(BadParameter):
+    """A query parameter gpupipe reserves for a coming version (``t``, ``frame``: frames of video files) (400)."""
 
     status = 400
 
@@ -76,6 +84,13 @@ class QueueFull(RequestError):
     def __init__(self, message: str, src: str | None = None, retry_after: int = 1):
         super().__init__(message, src)
         self.retry_after = retry_after
+
+
+class ServiceStopping(RequestError):
+    """The service is stopping (SIGTERM): it opens no more schedules (503, with ``Retry-After``)."""
+
+    status = 503
+    retry_after = 1
 
 
 class RequestTimeout(RequestError):

@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from .app import Lane
+    from .lanes import Lane
     from .pressure import PressureMonitor
 
 __all__ = ["ServiceMetrics"]

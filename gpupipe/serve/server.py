@@ -9,8 +9,10 @@ the ``defaults`` section (``serve.*``).
 Listening: TCP on ``host:port`` (loopback by default), or a Unix socket created with mode 0600.
 An existing socket at that path is replaced only when it is stale (a connection to it is
 refused); anything else there (a live server's socket, a file, a directory, a symlink) is
-left as it is and the command fails with :class:`~gpupipe.errors.SocketInUse`. On the way out
-the server removes only the socket it created.
+left as it is and the command fails with :class:`~gpupipe.errors.SocketInUse`. A path where no
+socket can be created (a missing folder, one that may not be written, a path too long) fails
+with :class:`~gpupipe.errors.SocketPathError` naming the path and why, before any pipeline
+starts. On the way out the server removes only the socket it created.
 
 SIGTERM or SIGINT stops accepting connections, lets requests in flight finish (at most
 ``grace`` seconds), closes the pipelines and returns 0.
@@ -34,11 +36,14 @@ from pathlib import Path
 from aiohttp import web
 
 from ..config import CACHE_BYTES_FLOOR, Config, configured_gpus, load_config
-from ..errors import BackendUnavailable, SocketInUse
+from ..errors import BackendUnavailable, SocketInUse, SocketPathError
 from ..pipeline import open_pipeline
-from .app import FrameService, JsonAccessLogger, Lane, access_log, create_app
+from .access_log import JsonAccessLogger, access_log
+from .app import create_app
+from .lanes import Lane
 from .pressure import default_threshold
 from .roots import Roots
+from .service import FrameService
 
 __all__ = ["build_lanes", "build_service", "run", "serve"]
 
@@ -133,17 +138,47 @@ def _live_socket(path: Path) -> str | None:
     return "a server is listening on it"
 
 
+def _socket_path_error(path: Path, e: OSError) -> SocketPathError:
+    """The error for a socket that cannot be created at ``path`` (``e``: why), naming the path and the reason."""
+    folder = str(path.parent)
+    if isinstance(e, FileNotFoundError):
+        why = f"the folder {folder!r} does not exist"
+    elif isinstance(e, NotADirectoryError):
+        why = f"{folder!r} is not a folder"
+    elif isinstance(e, PermissionError):
+        why = f"no permission to create it in {folder!r}"
+    elif e.errno is None and "too long" in str(e):
+        why = f"the path is {len(os.fsencode(path))} bytes long; a Unix socket's path has at most about 100"
+    else:
+        why = e.strerror or str(e)
+    return SocketPathError(f"--socket {str(path)!r}: cannot create the socket there: {why}")
+
+
+def _check_socket_folder(path: Path) -> None:
+    """Raise :class:`~gpupipe.errors.SocketPathError` when ``path``'s folder does not exist or is not a folder
+    (checked before the pipelines start; creating the socket checks the rest)."""
+    try:
+        st = os.stat(path.parent)
+    except OSError as e:
+        raise _socket_path_error(path, e) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise _socket_path_error(path, NotADirectoryError())
+
+
 def _unix_socket(path: Path) -> tuple[socket.socket, tuple[int, int]]:
     """A listening-ready Unix socket at ``path``, created with mode 0600, and its ``(st_dev, st_ino)``.
 
     A stale socket at ``path`` (nobody listening) is replaced. Raises
     :class:`~gpupipe.errors.SocketInUse`, leaving ``path`` as it is, when something that is not a
-    socket is there (a file, a directory, a symlink) or a server answers on the socket there.
+    socket is there (a file, a directory, a symlink) or a server answers on the socket there;
+    :class:`~gpupipe.errors.SocketPathError` when no socket can be created at ``path``.
     """
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
-        pass
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # nothing there (creating the socket says why not, if it cannot)
+    except OSError as e:
+        raise _socket_path_error(path, e) from None
     else:
         if not stat.S_ISSOCK(st.st_mode):
             raise SocketInUse(
@@ -161,6 +196,9 @@ def _unix_socket(path: Path) -> tuple[socket.socket, tuple[int, int]]:
         sock.bind(os.fspath(path))
         os.chmod(path, 0o600)
         st = os.lstat(path)
+    except OSError as e:
+        sock.close()
+        raise _socket_path_error(path, e) from None
     except BaseException:
         sock.close()
         raise
@@ -260,10 +298,13 @@ def run(
 
     Prints ``gpupipe serve: listening on URL (pipelines: ...)`` on stdout once it accepts
     connections. Raises :class:`~gpupipe.errors.ConfigError`, ``ValueError`` (a bad root),
-    :class:`~gpupipe.errors.BackendUnavailable` or :class:`~gpupipe.errors.SocketInUse` before it listens.
+    :class:`~gpupipe.errors.BackendUnavailable`, :class:`~gpupipe.errors.SocketInUse` or
+    :class:`~gpupipe.errors.SocketPathError` before it listens.
     """
     _setup_logging()
     confined = Roots(roots)
+    if socket_path is not None:
+        _check_socket_folder(Path(socket_path))
     lanes, base = build_lanes(config_path)
     try:
         service = build_service(lanes, confined, base)

@@ -22,7 +22,7 @@ sharing one service budget of ``--budget-mib`` (data URIs, and URL mode).
     python -m gpupipe.tools.browser_bench --frames 4 --passes 2 --pair-frames 8 --loops 2 --out results/browser_bench.json
 
 Needs ``node``, Chromium (``--chromium``, default the first of chromium / chromium-browser on
-PATH) and ``npm ci`` in ``clients/node`` (puppeteer-core). Request loops are bounded: every
+PATH) and puppeteer-core in ``clients/node``: ``bash scripts/setup_browser_tests.sh`` installs them. Request loops are bounded: every
 worker shows ``frames x passes`` frames and exits.
 """
 
@@ -260,9 +260,9 @@ def run_bench(
 
     chromium = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium or not shutil.which("node"):
-        raise RuntimeError("needs node and Chromium (apt-get install chromium) on PATH")
+        raise RuntimeError("needs node and Chromium on PATH: bash scripts/setup_browser_tests.sh installs them")
     if not (REPO / "clients" / "node" / "node_modules" / "puppeteer-core").is_dir():
-        raise RuntimeError("needs puppeteer-core: (cd clients/node && PUPPETEER_SKIP_DOWNLOAD=1 npm ci)")
+        raise RuntimeError("needs puppeteer-core in clients/node: bash scripts/setup_browser_tests.sh installs it")
     samples = write_samples(sizes=("4k",), kinds=kinds, count=max(frames, pair_frames))
     root = samples[("4k", kinds[0])][0].parents[1]
     work = work or Path(os.environ.get("TMPDIR", "/tmp")) / "gpupipe-browser-bench"

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { GpupipeClient } from '../gpupipe.mjs';
 
 const { GPUPIPE_URL, GPUPIPE_TEST_ROOT: ROOT, CHROMIUM } = process.env;
-const skip = !GPUPIPE_URL || !ROOT || !CHROMIUM ? 'needs a live service and CHROMIUM: run tests/test_serve_browser.py' : false;
+const skip = !GPUPIPE_URL || !ROOT || !CHROMIUM ? 'needs a live service and CHROMIUM: run tests/test_serve_node.py' : false;
 
 // Flags for a root user in a container with no network beyond loopback.
 export const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic', '--no-first-run',

@@ -1,16 +1,21 @@
 // The Node client against a live `gpupipe serve` (started by tests/test_serve_node.py, which sets
 // GPUPIPE_URL and GPUPIPE_TEST_ROOT, the --root holding f0.png, f1.jpg, bad.png, escape.png and
-// changing.png, which changes while the service reads it the first time).
+// changing.png, which changes while the service reads it the first time, and GPUPIPE_TEST_SOCKET,
+// a second service on a Unix socket), and without one: refused connections, timeouts, the types.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { GpupipeClient, GpupipeError, uri, imageUrl, schedule } from '../gpupipe.mjs';
 
 const URL_ = process.env.GPUPIPE_URL;
 const ROOT = process.env.GPUPIPE_TEST_ROOT;
+const SOCKET = process.env.GPUPIPE_TEST_SOCKET;
 const skip = !URL_ || !ROOT ? 'needs a live service: run tests/test_serve_node.py' : false;
+const skipSocket = !SOCKET || !ROOT ? 'needs a live service on a Unix socket: run tests/test_serve_node.py' : false;
 
 test('uri() is the data URI of the file', { skip }, async () => {
   const gp = new GpupipeClient({ baseUrl: URL_ });
@@ -57,8 +62,12 @@ test('schedule() opens and closes, or says the service has none', { skip }, asyn
   }
   const s = await gp.schedule(['f0.png', 'f1.jpg', 'f0.png'], { size: [1920, 1080] });
   assert.equal(typeof s.id, 'string');
+  assert.deepEqual([s.missing, s.missingCount], [[], 0]);
   await s.close();
   await s.close(); // once only
+  const partial = await gp.schedule(['f0.png', 'gone.png', 'f1.jpg', 'gone.png']); // the missing frame is left out, and named
+  assert.deepEqual([partial.missing, partial.missingCount], [['gone.png'], 1]);
+  await partial.close();
   await assert.rejects(gp.schedule(['escape.png']), (e) => e.status === 403);
 });
 
@@ -88,4 +97,99 @@ test('503 answers are retried after Retry-After', async () => {
   assert.equal(calls, 2);
   const never = new GpupipeClient({ baseUrl: 'http://127.0.0.1:9', retries: 0, fetch: async () => new Response('x', { status: 503 }) });
   await assert.rejects(never.uri('a.png'), (e) => e.status === 503 && e.type === 'HTTPError');
+});
+
+/** A port on 127.0.0.1 where nothing listens (connections are refused). */
+async function closedPort() {
+  const server = createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+test('a refused connection is a GpupipeError (ConnectionError), retried like a 503', async () => {
+  let calls = 0;
+  const counting = (url, init) => {
+    calls += 1;
+    return fetch(url, init);
+  };
+  const gp = new GpupipeClient({ baseUrl: `http://127.0.0.1:${await closedPort()}`, retries: 2, retryDelayMs: 1, fetch: counting });
+  await assert.rejects(gp.uri('a.png'), (e) => e instanceof GpupipeError && e.type === 'ConnectionError' && e.status === null
+    && e.code === 'ECONNREFUSED' && /is gpupipe serve running/.test(e.message) && e.cause instanceof Error);
+  assert.equal(calls, 3); // the first try and 2 retries
+
+  calls = 0;
+  const refusedOnce = async () => {
+    calls += 1;
+    if (calls === 1) throw new TypeError('fetch failed', { cause: Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }) });
+    return new Response('data:image/png;base64,AAAA', { status: 200 });
+  };
+  const back = new GpupipeClient({ baseUrl: 'http://127.0.0.1:9', retryDelayMs: 1, fetch: refusedOnce });
+  assert.equal(await back.uri('a.png'), 'data:image/png;base64,AAAA'); // the service came back
+  assert.equal(calls, 2);
+});
+
+test('no answer within timeoutMs is a GpupipeError (Timeout), not retried', async () => {
+  const held = [];
+  const silent = createServer((sock) => held.push(sock)); // accepts, never answers
+  await new Promise((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  let calls = 0;
+  const counting = (url, init) => {
+    calls += 1;
+    return fetch(url, init);
+  };
+  try {
+    const gp = new GpupipeClient({ baseUrl: `http://127.0.0.1:${silent.address().port}`, timeoutMs: 150, retryDelayMs: 1, fetch: counting });
+    await assert.rejects(gp.uri('a.png'), (e) => e instanceof GpupipeError && e.type === 'Timeout' && e.status === null
+      && /within 150 ms/.test(e.message));
+    assert.equal(calls, 1);
+  } finally {
+    for (const sock of held) sock.destroy();
+    await new Promise((resolve) => silent.close(resolve));
+  }
+});
+
+test('socketPath: the service on a Unix socket', { skip: skipSocket }, async () => {
+  const gp = new GpupipeClient({ socketPath: SOCKET });
+  const want = 'data:image/png;base64,' + readFileSync(join(ROOT, 'f0.png')).toString('base64');
+  assert.equal(await gp.uri('f0.png'), want);
+  const { bytes, contentType } = await gp.image('f1.jpg');
+  assert.equal(contentType, 'image/jpeg');
+  assert.deepEqual(Buffer.from(bytes), readFileSync(join(ROOT, 'f1.jpg')));
+  assert.equal((await gp.health()).status, 'ok');
+  await assert.rejects(gp.uri('missing.png'), (e) => e instanceof GpupipeError && e.status === 404 && e.type === 'FrameNotFound');
+  const s = await gp.schedule(['f0.png', 'f1.jpg']);
+  await s.close();
+  assert.throws(() => gp.imageUrl('f0.png'), /Unix socket/);
+});
+
+test('socketPath: no answer within timeoutMs is a GpupipeError (Timeout)', async () => {
+  const path = join(tmpdir(), `gpupipe-silent-${process.pid}.sock`);
+  const held = [];
+  const silent = createServer((sock) => held.push(sock)); // accepts, never answers
+  await new Promise((resolve) => silent.listen(path, resolve));
+  try {
+    const gp = new GpupipeClient({ socketPath: path, timeoutMs: 150 });
+    await assert.rejects(gp.uri('a.png'), (e) => e instanceof GpupipeError && e.type === 'Timeout' && e.message.includes(`unix:${path}`));
+  } finally {
+    for (const sock of held) sock.destroy();
+    await new Promise((resolve) => silent.close(resolve)); // removes the socket file
+  }
+});
+
+test('socketPath: no socket there is a GpupipeError (ConnectionError, ENOENT), retried', async () => {
+  const gp = new GpupipeClient({ socketPath: join(tmpdir(), `gpupipe-no-such-${process.pid}.sock`), retries: 1, retryDelayMs: 1 });
+  await assert.rejects(gp.uri('a.png'), (e) => e instanceof GpupipeError && e.type === 'ConnectionError' && e.code === 'ENOENT'
+    && e.message.includes('unix:'));
+});
+
+test('gpupipe.d.ts declares exactly the values the module exports', async () => {
+  const dts = readFileSync(new URL('../gpupipe.d.ts', import.meta.url), 'utf8');
+  const declared = [...dts.matchAll(/^export (?:declare )?(?:class|function|const) (\w+)/gm)].map((m) => m[1]).sort();
+  const mod = await import('../gpupipe.mjs');
+  assert.deepEqual(declared, Object.keys(mod).sort());
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+  assert.equal(pkg.types, './gpupipe.d.ts');
+  assert.ok(pkg.files.includes('gpupipe.d.ts'));
 });
