@@ -701,7 +701,7 @@ def serve(
     \b
     Errors are JSON {error, type, src}: 400 bad parameter,
     403 outside every --root (symlinks resolved) or '..', 404 not found,
-    413 too large, 422 undecodable, 501 no schedule support,
+    413 too large, 422 undecodable,
     503 + Retry-After (queue or byte budget full, or the frame changed
     while read: ask again), 504 past the time limit. A client that
     hangs up mid-answer is logged and counted as 499.

@@ -164,24 +164,6 @@ def test_a_schedule_leaves_out_missing_frames_and_names_them(frames):
     assert MAX_MISSING_LISTED == 100
 
 
-class NoSchedulePipeline(FramePipeline):
-    """A pipeline without ``schedule``, as on a gpupipe built before the timeline-aware cache."""
-
-    schedule = None
-
-
-@pytest.mark.parametrize("cls", [FramePipeline, NoSchedulePipeline])
-def test_schedules_answer_501_where_the_pipeline_has_none(frames, cls):
-    if callable(getattr(cls, "schedule", None)):
-        pytest.skip("FramePipeline has schedule() in this build (NoSchedulePipeline covers the 501)")
-    with LiveServer(service(cpu_pipeline(cls=cls), frames)) as srv:
-        status, _, out = get(srv.port, "/v1/schedules", method="POST", body=b'{"sources": ["f0.png"]}')
-        assert status == 501 and error_body(out)["type"] == "SchedulesUnsupported"
-        status, _, out = get(srv.port, "/v1/schedules/abc", method="DELETE")
-        assert status == 501
-        assert get(srv.port, "/v1/uri?src=f0.png")[0] == 200  # frames are served all the same
-
-
 def test_open_schedules_are_bounded(frames, monkeypatch):
     monkeypatch.setattr("gpupipe.serve.schedules.MAX_SCHEDULES", 2)
     pipe = cpu_pipeline(cls=SchedulingPipeline)

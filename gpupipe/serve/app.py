@@ -10,7 +10,7 @@ Endpoints (all ``GET`` unless said):
 - ``POST /v1/schedules`` with ``{"sources": [...], "format", "size", "quality"}``: declares the
   order in which frames will be requested (``FramePipeline.schedule``), answered 201
   ``{"id", "sources", "missing", "missing_count"}`` (sources under no root are left out and
-  named); ``DELETE /v1/schedules/{id}`` withdraws it. 501 where the pipeline has no ``schedule``.
+  named); ``DELETE /v1/schedules/{id}`` withdraws it.
 - ``/metrics`` (Prometheus text) and ``/healthz``.
 
 Query parameters other than :data:`~gpupipe.serve.params.RESERVED_PARAMS` are ignored and named

@@ -33,7 +33,7 @@ from urllib.parse import urlencode, urlsplit
 
 from ..errors import FrameChanged, FrameDecodeError, FrameNotFound, FrameTooLarge, GpupipeError
 
-__all__ = ["MAX_RETRY_WAIT", "FrameClient", "Schedule", "ServeError", "fetch_uri"]
+__all__ = ["MAX_RETRY_WAIT", "FrameClient", "RemoteSchedule", "ServeError", "fetch_uri"]
 
 MAX_RETRY_WAIT = 10.0  # seconds: the longest Retry-After a retry waits for
 
@@ -82,7 +82,7 @@ def _query(src: str, format: str | None, size: tuple[int, int] | str | None, qua
     return urlencode(q)
 
 
-class Schedule:
+class RemoteSchedule:
     """An open schedule on the service; :meth:`close` (or leaving the ``with`` block) withdraws it.
 
     ``missing``: the sources that exist under no root, which the service left out of it (the first
@@ -107,7 +107,7 @@ class Schedule:
             if e.status != 404:
                 raise
 
-    def __enter__(self) -> Schedule:
+    def __enter__(self) -> RemoteSchedule:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -222,10 +222,10 @@ class FrameClient:
         format: str | None = None,
         size: tuple[int, int] | str | None = None,
         quality: int | None = None,
-    ) -> Schedule:
-        """Declare the order in which frames will be requested; returns the open :class:`Schedule`.
+    ) -> RemoteSchedule:
+        """Declare the order in which frames will be requested; returns the open :class:`RemoteSchedule`.
 
-        Sources that exist under no root are left out (:attr:`Schedule.missing`); raises
+        Sources that exist under no root are left out (:attr:`RemoteSchedule.missing`); raises
         :class:`~gpupipe.errors.FrameNotFound` when none exists, :class:`ServeError` for a refused one (403).
         """
         body: dict[str, Any] = {"sources": list(sources)}
@@ -235,7 +235,7 @@ class FrameClient:
         _, _, data = self._request("POST", "/v1/schedules", json.dumps(body).encode("utf-8"))
         answer = json.loads(data)
         missing = tuple(str(s) for s in answer.get("missing", ()))
-        return Schedule(self, answer["id"], missing, int(answer.get("missing_count", len(missing))))
+        return RemoteSchedule(self, answer["id"], missing, int(answer.get("missing_count", len(missing))))
 
     def health(self) -> dict[str, Any]:
         """The service's ``/healthz`` answer."""

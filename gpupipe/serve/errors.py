@@ -19,7 +19,6 @@ __all__ = [
     "RequestError",
     "RequestTimeout",
     "ScheduleNotFound",
-    "SchedulesUnsupported",
     "ServiceStopping",
     "TooManySchedules",
     "UnsupportedParameter",
@@ -68,12 +67,6 @@ class TooManySchedules(RequestError):
     """The service holds as many open schedules as it allows; close one first (429)."""
 
     status = 429
-
-
-class SchedulesUnsupported(RequestError):
-    """This gpupipe's ``FramePipeline`` has no ``schedule`` method (501)."""
-
-    status = 501
 
 
 class QueueFull(RequestError):

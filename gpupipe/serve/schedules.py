@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FrameNotFound
-from .errors import BadParameter, ScheduleNotFound, SchedulesUnsupported, ServiceStopping, TooManySchedules
+from .errors import BadParameter, ScheduleNotFound, ServiceStopping, TooManySchedules
 from .lanes import Lane, route
 from .params import FrameParams
 from .roots import Roots
@@ -68,23 +68,13 @@ class OpenSchedules:
     def __len__(self) -> int:
         return len(self._open)
 
-    @property
-    def supported(self) -> bool:
-        """Whether every lane's pipeline can schedule (a gpupipe from before schedules cannot)."""
-        return all(callable(getattr(lane.pipeline, "schedule", None)) for lane in self.lanes)
-
-    def _check_supported(self) -> None:
-        if not self.supported:
-            raise SchedulesUnsupported("this gpupipe has no frame schedules (FramePipeline.schedule); requests work without one")
-
     async def open(self, sources: Sequence[str], params: FrameParams) -> OpenedSchedule:
         """Open a schedule of ``sources`` under ``params``, leaving out (and reporting) missing ones.
 
-        Raises :class:`SchedulesUnsupported`, :class:`TooManySchedules` (:data:`MAX_SCHEDULES` open),
+        Raises :class:`TooManySchedules` (:data:`MAX_SCHEDULES` open),
         :class:`BadParameter`, :class:`~gpupipe.serve.errors.PathRefused`,
         :class:`~gpupipe.errors.FrameNotFound` (no source exists) or :class:`ServiceStopping`.
         """
-        self._check_supported()
         if len(self._open) >= MAX_SCHEDULES:
             raise TooManySchedules(f"{len(self._open)} schedules are open (at most {MAX_SCHEDULES}); DELETE one first")
         if len(sources) > MAX_SCHEDULE_SOURCES:
@@ -100,7 +90,6 @@ class OpenSchedules:
 
     async def close(self, sid: str) -> None:
         """Withdraw the schedule ``sid``; :class:`ScheduleNotFound` when none is open with that id."""
-        self._check_supported()
         handles = self._open.pop(sid, None)
         if handles is None:
             raise ScheduleNotFound(f"no open schedule has id {sid[:64]!r}")
