@@ -40,7 +40,7 @@ class Backend(Protocol):
         """What it runs on, for ``gpupipe info`` and reports."""
         ...
 
-    def stats(self) -> dict[str, int]:
+    def counters(self) -> dict[str, int]:
         """Its counters (jobs, fallbacks, staging figures)."""
         ...
 

@@ -215,10 +215,10 @@ class FrameEncoder:
             "allocator": allocator_status().as_dict(),
         }
 
-    def stats(self) -> dict[str, int]:
+    def counters(self) -> dict[str, int]:
         """The backend's counters: jobs, fallbacks and, on the GPU, staging figures and faults; and
         ``allocator_tuned``: 1 while gpupipe's mmap-threshold tuning is in force, else 0 (see :meth:`info`)."""
-        return {**self._impl.stats(), "allocator_tuned": int(allocator_status().applied)}
+        return {**self._impl.counters(), "allocator_tuned": int(allocator_status().applied)}
 
     def close(self) -> None:
         """Release thread pools and device resources."""

@@ -269,6 +269,6 @@ def test_both_backends_implement_the_backend_contract(host_gpu_backend):
     try:
         for b in (cpu, host_gpu_backend):
             assert isinstance(b, Backend)
-            assert isinstance(b.info(), dict) and isinstance(b.stats(), dict) and b.workers >= 1
+            assert isinstance(b.info(), dict) and isinstance(b.counters(), dict) and b.workers >= 1
     finally:
         cpu.close()

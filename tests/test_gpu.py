@@ -247,7 +247,7 @@ def test_passthrough_on_the_cpu_path_by_default(png_bytes, jpeg_bytes):
     try:
         jobs = [plan_job(i, read_frame(b), OutputSpec("passthrough")) for i, b in enumerate([png_bytes, jpeg_bytes])]
         assert be.run(jobs) == CpuBackend(1).run(jobs)
-        assert be.stats()["cpu_jobs"] == 2
+        assert be.counters()["cpu_jobs"] == 2
     finally:
         be.close()
 

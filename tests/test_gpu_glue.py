@@ -474,7 +474,7 @@ def test_kernel_fault_contains_the_device_for_the_rest_of_the_process(fake, monk
             assert backend.run(jobs) == CpuBackend(1).run(jobs)
         assert len(fake.calls) == calls  # nothing touched the dead context
         info = backend.info()
-        assert info["device_lost"].startswith("CUDARuntimeError: cudaErrorIllegalAddress") and info["stats"]["device_lost"] == 1
+        assert info["device_lost"].startswith("CUDARuntimeError: cudaErrorIllegalAddress") and info["counters"]["device_lost"] == 1
         assert "sticky CUDA error" not in caplog.text  # the warning is the one report, not also a log record
     finally:
         backend.close()  # closing after the loss does not raise

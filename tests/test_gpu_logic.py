@@ -471,7 +471,7 @@ def test_passthrough_runs_on_the_cpu_path_by_default(png_bytes, jpeg_bytes):
     out = be.run(jobs)
     assert ops.calls == [["frame2"]]
     assert out == CpuBackend(1).run(jobs)
-    assert be.stats()["cpu_jobs"] == 2
+    assert be.counters()["cpu_jobs"] == 2
 
 
 @pytest.mark.parametrize("value,want", [("gpu", "gpu"), ("CPU", "cpu")])
@@ -555,7 +555,7 @@ def test_sticky_error_switches_to_the_cpu_path_for_good(png_bytes, jpeg_bytes, c
         warnings.simplefilter("error")  # no further warning
         assert be.run(jobs[:2]) == CpuBackend(1).run(jobs[:2])
     assert len(ops.calls) == 1
-    assert be.device_lost and be.stats()["device_lost"] == 1 and be.stats()["cpu_fallbacks"] == 0
+    assert be.device_lost and be.counters()["device_lost"] == 1 and be.counters()["cpu_fallbacks"] == 0
     info = be.info()
     assert info["device_lost"] == be.device_lost and "device lost" in info["mode"]
     assert "sticky CUDA error" in str(rec[0].message)

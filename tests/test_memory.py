@@ -38,7 +38,7 @@ with warnings.catch_warnings(record=True) as caught:
     FramePipeline(enc, FrameCache(8, 64 << 20))
 print(json.dumps({
     "info": enc.info().get("allocator"),
-    "stats": enc.stats(),
+    "stats": enc.counters(),
     "line": allocator_tuning(),
     "report": environment_report(Config())["allocator"],
     "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],

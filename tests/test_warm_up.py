@@ -16,7 +16,7 @@ def test_warm_up_runs_every_route_on_the_cpu_path():
     with FrameEncoder(cfg, backend="cpu") as enc:
         seconds = enc.warm_up()
         # JPEG and PNG frames, two batches of each, through four routes.
-        assert enc.stats()["cpu_jobs"] == 4 * 2 * (2 * 3) and seconds > 0
+        assert enc.counters()["cpu_jobs"] == 4 * 2 * (2 * 3) and seconds > 0
 
 
 def test_warm_up_builds_dali_pipelines_of_both_slots_and_the_encoder(monkeypatch):
@@ -38,7 +38,7 @@ def test_warm_up_builds_dali_pipelines_of_both_slots_and_the_encoder(monkeypatch
         # Pipelines keyed (resize, slot): with and without a resize, on both overlap slots.
         assert set(ops.decoder._pipes) == {(True, 0), (True, 1), (False, 0), (False, 1)}
         assert sum(encoded) == 2 * 2 * (2 * 2)  # JPEG output, with and without a resize, 2 batches of each kind
-        assert enc.stats()["dali_runs"] >= 4 and enc.stats()["dali_failed_runs"] == 0
+        assert enc.counters()["dali_runs"] >= 4 and enc.counters()["dali_failed_runs"] == 0
 
 
 def test_serve_warms_every_pipeline_up_before_it_listens(tmp_path, monkeypatch):
@@ -66,6 +66,6 @@ def test_warm_up_on_the_device_leaves_nothing_to_start():
     with FrameEncoder(cfg, backend="gpu") as enc:
         first = enc.warm_up()
         again = enc.warm_up()
-        stats = enc.stats()
+        stats = enc.counters()
     assert stats["dali_runs"] >= 8 and stats["dali_failed_runs"] == 0 and stats["device_lost"] == 0
     assert first > 0 and again > 0

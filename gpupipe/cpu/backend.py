@@ -134,7 +134,7 @@ class CpuBackend:
         """The codec library and the thread count."""
         return {"codec": pillow_flavour(), "workers": self.workers}
 
-    def stats(self) -> dict[str, int]:
+    def counters(self) -> dict[str, int]:
         """Jobs run so far."""
         return {"cpu_jobs": self.jobs}
 

@@ -237,7 +237,7 @@ class GpuBackend:
         """In-flight staging bytes, their peak, the budget, device and pinned bytes held, and the runner's counters."""
         return self.budget.stats().as_dict()
 
-    def stats(self) -> dict[str, int]:
+    def counters(self) -> dict[str, int]:
         """:meth:`staging_stats` plus the device layer's counters (DALI runs, rebuilds, refused frames),
         the jobs sent to the CPU path, and ``device_lost`` (1 after a sticky CUDA error)."""
         d = self.staging_stats()
@@ -246,7 +246,7 @@ class GpuBackend:
                 d.update(self._instrumented.stats())
             except Exception:  # a report must not fail
                 log.debug("device stats failed", exc_info=True)
-        d.update(self._cpu.stats())
+        d.update(self._cpu.counters())
         d["device_lost"] = int(self.device_lost is not None)
         return d
 
@@ -260,7 +260,7 @@ class GpuBackend:
                 d["device_error"] = str(e)
         d["device_lost"] = self.device_lost
         d["mode"] = "cpu path for every frame (device lost)" if self.device_lost else "gpu"
-        d["stats"] = self.stats()
+        d["counters"] = self.counters()
         d["staging"] = self.staging_stats()
         d["passthrough"] = (
             "GPU base64 kernel (passthrough_device: gpu)"

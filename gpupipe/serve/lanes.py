@@ -65,7 +65,7 @@ class Lane:
     def backend_stats(self) -> dict[str, Any]:
         """The backend's counters (jobs, fallbacks, staging figures); ``{}`` where it reports none."""
         try:
-            return dict(self.pipeline.encoder.stats())
+            return dict(self.pipeline.encoder.counters())
         except Exception:
             log.debug("backend stats failed", exc_info=True)
             return {}
