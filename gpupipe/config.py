@@ -49,6 +49,7 @@ from .errors import ConfigError, ConfigWarning
 from .frames.files import FileRefused, open_regular, read_upto
 from .vocabulary import (
     BACKENDS,
+    MAX_SIDE,
     OUTPUT_FORMATS,
     PASSTHROUGH_DEVICES,
     PNG_DEVICES,
@@ -95,7 +96,6 @@ _MAX_QUEUE = 1_000_000
 _MAX_BATCH_SIZE = 4096
 _MAX_WORKERS = 4096
 _MAX_PIXELS = 2**31
-_MAX_OUTPUT_SIDE = 65535  # JPEG's largest dimension
 MAX_GPU_INDEX = 1023
 """The largest GPU index a config (``gpus: {N: ...}``) or ``--gpu`` accepts."""
 _MAX_READ_AHEAD = 10**6  # frames
@@ -409,8 +409,8 @@ def _size_pair(value: Any, key: str, source: str) -> tuple[int, int] | None:
             raise ConfigError(f"expected [width, height] or 'WxH', got {_show(value)}", source=source, key=key) from None
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise ConfigError(f"expected [width, height] or null, got {_show(value)}", source=source, key=key)
-    w = _int(value[0], f"{key}[0]", source, 1, _MAX_OUTPUT_SIDE)
-    h = _int(value[1], f"{key}[1]", source, 1, _MAX_OUTPUT_SIDE)
+    w = _int(value[0], f"{key}[0]", source, 1, MAX_SIDE)
+    h = _int(value[1], f"{key}[1]", source, 1, MAX_SIDE)
     return (w, h)
 
 

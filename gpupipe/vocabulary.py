@@ -12,6 +12,7 @@ from typing import Literal, TypeVar, Union, get_args
 
 __all__ = [
     "BACKENDS",
+    "MAX_SIDE",
     "MIME",
     "OUTPUT_FORMATS",
     "PASSTHROUGH_DEVICES",
@@ -76,6 +77,9 @@ PiB = 1024**5
 
 QUALITY_MIN, QUALITY_MAX = 1, 100
 """The JPEG quality range every input accepts (config, API, service)."""
+
+MAX_SIDE = 65535
+"""The largest width or height of an output size (JPEG's limit), in the config and the service."""
 
 RESOLUTIONS: dict[str, tuple[int, int]] = {"1080p": (1920, 1080), "4k": (3840, 2160)}
 """The standard frame sizes of the samples, benchmarks and demos."""

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from multidict import MultiMapping
 
-from ..vocabulary import OUTPUT_FORMATS, parse_wxh
+from ..vocabulary import MAX_SIDE, OUTPUT_FORMATS, QUALITY_MAX, QUALITY_MIN, parse_wxh
 from .errors import BadParameter, UnsupportedParameter
 
 __all__ = [
@@ -54,7 +54,6 @@ RESERVED_PARAMS: tuple[str, ...] = (*FRAME_PARAMS, *VIDEO_PARAMS)
 """Every query parameter gpupipe gives a meaning to; all others are ignored."""
 
 IGNORED_HEADER = "X-Gpupipe-Ignored-Params"
-MAX_SIDE = 65535  # the largest width or height a request may ask for
 _MAX_NAMES = 16  # ignored parameters named in the header
 _MAX_NAME = 40  # characters of each
 
@@ -100,14 +99,15 @@ def _size(value: Any) -> tuple[int, int] | None:
 def _quality(value: Any) -> int | None:
     if value is None:
         return None
+    bounds = f"quality must be an integer from {QUALITY_MIN} to {QUALITY_MAX}"
     if isinstance(value, bool):
-        raise BadParameter("quality must be an integer from 1 to 100")
+        raise BadParameter(bounds)
     if isinstance(value, str):
         if not value.isdigit() or len(value) > 3:
-            raise BadParameter(f"quality must be an integer from 1 to 100, got {value[:20]!r}")
+            raise BadParameter(f"{bounds}, got {value[:20]!r}")
         value = int(value)
-    if not isinstance(value, int) or not 1 <= value <= 100:
-        raise BadParameter(f"quality must be an integer from 1 to 100, got {str(value)[:20]!r}")
+    if not isinstance(value, int) or not QUALITY_MIN <= value <= QUALITY_MAX:
+        raise BadParameter(f"{bounds}, got {str(value)[:20]!r}")
     return value
 
 
