@@ -127,6 +127,18 @@ def _parse_size(value: str | None) -> tuple[int, int] | None:
         _fail(f"--size: expected WIDTHxHEIGHT such as 1280x720, got {value!r}")
 
 
+def _backend_option() -> Any:
+    """The ``--backend`` option of ``encode`` and ``demo``: one of :data:`~gpupipe.vocabulary.BACKENDS`, default the config's."""
+    return typer.Option(
+        None,
+        "--backend",
+        "-b",
+        callback=_backend_check(BACKENDS),
+        metavar="NAME",
+        help=f"{' | '.join(BACKENDS)} (default: config).",
+    )
+
+
 def _load(config: Path | None, gpu: int | None, backend: str | None) -> Config:
     try:
         cfg = load_config(config, gpu)
@@ -355,14 +367,7 @@ def encode(
     gpu: int | None = typer.Option(
         None, "--gpu", callback=_check_gpu, metavar="N", help="GPU index whose config section and device to use."
     ),
-    backend: str | None = typer.Option(
-        None,
-        "--backend",
-        "-b",
-        callback=_backend_check(("auto", "gpu", "cpu")),
-        metavar="NAME",
-        help="auto | gpu | cpu (default: config).",
-    ),
+    backend: str | None = _backend_option(),
     out: Path | None = typer.Option(None, "--out", metavar="FILE", help="Write JSON lines here instead of stdout."),
 ) -> None:
     """Encode frames to data URIs: one JSON line per input, in order: {source, mime, bytes, uri}, or {source, error, type} for a frame that failed."""
@@ -466,14 +471,7 @@ def info(
 @app.command(cls=_Command)
 @_user_errors
 def demo(
-    backend: str | None = typer.Option(
-        None,
-        "--backend",
-        "-b",
-        callback=_backend_check(("auto", "gpu", "cpu")),
-        metavar="NAME",
-        help="auto | gpu | cpu (default: config).",
-    ),
+    backend: str | None = _backend_option(),
     config: Path | None = typer.Option(None, "--config", "-c", metavar="FILE", help="YAML config."),
     cache_mb: int = typer.Option(
         128, "--cache-mb", min=64, metavar="MIB", help="Cache byte budget in MiB for the demo (small, to show eviction)."
