@@ -8,7 +8,11 @@ budget ("oversize") does not wait for room: it runs alone, one such job at a tim
 budget. All methods run under the cache's lock except where they say otherwise.
 
 Values handed out and still in use (:mod:`.holds`) count beside the work in flight once they are
-not entries: :attr:`Admission.committed` is what evicting entries cannot free.
+not entries; so do bytes *kept* past the work that admitted them (:meth:`Admission.keep`: an
+open video decoder's state, kept between the frames it decodes). :attr:`Admission.committed` is
+what evicting entries cannot free. A request that finds no room asks the *reclaimers*
+(:meth:`Admission.add_reclaimer`: the pools of open decoders) to give kept bytes back, closing
+idle decoders, before it waits.
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ class Admission:
         self.timeouts = 0
         self.holds = Holds()
         self._orphans: deque[Hold] = deque()
+        self.kept = 0
+        self._reclaimers: list[Callable[[int], int]] = []
 
     @property
     def inflight(self) -> int:
@@ -89,9 +95,49 @@ class Admission:
 
     @property
     def committed(self) -> int:
-        """Bytes inside the budget that evicting entries cannot free: work in flight, and held values
-        that are not entries."""
-        return self.host + self.device + self.holds.bytes
+        """Bytes inside the budget that evicting entries cannot free: work in flight, held values
+        that are not entries, and kept bytes."""
+        return self.host + self.device + self.holds.bytes + self.kept
+
+    def keep(self, res: Reservation | None, nbytes: int) -> bool:
+        """Count ``nbytes`` as kept past the work of ``res`` (lock held); whether they are.
+
+        They move out of ``res`` (host bytes first) when it holds them all; otherwise they are
+        kept only if they fit beside what is committed now, with no request waiting. All or
+        nothing: ``False`` changes nothing.
+        """
+        nbytes = nonneg_int(nbytes, "kept bytes")
+        if res is not None and not res.oversize and res.total >= nbytes:
+            host = min(nbytes, res.host)
+            device = nbytes - host
+            res.host -= host
+            res.device -= device
+            self.host -= host
+            self.device -= device
+        elif self._queue or self.committed + nbytes > self.max_bytes:
+            return False
+        self.kept += nbytes
+        return True
+
+    def unkeep(self, nbytes: int) -> None:
+        """Kept bytes given back (lock held); wakes reservations waiting for room."""
+        self.kept -= nbytes
+        self._freed.notify_all()
+
+    def add_reclaimer(self, reclaim: Callable[[int], int]) -> None:
+        """Register ``reclaim(nbytes)`` (lock held when it is called; it must not call the cache): it
+        frees up to about ``nbytes`` of kept bytes (closing idle decoders) and returns how many it
+        freed, which stop counting. Registering the same callable twice registers it once."""
+        if reclaim not in self._reclaimers:
+            self._reclaimers.append(reclaim)
+
+    def _reclaim(self, nbytes: int) -> None:
+        for reclaim in list(self._reclaimers):
+            if nbytes <= 0:
+                break
+            freed = reclaim(nbytes)
+            self.kept -= freed
+            nbytes -= freed
 
     def unhold(self, h: Hold) -> None:
         """A holder of ``h`` let go; wakes reservations waiting for room."""
@@ -174,7 +220,11 @@ class Admission:
             self._freed.notify_all()
 
     def _room(self, ticket: object, total: int, make_room: Callable[[int], None]) -> bool:
-        if self._queue[0] is not ticket or self.committed + total > self.max_bytes:
+        if self._queue[0] is not ticket:
+            return False
+        if self.kept and self.committed + total > self.max_bytes:
+            self._reclaim(self.committed + total - self.max_bytes)
+        if self.committed + total > self.max_bytes:
             return False
         make_room(total)
         return self.committed + total <= self.max_bytes

@@ -39,7 +39,7 @@ from ..schedule import SchedulePolicy
 from ..vocabulary import Estimate
 from .core import CacheCore, Outcome
 from .holds import Lease
-from .loads import Loads, PrefetchStatus
+from .loads import Loads, PrefetchStatus, running_reservation
 from .policy import EvictionPolicy
 from .stats import CacheStats
 from .store import EvictCause, Evicted
@@ -225,6 +225,35 @@ class FrameCache(Generic[V]):
             yield res.total
         finally:
             self._core.admission.release(res)
+
+    def keep(self, nbytes: int) -> bool:
+        """Keep ``nbytes`` counted against the budget past the load that is running (an open video
+        decoder's state, kept between the frames it decodes); whether they are kept.
+
+        Called from inside a loader (in the thread the cache called it in), the bytes move out of
+        that load's reservation, which must hold them all; elsewhere, or when it does not, they are
+        kept only if they fit now beside the entries' room (never waiting, evicting nothing). All
+        or nothing. Kept bytes count in ``kept_bytes`` (and ``peak_bytes``) until :meth:`unkeep`,
+        or until a reclaimer (:meth:`add_reclaimer`) frees them for a request that needs room.
+        """
+        core = self._core
+        with core.lock:
+            kept = core.admission.keep(running_reservation(core), nbytes)
+            core.entries.note_peak()
+        return kept
+
+    def unkeep(self, nbytes: int) -> None:
+        """Give back ``nbytes`` kept with :meth:`keep` (not those a reclaimer freed)."""
+        with self._core.lock:
+            self._core.admission.unkeep(nbytes)
+
+    def add_reclaimer(self, reclaim: Callable[[int], int]) -> None:
+        """Let requests that find no room take kept bytes back: ``reclaim(nbytes)`` is called with the
+        cache's lock held (it must not call the cache, and must not wait), frees up to about
+        ``nbytes`` of what it kept (closing idle decoders) and returns the bytes freed; they stop
+        counting then, without :meth:`unkeep`. Registering it again changes nothing."""
+        with self._core.lock:
+            self._core.admission.add_reclaimer(reclaim)
 
     def hold(self, key: Hashable, value: V) -> Lease:
         """Count ``value`` (the value of ``key`` as handed out) against the budget until the returned

@@ -256,4 +256,5 @@ class CacheCore(Generic[V]):
                 held_bytes=self.holds.bytes,
                 queued=a.queued,
                 prefetch_unused=len(self.unused_prefetch),
+                kept_bytes=a.kept,
             )

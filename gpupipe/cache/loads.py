@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any, Literal
 
 from ..errors import BudgetTimeout, CacheError
@@ -20,11 +21,19 @@ from .core import CacheCore, Flight, Outcome
 from .flights import claim, finish
 from .store import Evicted
 
-__all__ = ["Loads", "PrefetchStatus"]
+__all__ = ["Loads", "PrefetchStatus", "running_reservation"]
 
 PrefetchStatus = Literal["started", "present", "failed", "no-room"]
 Loader = Callable[[list[Any]], Sequence[Any]]
 Settled = dict[Hashable, tuple[Any, BaseException | None]]
+
+_RUNNING: ContextVar[tuple[CacheCore[Any], Reservation] | None] = ContextVar("gpupipe_cache_load", default=None)
+
+
+def running_reservation(core: CacheCore[Any]) -> Reservation | None:
+    """The reservation of the load of ``core`` that the calling thread runs a loader for, if any."""
+    running = _RUNNING.get()
+    return running[1] if running is not None and running[0] is core else None
 
 
 def _no_outcome(key: Hashable, used: bool) -> None:
@@ -169,6 +178,7 @@ class Loads:
     def _load_and_finish(self, keys: Sequence[Hashable], loader: Loader, res: Reservation, out: Settled) -> None:
         """Run ``loader`` for ``keys`` (admitted under ``res``) and complete their flights; a loader that
         raises, or returns the wrong count, fails every key."""
+        token = _RUNNING.set((self.core, res))
         try:
             values = list(loader(list(keys)))
             if len(values) != len(keys):
@@ -176,6 +186,8 @@ class Loads:
         except Exception as e:  # noqa: BLE001 - a load failure reaches every waiter of these keys
             self._finish_all(keys, e, out)
             return
+        finally:
+            _RUNNING.reset(token)
         evicted: Evicted = []
         with self.core.lock:
             for k, v in zip(keys, values):

@@ -41,8 +41,10 @@ class CacheStats:
     ``inflight_bytes`` is what work under way holds inside the budget (of which
     ``inflight_device_bytes`` on the device); ``held_bytes`` is what values handed out and still
     in use (:meth:`FrameCache.hold`, :meth:`FrameCache.lease_many`: a URI being sent) hold while
-    they are not entries; ``peak_bytes`` is the highest ``bytes + inflight_bytes + held_bytes``
-    seen, never above ``max_bytes`` while estimates hold and held values fit.
+    they are not entries; ``kept_bytes`` is what is kept past the work that admitted it (open
+    video decoders' state, :meth:`FrameCache.keep`); ``peak_bytes`` is the highest
+    ``bytes + inflight_bytes + held_bytes + kept_bytes`` seen, never above ``max_bytes`` while
+    estimates hold and held values fit.
     ``oversize_inflight_bytes`` is held outside the budget by the one oversize job allowed, and by
     held values larger than the whole budget.
 
@@ -87,6 +89,7 @@ class CacheStats:
     held_bytes: int = 0
     queued: int = 0
     prefetch_unused: int = 0
+    kept_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a plain dict."""
