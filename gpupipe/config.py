@@ -15,6 +15,7 @@ A config file has two top-level sections, both optional::
       max_source_bytes: null
       workers: null
       schedule: {read_ahead: 16}
+      video: {max_decoders: 4}
     gpus:
       0: {cache: {max_bytes: 4GiB}}   # overrides for GPU 0 only
 
@@ -78,6 +79,7 @@ __all__ = [
     "ScheduleConfig",
     "ServeConfig",
     "StagingConfig",
+    "VideoConfig",
     "configured_gpus",
     "load_config",
     "parse_size",
@@ -99,6 +101,7 @@ _MAX_PIXELS = 2**31
 MAX_GPU_INDEX = 1023
 """The largest GPU index a config (``gpus: {N: ...}``) or ``--gpu`` accepts."""
 _MAX_READ_AHEAD = 10**6  # frames
+_MAX_DECODERS = 1024  # open video decoders per encoder
 _MAX_CORS_ORIGINS = 1000  # entries of serve.cors_origins
 _MAX_ORIGIN_CHARS = 300  # a scheme, a host name of at most 253 characters, a port
 # Bounds on the file itself.
@@ -284,6 +287,17 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class VideoConfig:
+    """Video sources (:class:`gpupipe.VideoFrame`).
+
+    ``max_decoders``: how many clips an encoder keeps a decoder open for (its pool); opening one
+    more closes the least recently used idle one.
+    """
+
+    max_decoders: int = 4
+
+
+@dataclass(frozen=True)
 class Config:
     """A resolved configuration for one GPU (or the CPU path).
 
@@ -298,6 +312,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     backend: BackendChoice = "auto"
     batch_size: int = 8
     max_pixels: int = 8192 * 8192
@@ -483,6 +498,7 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "cors_origins": _cors_origins,
     },
     "schedule": {"read_ahead": partial(_int, lo=0, hi=_MAX_READ_AHEAD)},
+    "video": {"max_decoders": partial(_int, lo=1, hi=_MAX_DECODERS)},
 }
 _SCALARS: dict[str, Check] = {
     "backend": partial(_choice, choices=BACKENDS),
