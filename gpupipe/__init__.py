@@ -8,7 +8,8 @@ Quick use::
 
 The public API, all of it exported here: :class:`FrameCache` / :class:`CacheStats` / :class:`Lease`
 (with the eviction policies :class:`LruPolicy` and :class:`SchedulePolicy`), :func:`load_config` /
-:class:`Config`, :class:`FrameEncoder` / :class:`OutputSpec`, :class:`FramePipeline` /
+:class:`Config`, :class:`FrameEncoder` / :class:`OutputSpec` / :class:`VideoFrame` (a video clip's frame, by
+index or time, wherever a frame is taken), :class:`FramePipeline` /
 :func:`open_pipeline` / :class:`Schedule` / :class:`ScheduleStats`, and :mod:`gpupipe.errors`.
 Importing gpupipe never needs a GPU.
 """
@@ -19,6 +20,7 @@ from . import errors
 from .cache import CacheStats, FrameCache, Lease, LruPolicy
 from .config import Config, load_config
 from .encoder import FrameEncoder
+from .frames import VideoFrame
 from .pipeline import FramePipeline, open_pipeline
 from .plan import OutputSpec
 from .schedule import Schedule, SchedulePolicy, ScheduleStats
@@ -37,6 +39,7 @@ __all__ = [
     "Schedule",
     "SchedulePolicy",
     "ScheduleStats",
+    "VideoFrame",
     "__version__",
     "errors",
     "load_config",

@@ -12,6 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 from .errors import FrameError
 from .frames import Header
 from .plan import Job, OutputSpec
+from .video.decoder import DecoderOpener
 from .vocabulary import BackendName, Estimate
 
 __all__ = ["Backend"]
@@ -38,6 +39,10 @@ class Backend(Protocol):
 
     def info(self) -> dict[str, Any]:
         """What it runs on, for ``gpupipe info`` and reports."""
+        ...
+
+    def decoder_opener(self) -> DecoderOpener:
+        """How it opens a video decoder for a clip (the GPU's falls back to the CPU's for what it cannot decode)."""
         ...
 
     def counters(self) -> dict[str, int]:

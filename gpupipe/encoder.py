@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,9 +19,10 @@ from .backend import Backend
 from .config import Config, load_config
 from .cpu import CpuBackend
 from .errors import BackendUnavailable, FrameError
-from .frames import Frame, Header, Limits, Source, as_source, default_max_source_bytes
+from .frames import ClipReader, Frame, FrameSource, Header, Limits, Source, as_source, default_max_source_bytes
 from .memory import allocator_status, release_large_allocations
 from .plan import Job, OutputSpec, plan_job
+from .video import DecoderPool
 from .vocabulary import BACKENDS, OUTPUT_FORMATS, QUALITY_MAX, QUALITY_MIN, BackendName, Estimate
 
 __all__ = ["FrameEncoder", "select_backend"]
@@ -58,6 +59,10 @@ class FrameEncoder:
     the config's ``backend``. The chosen backend is
     ``.backend`` and the reason ``.backend_reason``. ``tune_allocator`` fixes glibc's mmap
     threshold (see :mod:`gpupipe.memory`), as :class:`~gpupipe.FramePipeline` does.
+
+    Video frames (:class:`gpupipe.VideoFrame`) are decoded through :attr:`videos`, the encoder's
+    pool of open decoders (``video.max_decoders``; the backend's decoder, with the CPU's as its
+    fallback), frames of one clip in display order.
     """
 
     def __init__(self, config: Config | None = None, backend: str | None = None, *, tune_allocator: bool = True) -> None:
@@ -85,6 +90,8 @@ class FrameEncoder:
         else:
             self._impl = CpuBackend(self.config.workers)
         self._io = ThreadPoolExecutor(min(8, (os.cpu_count() or 1) * 2), thread_name_prefix="gpupipe-read")
+        self.videos = DecoderPool(self.config.video.max_decoders, self._impl.decoder_opener())
+        """The pool of open video decoders (:class:`~gpupipe.video.pool.DecoderPool`)."""
 
     # ------------------------------------------------------------------ settings
 
@@ -104,23 +111,49 @@ class FrameEncoder:
 
     # ------------------------------------------------------------------ encoding
 
-    def read(self, source: Source, label: str | None = None) -> Frame | FrameError:
+    def read(self, source: Source, label: str | None = None, clips: ClipReader | None = None) -> Frame | FrameError:
         """Read one source under this encoder's :attr:`limits`; its :class:`FrameError` is returned, not raised.
 
-        ``label`` names the frame (default: :meth:`FrameSource.label <gpupipe.frames.FrameSource.label>`).
+        ``label`` names the frame (default: :meth:`FrameSource.label <gpupipe.frames.FrameSource.label>`);
+        a video frame decodes through ``clips`` (default: :attr:`videos`).
         """
-        src = as_source(source)
+        return self._read(as_source(source), label, clips if clips is not None else self.videos)
+
+    def _read(self, src: FrameSource, label: str | None, clips: ClipReader) -> Frame | FrameError:
         try:
-            return src.read(src.label() if label is None else label, self.limits)
+            return src.read(src.label() if label is None else label, self.limits, clips)
         except FrameError as e:
             return e
 
-    def read_many(self, sources: Sequence[Source], labels: Sequence[str | None] | None = None) -> list[Frame | FrameError]:
-        """:meth:`read` for several sources, in parallel on the encoder's I/O threads, in order."""
+    def read_many(
+        self, sources: Sequence[Source], labels: Sequence[str | None] | None = None, clips: ClipReader | None = None
+    ) -> list[Frame | FrameError]:
+        """:meth:`read` for several sources, in parallel on the encoder's I/O threads, in order.
+
+        Sources that read together (:meth:`FrameSource.read_order <gpupipe.frames.FrameSource.read_order>`:
+        a clip's frames) are read by one task, one after another in their order.
+        """
         names = list(labels) if labels is not None else [None] * len(sources)
-        if len(sources) <= 1:
-            return [self.read(s, n) for s, n in zip(sources, names)]
-        return list(self._io.map(self.read, sources, names))
+        srcs = [as_source(s) for s in sources]
+        reader = clips if clips is not None else self.videos
+        groups: dict[Hashable, list[tuple[int, int]]] = {}
+        tasks: list[list[int]] = []
+        for i, src in enumerate(srcs):
+            order = src.read_order()
+            if order is None:
+                tasks.append([i])
+            else:
+                groups.setdefault(order[0], []).append((order[1], i))
+        tasks += [[i for _, i in sorted(group)] for group in groups.values()]
+
+        def run(task: list[int]) -> list[tuple[int, Frame | FrameError]]:
+            return [(i, self._read(srcs[i], names[i], reader)) for i in task]
+
+        out: list[Any] = [None] * len(srcs)
+        for done in map(run, tasks) if len(tasks) <= 1 else self._io.map(run, tasks):
+            for i, frame in done:
+                out[i] = frame
+        return out
 
     def encode_jobs(self, frames: Sequence[Frame | FrameError], spec: OutputSpec) -> list[Any]:
         """Plan and run already-read frames; one URI or FrameError each."""
@@ -181,7 +214,12 @@ class FrameEncoder:
         """
         src = as_source(source)
         header = src.header(src.label() if label is None else label, self.limits)
-        return self._impl.footprint(header, spec), header
+        est = self._impl.footprint(header, spec)
+        if header.kind == "pixels":  # its clip's decoder open and counted already: not counted again
+            order = src.read_order()
+            kept = min(self.videos.kept_for(order[0]), header.scratch_bytes) if order is not None else 0
+            est = (max(0, est[0] - kept), est[1]) if isinstance(est, tuple) else max(0, est - kept)
+        return est, header
 
     def warm_up(self) -> float:
         """Start every stage a request can reach, so that no request pays for it; returns the seconds taken.
@@ -221,7 +259,8 @@ class FrameEncoder:
         return {**self._impl.counters(), "allocator_tuned": int(allocator_status().applied)}
 
     def close(self) -> None:
-        """Release thread pools and device resources."""
+        """Release thread pools, open video decoders and device resources."""
+        self.videos.close()
         self._impl.close()
         self._io.shutdown(wait=True)
 

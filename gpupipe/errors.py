@@ -37,6 +37,7 @@ __all__ = [
     "FrameError",
     "FrameNotFound",
     "FrameNotRegularFile",
+    "FrameOutOfRange",
     "FrameTooLarge",
     "GpuDeviceLostWarning",
     "GpuFallbackWarning",
@@ -117,6 +118,11 @@ class FrameChanged(FrameDecodeError):
     """The frame's file changed while it was read: its stat identity differed before and after the
     read (twice in a row), fewer bytes were read than its size said, or it grew past the header its
     budget was estimated from. Not a property of the frame: asking again later may succeed."""
+
+
+class FrameOutOfRange(FrameError):
+    """A video frame asked for past the end of its clip: an index at or past its frame count, or a
+    time past its duration (the reason names the count or the duration)."""
 
 
 class FrameTooLarge(FrameError):

@@ -36,7 +36,8 @@ def cpu_footprint(header: Header, spec: OutputSpec) -> int:
     """Host bytes that the CPU path holds at its peak for this frame (an upper bound).
 
     Passthrough: the source and its URI. Transcode, with everything that can be alive at once:
-    the source; the decoded image (at most 4 bytes per pixel in the decoder's layout) and one
+    the source (for decoded pixels, the picture, plus the ``scratch_bytes`` its decoding holds:
+    see :func:`~gpupipe.frames.video.VideoFrame.header`); the decoded image (at most 4 bytes per pixel in the decoder's layout) and one
     full-size copy when it is rotated or converted to RGB/RGBA (two for 16-bit samples, whose
     NumPy scaling makes temporaries); the resize's horizontal pass and output (4 bytes per pixel,
     twice for the box-reduced intermediate); the encoded stream (:func:`_encoded_bound`; PNG
@@ -44,7 +45,7 @@ def cpu_footprint(header: Header, spec: OutputSpec) -> int:
     ``tests/test_footprint.py`` checks this against measured peak RSS.
     """
     src = header.source_bytes
-    if passes_through(header.display_size, header.orientation, spec):
+    if passes_through(header.display_size, header.orientation, spec, encoded=header.encoded):
         return src + _uri(src)
     px = header.width * header.height
     ow, oh = fit_size(*header.display_size, spec.size)
@@ -53,9 +54,11 @@ def cpu_footprint(header: Header, spec: OutputSpec) -> int:
     if header.orientation != 1:
         copy = max(copy, px * 4)
     resized = 0 if (ow, oh) == header.display_size else ow * max(header.width, header.height) * 4 + 2 * opx * 4
-    png = spec.format == "png" or (spec.format == "auto" and header.kind == "png")
+    png = spec.format == "png" or (
+        header.kind == "png" if header.encoded else header.may_have_alpha and spec.format in ("auto", "passthrough")
+    )
     encoded = _encoded_bound(opx, png)
-    return src + px * 4 + copy + resized + encoded + _uri(encoded)
+    return src + header.scratch_bytes + px * 4 + copy + resized + encoded + _uri(encoded)
 
 
 def gpu_footprint(
@@ -71,6 +74,8 @@ def gpu_footprint(
     cost :func:`cpu_footprint`. ``staging_slack`` is added to each staged copy for the allocators' rounding.
     """
     src = header.source_bytes
+    if not header.encoded:  # decoded pixels are encoded on the CPU path (see GpuBackend.route)
+        return cpu_footprint(header, spec), 0
     if passes_through(header.display_size, header.orientation, spec):
         if not passthrough_on_device:
             return cpu_footprint(header, spec), 0

@@ -85,6 +85,8 @@ def environment_report(config: Config) -> dict[str, Any]:
             "pillow": pillow_flavour(),
             "base64": _base64_version(),
             "pyyaml": package_version("PyYAML"),
+            "av": package_version("av"),
+            "pynvvideocodec": package_version("pynvvideocodec"),
             "cupy": _first_version("cupy-cuda13x", "cupy-cuda12x", "cupy"),
             "dali": _first_version("nvidia-dali-cuda130", "nvidia-dali-cuda120"),
             "nvimgcodec": _first_version("nvidia-nvimgcodec-cu13", "nvidia-nvimgcodec-cu12"),

@@ -47,7 +47,9 @@ class FramePipeline:
 
     Every encode is admitted by the cache before it starts, with the bytes it will hold
     estimated from the frame's header (:meth:`FrameEncoder.footprint`): cached entries and work
-    in flight together stay within ``cache.max_bytes`` however many threads ask at once.
+    in flight together stay within ``cache.max_bytes`` however many threads ask at once. The
+    state of the video decoders its loads open is kept in the same budget while they stay open
+    (see :mod:`gpupipe.video.pool`).
     ``tune_allocator`` fixes glibc's mmap threshold so that evicted URIs return their memory to
     the OS; where that tuning is in force, each load ends with a rate-limited
     :func:`~gpupipe.memory.trim_free_memory` (see :mod:`gpupipe.memory`).
@@ -120,9 +122,13 @@ class FramePipeline:
             return est
 
         def load(ks: list[FrameKey]) -> list[Any]:
-            frames = self.encoder.read_many([by_key[k] for k in ks], [label(k) for k in ks])
-            checked = [_check_unchanged(fr, headers.get(k)) for k, fr in zip(ks, frames)]
-            return self.encoder.encode_jobs(checked, self.spec)
+            videos = self.encoder.videos.scope(self.cache)  # video decoders opened here count in the budget
+            try:
+                frames = self.encoder.read_many([by_key[k] for k in ks], [label(k) for k in ks], videos)
+                checked = [_check_unchanged(fr, headers.get(k)) for k, fr in zip(ks, frames)]
+                return self.encoder.encode_jobs(checked, self.spec)
+            finally:
+                videos.settle()
 
         return label, estimate, load
 

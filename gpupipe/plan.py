@@ -33,7 +33,7 @@ class Job:
     """One frame's work order.
 
     ``passthrough``: base64 the source bytes as they are. Otherwise decode (EXIF orientation
-    applied), resize to ``out_size`` if it differs from the display size, and encode to
+    applied; a frame read as pixels is decoded already), resize to ``out_size`` if it differs from the display size, and encode to
     ``target``: ``jpeg``, ``png``, or ``auto`` (JPEG unless the decoded frame has non-opaque
     alpha, then PNG).
     """
@@ -65,10 +65,13 @@ def fit_size(width: int, height: int, size: tuple[int, int] | None) -> tuple[int
     return max(1, min(bw, round(width * scale))), max(1, min(bh, round(height * scale)))
 
 
-def passes_through(display_size: tuple[int, int], orientation: int, spec: OutputSpec) -> bool:
+def passes_through(display_size: tuple[int, int], orientation: int, spec: OutputSpec, *, encoded: bool = True) -> bool:
     """Whether a frame of this display size and EXIF orientation is passed through
     unchanged under ``spec``: always for ``passthrough``; for ``auto`` when it already fits
-    ``spec.size`` and needs no rotation."""
+    ``spec.size`` and needs no rotation. Never for decoded pixels (``encoded=False``): they have
+    no encoded bytes to pass."""
+    if not encoded:
+        return False
     if spec.format == "passthrough":
         return True
     return spec.format == "auto" and orientation == 1 and fit_size(*display_size, spec.size) == display_size
@@ -81,12 +84,18 @@ def plan_job(index: int, frame: Frame, spec: OutputSpec) -> Job:
     both valid outputs); ``jpeg``/``png`` always re-encode; ``passthrough`` never touches the
     bytes (and ignores ``size``). A passthrough frame whose stream visibly stops early raises
     :class:`~gpupipe.errors.FrameDecodeError`.
+
+    Decoded pixels (a video's frame) are always encoded: under ``auto`` and ``passthrough`` to
+    JPEG, or to PNG when the clip has alpha; fitted to ``spec.size`` under every format.
     """
     disp = frame.display_size
     out_size = fit_size(disp[0], disp[1], spec.size)
+    if frame.pixels is not None:
+        fmt = spec.format if spec.format in ("jpeg", "png") else "png" if frame.may_have_alpha else "jpeg"
+        return Job(index, frame, False, "png" if fmt == "png" else "jpeg", out_size, spec.quality, spec.png_compress_level)
     if passes_through(disp, frame.orientation, spec):
         check_complete(frame)
-        return Job(index, frame, True, frame.kind, disp, spec.quality, spec.png_compress_level)
+        return Job(index, frame, True, "png" if frame.kind == "png" else "jpeg", disp, spec.quality, spec.png_compress_level)
     target: Target = "png" if spec.format == "png" else "jpeg" if spec.format == "jpeg" else "auto"
     if target == "auto" and not frame.may_have_alpha:
         target = "jpeg"

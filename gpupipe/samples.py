@@ -11,9 +11,10 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -21,7 +22,7 @@ from PIL import Image, ImageDraw
 from .env import env
 from .vocabulary import RESOLUTIONS
 
-__all__ = ["SAMPLE_SIZES", "default_sample_dir", "encode_frame", "make_frame", "write_samples"]
+__all__ = ["SAMPLE_SIZES", "default_sample_dir", "encode_frame", "make_frame", "write_clip", "write_samples"]
 
 SAMPLE_SIZES = RESOLUTIONS
 
@@ -111,4 +112,61 @@ def write_samples(
                 if on_frame is not None:
                     on_frame()
             out[(size, kind)] = paths
+    return out
+
+
+def write_clip(
+    path: str | os.PathLike[str],
+    *,
+    frames: int = 48,
+    size: tuple[int, int] = (320, 180),
+    fps: int = 30,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    options: dict[str, str] | None = None,
+    pts: Sequence[int] | None = None,
+    time_base: Fraction | None = None,
+    rotation: int | None = None,
+    container_options: dict[str, str] | None = None,
+    distinct: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write a video clip of :func:`make_frame` frames with PyAV (FFmpeg); returns its path.
+
+    ``codec`` and ``pix_fmt`` are FFmpeg's (``libx264``/``yuv420p``, ``libvpx-vp9``/``yuva420p`` for
+    alpha, ``prores_ks``/``yuva444p10le`` with ``options={"profile": "4444"}``, ``hevc``/
+    ``yuv420p10le``); an alpha format gets frames with a translucent region. ``options`` go to the
+    encoder (``{"bf": "3", "g": "16"}``). ``pts`` in ``time_base`` units give each frame's
+    timestamp (a variable frame rate); ``rotation`` sets the display matrix (degrees,
+    counter-clockwise); ``container_options`` go to the muxer (``{"movflags": "+faststart"}``).
+    ``distinct`` pictures are made and cycled (default: one per frame), which is faster for large
+    frames. The container follows the file name (``.mp4``, ``.webm``, ``.mov``, ``.mkv``).
+    """
+    import av
+
+    out = Path(path)
+    alpha = any(c.is_alpha for c in av.VideoFormat(pix_fmt).components)
+    w, h = size
+    count = frames if distinct is None else max(1, min(distinct, frames))
+    pictures = [make_frame(w, h, i, seed, alpha=alpha) for i in range(count)]
+    tmp = out.with_name(out.name + ".tmp" + out.suffix)
+    container = av.open(str(tmp), "w", options=container_options or {})
+    try:
+        stream: Any = container.add_stream(codec, rate=fps, options=options or {})
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        if time_base is not None:
+            stream.time_base = time_base
+            stream.codec_context.time_base = time_base
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(pictures[i % count], format="rgba" if alpha else "rgb24")
+            if pts is not None:
+                frame.pts = pts[i]
+                frame.time_base = time_base
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    finally:
+        container.close()
+    tmp.replace(out)
     return out

@@ -31,6 +31,7 @@ __all__ = [
     "PassthroughDevice",
     "PiB",
     "PngDevice",
+    "SourceKind",
     "Target",
     "TiB",
     "choose",
@@ -63,6 +64,9 @@ Estimate = Union[int, "tuple[int, int]"]
 
 Kind = Literal["png", "jpeg"]
 """An encoded image's format, as sniffed from its magic bytes."""
+
+SourceKind = Literal["png", "jpeg", "pixels"]
+"""What a frame source reads: an encoded image (``png``, ``jpeg``) or decoded ``pixels`` (a video's frame)."""
 
 Target = Literal["jpeg", "png", "auto"]
 """A transcode's output: ``auto`` decides between JPEG and PNG from the decoded alpha."""

@@ -23,6 +23,8 @@ from ..footprint import cpu_footprint
 from ..frames import Header
 from ..plan import Job, OutputSpec
 from ..uri import build_uri
+from ..video.decoder import DecoderOpener
+from ..video.pyav_decoder import PyavDecoder
 from ..vocabulary import MIME, BackendName
 from .decode import decode_frame, has_transparency
 from .encode import encode_image
@@ -137,6 +139,10 @@ class CpuBackend:
     def counters(self) -> dict[str, int]:
         """Jobs run so far."""
         return {"cpu_jobs": self.jobs}
+
+    def decoder_opener(self) -> DecoderOpener:
+        """FFmpeg through PyAV (:class:`~gpupipe.video.pyav_decoder.PyavDecoder`)."""
+        return PyavDecoder
 
     def close(self) -> None:
         """Shut the thread pool down."""

@@ -147,9 +147,15 @@ def decode_frame(job: Job) -> Image.Image:
     EXIF data is not parsed again, so malformed metadata can never fail a frame (an unusable
     orientation was already read as 1, as browsers read it). For JPEG sources being scaled
     down, the DCT-domain draft mode decodes at a reduced scale that is still at least the
-    output size. Raises :class:`FrameDecodeError`.
+    output size. Decoded pixels (a video's frame) are wrapped as they are. Raises :class:`FrameDecodeError`.
     """
     frame = job.frame
+    if frame.pixels is not None:
+        if frame.pixels.on_device:
+            raise FrameDecodeError(
+                frame.label, "the frame's pixels are on the GPU: the GPU backend copies them to the host first"
+            )
+        return Image.fromarray(frame.pixels.array)  # uint8 H×W×3 is RGB, H×W×4 RGBA
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -31,7 +31,7 @@ import zlib
 from dataclasses import dataclass
 
 from ..errors import FrameDecodeError, FrameTooLarge
-from ..vocabulary import MIME, Kind
+from ..vocabulary import MIME, Kind, SourceKind
 
 __all__ = [
     "PNG_IEND",
@@ -55,6 +55,10 @@ Bytes = bytes | memoryview
 class Header:
     """What a frame's header declares.
 
+    ``kind``: ``"png"`` or ``"jpeg"`` for an encoded frame; ``"pixels"`` for a frame its source
+    decodes itself (a video's frame, :mod:`gpupipe.frames.video`): its ``channels`` are 3 (RGB) or
+    4 (RGBA), ``sample_bytes`` 1, ``source_bytes`` the decoded picture's bytes, ``orientation`` 1
+    (the picture comes upright), and ``scratch_bytes`` what decoding it holds besides the picture.
     ``width``/``height``: the stored size. ``channels``: the channels the image stores, as Pillow
     opens it (PNG gray 1, gray+alpha 2, RGB 3, RGBA 4, palette 1; JPEG components: 1, 3 or 4).
     ``sample_bytes``: bytes per sample (2 for 16-bit PNG, else 1). ``source_bytes``: the encoded
@@ -63,7 +67,7 @@ class Header:
     any pixel is actually non-opaque needs decoding); never for JPEG.
     """
 
-    kind: Kind
+    kind: SourceKind
     width: int
     height: int
     channels: int
@@ -71,10 +75,18 @@ class Header:
     source_bytes: int
     orientation: int = 1
     may_have_alpha: bool = False
+    scratch_bytes: int = 0
+
+    @property
+    def encoded(self) -> bool:
+        """Whether the frame is an encoded image (PNG or JPEG), not decoded pixels."""
+        return self.kind != "pixels"
 
     @property
     def mime(self) -> str:
-        """The frame's MIME type, ``image/png`` or ``image/jpeg``."""
+        """The encoded frame's MIME type, ``image/png`` or ``image/jpeg``; ``ValueError`` for decoded pixels."""
+        if self.kind == "pixels":
+            raise ValueError("decoded pixels have no MIME type: they are encoded first")
         return MIME[self.kind]
 
     @property
@@ -89,7 +101,7 @@ class Header:
         """Whether the decoder's own image is already 8-bit RGB or RGBA (no conversion copy)."""
         if self.sample_bytes != 1:
             return False
-        return self.channels == 3 or (self.channels == 4 and self.kind == "png")
+        return self.channels == 3 or (self.channels == 4 and self.kind != "jpeg")
 
 
 class _Short(Exception):

@@ -29,7 +29,7 @@ from ..errors import FrameChanged, FrameDecodeError, FrameError, FrameNotFound, 
 from .files import FileRefused, open_regular, read_regular, read_upto
 from .headers import PNG_IEND, Header, parse_header, parse_prefix
 from .keys import FileIdentity, SourceKey
-from .source import Frame, FrameSource, Limits
+from .source import ClipReader, Frame, FrameSource, Limits
 
 __all__ = [
     "DataSource",
@@ -98,7 +98,7 @@ class PathSource(FrameSource):
         except FileRefused as e:
             raise _file_error(label, e, limits.max_bytes) from None
 
-    def read(self, label: str, limits: Limits) -> Frame:
+    def read(self, label: str, limits: Limits, clips: ClipReader | None = None) -> Frame:
         try:
             data, identity = read_regular(self.path, limits.max_bytes)
         except FileRefused as e:
@@ -129,7 +129,7 @@ class DataSource(FrameSource):
         _check_bytes(label, view.nbytes, limits.max_bytes)
         return parse_header(label, view, limits.max_pixels)
 
-    def read(self, label: str, limits: Limits) -> Frame:
+    def read(self, label: str, limits: Limits, clips: ClipReader | None = None) -> Frame:
         _check_bytes(label, memoryview(self.data).nbytes, limits.max_bytes)
         data = bytes(self.data)
         return Frame(label, data, parse_header(label, data, limits.max_pixels))

@@ -6,13 +6,17 @@ A :class:`FrameSource` is one frame the pipeline can cache, size up and read:
   cache key, with the output settings);
 - :meth:`~FrameSource.header`: its :class:`~gpupipe.frames.headers.Header`, read cheaply (a file's
   first bytes), from which its work's memory is estimated before it is admitted;
-- :meth:`~FrameSource.read`: its :class:`Frame`, the encoded bytes with the same header.
+- :meth:`~FrameSource.read`: its :class:`Frame`: the encoded bytes with the same header, or, for
+  a source that decodes itself (a video's frame, :class:`~gpupipe.frames.video.VideoFrame`), the
+  decoded :class:`Pixels`; such a source decodes through the :class:`ClipReader` it is lent (the
+  encoder's pool of open decoders), and says in :meth:`~FrameSource.read_order` which reads
+  belong together (frames of one clip, read in display order by one task).
 
 Files (:class:`~gpupipe.frames.read.PathSource`) and in-memory data
 (:class:`~gpupipe.frames.read.DataSource`) implement it; :func:`~gpupipe.frames.read.as_source`
 turns what callers pass (a path, bytes, or a source) into one. A new kind of source (a video's
-frames) is one more subclass, in its own module: the pipeline, the encoder and the cache only
-talk to this contract.
+frames, :mod:`gpupipe.frames.video`) is one more subclass, in its own module: the pipeline, the
+encoder and the cache only talk to this contract.
 
 It is a nominal base class (not a structural ``Protocol``) so that telling a source from a
 path or bytes at run time is a plain ``isinstance``, never a probe of attributes.
@@ -23,12 +27,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from ..vocabulary import Kind
+from ..vocabulary import SourceKind
+from .clip import Clip
 from .headers import Header
 from .keys import FileIdentity, SourceKey
 
-__all__ = ["Frame", "FrameSource", "Limits", "default_max_source_bytes"]
+__all__ = ["ClipReader", "Frame", "FrameSource", "Limits", "Pixels", "default_max_source_bytes"]
 
 
 @dataclass(frozen=True)
@@ -40,24 +46,51 @@ class Limits:
     max_bytes: int | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class Pixels:
+    """A decoded picture, upright (any rotation applied), as the encoders take it.
+
+    ``array`` is ``height × width × 3`` (RGB) or ``× 4`` (RGBA, straight alpha) 8-bit samples,
+    C-contiguous: a NumPy array on the host, or, with ``on_device``, a CUDA array (CuPy; DLPack)
+    on the GPU that decoded it.
+    """
+
+    array: Any
+    on_device: bool = False
+
+
+class ClipReader(Protocol):
+    """Decodes a clip's frames for the sources that decode themselves: the pool of open decoders an
+    encoder lends its reads (:class:`gpupipe.video.pool.DecoderPool`)."""
+
+    def decode(self, clip: Clip, index: int, label: str) -> Pixels:
+        """Frame ``index`` (display order) of ``clip``; raises the frame's :class:`~gpupipe.errors.FrameError` (named ``label``)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Frame:
-    """An encoded frame read from a source, with its header.
+    """A frame read from a source, with its header: encoded bytes, or decoded pixels.
 
-    ``label`` names it in errors; ``data`` is the encoded PNG or JPEG; ``header`` is what its
-    header declares (:func:`~gpupipe.frames.headers.parse_header` of ``data``); ``identity`` is
-    the file's :class:`~gpupipe.frames.keys.FileIdentity` that ``data`` was read under (``None``
-    for in-memory data): compare it with the ``identity`` of the source's key.
+    ``label`` names it in errors; ``header`` is what its header declares; ``identity`` is the
+    file's :class:`~gpupipe.frames.keys.FileIdentity` that it was read under (``None`` for
+    in-memory data): compare it with the ``identity`` of the source's key. Exactly one of:
+
+    - ``data``: the encoded PNG or JPEG (``header`` is
+      :func:`~gpupipe.frames.headers.parse_header` of it); ``pixels`` is ``None``;
+    - ``pixels``: the decoded :class:`Pixels` of a source that decodes itself (``header.kind`` is
+      ``"pixels"``); ``data`` is empty.
     """
 
     label: str
     data: bytes
     header: Header
     identity: FileIdentity | None = None
+    pixels: Pixels | None = None
 
     @property
-    def kind(self) -> Kind:
-        """``"png"`` or ``"jpeg"``."""
+    def kind(self) -> SourceKind:
+        """``"png"``, ``"jpeg"``, or ``"pixels"`` for a decoded frame."""
         return self.header.kind
 
     @property
@@ -82,7 +115,7 @@ class Frame:
 
     @property
     def mime(self) -> str:
-        """The frame's MIME type, ``image/png`` or ``image/jpeg``."""
+        """The encoded frame's MIME type, ``image/png`` or ``image/jpeg`` (``ValueError`` for pixels)."""
         return self.header.mime
 
     @property
@@ -115,8 +148,15 @@ class FrameSource(ABC):
         """What its header declares, reading no more than the header needs."""
 
     @abstractmethod
-    def read(self, label: str, limits: Limits) -> Frame:
-        """Its encoded bytes and their header."""
+    def read(self, label: str, limits: Limits, clips: ClipReader | None = None) -> Frame:
+        """Its encoded bytes and their header, or its decoded pixels. A source that decodes itself
+        does it through ``clips`` (and refuses to read without one: ``ValueError``)."""
+
+    def read_order(self) -> tuple[Hashable, int] | None:
+        """``(group, position)`` for reads that belong together: sources of one group are read one
+        after another by one task, in position order (a clip's frames in display order, so that
+        its decoder decodes forward); ``None`` (the default): read on its own."""
+        return None
 
     def memo(self) -> Hashable | None:
         """A name that stands for this source without any I/O, equal for sources with equal keys

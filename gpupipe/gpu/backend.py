@@ -44,6 +44,8 @@ from ..errors import DeviceLost, FrameError, GpuDeviceLostWarning
 from ..footprint import gpu_footprint
 from ..frames import Header
 from ..plan import Job, OutputSpec
+from ..video.decoder import DecoderOpener
+from ..video.pyav_decoder import PyavDecoder
 from ..vocabulary import BackendName, Estimate
 from .faults import is_sticky_error
 from .staging import PinnedBuffers, StagedRunner, StagingBudget
@@ -147,7 +149,7 @@ class GpuBackend:
 
     def route(self, job: Job) -> str:
         """Where ``job`` runs: ``"cpu"``, ``"passthrough"`` (the GPU kernel) or ``"transcode"`` (DALI + nvImageCodec)."""
-        if self.device_lost is not None or routes_to_cpu(job):
+        if self.device_lost is not None or routes_to_cpu(job) or job.frame.pixels is not None:
             return "cpu"
         if job.frame.kind == "png" and self.png_device == "cpu" and not job.passthrough:
             return "cpu"
@@ -201,6 +203,10 @@ class GpuBackend:
 
     def _submit_cpu(self, jobs: list[Job], idx: list[int]) -> list[tuple[int, Future]]:
         return [(i, self._cpu.submit(jobs[i])) for i in idx]
+
+    def decoder_opener(self) -> DecoderOpener:
+        """The CPU's video decoder (PyAV): decoded video frames take the CPU path."""
+        return PyavDecoder
 
     def _lose_device(self, cause: BaseException) -> None:
         """Give the device up for the rest of the process (once): one :class:`GpuDeviceLostWarning`."""
