@@ -22,6 +22,11 @@ budget, halved and retried after an out-of-memory error, a frame encoded on the 
 :class:`~gpupipe.gpu.staging.GpuFallbackWarning` as a last resort. Batch k+1's device work
 overlaps batch k's host work (two slots of buffers and pipelines).
 
+* **video frames** (:class:`gpupipe.VideoFrame`) are decoded by NVDEC where it can
+  (:mod:`gpupipe.gpu.nvdec`, else the CPU decoder); those decoded on the device and going to
+  JPEG without a resize are encoded there (:mod:`gpupipe.gpu.video_encode`), the others take the
+  CPU path (device pixels copied to the host first).
+
 **Fault containment.** After a sticky CUDA error (illegal address, kernel fault, ...; see
 :mod:`gpupipe.gpu.faults`) the CUDA context is dead for CuPy, DALI and nvImageCodec alike. The
 backend then sends every job to the CPU path for the rest of the process, with one
@@ -45,10 +50,11 @@ from ..footprint import gpu_footprint
 from ..frames import Header
 from ..plan import Job, OutputSpec
 from ..video.decoder import DecoderOpener
-from ..video.pyav_decoder import PyavDecoder
 from ..vocabulary import BackendName, Estimate
 from .faults import is_sticky_error
+from .nvdec import NvdecOpener, load_pynvvideocodec
 from .staging import PinnedBuffers, StagedRunner, StagingBudget
+from .video_encode import DevicePixelsEncoder, encodes_on_device, to_host
 
 __all__ = ["DeviceOps", "GpuBackend", "GpuDeviceLostWarning", "InstrumentedOps", "TwoPhaseOps", "routes_to_cpu"]
 
@@ -146,10 +152,15 @@ class GpuBackend:
         self._closed = False
         self.device_lost: str | None = None
         """Why the device was given up (a sticky CUDA error), or ``None`` while it is in use."""
+        self._nvdec: NvdecOpener | None = None
+        self._video = DevicePixelsEncoder(config.gpu or 0)
 
     def route(self, job: Job) -> str:
-        """Where ``job`` runs: ``"cpu"``, ``"passthrough"`` (the GPU kernel) or ``"transcode"`` (DALI + nvImageCodec)."""
-        if self.device_lost is not None or routes_to_cpu(job) or job.frame.pixels is not None:
+        """Where ``job`` runs: ``"cpu"``, ``"passthrough"`` (the GPU kernel), ``"transcode"`` (DALI +
+        nvImageCodec) or ``"video"`` (a frame NVDEC decoded, JPEG-encoded on the device)."""
+        if job.frame.pixels is not None:
+            return "video" if self.device_lost is None and encodes_on_device(job) else "cpu"
+        if self.device_lost is not None or routes_to_cpu(job):
             return "cpu"
         if job.frame.kind == "png" and self.png_device == "cpu" and not job.passthrough:
             return "cpu"
@@ -164,6 +175,10 @@ class GpuBackend:
         results: list[Any] = [None] * len(jobs)
         routes = [self.route(j) for j in jobs]
         futures = self._submit_cpu(jobs, [i for i, r in enumerate(routes) if r == "cpu"])
+        video = [i for i, r in enumerate(routes) if r == "video"]
+        if video:
+            for i, r in zip(video, self._video.run([jobs[i] for i in video])):
+                results[i] = r
         with self._device_lock:
             for kind in ("passthrough", "transcode"):
                 idx = [i for i, r in enumerate(routes) if r == kind]
@@ -202,11 +217,14 @@ class GpuBackend:
         return self._runner.run(jobs, ops.transcode, ops.transcode_cost, None)
 
     def _submit_cpu(self, jobs: list[Job], idx: list[int]) -> list[tuple[int, Future]]:
-        return [(i, self._cpu.submit(jobs[i])) for i in idx]
+        return [(i, self._cpu.submit(to_host(jobs[i]))) for i in idx]
 
     def decoder_opener(self) -> DecoderOpener:
-        """The CPU's video decoder (PyAV): decoded video frames take the CPU path."""
-        return PyavDecoder
+        """NVDEC through PyNvVideoCodec where it can decode a clip, else the CPU decoder
+        (:class:`~gpupipe.gpu.nvdec.NvdecOpener`; every clip once the device is lost)."""
+        if self._nvdec is None:
+            self._nvdec = NvdecOpener(self.config.gpu or 0, load_pynvvideocodec(), usable=lambda: self.device_lost is None)
+        return self._nvdec
 
     def _lose_device(self, cause: BaseException) -> None:
         """Give the device up for the rest of the process (once): one :class:`GpuDeviceLostWarning`."""
@@ -253,6 +271,9 @@ class GpuBackend:
             except Exception:  # a report must not fail
                 log.debug("device stats failed", exc_info=True)
         d.update(self._cpu.counters())
+        if self._nvdec is not None:
+            d.update(self._nvdec.counters())
+        d["video_device_jpeg"] = self._video.frames
         d["device_lost"] = int(self.device_lost is not None)
         return d
 
