@@ -31,6 +31,7 @@ from ..cache import FrameCache
 from ..demo import render_trace
 from ..encoder import FrameEncoder
 from ..errors import FrameError
+from ..frames import Source
 from ..pipeline import FramePipeline
 
 __all__ = ["SoakResult", "alias_frames", "run_soak"]
@@ -114,7 +115,7 @@ def _device_used() -> Callable[[], int]:
 
 def run_soak(
     encoder: FrameEncoder,
-    frames: Sequence[Path],
+    frames: Sequence[Source],
     *,
     budget_bytes: int,
     requests: int = 1000,
@@ -129,8 +130,10 @@ def run_soak(
 ) -> SoakResult:
     """Play ``requests`` requests over ``frames`` with ``threads`` concurrent workers and sample memory.
 
-    ``output``/``size`` are the pipeline's output settings; ``distinct`` requests each frame once,
-    in order (no hits: the most pressure on the budget), instead of a render with seek-backs.
+    ``frames`` are any sources (paths, or :class:`~gpupipe.VideoFrame` objects, whose decoders then
+    count in the budget). ``output``/``size`` are the pipeline's output settings; ``distinct``
+    requests each frame once, in order (no hits: the most pressure on the budget), instead of a
+    render with seek-backs.
     """
     proc = psutil.Process()
     start_rss = proc.memory_info().rss
@@ -142,6 +145,7 @@ def run_soak(
     spec = pipe.spec
     warm = encoder.encode_batch([frames[-1]], spec.format, spec.size, spec.quality)  # codec start-up; not cached
     del warm
+    encoder.videos.release()  # a video decoder the warm request opened counted in no budget
     base_rss = proc.memory_info().rss
     samples: list[tuple[float, int, int]] = []
     stop = threading.Event()
