@@ -24,13 +24,13 @@ from .errors import QueueFull
 
 __all__ = ["Batcher"]
 
-RunBatch = Callable[[list[str]], Sequence[Any]]
+RunBatch = Callable[[list[Any]], Sequence[Any]]
 
 
 class _Item:
     __slots__ = ("future", "source", "t", "taken")
 
-    def __init__(self, source: str, future: asyncio.Future, t: float) -> None:
+    def __init__(self, source: Any, future: asyncio.Future, t: float) -> None:
         self.source = source
         self.future = future
         self.t = t
@@ -102,8 +102,8 @@ class Batcher:
 
     # ------------------------------------------------------------------ requests
 
-    async def submit(self, lane: int, key: Hashable, run: RunBatch, batch_size: int, source: str) -> Any:
-        """The result ``run`` gives for ``source`` once its batch has run (a value or a returned exception).
+    async def submit(self, lane: int, key: Hashable, run: RunBatch, batch_size: int, source: Any) -> Any:
+        """The result ``run`` gives for ``source`` (a frame source) once its batch has run (a value or a returned exception).
 
         ``key`` names the group (requests that may share one ``run`` call); raises
         :class:`QueueFull` when ``max_queue`` requests already wait, and whatever ``run`` raised
@@ -112,9 +112,7 @@ class Batcher:
         if self._wake is None:
             raise RuntimeError("Batcher.start() was not called")
         if self.depth >= self.max_queue:
-            raise QueueFull(
-                f"{self.depth} requests are waiting for a batch (serve.max_queue = {self.max_queue}); retry shortly", source
-            )
+            raise QueueFull(f"{self.depth} requests are waiting for a batch (serve.max_queue = {self.max_queue}); retry shortly")
         loop = asyncio.get_running_loop()
         item = _Item(source, loop.create_future(), time.monotonic())
         g = self._groups.get(key)

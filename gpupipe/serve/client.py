@@ -6,11 +6,13 @@
 
     with FrameClient("http://127.0.0.1:8765") as fc:          # or FrameClient(socket_path="/run/gpupipe.sock")
         uri = fc.uri("clip/frame_00001.png", size=(1920, 1080))
-        with fc.schedule(["clip/frame_00001.png", "clip/frame_00002.png"]):
+        frame = fc.uri("clip.mp4", t=0.4, size=(1920, 1080))      # a video clip's frame: by t= (seconds) or frame= (index)
+        with fc.schedule(["clip/frame_00001.png", {"src": "clip.mp4", "frame": 12}]):
             ...
 
 Frame errors arrive as the library's own types, as in-process: 404 raises
-:class:`~gpupipe.errors.FrameNotFound`, 422 :class:`~gpupipe.errors.FrameDecodeError`, 413
+:class:`~gpupipe.errors.FrameNotFound` (:class:`~gpupipe.errors.FrameOutOfRange` for a video's
+frame past the clip's end), 422 :class:`~gpupipe.errors.FrameDecodeError`, 413
 :class:`~gpupipe.errors.FrameTooLarge`; every other error status raises :class:`ServeError`
 with the service's ``status``, ``type`` and message.
 
@@ -24,18 +26,25 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from ..errors import FrameChanged, FrameDecodeError, FrameNotFound, FrameTooLarge, GpupipeError
+from ..errors import FrameChanged, FrameDecodeError, FrameNotFound, FrameOutOfRange, FrameTooLarge, GpupipeError
+from ..frames import VideoFrame
 
-__all__ = ["MAX_RETRY_WAIT", "FrameClient", "RemoteSchedule", "ServeError", "fetch_uri"]
+__all__ = ["MAX_RETRY_WAIT", "FrameClient", "RemoteSchedule", "ScheduleSource", "ServeError", "fetch_uri"]
 
 MAX_RETRY_WAIT = 10.0  # seconds: the longest Retry-After a retry waits for
+
+ScheduleSource = str | Mapping[str, Any] | VideoFrame
+"""A schedule's source: a frame path; a video frame as the service takes it (``{"src": "clip.mp4",
+"frame": 12}`` or ``{"src": ..., "t": 0.4}``); or a :class:`~gpupipe.VideoFrame` whose path is
+relative to a root (or absolute inside one)."""
 
 
 class ServeError(GpupipeError):
@@ -71,8 +80,26 @@ def _size(size: tuple[int, int] | str | None) -> str | None:
     return f"{int(size[0])}x{int(size[1])}"
 
 
-def _query(src: str, format: str | None, size: tuple[int, int] | str | None, quality: int | None) -> str:
-    q: dict[str, Any] = {"src": src}
+def _pick(frame: int | None, t: float | None) -> dict[str, Any]:
+    """The query fields that pick a video's frame: ``frame`` (an index) or ``t`` (seconds, as ``repr`` writes them)."""
+    if frame is not None and t is not None:
+        raise ValueError("give one of frame= (a display index) and t= (seconds), not both")
+    if frame is not None:
+        return {"frame": int(frame)}
+    if t is not None:
+        return {"t": repr(float(t))}
+    return {}
+
+
+def _query(
+    src: str,
+    format: str | None,
+    size: tuple[int, int] | str | None,
+    quality: int | None,
+    frame: int | None = None,
+    t: float | None = None,
+) -> str:
+    q: dict[str, Any] = {"src": src, **_pick(frame, t)}
     if format is not None:
         q["format"] = format
     if size is not None:
@@ -194,30 +221,52 @@ class FrameClient:
             self._conn = None
 
     def uri(
-        self, src: str, *, format: str | None = None, size: tuple[int, int] | str | None = None, quality: int | None = None
+        self,
+        src: str,
+        *,
+        frame: int | None = None,
+        t: float | None = None,
+        format: str | None = None,
+        size: tuple[int, int] | str | None = None,
+        quality: int | None = None,
     ) -> str:
-        """The data URI of frame ``src`` (a path under one of the service's roots)."""
-        _, _, data = self._request("GET", "/v1/uri?" + _query(src, format, size, quality))
+        """The data URI of frame ``src`` (a path under one of the service's roots); for a video clip,
+        of its frame ``frame`` (display index, from 0) or the one shown at ``t`` seconds (one of the two)."""
+        _, _, data = self._request("GET", "/v1/uri?" + _query(src, format, size, quality, frame, t))
         return data.decode("ascii")
 
     def image(
-        self, src: str, *, format: str | None = None, size: tuple[int, int] | str | None = None, quality: int | None = None
+        self,
+        src: str,
+        *,
+        frame: int | None = None,
+        t: float | None = None,
+        format: str | None = None,
+        size: tuple[int, int] | str | None = None,
+        quality: int | None = None,
     ) -> tuple[bytes, str]:
-        """``(encoded image bytes, content type)`` of frame ``src``."""
-        _, hdrs, data = self._request("GET", "/v1/image?" + _query(src, format, size, quality))
+        """``(encoded image bytes, content type)`` of frame ``src`` (``frame``/``t``: as :meth:`uri`)."""
+        _, hdrs, data = self._request("GET", "/v1/image?" + _query(src, format, size, quality, frame, t))
         return data, hdrs.get("content-type", "application/octet-stream")
 
     def image_url(
-        self, src: str, *, format: str | None = None, size: tuple[int, int] | str | None = None, quality: int | None = None
+        self,
+        src: str,
+        *,
+        frame: int | None = None,
+        t: float | None = None,
+        format: str | None = None,
+        size: tuple[int, int] | str | None = None,
+        quality: int | None = None,
     ) -> str:
-        """The URL of frame ``src``'s image, for a page's ``<img src>`` (TCP services only)."""
+        """The URL of frame ``src``'s image (``frame``/``t``: as :meth:`uri`), for a page's ``<img src>`` (TCP services only)."""
         if self.socket_path is not None:
             raise ValueError("a browser cannot load an image from a Unix socket; serve on TCP for URL mode")
-        return f"{self.url}/v1/image?{_query(src, format, size, quality)}"
+        return f"{self.url}/v1/image?{_query(src, format, size, quality, frame, t)}"
 
     def schedule(
         self,
-        sources: Iterable[str],
+        sources: Iterable[ScheduleSource],
         *,
         format: str | None = None,
         size: tuple[int, int] | str | None = None,
@@ -225,10 +274,11 @@ class FrameClient:
     ) -> RemoteSchedule:
         """Declare the order in which frames will be requested; returns the open :class:`RemoteSchedule`.
 
-        Sources that exist under no root are left out (:attr:`RemoteSchedule.missing`); raises
+        ``sources``: frame paths and video frames (:data:`ScheduleSource`). Sources that exist under
+        no root are left out (:attr:`RemoteSchedule.missing`, by ``src``); raises
         :class:`~gpupipe.errors.FrameNotFound` when none exists, :class:`ServeError` for a refused one (403).
         """
-        body: dict[str, Any] = {"sources": list(sources)}
+        body: dict[str, Any] = {"sources": [_schedule_item(s) for s in sources]}
         for k, v in (("format", format), ("size", _size(size)), ("quality", quality)):
             if v is not None:
                 body[k] = v
@@ -253,6 +303,16 @@ class FrameClient:
         self.close()
 
 
+def _schedule_item(source: ScheduleSource) -> Any:
+    """A schedule's source as its JSON body carries it."""
+    if isinstance(source, VideoFrame):
+        pick = {"frame": source.index} if source.index is not None else {"t": source.t}
+        return {"src": os.fspath(source.path), **pick}
+    if isinstance(source, Mapping):
+        return dict(source)
+    return source
+
+
 def _error(status: int, headers: dict[str, str], data: bytes) -> Exception:
     try:
         body = json.loads(data)
@@ -260,6 +320,8 @@ def _error(status: int, headers: dict[str, str], data: bytes) -> Exception:
     except (ValueError, AttributeError):
         message, type_, src = data[:300].decode("utf-8", "replace"), "HTTPError", None
     frame = src if isinstance(src, str) else "?"
+    if status == 404 and type_ == "FrameOutOfRange":
+        return FrameOutOfRange(frame, message)
     if status == 404 and type_ not in {"ScheduleNotFound", "HTTPNotFound"}:
         return FrameNotFound(frame, message)
     if status == 422:
@@ -284,6 +346,8 @@ def _retry_after(headers: dict[str, str]) -> float | None:
 def fetch_uri(
     src: str,
     *,
+    frame: int | None = None,
+    t: float | None = None,
     url: str = "http://127.0.0.1:8765",
     socket_path: str | None = None,
     format: str | None = None,
@@ -291,6 +355,7 @@ def fetch_uri(
     quality: int | None = None,
     timeout: float = 120.0,
 ) -> str:
-    """The data URI of frame ``src`` from the service at ``url`` (one request; use :class:`FrameClient` for many)."""
+    """The data URI of frame ``src`` (``frame``/``t``: a video clip's frame, as :meth:`FrameClient.uri`) from the
+    service at ``url`` (one request; use :class:`FrameClient` for many)."""
     with FrameClient(url, socket_path=socket_path, timeout=timeout) as fc:
-        return fc.uri(src, format=format, size=size, quality=quality)
+        return fc.uri(src, frame=frame, t=t, format=format, size=size, quality=quality)

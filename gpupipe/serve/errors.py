@@ -6,11 +6,17 @@ maps them to statuses. Every error reaches the client as a JSON body
 Statuses that are worth asking again (503: the queue or byte budget was full, or
 :class:`~gpupipe.errors.FrameChanged`, a frame file changed while it was read) come with
 ``Retry-After`` (:func:`retry_after_of`).
+
+A video's frame or time past the clip's end (:class:`~gpupipe.errors.FrameOutOfRange`) is 404,
+not 416: 416 answers a ``Range`` header, which these requests never send, and HTTP clients and
+caches read it that way; 404 is what a renderer's client already handles as "no such frame"
+(the Python client raises ``FrameOutOfRange``), and the message names the clip's frame count
+or duration, so the caller can tell how far the clip goes.
 """
 
 from __future__ import annotations
 
-from ..errors import BudgetTimeout, FrameChanged, FrameDecodeError, FrameError, FrameNotFound, FrameTooLarge
+from ..errors import BudgetTimeout, FrameChanged, FrameDecodeError, FrameError, FrameNotFound, FrameOutOfRange, FrameTooLarge
 
 __all__ = [
     "BadParameter",
@@ -21,7 +27,6 @@ __all__ = [
     "ScheduleNotFound",
     "ServiceStopping",
     "TooManySchedules",
-    "UnsupportedParameter",
     "retry_after_of",
     "status_of",
 ]
@@ -41,12 +46,6 @@ class RequestError(Exception):
 
 class BadParameter(RequestError):
     """A missing, malformed or out-of-range query parameter or body field (400)."""
-
-    status = 400
-
-
-class UnsupportedParameter(BadParameter):
-    """A query parameter gpupipe reserves for a coming version (``t``, ``frame``: frames of video files) (400)."""
 
     status = 400
 
@@ -94,12 +93,13 @@ class RequestTimeout(RequestError):
 
 def status_of(err: BaseException) -> int:
     """The HTTP status for ``err``: a :class:`RequestError`'s own, 404/422/413 for frame errors,
-    503 for :class:`~gpupipe.errors.BudgetTimeout` (the byte budget stayed full) and
+    404 for :class:`~gpupipe.errors.FrameOutOfRange` too (a video's frame or time past the clip's
+    end: its message names the frame count or duration), 503 for :class:`~gpupipe.errors.BudgetTimeout` (the byte budget stayed full) and
     :class:`~gpupipe.errors.FrameChanged` (the file changed while read: asking again may
     succeed), 500 otherwise."""
     if isinstance(err, RequestError):
         return err.status
-    if isinstance(err, FrameNotFound):
+    if isinstance(err, (FrameNotFound, FrameOutOfRange)):
         return 404
     if isinstance(err, FrameTooLarge):
         return 413

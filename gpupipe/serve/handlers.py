@@ -16,8 +16,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..memory import allocator_status
 from .errors import BadParameter
-from .params import IGNORED_HEADER, FrameQuery, frame_params, ignored_header_value, ignored_params, parse_query
-from .request_info import CACHE_STATE_KEY, CLOSED_KEY, IGNORED_KEY, SRC_KEY
+from .params import (
+    IGNORED_HEADER,
+    FrameQuery,
+    frame_params,
+    ignored_header_value,
+    ignored_params,
+    parse_query,
+    schedule_sources,
+)
+from .request_info import CACHE_STATE_KEY, CLOSED_KEY, IGNORED_KEY, REF_KEY, SRC_KEY
 from .service import CacheState, FrameAnswer, FrameService
 from .streaming import decoded_length, image_chunks, send, text_chunks, uri_parts
 
@@ -57,11 +65,12 @@ async def _frame(request: web.Request) -> tuple[FrameService, FrameAnswer]:
     request[IGNORED_KEY] = ignored_params(request.query)
     request[SRC_KEY] = request.query.get("src")
     q: FrameQuery = parse_query(request.query)
+    request[REF_KEY] = q.ref
 
     def on_lookup(state: CacheState) -> None:
         request[CACHE_STATE_KEY] = state
 
-    answer = await svc.frame(q.src, q.params, if_none_match=request.headers.get("If-None-Match"), on_lookup=on_lookup)
+    answer = await svc.frame(q.ref, q.params, if_none_match=request.headers.get("If-None-Match"), on_lookup=on_lookup)
     return svc, answer
 
 
@@ -112,8 +121,9 @@ async def handle_image(request: web.Request) -> web.StreamResponse:
 async def handle_schedule_create(request: web.Request) -> web.Response:
     """``POST /v1/schedules``: declare the order in which frames will be requested.
 
-    Answers 201 ``{"id", "sources": how many were given, "missing": [sources under no root, at most
-    100], "missing_count"}``; the missing ones are left out of the schedule.
+    ``sources`` are frame paths and video frames (``{"src", "frame"}`` or ``{"src", "t"}``). Answers
+    201 ``{"id", "sources": how many were given, "missing": [the ``src`` of sources under no root, each
+    once, at most 100], "missing_count"}``; the missing ones are left out of the schedule.
     """
     svc = service_of(request)
     try:
@@ -125,9 +135,7 @@ async def handle_schedule_create(request: web.Request) -> web.Response:
     unknown = sorted(set(body) - set(_SCHEDULE_FIELDS))
     if unknown:
         raise BadParameter(f"unknown field {str(unknown[0])[:40]!r} (known: {', '.join(_SCHEDULE_FIELDS)})")
-    sources = body.get("sources")
-    if not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources):
-        raise BadParameter("sources must be a non-empty list of frame paths (strings)")
+    sources = schedule_sources(body.get("sources"))
     opened = await svc.open_schedule(sources, frame_params(body.get))
     return web.json_response(
         {"id": opened.id, "sources": opened.sources, "missing": list(opened.missing), "missing_count": opened.missing_count},

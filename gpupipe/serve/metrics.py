@@ -155,6 +155,12 @@ class ServiceMetrics:
             "gpupipe_send_timeouts", "Responses cut off because the client took no data for serve.send_timeout.", registry=r
         )
         self.schedules = Gauge("gpupipe_schedules_open", "Schedules open (POST /v1/schedules not yet deleted).", registry=r)
+        self.video_requests = Counter(
+            "gpupipe_http_video_frame_requests",
+            "Requests for a video clip's frame, by endpoint, how the frame was picked (frame: by index; t: by time) and status.",
+            ["endpoint", "by", "status"],
+            registry=r,
+        )
         self.lookups = Counter(
             "gpupipe_requests_by_cache_state",
             "Frame requests by what the cache held when they came: hit or miss.",

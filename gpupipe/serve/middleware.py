@@ -3,7 +3,8 @@
 Errors are answered as JSON ``{"error", "type", "src"}`` with the status :func:`~gpupipe.serve.errors.status_of`
 gives them (``Retry-After`` on a 503); an unexpected exception is logged and answered 500 without
 its message or a stack trace. Every request is counted in the metrics by endpoint and
-:func:`~gpupipe.serve.request_info.counted_status` (499 for a client that left mid-answer).
+:func:`~gpupipe.serve.request_info.counted_status` (499 for a client that left mid-answer); a
+request for a video clip's frame also by how it picked the frame (``frame`` or ``t``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from aiohttp import web
 from ..errors import FrameError
 from .errors import RequestError, retry_after_of, status_of
 from .handlers import service_of
-from .request_info import SRC_KEY, counted_status
+from .request_info import REF_KEY, SRC_KEY, counted_status
 
 __all__ = ["error_response", "errors_and_metrics"]
 
@@ -69,7 +70,11 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
     except Exception as e:
         log.exception("%s %s failed", request.method, request.path)
         resp = error_response(e, request.get(SRC_KEY))
-    svc.metrics.requests.labels(endpoint, str(counted_status(request, resp))).inc()
+    status = str(counted_status(request, resp))
+    svc.metrics.requests.labels(endpoint, status).inc()
+    ref = request.get(REF_KEY)
+    if ref is not None and ref.video:
+        svc.metrics.video_requests.labels(endpoint, "frame" if ref.frame is not None else "t", status).inc()
     svc.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
     if resp.body_length:
         svc.metrics.response_bytes.labels(endpoint).inc(resp.body_length)

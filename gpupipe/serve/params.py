@@ -5,11 +5,13 @@ or in a coming version (the README's "Serving frames" repeats it; a test keeps t
 Every other query parameter is ignored, so that a page's cache-buster (``&_=123``, ``&v=2``)
 does not break URL mode; the handlers name the ignored ones in the :data:`IGNORED_HEADER`
 response header. A reserved parameter given twice, or with a bad value, is a
-:class:`~gpupipe.serve.errors.BadParameter` (400); ``t`` and ``frame`` (frames of video files,
-not served yet) are an :class:`~gpupipe.serve.errors.UnsupportedParameter` (400).
+:class:`~gpupipe.serve.errors.BadParameter` (400) naming it. ``frame`` and ``t`` pick a frame of
+the video clip ``src`` names (:class:`~gpupipe.serve.refs.FrameRef`).
 
 The same settings come as fields of a schedule's JSON body (:func:`frame_params` over
-``body.get``), where ``size`` may also be a ``[width, height]`` list.
+``body.get``), where ``size`` may also be a ``[width, height]`` list; its ``sources``
+(:func:`schedule_sources`) are frame paths (strings) and video frames (``{"src": "clip.mp4",
+"frame": 12}`` or ``{"src": "clip.mp4", "t": 0.4}``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from urllib.parse import quote
 from multidict import MultiMapping
 
 from ..vocabulary import MAX_SIDE, OUTPUT_FORMATS, QUALITY_MAX, QUALITY_MIN, parse_wxh
-from .errors import BadParameter, UnsupportedParameter
+from .errors import BadParameter
+from .refs import FrameRef, parse_frame, parse_t
 
 __all__ = [
     "FRAME_PARAMS",
@@ -36,6 +39,7 @@ __all__ = [
     "ignored_header_value",
     "ignored_params",
     "parse_query",
+    "schedule_sources",
 ]
 
 FRAME_PARAMS: Mapping[str, str] = {
@@ -46,10 +50,11 @@ FRAME_PARAMS: Mapping[str, str] = {
 }
 """The parameters of a frame request, with what each means."""
 VIDEO_PARAMS: Mapping[str, str] = {
-    "t": "a video frame by its time in seconds (reserved: not served yet)",
-    "frame": "a video frame by its index (reserved: not served yet)",
+    "t": "with a src that names a video clip: its frame at t seconds from the first frame, a decimal such as 1.5"
+    " (the last frame whose timestamp is <= t, as a browser shows at currentTime = t)",
+    "frame": "with a src that names a video clip: its frame by display index, from 0",
 }
-"""Parameters reserved for frames of video files; answered 400 until they are served."""
+"""Parameters that pick one frame of a video clip: exactly one of them beside a ``src`` that names a clip."""
 RESERVED_PARAMS: tuple[str, ...] = (*FRAME_PARAMS, *VIDEO_PARAMS)
 """Every query parameter gpupipe gives a meaning to; all others are ignored."""
 
@@ -69,9 +74,9 @@ class FrameParams:
 
 @dataclass(frozen=True)
 class FrameQuery:
-    """A frame request's parameters: ``src`` and its output settings."""
+    """A frame request's parameters: the frame (``src``, and ``frame`` or ``t`` for a video's) and its output settings."""
 
-    src: str
+    ref: FrameRef
     params: FrameParams
 
 
@@ -134,16 +139,54 @@ def _one(query: MultiMapping[str], name: str) -> str | None:
 def parse_query(query: MultiMapping[str]) -> FrameQuery:
     """The frame request in ``query``; parameters outside :data:`RESERVED_PARAMS` are not looked at.
 
-    Raises :class:`UnsupportedParameter` for ``t`` or ``frame``, :class:`BadParameter` for a
-    missing ``src``, a reserved parameter given twice, or a bad value.
+    Raises :class:`BadParameter` for a missing ``src``, a reserved parameter given twice, a bad
+    value, or both ``frame`` and ``t``.
     """
-    for name in VIDEO_PARAMS:
-        if query.getall(name, []):
-            raise UnsupportedParameter(f"{name} is reserved for frames of video files, which this gpupipe does not serve yet")
     src = _one(query, "src")
     if not src:
         raise BadParameter("src is required: a frame path relative to a --root, or an absolute path inside one")
-    return FrameQuery(src, frame_params(lambda n: _one(query, n)))
+    ref = FrameRef(src, parse_frame(_one(query, "frame")), parse_t(_one(query, "t")))
+    return FrameQuery(ref, frame_params(lambda n: _one(query, n)))
+
+
+_SOURCE_FIELDS = ("src", "frame", "t")
+_SOURCES_SHAPE = (
+    'sources must be a non-empty list of frame paths ("f.png") and video frames '
+    '({"src": "clip.mp4", "frame": 12} or {"src": "clip.mp4", "t": 0.4})'
+)
+
+
+def schedule_sources(value: Any) -> list[FrameRef]:
+    """A schedule body's ``sources``: each a frame path (a string) or a video frame (an object with
+    ``src`` and exactly one of ``frame``, a display index, and ``t``, seconds).
+
+    :class:`BadParameter` for anything else, naming the first bad entry (``sources[3]: ...``).
+    """
+    if not isinstance(value, list) or not value:
+        raise BadParameter(_SOURCES_SHAPE)
+    out: list[FrameRef] = []
+    for i, item in enumerate(value):
+        if isinstance(item, str):
+            out.append(FrameRef(item))
+            continue
+        try:
+            if not isinstance(item, dict):
+                raise BadParameter(_SOURCES_SHAPE)
+            unknown = sorted(set(item) - set(_SOURCE_FIELDS))
+            if unknown:
+                raise BadParameter(f"unknown field {str(unknown[0])[:40]!r} (known: {', '.join(_SOURCE_FIELDS)})")
+            src = item.get("src")
+            if not isinstance(src, str):
+                raise BadParameter("src must be a path (a string)")
+            ref = FrameRef(src, parse_frame(item.get("frame")), parse_t(item.get("t")))
+            if not ref.video:
+                raise BadParameter(
+                    'a video frame needs "frame" (a display index) or "t" (seconds); a frame file is a plain string'
+                )
+        except BadParameter as e:
+            raise BadParameter(f"sources[{i}]: {e.message}") from None
+        out.append(ref)
+    return out
 
 
 def ignored_params(names: Iterable[str]) -> tuple[str, ...]:

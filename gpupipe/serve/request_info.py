@@ -10,7 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["CACHE_STATE_KEY", "CLIENT_CLOSED", "CLOSED_KEY", "IGNORED_KEY", "SRC_KEY", "counted_status"]
+from .refs import FrameRef
+
+__all__ = ["CACHE_STATE_KEY", "CLIENT_CLOSED", "CLOSED_KEY", "IGNORED_KEY", "REF_KEY", "SRC_KEY", "counted_status"]
 
 _RequestKey = getattr(web, "RequestKey", None)  # aiohttp >= 3.12; plain strings before
 
@@ -21,6 +23,8 @@ def _key(name: str, kind: type) -> Any:
 
 SRC_KEY: Any = _key("gpupipe_src", str)
 """The request's ``src``, as given (``None`` when it has none)."""
+REF_KEY: Any = _key("gpupipe_ref", FrameRef)
+"""The frame the request names (a :class:`~gpupipe.serve.refs.FrameRef`), once its parameters parsed."""
 CACHE_STATE_KEY: Any = _key("gpupipe_cache", str)
 """What the cache held: ``hit``, ``miss``, ``revalidated`` (a 304), with ``,send-timeout`` appended when cut off."""
 CLOSED_KEY: Any = _key("gpupipe_client_closed", bool)

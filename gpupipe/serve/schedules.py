@@ -1,16 +1,19 @@
 """The service's open schedules (``POST /v1/schedules``): each split by lane into pipeline schedules.
 
 A schedule declares the order in which frames will be requested (:meth:`FramePipeline.schedule
-<gpupipe.FramePipeline.schedule>`). Its sources are confined to the roots and routed to their
+<gpupipe.FramePipeline.schedule>`). Its sources (:class:`~gpupipe.serve.refs.FrameRef`: frame
+files, and video clips' frames by index or time) are confined to the roots and routed to their
 lanes (order kept within each), and each lane's part is scheduled on the lane's view for the
 schedule's output settings.
 
-Sources that do not exist under any root are left out and reported (:attr:`OpenedSchedule.missing`),
+Sources whose file does not exist under any root are left out and reported by ``src``, once each
+(:attr:`OpenedSchedule.missing`: a missing clip is one entry, however many of its frames were given),
 so that one missing frame does not cost the whole timeline its read-ahead and eviction order; a
 request for a missing frame is answered 404 when it comes, as without a schedule. A schedule none
 of whose sources exists is refused (404 naming them: most likely a wrong ``--root``). A source
-refused by confinement (403) or a bad value (400) refuses the whole schedule: those are the
-caller's mistakes, not gaps in the frames.
+refused by confinement (403), a bad value (400) or a video's frame picked in an image file (400)
+refuses the whole schedule: those are the caller's mistakes, not gaps in the frames. A video
+frame past its clip's end is not looked for here; its request answers 404 when it comes.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ..errors import FrameNotFound
 from .errors import BadParameter, ScheduleNotFound, ServiceStopping, TooManySchedules
 from .lanes import Lane, route
 from .params import FrameParams
+from .refs import FrameRef, refuse_image
 from .roots import Roots
 
 __all__ = ["MAX_MISSING_LISTED", "MAX_SCHEDULES", "MAX_SCHEDULE_SOURCES", "OpenSchedules", "OpenedSchedule"]
@@ -68,7 +72,7 @@ class OpenSchedules:
     def __len__(self) -> int:
         return len(self._open)
 
-    async def open(self, sources: Sequence[str], params: FrameParams) -> OpenedSchedule:
+    async def open(self, sources: Sequence[FrameRef], params: FrameParams) -> OpenedSchedule:
         """Open a schedule of ``sources`` under ``params``, leaving out (and reporting) missing ones.
 
         Raises :class:`TooManySchedules` (:data:`MAX_SCHEDULES` open),
@@ -103,12 +107,14 @@ class OpenSchedules:
             _, handles = self._open.popitem()
             await loop.run_in_executor(self.pool, _close_handles, handles)
 
-    def _open_blocking(self, sources: Sequence[str], params: FrameParams) -> tuple[_Handles, list[str]]:
+    def _open_blocking(self, sources: Sequence[FrameRef], params: FrameParams) -> tuple[_Handles, list[str]]:
         """Confine every source, split them by lane (order kept) and schedule each part; also the missing sources."""
         resolved: dict[str, str | None] = {}
+        videos: set[str] = set()  # real paths checked not to be images
         missing: list[str] = []
-        by_lane: dict[int, list[str]] = {}
-        for src in sources:
+        by_lane: dict[int, list[Any]] = {}
+        for ref in sources:
+            src = ref.src
             if src in resolved:
                 real = resolved[src]
             else:
@@ -118,8 +124,12 @@ class OpenSchedules:
                     real = None
                     missing.append(src)
                 resolved[src] = real
-            if real is not None:
-                by_lane.setdefault(route(real, len(self.lanes)), []).append(real)
+            if real is None:
+                continue
+            if ref.video and real not in videos:
+                refuse_image(ref, real)
+                videos.add(real)
+            by_lane.setdefault(route(real, len(self.lanes)), []).append(ref.source(real))
         if not by_lane:
             listed = ", ".join(repr(s[:200]) for s in missing[:MAX_MISSING_LISTED])
             more = f" and {len(missing) - MAX_MISSING_LISTED} more" if len(missing) > MAX_MISSING_LISTED else ""

@@ -1,6 +1,8 @@
 """The frame service: its lanes, roots, batcher, thread pools, schedules and metrics, behind the endpoints.
 
-A frame request is confined to the roots and routed to its lane (:func:`~gpupipe.serve.lanes.route`).
+A frame request (a :class:`~gpupipe.serve.refs.FrameRef`: a frame file, or a video clip's frame by
+index or time) is confined to the roots and routed to its lane (:func:`~gpupipe.serve.lanes.route`,
+by the file's real path: every frame of a clip goes to one lane, and its one open decoder).
 A request whose frame is cached is answered at once; the others go through the
 :class:`~gpupipe.serve.batcher.Batcher`. Blocking work (path checks, ``lease_many``) runs on
 thread pools, never on the event loop. Every URI handed out is leased
@@ -28,6 +30,7 @@ from typing import Literal
 from ..cache import Lease
 from ..config import ServeConfig
 from ..errors import FrameError
+from ..frames import Source
 from ..pipeline import FramePipeline
 from .batcher import Batcher
 from .errors import BadParameter, RequestError, RequestTimeout
@@ -36,6 +39,7 @@ from .lanes import Lane, route
 from .metrics import ServiceMetrics
 from .params import FrameParams
 from .pressure import PressureMonitor
+from .refs import FrameRef, explain_clip, refuse_image
 from .roots import Roots
 from .schedules import OpenedSchedule, OpenSchedules
 
@@ -68,6 +72,7 @@ class _Resolved:
     lane: Lane
     view: FramePipeline
     real: str
+    source: Source  # what the pipeline is asked for: ``real``, or a VideoFrame of it
     etag: str
     value: Lease | FrameError | None = None  # a lease on the URI (or its error) when the frame was cached
 
@@ -160,41 +165,44 @@ class FrameService:
 
     # ------------------------------------------------------------------ frames
 
-    def _resolve(self, src: str, params: FrameParams) -> _Resolved:
-        """Blocking: confine ``src``, pick its lane and view, tag it, and answer it at once if cached."""
-        real = self.roots.resolve(src)
+    def _resolve(self, ref: FrameRef, params: FrameParams) -> _Resolved:
+        """Blocking: confine ``ref.src``, pick its lane and view, tag it, and answer it at once if cached."""
+        real = self.roots.resolve(ref.src)
+        refuse_image(ref, real)
         lane = self.lanes[route(real, len(self.lanes))]
         try:
             view = lane.view(params.format, params.size, params.quality)
         except ValueError as e:
-            raise BadParameter(str(e), src) from None
-        key = view.key(real)
-        res = _Resolved(lane, view, real, etag_of(key))
+            raise BadParameter(str(e), ref.src) from None
+        source = ref.source(real)
+        key = view.key(source)
+        res = _Resolved(lane, view, real, source, etag_of(key))
         if view.cache.peek(key) is not None:
             # Through the pipeline (not the cache directly) so that it sees every request.
-            (res.value,) = view.lease_many([real])
+            (res.value,) = view.lease_many([source])
         return res
 
     async def frame(
         self,
-        src: str,
+        ref: FrameRef,
         params: FrameParams,
         *,
         if_none_match: str | None = None,
         on_lookup: Callable[[CacheState], None] | None = None,
     ) -> FrameAnswer:
-        """The answer for frame ``src`` under ``params``, within ``serve.request_timeout`` seconds.
+        """The answer for the frame ``ref`` names under ``params``, within ``serve.request_timeout`` seconds.
 
         With ``if_none_match`` (the client's header) matching the frame's tag, nothing is leased
         or encoded (``revalidated``). ``on_lookup`` is told what the cache held as soon as that is
         known (before a miss is loaded). Raises the frame's :class:`~gpupipe.errors.FrameError`, or a
-        :class:`~gpupipe.serve.errors.RequestError` (bad parameter, path refused, queue full, time limit).
+        :class:`~gpupipe.serve.errors.RequestError` (bad parameter, path refused, queue full, time limit;
+        also ``frame``/``t`` beside an image, and a video clip asked for without them).
         """
         loop = asyncio.get_running_loop()
         note = on_lookup or (lambda _state: None)
         try:
             async with timeout(self.serve.request_timeout):
-                res = await loop.run_in_executor(self.lookup_pool, self._resolve, src, params)
+                res = await loop.run_in_executor(self.lookup_pool, self._resolve, ref, params)
                 if etag_matches(if_none_match, res.etag):
                     note("revalidated")
                     if isinstance(res.value, Lease):
@@ -207,11 +215,13 @@ class FrameService:
                 if value is None:
                     lane = self.lanes.index(res.lane)
                     value = await self.batcher.submit(
-                        lane, (lane, res.view.spec), res.view.lease_many, res.lane.batch_size, res.real
+                        lane, (lane, res.view.spec), res.view.lease_many, res.lane.batch_size, res.source
                     )
+                if isinstance(value, FrameError) and not ref.video:
+                    raise await loop.run_in_executor(self.lookup_pool, explain_clip, ref, res.real, value)
         except asyncio.TimeoutError:
             self.metrics.timeouts.inc()
-            raise RequestTimeout(f"no answer within serve.request_timeout = {self.serve.request_timeout:g} s", src) from None
+            raise RequestTimeout(f"no answer within serve.request_timeout = {self.serve.request_timeout:g} s", ref.src) from None
         except RequestError as e:
             if e.status == 503:
                 self.metrics.queue_full.inc()
@@ -227,7 +237,7 @@ class FrameService:
         """How many schedules are open."""
         return len(self._schedules)
 
-    async def open_schedule(self, sources: Sequence[str], params: FrameParams) -> OpenedSchedule:
+    async def open_schedule(self, sources: Sequence[FrameRef], params: FrameParams) -> OpenedSchedule:
         """Open a schedule of ``sources`` (see :mod:`gpupipe.serve.schedules`; missing sources are left out and reported)."""
         return await self._schedules.open(sources, params)
 
