@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("aiohttp")
 pytest.importorskip("prometheus_client")
 
-from gpupipe.samples import encode_frame, make_frame  # noqa: E402
+from gpupipe.samples import encode_frame, make_frame, write_clip  # noqa: E402
 
 from serve_util import ChangingWhileRead, LiveServer, cpu_pipeline, service  # noqa: E402
 
@@ -53,6 +53,7 @@ def frames(tmp_path_factory) -> Path:
     (root / "f1.jpg").write_bytes(encode_frame(px, "jpeg"))
     (root / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     (root / "changing.png").write_bytes((root / "f0.png").read_bytes())
+    write_clip(root / "clip.mp4", frames=48, size=(320, 180), fps=30)
     outside = tmp_path_factory.mktemp("outside")
     (outside / "x.png").write_bytes((root / "f0.png").read_bytes())
     os.symlink(outside / "x.png", root / "escape.png")
@@ -78,7 +79,7 @@ def test_node_client_against_a_live_service(frames, monkeypatch):
             changed = srv.service.metrics.registry.get_sample_value("gpupipe_http_requests_total", {"endpoint": "/v1/uri", "status": "503"})
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
-    assert "# pass 14" in out and "# skipped 0" in out, out
+    assert "# pass 16" in out and "# skipped 0" in out, out
     assert changed == 1  # the client's first request met the change, and it retried
 
 
@@ -93,7 +94,7 @@ def test_one_frame_injected_into_headless_chromium(frames):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert "# pass 1" in out and "# fail 0" in out, out
-    assert served == 2  # the page itself loaded both URL-mode frames from the service
+    assert served == 3  # the page itself loaded the URL-mode frames from the service: two files and a video's frame
 
 
 def test_url_mode_frames_drawn_into_a_canvas_in_headless_chromium(frames):

@@ -13,6 +13,22 @@ export interface FrameOptions {
   quality?: number;
 }
 
+/** Which frame of a video clip: its display index (from 0), or the one shown at `t` seconds (the last frame
+ * whose timestamp is <= t, as a browser shows at `currentTime = t`). Exactly one of the two. */
+export type FramePick = { frame: number; t?: undefined } | { t: number; frame?: undefined };
+
+/** A frame of a video clip: the clip's path (`src`, relative to a `--root`) and which frame. */
+export type VideoFrameRef = { src: string } & FramePick;
+
+/** A frame request in one object: a frame file (`{ src }`) or a video clip's frame, with its output settings. */
+export type FrameRequest = FrameOptions & { src: string } & (FramePick | { frame?: undefined; t?: undefined });
+
+/** Options of the positional form `(src, options)`: output settings, and `frame` or `t` when `src` is a video clip. */
+export type FrameRequestOptions = FrameOptions & (FramePick | { frame?: undefined; t?: undefined });
+
+/** A schedule's source: a frame file's path, or a video clip's frame. */
+export type ScheduleSource = string | VideoFrameRef;
+
 export interface ClientOptions {
   /** The service, default `$GPUPIPE_URL` or `http://127.0.0.1:8765`. Ignored with `socketPath`. */
   baseUrl?: string;
@@ -68,7 +84,7 @@ export interface FrameImage {
 /** An open schedule; `close()` withdraws it (once). Also `Symbol.asyncDispose` where the runtime has it (`await using`). */
 export interface Schedule {
   readonly id: string;
-  /** Sources under no root, left out of the schedule (the first 100, in order). */
+  /** The paths of sources under no root, each once, left out of the schedule (the first 100, in order). */
   readonly missing: readonly string[];
   /** How many sources were missing, all of them. */
   readonly missingCount: number;
@@ -95,21 +111,25 @@ export declare class GpupipeClient {
   timeoutMs: number;
   retries: number;
   retryDelayMs: number;
-  /** The URL of a frame's image, for a page's `<img src>` (URL mode). Throws with `socketPath`. */
-  imageUrl(src: string, opts?: FrameOptions): string;
-  /** The frame's `data:image/...;base64,` URI. */
-  uri(src: string, opts?: FrameOptions): Promise<string>;
-  /** The frame's encoded image. */
-  image(src: string, opts?: FrameOptions): Promise<FrameImage>;
-  /** Declare the order in which frames will be requested. */
-  schedule(sources: Iterable<string>, opts?: FrameOptions): Promise<Schedule>;
+  /**
+   * The URL of a frame's image, for a page's `<img src>` (URL mode). Throws with `socketPath`.
+   * `imageUrl('f.png', { size })`, `imageUrl('clip.mp4', { t: 1.5 })` or, in one object,
+   * `imageUrl({ src: 'clip.mp4', t: 1.5, size: '1920x1080' })`.
+   */
+  imageUrl(src: string | FrameRequest, opts?: FrameRequestOptions): string;
+  /** The frame's `data:image/...;base64,` URI; arguments as {@link imageUrl}. */
+  uri(src: string | FrameRequest, opts?: FrameRequestOptions): Promise<string>;
+  /** The frame's encoded image; arguments as {@link imageUrl}. */
+  image(src: string | FrameRequest, opts?: FrameRequestOptions): Promise<FrameImage>;
+  /** Declare the order in which frames will be requested: frame paths and video clips' frames. */
+  schedule(sources: Iterable<ScheduleSource>, opts?: FrameOptions): Promise<Schedule>;
   /** The service's `/healthz` answer. */
   health(): Promise<Health>;
 }
 
 /** `uri()` on a client of `$GPUPIPE_URL` (or http://127.0.0.1:8765). */
-export declare function uri(src: string, opts?: FrameOptions): Promise<string>;
+export declare function uri(src: string | FrameRequest, opts?: FrameRequestOptions): Promise<string>;
 /** `imageUrl()` on a client of `$GPUPIPE_URL` (or http://127.0.0.1:8765). */
-export declare function imageUrl(src: string, opts?: FrameOptions): string;
+export declare function imageUrl(src: string | FrameRequest, opts?: FrameRequestOptions): string;
 /** `schedule()` on a client of `$GPUPIPE_URL` (or http://127.0.0.1:8765). */
-export declare function schedule(sources: Iterable<string>, opts?: FrameOptions): Promise<Schedule>;
+export declare function schedule(sources: Iterable<ScheduleSource>, opts?: FrameOptions): Promise<Schedule>;

@@ -4,9 +4,13 @@
 //   const gp = new GpupipeClient({ baseUrl: 'http://127.0.0.1:8765' });     // or { socketPath: '/run/gpupipe.sock' }
 //   const dataUri = await gp.uri('clip/frame_00001.png', { size: '1920x1080' });   // for page.evaluate
 //   img.src = gp.imageUrl('clip/frame_00001.png');                                 // URL mode: no base64 at all
-//   const sched = await gp.schedule(['clip/frame_00001.png', ...]);  ...  await sched.close();
+//   img.src = gp.imageUrl({ src: 'clip.mp4', t: time, size: '1920x1080' });       // a video clip's frame, decoded by gpupipe
+//   const sched = await gp.schedule(['clip/frame_00001.png', { src: 'clip.mp4', frame: 12 }, ...]);  ...  await sched.close();
 //
-// Frame paths are relative to one of the service's --root directories (or absolute inside one).
+// Frame paths are relative to one of the service's --root directories (or absolute inside one). A frame
+// of a video clip is `{ src, frame }` (display index, from 0) or `{ src, t }` (seconds: the last frame whose
+// timestamp is <= t, as a browser shows at currentTime = t); uri(), image() and imageUrl() take it, with
+// the output options in the same object, or the positional form (src, { frame | t, format, size, quality }).
 // Every failure becomes a GpupipeError (types in gpupipe.d.ts):
 // - an error answer of the service: its HTTP `status`, `type` (FrameNotFound, PathRefused, ...) and `src`;
 // - no answer at all: `status` null and `type` 'ConnectionError' (the connection failed: `code` says how,
@@ -40,13 +44,43 @@ export class GpupipeError extends Error {
   }
 }
 
-function query(src, opts = {}) {
+/** `{ frame }`, `{ t }` or `{}`: which frame of a video clip, checked (a TypeError for a bad or doubled pick). */
+function pick(frame, t) {
+  if (frame != null && t != null) throw new TypeError('give one of frame (a display index) and t (seconds), not both');
+  if (frame != null) {
+    if (!Number.isSafeInteger(frame) || frame < 0) throw new TypeError(`frame must be a display index, an integer from 0; got ${frame}`);
+    return { frame };
+  }
+  if (t != null) {
+    if (typeof t !== 'number' || !Number.isFinite(t) || t < 0) throw new TypeError(`t must be a finite number of seconds from 0; got ${t}`);
+    return { t };
+  }
+  return {};
+}
+
+/** The query of a frame request: `(src, opts)` or `({ src, frame | t, ...opts })`. */
+function query(first, opts = {}) {
+  const req = first !== null && typeof first === 'object' ? { ...opts, ...first } : { ...opts, src: first };
+  const { src } = req;
   if (typeof src !== 'string' || src === '') throw new TypeError('src must be a non-empty frame path');
   const q = new URLSearchParams({ src });
-  if (opts.format != null) q.set('format', String(opts.format));
-  if (opts.size != null) q.set('size', sizeText(opts.size));
-  if (opts.quality != null) q.set('quality', String(opts.quality));
+  const { frame, t } = pick(req.frame, req.t);
+  if (frame != null) q.set('frame', String(frame));
+  if (t != null) q.set('t', String(t)); // JavaScript's shortest round-trip decimal: 0.4, 0.03333333333333333, 1e-7
+  if (req.format != null) q.set('format', String(req.format));
+  if (req.size != null) q.set('size', sizeText(req.size));
+  if (req.quality != null) q.set('quality', String(req.quality));
   return q.toString();
+}
+
+/** A schedule's source as its JSON body carries it: a frame path, or `{ src, frame }` / `{ src, t }`. */
+function scheduleItem(source) {
+  if (source === null || typeof source !== 'object') return source;
+  const { src, frame, t } = source;
+  if (typeof src !== 'string' || src === '') throw new TypeError('a video frame in a schedule needs src, a non-empty path');
+  const which = pick(frame, t);
+  if (which.frame == null && which.t == null) throw new TypeError(`a video frame in a schedule needs frame or t (${src}); a frame file is a plain string`);
+  return { src, ...which };
 }
 
 const sizeText = (size) => (Array.isArray(size) ? `${size[0]}x${size[1]}` : String(size));
@@ -123,33 +157,40 @@ export class GpupipeClient {
     return e;
   }
 
-  /** The URL of a frame's image, for a page's `<img src>` (URL mode). Options: format, size ('WxH' or [w, h]), quality. */
+  /**
+   * The URL of a frame's image, for a page's `<img src>` (URL mode). `imageUrl(src, opts)` or
+   * `imageUrl({ src, frame | t, ...opts })`; options: format, size ('WxH' or [w, h]), quality.
+   */
   imageUrl(src, opts = {}) {
+    const q = query(src, opts);
     if (this.socketPath != null) throw new Error('a browser cannot load an image from a Unix socket; serve on TCP for URL mode');
-    return `${this.baseUrl}/v1/image?${query(src, opts)}`;
+    return `${this.baseUrl}/v1/image?${q}`;
   }
 
-  /** The frame's `data:image/...;base64,` URI (a string, for page.evaluate). */
+  /** The frame's `data:image/...;base64,` URI (a string, for page.evaluate); arguments as imageUrl(). */
   async uri(src, opts = {}) {
-    return this.#request('GET', `/v1/uri?${query(src, opts)}`, undefined, (res) => res.text());
+    const q = query(src, opts);
+    return this.#request('GET', `/v1/uri?${q}`, undefined, (res) => res.text());
   }
 
-  /** The frame's encoded image: `{ bytes: Uint8Array, contentType }`. */
+  /** The frame's encoded image: `{ bytes: Uint8Array, contentType }`; arguments as imageUrl(). */
   async image(src, opts = {}) {
-    return this.#request('GET', `/v1/image?${query(src, opts)}`, undefined, async (res) => ({
+    const q = query(src, opts);
+    return this.#request('GET', `/v1/image?${q}`, undefined, async (res) => ({
       bytes: new Uint8Array(await res.arrayBuffer()),
       contentType: res.headers.get('content-type'),
     }));
   }
 
   /**
-   * Declare the order in which frames will be requested (the service evicts by next use and reads ahead).
-   * Resolves to `{ id, missing, missingCount, close() }`: `missing` names the sources under no root, which
-   * the service left out (at most 100; `missingCount` counts them all). close() withdraws the schedule
-   * (also `await using` where supported).
+   * Declare the order in which frames will be requested (the service evicts by next use and reads ahead):
+   * frame paths and video frames (`{ src, frame }` or `{ src, t }`). Resolves to `{ id, missing,
+   * missingCount, close() }`: `missing` names the sources' paths under no root, each once, which the
+   * service left out (at most 100; `missingCount` counts them all). close() withdraws the schedule (also
+   * `await using` where supported).
    */
   async schedule(sources, opts = {}) {
-    const body = { sources: Array.from(sources) };
+    const body = { sources: Array.from(sources, scheduleItem) };
     for (const k of ['format', 'size', 'quality']) {
       if (opts[k] != null) body[k] = k === 'size' ? sizeText(opts.size) : opts[k];
     }

@@ -2,7 +2,7 @@
 // img.decode()): the renderer's own data URI, the service's data URIs, and URL mode; and URL-mode
 // frames drawn into a canvas (<img crossOrigin="anonymous">, getImageData) by a page of another
 // loopback origin. Run by tests/test_serve_node.py, which starts the service and sets GPUPIPE_URL,
-// GPUPIPE_TEST_ROOT (f0.png, f1.jpg, bad.png), CHROMIUM (the browser binary, e.g. /usr/bin/chromium)
+// GPUPIPE_TEST_ROOT (f0.png, f1.jpg, bad.png, clip.mp4), CHROMIUM (the browser binary, e.g. /usr/bin/chromium)
 // and, for the canvas test, GPUPIPE_URL_NO_CORS (a second service with serve.cors_origins: []).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -48,6 +48,8 @@ test('frames reach an <img> in headless Chromium by data URI and by URL', { skip
     // 3. URL mode: the page loads the image bytes from the service itself
     assert.deepEqual(await show(gp.imageUrl('f0.png')), { size: [640, 360] });
     assert.deepEqual(await show(gp.imageUrl('f1.jpg', { format: 'png', size: [160, 90] })), { size: [160, 90] });
+    // 4. a video clip's frame, decoded by the service (no frames extracted to files), fitted and never upscaled
+    assert.deepEqual(await show(gp.imageUrl({ src: 'clip.mp4', t: 0.5, size: '1920x1080' })), { size: [320, 180] });
     // a frame the service refuses does not decode, and the page can tell
     assert.deepEqual(await show(gp.imageUrl('bad.png')), { error: 'EncodingError' });
     const shot = await page.screenshot({ type: 'png' });

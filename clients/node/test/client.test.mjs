@@ -1,6 +1,7 @@
 // The Node client against a live `gpupipe serve` (started by tests/test_serve_node.py, which sets
-// GPUPIPE_URL and GPUPIPE_TEST_ROOT, the --root holding f0.png, f1.jpg, bad.png, escape.png and
-// changing.png, which changes while the service reads it the first time, and GPUPIPE_TEST_SOCKET,
+// GPUPIPE_URL and GPUPIPE_TEST_ROOT, the --root holding f0.png, f1.jpg, bad.png, escape.png,
+// clip.mp4 (48 frames of 320x180 at 30 fps, H.264) and changing.png, which changes while the service
+// reads it the first time, and GPUPIPE_TEST_SOCKET,
 // a second service on a Unix socket), and without one: refused connections, timeouts, the types.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -65,6 +66,51 @@ test('schedule() opens and closes', { skip }, async () => {
   assert.deepEqual([partial.missing, partial.missingCount], [['gone.png'], 1]);
   await partial.close();
   await assert.rejects(gp.schedule(['escape.png']), (e) => e.status === 403);
+});
+
+test('video frames: uri({ src, frame | t }), the positional form, image() and imageUrl()', { skip }, async () => {
+  const gp = new GpupipeClient({ baseUrl: URL_ });
+  const byIndex = await gp.uri({ src: 'clip.mp4', frame: 15, size: '160x90' });
+  assert.match(byIndex, /^data:image\/jpeg;base64,\/9j\//); // auto: a video frame comes out as JPEG
+  assert.equal(await gp.uri({ src: 'clip.mp4', t: 0.5, size: '160x90' }), byIndex); // the frame shown at t = 15 / 30 s
+  assert.equal(await gp.uri({ src: 'clip.mp4', t: 0.51 }, { size: [160, 90] }), byIndex); // between frames: the earlier one
+  assert.equal(await gp.uri('clip.mp4', { frame: 15, size: [160, 90] }), byIndex); // the positional form
+  assert.equal(await uri({ src: 'clip.mp4', t: 15 / 30, size: '160x90' }), byIndex);
+  assert.notEqual(await gp.uri({ src: 'clip.mp4', frame: 16, size: '160x90' }), byIndex);
+
+  const u = gp.imageUrl({ src: 'clip.mp4', t: 1 / 30, size: '1920x1080' });
+  assert.equal(u, `${URL_}/v1/image?src=clip.mp4&t=0.03333333333333333&size=1920x1080`);
+  assert.equal(imageUrl('clip.mp4', { frame: 2 }), `${URL_}/v1/image?src=clip.mp4&frame=2`);
+  const res = await fetch(u);
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('content-type'), 'image/jpeg');
+  const same = await fetch(gp.imageUrl({ src: 'clip.mp4', frame: 1, size: '1920x1080' }), { headers: { 'if-none-match': res.headers.get('etag') } });
+  assert.equal(same.status, 304); // t and frame of one frame share its ETag
+  const { contentType } = await gp.image({ src: 'clip.mp4', frame: 1, format: 'png' });
+  assert.equal(contentType, 'image/png');
+
+  await assert.rejects(gp.uri({ src: 'clip.mp4', frame: 48 }), (e) => e instanceof GpupipeError && e.status === 404
+    && e.type === 'FrameOutOfRange' && e.src === 'clip.mp4' && /48 frames/.test(e.message));
+  await assert.rejects(gp.uri({ src: 'clip.mp4', t: 9 }), (e) => e.status === 404 && /duration 1.6 s/.test(e.message));
+  await assert.rejects(gp.uri({ src: 'f0.png', frame: 0 }), (e) => e.status === 400 && /PNG image/.test(e.message));
+  await assert.rejects(gp.uri('clip.mp4'), (e) => e.status === 400 && /add frame=/.test(e.message));
+  assert.throws(() => gp.imageUrl({ src: 'clip.mp4', frame: 1, t: 0 }), /not both/);
+  for (const bad of [{ frame: -1 }, { frame: 1.5 }, { frame: '2' }, { t: -0.1 }, { t: NaN }, { t: Infinity }, { t: '0.5' }]) {
+    assert.throws(() => gp.imageUrl({ src: 'clip.mp4', ...bad }), TypeError, JSON.stringify(bad));
+    await assert.rejects(gp.uri('clip.mp4', bad), TypeError);
+  }
+});
+
+test('schedule() takes video frames beside frame paths', { skip }, async () => {
+  const gp = new GpupipeClient({ baseUrl: URL_ });
+  const frames = Array.from({ length: 12 }, (_, i) => ({ src: 'clip.mp4', t: i / 30 }));
+  const s = await gp.schedule(['f0.png', { src: 'clip.mp4', frame: 0 }, ...frames, { src: 'gone.mp4', frame: 3 }, { src: 'gone.mp4', t: 0 }],
+    { size: '160x90' });
+  assert.deepEqual([s.missing, s.missingCount], [['gone.mp4'], 1]); // a missing clip is named once
+  await s.close();
+  await assert.rejects(gp.schedule([{ src: 'clip.mp4' }]), /needs frame or t/);
+  await assert.rejects(gp.schedule([{ src: 'clip.mp4', frame: 1, t: 0 }]), /not both/);
+  await assert.rejects(gp.schedule([{ src: 'f1.jpg', t: 0 }]), (e) => e.status === 400 && /JPEG image/.test(e.message));
 });
 
 test('a frame changed while being read (503 + Retry-After) is retried', { skip }, async () => {
