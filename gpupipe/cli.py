@@ -12,8 +12,9 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 import numpy as np
 import typer
@@ -25,9 +26,14 @@ from rich.table import Table
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from .cache import CacheStats
+from .clip_frames import FrameSelection, clip_of, parse_frames
 from .config import MAX_GPU_INDEX, Config, MiB, load_config
 from .errors import ConfigError, FrameError, GpupipeError
+from .frames import VideoFrame
 from .vocabulary import BACKENDS, choose, parse_wxh
+
+if TYPE_CHECKING:
+    from .pipeline import FramePipeline
 
 
 def _plain_help(params: list[Any]) -> list[Any]:
@@ -347,12 +353,72 @@ def _expand_inputs(args: Iterable[Path], stdin: TextIO | None = None) -> list[Pa
     return out
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One line of ``encode``'s output: a frame file, or a video clip's frame (``fields`` carry its
+    ``frame`` and ``t``); ``error`` when it failed before being asked for (an index before a clip's start)."""
+
+    path: Path
+    source: Path | VideoFrame | None
+    fields: dict[str, Any]
+    error: FrameError | None = None
+
+
+def _encode_jobs(inputs: list[Path], selection: FrameSelection, selecting: str | None) -> list[_Job]:
+    """A job per frame file, and per selected frame of each video clip among ``inputs`` (every frame
+    without a selection). ``selecting`` names the option that asked for clips' frames, if one did."""
+    jobs: list[_Job] = []
+    clips = 0
+    for path in inputs:
+        clip = clip_of(path)
+        if clip is None:
+            jobs.append(_Job(path, path, {"source": str(path)}))
+        elif isinstance(clip, FrameError):
+            clips += 1
+            jobs.append(_Job(path, None, {"source": str(path)}, clip))
+        else:
+            clips += 1
+            for f in selection.frames_of(path, clip):
+                jobs.append(_Job(path, f.source, {"source": str(path), "frame": f.index, "t": f.t}, f.error))
+    if selecting and not clips:
+        _fail(f"{selecting} selects frames of video clips, but no input is one (PNG and JPEG files are one frame each)")
+    return jobs
+
+
+def _encode_jobs_to(
+    sink: TextIO, pipe: FramePipeline, jobs: list[_Job], chunk: int, prog: _BarProgress | _PlainProgress
+) -> tuple[list[FrameError], int, int]:
+    """Encode ``jobs`` in chunks of ``chunk``, writing a JSON line each to ``sink``; returns the failures
+    and the bytes read (each input file once) and written."""
+    failures: list[FrameError] = []
+    read: set[Path] = set()
+    bytes_in = bytes_out = 0
+    for first in range(0, len(jobs), chunk):
+        part = jobs[first : first + chunk]
+        results = iter(pipe.get_many([j.source for j in part if j.source is not None]))
+        for job in part:
+            res = next(results) if job.source is not None else job.error
+            if not isinstance(res, str):
+                assert res is not None  # a job without a source carries its error
+                failures.append(res)
+                sink.write(json.dumps({**job.fields, "error": res.reason, "type": type(res).__name__}) + "\n")
+                continue
+            if job.path not in read:
+                read.add(job.path)
+                with contextlib.suppress(OSError):
+                    bytes_in += job.path.stat().st_size
+            bytes_out += len(res)
+            _write_uri_line(sink, {**job.fields, "mime": res[5 : res.index(";")], "bytes": len(res)}, res)
+        prog.update(first + len(part))
+    return failures, bytes_in, bytes_out
+
+
 @app.command(cls=_Command)
 @_user_errors
 def encode(
     paths: list[Path] = typer.Argument(
         ...,
-        help="Frame files (PNG or JPEG; the format is sniffed from the bytes), directories (their PNG/JPEG files, sorted by name) or - (paths on stdin, one per line).",
+        help="Frame files (PNG or JPEG; the format is sniffed from the bytes), video clips (every frame, or those --frames or --fps select), directories (their PNG/JPEG files, sorted by name) or - (paths on stdin, one per line).",
     ),
     output: str = typer.Option(
         None, "--output", "-o", metavar="FORMAT", help="auto | passthrough | jpeg | png (default: config)."
@@ -360,6 +426,22 @@ def encode(
     size: str | None = typer.Option(None, "--size", metavar="WxH", help="Fit inside WIDTHxHEIGHT, aspect kept, never upscaled."),
     quality: int | None = typer.Option(
         None, "--quality", "-q", min=1, max=100, metavar="N", help="JPEG quality (default: config)."
+    ),
+    frames_opt: str | None = typer.Option(
+        None,
+        "--frames",
+        metavar="N|START:STOP[:STEP]",
+        help="Frames of each video clip by display index, with Python's slice meaning (5, 0:90, 0:90:3, -10:); default: every frame.",
+    ),
+    fps: float | None = typer.Option(
+        None,
+        "--fps",
+        metavar="FPS",
+        help="Frames of each video clip by time instead: FPS a second from --start, as a renderer's composition samples its source (ffmpeg -ss START -t DURATION -vf fps=FPS): the frame shown at t = START + k/FPS.",
+    ),
+    start: float = typer.Option(0.0, "--start", metavar="SECONDS", help="With --fps: the first time, in seconds (default 0)."),
+    duration: float | None = typer.Option(
+        None, "--duration", metavar="SECONDS", help="With --fps: how many seconds (default: to the clip's end)."
     ),
     config: Path | None = typer.Option(
         None, "--config", "-c", metavar="FILE", help="YAML config (default: $GPUPIPE_CONFIG or built-in)."
@@ -370,12 +452,22 @@ def encode(
     backend: str | None = _backend_option(),
     out: Path | None = typer.Option(None, "--out", metavar="FILE", help="Write JSON lines here instead of stdout."),
 ) -> None:
-    """Encode frames to data URIs: one JSON line per input, in order: {source, mime, bytes, uri}, or {source, error, type} for a frame that failed."""
+    """Encode frames to data URIs: one JSON line per frame, in order: {source, mime, bytes, uri} ({source, frame, t, mime, bytes, uri} for a video clip's frame), or {source, error, type} for a frame that failed."""
     from .pipeline import open_pipeline
 
     wanted = _parse_size(size)
+    try:
+        picked = parse_frames(frames_opt) if frames_opt is not None else None
+    except ValueError as e:
+        _fail(f"--frames: {e}")
+    try:
+        selection = FrameSelection(picked, fps, start, duration)
+    except ValueError as e:
+        _fail(str(e))
     cfg = _load(config, gpu, backend)
-    frames = _expand_inputs(paths)
+    jobs = _encode_jobs(
+        _expand_inputs(paths), selection, "--frames" if frames_opt is not None else "--fps" if fps is not None else None
+    )
     try:
         sink = open(out, "w", encoding="utf-8") if out else sys.stdout  # noqa: SIM115 - closed after the last line
     except OSError as e:
@@ -386,23 +478,9 @@ def encode(
             pipe.spec = pipe.encoder.spec(output, wanted, quality)
         except (GpupipeError, ValueError) as e:
             _fail(str(e))
-        failures: list[FrameError] = []
-        bytes_in = bytes_out = 0
-        chunk = max(cfg.batch_size, 1)
         t0 = time.perf_counter()
-        with pipe, _progress(len(frames), "encoded", "frames", "fps") as prog:
-            for start in range(0, len(frames), chunk):
-                part = frames[start : start + chunk]
-                for src, res in zip(part, pipe.get_many(part)):
-                    if isinstance(res, FrameError):
-                        failures.append(res)
-                        sink.write(json.dumps({"source": str(src), "error": res.reason, "type": type(res).__name__}) + "\n")
-                        continue
-                    with contextlib.suppress(OSError):
-                        bytes_in += src.stat().st_size
-                    bytes_out += len(res)
-                    _write_uri_line(sink, {"source": str(src), "mime": res[5 : res.index(";")], "bytes": len(res)}, res)
-                prog.update(start + len(part))
+        with pipe, _progress(len(jobs), "encoded", "frames", "fps") as prog:
+            failures, bytes_in, bytes_out = _encode_jobs_to(sink, pipe, jobs, max(cfg.batch_size, 1), prog)
             stats = pipe.stats()
             backend_name = pipe.encoder.backend
     finally:
@@ -410,9 +488,9 @@ def encode(
             sink.close()
     secs = time.perf_counter() - t0
     t = Table(title=f"gpupipe encode ({backend_name} backend)", show_header=False)
-    t.add_row("frames", f"{len(frames)} ({len(failures)} failed)")
+    t.add_row("frames", f"{len(jobs)} ({len(failures)} failed)")
     t.add_row("MB in / out", f"{bytes_in / 1e6:.1f} / {bytes_out / 1e6:.1f}")
-    t.add_row("frames/s", f"{len(frames) / secs:.1f} ({secs:.2f} s)")
+    t.add_row("frames/s", f"{len(jobs) / secs:.1f} ({secs:.2f} s)")
     _stats_rows(t, stats)
     err.print(t)
     for f in failures:
@@ -690,15 +768,19 @@ def serve(
     \b
     GET /v1/uri?src=PATH  the data URI (text/plain); options:
         &format=auto|passthrough|jpeg|png  &size=WxH  &quality=N
+        &frame=N or &t=SECONDS  a frame of the video clip PATH (by index,
+        or the one shown at t: the last whose timestamp is <= t)
     GET /v1/image?src=PATH[...]  the image bytes, for <img src>
         (image/jpeg|png, Content-Length, ETag, Cache-Control)
-    POST /v1/schedules  {"sources": [...], "format", "size", "quality"}
+    POST /v1/schedules  {"sources": [PATH, {"src": CLIP, "frame": N},
+        {"src": CLIP, "t": SECONDS}, ...], "format", "size", "quality"}
         -> {"id"}; DELETE /v1/schedules/ID withdraws it
     GET /metrics  Prometheus text;  GET /healthz
 
     \b
     Errors are JSON {error, type, src}: 400 bad parameter,
-    403 outside every --root (symlinks resolved) or '..', 404 not found,
+    403 outside every --root (symlinks resolved) or '..', 404 not found
+    (or a video frame past the clip's end: FrameOutOfRange),
     413 too large, 422 undecodable,
     503 + Retry-After (queue or byte budget full, or the frame changed
     while read: ask again), 504 past the time limit. A client that

@@ -515,3 +515,117 @@ def test_encode_paths_from_stdin(frame_files, tmp_path):
 
 def test_encode_empty_stdin_is_refused():
     _one_line_error(run("encode", "-", input="\n\n"), "no paths on stdin")
+
+
+# --------------------------------------------------------------------------- video clips
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A 12-frame 30 fps H.264 clip of 160x90 with B-frames, and PyAV's own decode of it."""
+    from video_clips import pyav_frames
+
+    from gpupipe.samples import write_clip
+
+    path = write_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", frames=12, size=(160, 90), fps=30, options={"bf": "2", "g": "6"})
+    return path, pyav_frames(path)
+
+
+def _rows(r: Ran) -> list[dict]:
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+def _pixels(uri: str):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+
+
+@pytest.mark.parametrize("frames,want", [("0:6:2", [0, 2, 4]), ("5", [5]), ("-1", [11]), ("9:", [9, 10, 11]), (":3", [0, 1, 2]),
+                                         ("::5", [0, 5, 10]), ("-3:-1", [9, 10]), ("0:90", list(range(12)))])
+def test_encode_a_clips_frames_by_index_with_python_slice_meaning(clip, frames, want):
+    import numpy as np
+
+    path, ref = clip
+    r = run("encode", str(path), "--frames", frames, "-o", "png", "--backend", "cpu")
+    assert r.returncode == 0, r.stderr
+    rows = _rows(r)
+    assert [(row["source"], row["frame"], row["t"]) for row in rows] == [(str(path), i, round(i / 30, 6)) for i in want]
+    for row, i in zip(rows, want):
+        assert row["mime"] == "image/png" and row["bytes"] == len(row["uri"])
+        assert np.array_equal(_pixels(row["uri"]), ref[i]), i  # PNG is lossless: the clip's own frame
+    assert f"{len(want)} (0 failed)" in r.stderr
+
+
+def test_encode_a_clips_frames_by_time_as_a_composition_samples_it(clip):
+    """``--fps 10 --start 0.1 --duration 0.25``: t = 0.1, 0.2, 0.3 (start + k/fps, up to start + duration), each the
+    frame shown at t (the last frame whose timestamp is <= t); the same frames as by index."""
+    path, _ = clip
+    r = run("encode", str(path), "--fps", "10", "--start", "0.1", "--duration", "0.25", "--size", "80x80", "--backend", "cpu")
+    assert r.returncode == 0, r.stderr
+    rows = _rows(r)
+    assert [(row["frame"], row["t"]) for row in rows] == [(3, 0.1), (6, 0.2), (9, 0.30000000000000004)]
+    by_index = _rows(run("encode", str(path), "--frames", "3:10:3", "--size", "80x80", "--backend", "cpu"))
+    assert [row["uri"] for row in rows] == [row["uri"] for row in by_index]
+    assert rows[0]["mime"] == "image/jpeg" and _pixels(rows[0]["uri"]).shape == (45, 80, 3)
+    whole = _rows(run("encode", str(path), "--fps", "60", "--backend", "cpu"))  # to the clip's end, each frame twice
+    assert [row["frame"] for row in whole] == [i // 2 for i in range(24)]
+
+
+def test_encode_a_clip_without_a_selection_gives_every_frame_beside_frame_files(clip, frame_files):
+    path, _ = clip
+    p, _ = frame_files
+    r = run("encode", str(p), str(path), "--backend", "cpu")
+    assert r.returncode == 0, r.stderr
+    rows = _rows(r)
+    assert [row["source"] for row in rows] == [str(p)] + [str(path)] * 12
+    assert "frame" not in rows[0] and [row["frame"] for row in rows[1:]] == list(range(12))
+
+
+@pytest.mark.parametrize("args,says", [
+    (("--frames", "12"), "frame 12 is past the end of the clip (12 frames)"),
+    (("--frames", "-13"), "--frames -13 selects no frame of the clip (12 frames)"),
+    (("--frames", "20:30"), "--frames 20:30 selects no frame of the clip (12 frames)"),
+    (("--fps", "30", "--start", "0.5"), "t=0.5 s is past the end of the clip (duration 0.4 s)"),
+])
+def test_encode_frames_past_a_clips_end_fail_naming_its_length(clip, args, says):
+    path, _ = clip
+    r = run("encode", str(path), *args, "--backend", "cpu")
+    assert r.returncode == 1
+    (row,) = _rows(r)
+    assert row["type"] == "FrameOutOfRange" and row["error"] == says and row["source"] == str(path)
+    assert says in r.stderr
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (("--frames", "a:b"), ("--frames", "whole numbers", "'a:b'")),
+    (("--frames", "1:2:0"), ("--frames", "step cannot be zero")),
+    (("--frames", "1:2:3:4"), ("--frames", "START:STOP[:STEP]")),
+    (("--frames", ""), ("--frames", "START:STOP[:STEP]")),
+    (("--frames", "1", "--fps", "2"), ("--frames", "--fps", "not both")),
+    (("--fps", "0"), ("--fps must be a positive number",)),
+    (("--fps", "-5"), ("--fps must be a positive number",)),
+    (("--fps", "nan"), ("--fps must be a positive number",)),
+    (("--start", "1"), ("--start and --duration", "give --fps")),
+    (("--fps", "30", "--start", "-1"), ("--start must be 0 or more",)),
+    (("--fps", "30", "--duration", "0"), ("--duration must be a positive",)),
+])
+def test_bad_clip_selections_are_refused_naming_the_option(clip, args, fragments):
+    _one_line_error(run("encode", str(clip[0]), *args, "--backend", "cpu"), *fragments)
+
+
+def test_a_clip_selection_without_a_clip_is_refused(frame_files):
+    _one_line_error(run("encode", str(frame_files[0]), "--frames", "0:9", "--backend", "cpu"), "--frames selects frames of video clips",
+                    "no input is one")
+
+
+def test_a_file_named_like_a_clip_that_does_not_open_is_a_clip_error(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"SECRET-0123 not a video at all" * 10)
+    r = run("encode", str(bad), "--frames", "0:3", "--backend", "cpu")
+    assert r.returncode == 1
+    (row,) = _rows(r)
+    assert row["type"] == "FrameDecodeError" and "not a video file" in row["error"] and "SECRET" not in r.stdout + r.stderr

@@ -382,5 +382,5 @@ def test_serve_help_documents_endpoints_errors_and_keys():
     assert r.exit_code == 0
     for needed in ("/v1/uri", "/v1/image", "/v1/schedules", "/metrics", "/healthz", "--root", "--host", "--port", "--socket",
                    "--config", "--grace", "403", "503", "504", "serve.max_batch_delay", "serve.max_queue", "cache.max_bytes: auto",
-                   "cache.pressure_available", "SIGTERM"):
+                   "cache.pressure_available", "SIGTERM", "&frame=N or &t=SECONDS", "FrameOutOfRange"):
         assert needed in r.output, needed

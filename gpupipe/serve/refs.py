@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..clip_frames import image_kind
 from ..errors import FrameChanged, FrameDecodeError
-from ..frames import Source, VideoFrame, probe_clip, sniff
-from ..frames.files import FileRefused, open_regular, read_upto
+from ..frames import Source, VideoFrame, probe_clip
 from .errors import BadParameter
 
 __all__ = ["FrameRef", "explain_clip", "parse_frame", "parse_t", "refuse_image"]
@@ -112,20 +112,10 @@ class FrameRef:
         return real
 
 
-def _image_kind(real: str) -> str | None:
-    """``"png"`` or ``"jpeg"`` when the regular file ``real`` starts like one; ``None`` otherwise
-    (and for what cannot be read: its frame's own error says why)."""
-    try:
-        with open_regular(real) as (fd, _st):
-            return sniff(read_upto(fd, 8))
-    except FileRefused:
-        return None
-
-
 def refuse_image(ref: FrameRef, real: str) -> None:
     """Raise :class:`BadParameter` when ``ref`` picks a video's frame of ``real`` (its real path) but
     the file is a PNG or JPEG image."""
-    if ref.video and (kind := _image_kind(real)) is not None:
+    if ref.video and (kind := image_kind(real)) is not None:
         which = "frame=" if ref.frame is not None else "t="
         raise BadParameter(f"{which} picks a frame of a video clip, but src is a {kind.upper()} image: leave it out", ref.src)
 
@@ -135,7 +125,7 @@ def explain_clip(ref: FrameRef, real: str, err: BaseException) -> BaseException:
     :class:`BadParameter` saying to add ``frame=`` or ``t=`` when the file is a video clip, else
     ``err`` itself. Probes the file (remembered per file identity) only when ``err`` says it did not
     decode and the file is not a PNG or JPEG."""
-    if ref.video or not isinstance(err, FrameDecodeError) or isinstance(err, FrameChanged) or _image_kind(real) is not None:
+    if ref.video or not isinstance(err, FrameDecodeError) or isinstance(err, FrameChanged) or image_kind(real) is not None:
         return err
     try:
         clip = probe_clip(real, ref.src)
