@@ -122,3 +122,39 @@ def test_the_browser_tests_set_up_with_one_documented_command():
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     assert SETUP in (ROOT / ".ci" / "run").read_text()
     assert SETUP in (ROOT / "README.md").read_text()
+
+
+def test_the_browser_bench_video_row_shows_a_clips_frames_in_url_mode(tmp_path):
+    """``browser_bench``'s video row: a fresh service and a Chromium worker showing a clip's frames by time in URL
+    mode, with the frames declared first; each frame is decoded once, none fails."""
+    _need("node", shutil.which("node") is not None)
+    chromium = _chromium()
+    _need("chromium", chromium is not None)
+    _need("puppeteer-core", (NODE_DIR / "node_modules" / "puppeteer-core").is_dir())
+    from gpupipe.tools.browser_bench import _row, run_one
+
+    clip = write_clip(tmp_path / "clip.mp4", frames=6, size=(320, 180), fps=30)
+    times = [i / 30 for i in range(6)]
+    res = run_one("video source", "h264", [clip] * 6, tmp_path, mode="video", size="160x90", workers=1, passes=1,
+                  budget_mib=64, cache_mib=0, chromium=str(chromium), work=tmp_path, times=times, schedule=True)
+    assert res.errors == 0 and res.passes[0]["frames"] == 6
+    assert res.server_loads == 6  # every frame decoded once, by read-ahead or by its request
+    assert _row(res).startswith("| 4K H.264 clip | video source | 1 |")
+
+
+def test_the_readmes_video_snippet_is_valid_javascript(tmp_path):
+    """The README's "Frames from video" Node snippet parses (``node --check``) and uses the client's calls."""
+    _need("node", shutil.which("node") is not None)
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Frames from video") :].split("\n## ", 1)[0]
+    (block,) = re.findall(r"^```js\n(.*?)^```", section, re.S | re.M)
+    assert "img.src = gp.imageUrl({src: 'clip.mp4', t: time, size: '1920x1080'})" in section
+    assert "the GPU decoder is written but unverified on a device" in section
+    (tmp_path / "snippet.mjs").write_text(block)
+    r = subprocess.run(["node", "--check", str(tmp_path / "snippet.mjs")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for call in ("gp.imageUrl({ src: 'clip.mp4', t: time", "gp.schedule(times.map((t) => ({ src: 'clip.mp4', t }))",
+                 "gp.uri({ src: 'clip.mp4', frame: 60 })"):
+        assert call in block, call

@@ -1,11 +1,13 @@
 // One renderer worker for gpupipe/tools/browser_bench.py: headless Chromium (puppeteer-core, the system
 // browser) showing frames the way HTML renderers inject them: set an <img>'s src, await img.decode().
 //
-// The plan comes as JSON in $BENCH_PLAN: { mode, names, paths, passes, size, cacheBytes, url, chromium }.
+// The plan comes as JSON in $BENCH_PLAN: { mode, names, paths, times, schedule, passes, size, cacheBytes, url, chromium }.
 //   own       the renderer's own path: Node reads the file, toString('base64'), page.evaluate(dataUri)
 //             (with cacheBytes > 0, an in-process LRU of those data URIs, as the renderer keeps per worker)
 //   uri       data URIs from the service (GET /v1/uri), passed through page.evaluate
 //   url       URL mode: img.src = the service's /v1/image URL; the page fetches the bytes itself
+//   video     URL mode for a video clip's frames: img.src = gp.imageUrl({ src: names[i], t: times[i], size });
+//             with `schedule`, the frames are declared first (gp.schedule, on the clock), so the service reads ahead
 // `size` (e.g. "1920x1080") asks the service for frames fitted to the composition (format auto);
 // without it, passthrough. The page is a 1920x1080 composition: the <img> is shown at 1920x1080.
 //
@@ -50,6 +52,7 @@ async function ownUri(path) {
 async function source(i) {
   if (plan.mode === 'own') return ownUri(plan.paths[i]);
   if (plan.mode === 'uri') return gp.uri(plan.names[i], opts);
+  if (plan.mode === 'video') return gp.imageUrl({ src: plan.names[i], t: plan.times[i], ...opts });
   return gp.imageUrl(plan.names[i], opts);
 }
 
@@ -69,6 +72,7 @@ try {
   await page.setContent('<html><body style="margin:0;background:#000"><img id="f" style="width:1920px;height:1080px;object-fit:contain"></body></html>');
   console.log('ready');
   await waitFor('go');
+  const sched = plan.schedule ? await gp.schedule(plan.names.map((src, i) => ({ src, t: plan.times[i] })), opts) : null;
   const passes = [];
   let errors = 0;
   for (let p = 0; p < plan.passes; p++) {
@@ -85,6 +89,7 @@ try {
     }
     passes.push({ seconds: (performance.now() - t0) / 1000, frames: shown });
   }
+  await sched?.close();
   console.log(JSON.stringify({ passes, errors }));
   await waitFor('quit'); // the driver reads every process's CPU time before the browser goes away
 } finally {

@@ -19,7 +19,20 @@ Then two workers rendering the same looped clip at once: each with its own in-pr
 (``own`` with the renderer's per-worker cache, bounded by ``--budget-mib`` each) against both
 sharing one service budget of ``--budget-mib`` (data URIs, and URL mode).
 
+Then a source video (a 4K H.264 clip of ``--video-frames`` frames at 30 fps: ffmpeg's ``testsrc2``
+with grain, as the throughput bench's frames, ``libx264 -preset veryfast -crf 18``), shown frame by
+frame at 1920x1080 both ways:
+
+- the renderer's own path: ffmpeg (imageio-ffmpeg's binary) extracts the clip to PNG files
+  (``ffmpeg -i clip.mp4 -vf fps=30 frame_%05d.png``, its wall time and CPU reported as a row of its
+  own), then ``own`` on those files;
+- ``video``: the video source in URL mode, fitted: ``img.src`` is
+  ``/v1/image?src=clip.mp4&t=...&size=1920x1080``, decoded by the service from the clip itself;
+  once as the page asks, and once with the frames declared first (``gp.schedule``, on the clock),
+  so that the service decodes ahead of the page.
+
     python -m gpupipe.tools.browser_bench --frames 4 --passes 2 --pair-frames 8 --loops 2 --out results/browser_bench.json
+    python -m gpupipe.tools.browser_bench --sections video --video-frames 8 --passes 2   # the video rows alone
 
 Needs ``node``, Chromium (``--chromium``, default the first of chromium / chromium-browser on
 PATH) and puppeteer-core in ``clients/node``: ``bash scripts/setup_browser_tests.sh`` installs them. Request loops are bounded: every
@@ -157,8 +170,11 @@ def run_one(
     cache_mib: int,
     chromium: str,
     work: Path,
+    times: list[float] | None = None,
+    schedule: bool = False,
 ) -> RunResult:
-    """One configuration: a fresh service, ``workers`` renderer workers, ``passes`` passes over ``paths``."""
+    """One configuration: a fresh service, ``workers`` renderer workers, ``passes`` passes over ``paths``
+    (mode ``video``: ``paths[i]`` is a clip shown at ``times[i]`` seconds; ``schedule``: declared first)."""
     server, url = _start_server(root, work, budget_mib)
     res = RunResult(label, kind, workers, mode, size)
     nodes: list[subprocess.Popen] = []
@@ -167,6 +183,8 @@ def run_one(
             "mode": mode,
             "names": [str(p.relative_to(root)) for p in paths],
             "paths": [str(p) for p in paths],
+            "times": times or [],
+            "schedule": schedule,
             "passes": passes,
             "size": size,
             "cacheBytes": cache_mib * MiB if mode == "own" else 0,
@@ -244,6 +262,111 @@ def run_one(
     return res
 
 
+VIDEO_FPS = 30
+SECTIONS = ("images", "pairs", "video")
+
+
+VIDEO_GRAIN = 12  # ffmpeg noise strength, as the throughput bench's frames: grain that survives the encode, like camera footage
+
+
+def _make_clip(path: Path, frames: int) -> None:
+    """A 4K H.264 clip of ``frames`` frames of ffmpeg's ``testsrc2`` with grain, at :data:`VIDEO_FPS`."""
+    from imageio_ffmpeg import get_ffmpeg_exe
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.mp4")
+    graph = f"testsrc2=size=3840x2160:rate={VIDEO_FPS},noise=alls={VIDEO_GRAIN}:allf=t+u"
+    subprocess.run(
+        [get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i", graph,
+         "-frames:v", str(frames), "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p", str(tmp)],
+        check=True,
+    )  # fmt: skip
+    tmp.replace(path)
+
+
+def _extract_pngs(clip: Path, out_dir: Path, frames: int) -> RunResult:
+    """The renderer's extraction step: ffmpeg writes every frame of ``clip`` to PNG files in
+    ``out_dir``; a one-pass result with its wall time and CPU (user + system, ffmpeg's own rusage)."""
+    from imageio_ffmpeg import get_ffmpeg_exe
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("frame_*.png"):
+        old.unlink()
+    cmd = [get_ffmpeg_exe(), "-v", "error", "-i", str(clip), "-vf", f"fps={VIDEO_FPS}", str(out_dir / "frame_%05d.png")]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    written = len(list(out_dir.glob("frame_*.png")))
+    if proc.returncode != 0 or written != frames:
+        raise RuntimeError(f"ffmpeg extraction failed (exit {proc.returncode}, {written} of {frames} frames)")
+    cpu = usage.ru_utime + usage.ru_stime
+    one = {"frames": frames, "seconds": round(wall, 4), "fps": round(frames / wall, 2), "cpu_s_per_frame": round(cpu / frames, 3)}
+    return RunResult(
+        "ffmpeg extracts the clip to PNG files (the renderer's step before showing them)",
+        "h264",
+        1,
+        "extract",
+        None,
+        passes=[one, dict(one)],
+    )
+
+
+def run_video(*, frames: int, passes: int, budget_mib: int, chromium: str, work: Path) -> list[RunResult]:
+    """The video rows: a 4K H.264 clip of ``frames`` frames, extracted to PNG and shown the renderer's own
+    way, against the video source in URL mode fitted to the composition."""
+    clip_dir = work / "video"
+    clip = clip_dir / f"testsrc2-grain{VIDEO_GRAIN}-4k-{frames}f.mp4"
+    if not clip.exists():
+        _make_clip(clip, frames)
+    extract = _extract_pngs(clip, work / "video-png", frames)
+    print(_row(extract), flush=True)
+    pngs = sorted((work / "video-png").glob("frame_*.png"))
+
+    def one(
+        label: str,
+        paths: list[Path],
+        root: Path,
+        mode: str,
+        size: str | None,
+        times: list[float] | None = None,
+        schedule: bool = False,
+    ) -> RunResult:
+        res = run_one(
+            label,
+            "h264",
+            paths,
+            root,
+            mode=mode,
+            size=size,
+            workers=1,
+            passes=passes,
+            budget_mib=budget_mib,
+            cache_mib=0,
+            chromium=chromium,
+            work=work,
+            times=times,
+            schedule=schedule,
+        )
+        print(_row(res), flush=True)
+        return res
+
+    own = one("renderer's own path on those PNG files", pngs, pngs[0].parent, "own", None)
+    times = [i / VIDEO_FPS for i in range(frames)]
+    video = one("video source, URL mode, fitted 1920x1080 (auto)", [clip] * frames, clip_dir, "video", "1920x1080", times)
+    ahead = one(
+        "video source, URL mode, fitted 1920x1080 (auto), schedule declared",
+        [clip] * frames,
+        clip_dir,
+        "video",
+        "1920x1080",
+        times,
+        schedule=True,
+    )
+    return [extract, own, video, ahead]
+
+
 def run_bench(
     *,
     frames: int = 4,
@@ -251,11 +374,13 @@ def run_bench(
     budget_mib: int = 1500,
     loops: int = 2,
     pair_frames: int = 8,
+    video_frames: int = 8,
     chromium: str | None = None,
     work: Path | None = None,
     kinds: tuple[str, ...] = ("png", "jpeg"),
+    sections: tuple[str, ...] = SECTIONS,
 ) -> list[RunResult]:
-    """Every configuration of the module docstring; returns their results."""
+    """Every configuration of the module docstring in ``sections`` (``images``, ``pairs``, ``video``); returns their results."""
     from ..samples import write_samples
 
     chromium = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -263,10 +388,32 @@ def run_bench(
         raise RuntimeError("needs node and Chromium on PATH: bash scripts/setup_browser_tests.sh installs them")
     if not (REPO / "clients" / "node" / "node_modules" / "puppeteer-core").is_dir():
         raise RuntimeError("needs puppeteer-core in clients/node: bash scripts/setup_browser_tests.sh installs it")
-    samples = write_samples(sizes=("4k",), kinds=kinds, count=max(frames, pair_frames))
-    root = samples[("4k", kinds[0])][0].parents[1]
     work = work or Path(os.environ.get("TMPDIR", "/tmp")) / "gpupipe-browser-bench"
     work.mkdir(parents=True, exist_ok=True)
+    results: list[RunResult] = []
+    if "images" in sections or "pairs" in sections:
+        samples = write_samples(sizes=("4k",), kinds=kinds, count=max(frames, pair_frames))
+        root = samples[("4k", kinds[0])][0].parents[1]
+    if "images" in sections:
+        results += _run_images(samples, root, kinds, frames, passes, budget_mib, chromium, work)
+    if "pairs" in sections:
+        results += _run_pairs(samples[("4k", kinds[0])][:pair_frames], root, kinds[0], loops, budget_mib, chromium, work)
+    if "video" in sections and video_frames > 0:
+        results += run_video(frames=video_frames, passes=passes, budget_mib=budget_mib, chromium=chromium, work=work)
+    return results
+
+
+def _run_images(
+    samples: dict[tuple[str, str], list[Path]],
+    root: Path,
+    kinds: tuple[str, ...],
+    frames: int,
+    passes: int,
+    budget_mib: int,
+    chromium: str,
+    work: Path,
+) -> list[RunResult]:
+    """One worker over 4K frames of each kind, every path of the module docstring."""
     results = []
     configs = [("own", None), ("uri", None), ("uri", "1920x1080"), ("url", None), ("url", "1920x1080")]
     for kind in kinds:
@@ -291,7 +438,14 @@ def run_bench(
                 )
             )
             print(_row(results[-1]), flush=True)
-    paths = samples[("4k", kinds[0])][:pair_frames]
+    return results
+
+
+def _run_pairs(
+    paths: list[Path], root: Path, kind: str, loops: int, budget_mib: int, chromium: str, work: Path
+) -> list[RunResult]:
+    """Two workers rendering the same looped clip: in-process caches against one service budget."""
+    results = []
     for label, mode in (
         ("2 workers, in-process caches", "own"),
         ("2 workers, one service budget (data URIs)", "uri"),
@@ -300,7 +454,7 @@ def run_bench(
         results.append(
             run_one(
                 label,
-                kinds[0],
+                kind,
                 paths,
                 root,
                 mode=mode,
@@ -319,10 +473,11 @@ def run_bench(
 
 def _row(r: RunResult) -> str:
     first, rest, whole = r.passes[0], r.passes[1:-1], r.passes[-1]
+    frames = "4K H.264 clip" if r.kind == "h264" else f"4K {r.kind.upper()}"
     later = f"{sum(p['frames'] for p in rest) / max(1e-3, sum(p['seconds'] for p in rest)):.2f}" if rest else "-"
     later_cpu = f"{sum(p['cpu_s_per_frame'] * p['frames'] for p in rest) / sum(p['frames'] for p in rest):.3f}" if rest else "-"
     return (
-        f"| 4K {r.kind.upper()} | {r.label} | {r.workers} | {first['fps']:.2f} | {later} | {first['cpu_s_per_frame']:.3f} | "
+        f"| {frames} | {r.label} | {r.workers} | {first['fps']:.2f} | {later} | {first['cpu_s_per_frame']:.3f} | "
         f"{later_cpu} | {whole['fps']:.2f} | {whole['cpu_s_per_frame']:.3f} | {r.peak_rss_mib:.0f} | {r.node_peak_rss_mib:.0f} | {r.server_peak_rss_mib:.0f} | "
         f"{r.server_loads} | {r.errors} |"
     )
@@ -343,13 +498,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--passes", type=int, default=2, help="passes over the frames, single worker (the first is cold)")
     ap.add_argument("--loops", type=int, default=2, help="passes (loops of the clip) in the two-worker runs")
     ap.add_argument("--pair-frames", type=int, default=8, help="distinct 4K PNG frames in the clip of the two-worker runs")
+    ap.add_argument("--video-frames", type=int, default=8, help="frames of the 4K H.264 clip in the video rows (0: none)")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help="which runs, comma-separated: images, pairs, video")
     ap.add_argument("--budget-mib", type=int, default=1500, help="the service's budget, and each in-process cache's")
     ap.add_argument("--chromium", default=None)
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
+    sections = tuple(x.strip() for x in a.sections.split(",") if x.strip())
+    if not sections or set(sections) - set(SECTIONS):
+        ap.error(f"--sections: choose from {', '.join(SECTIONS)}, got {a.sections!r}")
     print(HEADER, flush=True)
     results = run_bench(
-        frames=a.frames, passes=a.passes, budget_mib=a.budget_mib, loops=a.loops, pair_frames=a.pair_frames, chromium=a.chromium
+        frames=a.frames,
+        passes=a.passes,
+        budget_mib=a.budget_mib,
+        loops=a.loops,
+        pair_frames=a.pair_frames,
+        video_frames=a.video_frames,
+        chromium=a.chromium,
+        sections=sections,
     )
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
