@@ -3,6 +3,7 @@
 - :mod:`~gpupipe.video.decoder`: the contract every decoder implements (:class:`VideoDecoder`),
   and the seek rule they share (:func:`must_seek`);
 - :mod:`~gpupipe.video.pyav_decoder`: the CPU decoder, FFmpeg through PyAV;
+- :mod:`~gpupipe.video.rgb`: its conversion of decoded frames to RGB (RGBA), into a buffer it reuses;
 - :mod:`~gpupipe.video.pool`: the bounded pool of open decoders an encoder keeps, one per clip,
   least recently used closed first, their state counted in a cache's byte budget.
 
