@@ -19,8 +19,16 @@ RSS from +137 MiB to +94 MiB above base over 400 requests, with the same run tim
 
 A fixed threshold (with the trims) is the setting that keeps peak RSS within budget × 1.15 + base
 at every thread count measured (docs/BENCHMARKS.md, "Memory held to the budget"), and it is the default.
-Its price is the kernel's page faults on each fresh URI mapping; ``GPUPIPE_MALLOC_TUNE=0`` opts
+Its price is the kernel's page faults on each fresh mapping; ``GPUPIPE_MALLOC_TUNE=0`` opts
 out where speed matters more than a hard memory bound.
+
+**Image buffers reused.** Every transcode makes Pillow images of a few MB (a 1080p RGB picture
+is 8.3 MB in Pillow's 4-byte layout), freed when the frame is done. Mapped fresh each time, they
+cost more CPU in page faults than the copy into them (a 1080p video frame: 2,025 faults, ~4 ms
+here). So with the threshold, Pillow keeps up to :data:`IMAGE_BLOCKS_KEPT` freed image blocks for
+reuse (``PIL.Image.core.set_blocks_max``; a block is at most Pillow's block size, 16 MiB): a fixed
+overhead of at most 32 MiB, not scaled by the cache budget, and measured inside it (docs/BENCHMARKS.md,
+"Frames from video"). A ``PILLOW_BLOCKS_MAX`` set in the environment is left in force.
 
 The tuning only works where glibc's malloc serves the process's ``malloc`` calls. It is not
 applied, and :func:`allocator_status` says why, when another allocator is interposed
@@ -45,6 +53,7 @@ from .env import env
 from .errors import AllocatorTuningWarning
 
 __all__ = [
+    "IMAGE_BLOCKS_KEPT",
     "TRIM_INTERVAL_S",
     "AllocatorStatus",
     "allocator_status",
@@ -57,6 +66,9 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 DEFAULT_THRESHOLD = 256 * 1024
 TRIM_INTERVAL_S = 0.5
 """The shortest time between two :func:`trim_free_memory` calls that reach glibc, per process."""
+
+IMAGE_BLOCKS_KEPT = 2
+"""Freed Pillow image blocks kept for reuse while the tuning is applied (see the module docstring)."""
 
 NOT_APPLIED = "not applied: "
 """How :attr:`AllocatorStatus.reason` starts when the tuning cannot, or may not, be applied."""
@@ -234,6 +246,7 @@ def release_large_allocations(threshold: int = DEFAULT_THRESHOLD) -> bool:
             mallopt.restype = ctypes.c_int
             if mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1:
                 _applied = int(threshold)
+                _reuse_image_blocks()
                 return True
             why = _mallopt_refused = f"glibc's mallopt(M_MMAP_THRESHOLD, {int(threshold)}) refused the setting"
         if why == "GPUPIPE_MALLOC_TUNE=0" or _warned:
@@ -245,6 +258,17 @@ def release_large_allocations(threshold: int = DEFAULT_THRESHOLD) -> bool:
     )
     warnings.warn(msg, AllocatorTuningWarning, stacklevel=3)
     return False
+
+
+def _reuse_image_blocks() -> None:
+    """Let Pillow keep :data:`IMAGE_BLOCKS_KEPT` freed image blocks for reuse, unless the environment
+    sets ``PILLOW_BLOCKS_MAX`` or a larger number is set already."""
+    if "PILLOW_BLOCKS_MAX" in os.environ:
+        return
+    from PIL import Image
+
+    if Image.core.get_blocks_max() < IMAGE_BLOCKS_KEPT:
+        Image.core.set_blocks_max(IMAGE_BLOCKS_KEPT)
 
 
 def trim_free_memory() -> bool:

@@ -42,13 +42,15 @@ print(json.dumps({
     "line": allocator_tuning(),
     "report": environment_report(Config())["allocator"],
     "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
+    "image_blocks_max": __import__("PIL.Image").Image.core.get_blocks_max(),
 }))
 enc.close()
 """
 
 
 def _probe(**env: str) -> dict:
-    base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")}
+    unset = ("LD_PRELOAD", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES", "PILLOW_BLOCKS_MAX")
+    base = {k: v for k, v in os.environ.items() if k not in unset}
     r = subprocess.run([sys.executable, "-c", _PROBE], check=False, env={**base, **env}, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.splitlines()[-1])
@@ -104,6 +106,12 @@ def test_glibc_process_reports_the_tuning_applied():
     assert out["info"] == {"applied": True, "allocator": "glibc", "reason": f"glibc mmap threshold fixed at {memory.DEFAULT_THRESHOLD} bytes"}
     assert out["stats"]["allocator_tuned"] == 1
     assert not [w for w in out["warnings"] if "allocator" in w.lower()], out["warnings"]
+    assert out["image_blocks_max"] == memory.IMAGE_BLOCKS_KEPT  # Pillow reuses freed image blocks
+
+
+@glibc_only
+def test_pillow_blocks_max_from_the_environment_is_left_in_force():
+    assert _probe(PILLOW_BLOCKS_MAX="0")["image_blocks_max"] == 0
 
 
 @glibc_only
@@ -138,6 +146,7 @@ def test_opt_out_process_reports_why_without_a_warning():
     assert out["report"] == {"applied": False, "allocator": out["report"]["allocator"], "reason": "not applied: GPUPIPE_MALLOC_TUNE=0"}
     assert out["stats"]["allocator_tuned"] == 0
     assert not [w for w in out["warnings"] if "allocator" in w.lower()], out["warnings"]
+    assert out["image_blocks_max"] == 0  # Pillow's default: no image blocks kept
 
 
 @glibc_only
