@@ -714,6 +714,11 @@ def bench(
         metavar="SECONDS",
         help="Start no new row after this many seconds (0: no limit); the report says where it stopped.",
     ),
+    video: bool = typer.Option(
+        False,
+        "--video",
+        help="Only the video section: 1080p/4K H.264 and HEVC clips as URIs straight from the clip (CPU, and GPU where usable) against ffmpeg extracting them to PNG first; with --quick, 6 frames per clip. Goals: `python -m gpupipe.tools.goals OUT/bench.json`.",
+    ),
 ) -> None:
     """Throughput, host CPU cost (CPU-s/frame) and per-stage benchmark of the CPU (and GPU) path; writes results/ with charts."""
     from .tools.bench import run_bench
@@ -728,6 +733,7 @@ def bench(
         console=_wide_console(),
         goals=goals,
         max_seconds=max_seconds or None,
+        video=video,
     )
 
 

@@ -5,6 +5,7 @@
 #
 #   call 1:  STEPS=call1 BUNDLE=/tmp/b OUT=$OUT bash scripts/gpu_session.sh   # install versions tests kernel
 #   call 2:  STEPS=call2 BUNDLE=/tmp/b OUT=$OUT bash scripts/gpu_session.sh   # install bench-gpu goals
+#   call 3:  STEPS=call3 BUNDLE=/tmp/b OUT=$OUT bash scripts/gpu_session.sh   # install video
 #   CPU smoke (no GPU; ~30 s on 2 cores): STEPS="bench-gpu goals" QUICK=1 OUT=/tmp/g bash scripts/gpu_session.sh
 #
 # Steps, in the order they run (any subset, space-separated; call1/call2 expand as above):
@@ -19,6 +20,12 @@
 #              matrix, for the CPU smoke)
 #   goals      python -m gpupipe.tools.goals on bench-gpu's bench.json (+ the kernel step's JSON if
 #              present): PASS/FAIL/SKIP/INFO lines
+#   video      gpupipe bench --backend gpu --video: 1080p and 4K H.264 and HEVC clips (60 frames, made with
+#              PyAV where there is no ffmpeg binary) as URIs straight from the clip (NVDEC on the GPU, PyAV
+#              on the CPU; fitted to 1920x1080 and at the clip's size) against extracting them to PNG
+#              first; then its goals (H100/H200: 4K H.264 >= 300 f/s, <= 5 CPU-ms/frame, >= 20x the
+#              extraction's f/s; CPU path >= 5x fewer CPU-s/frame) into $OUT/video-goals.txt
+#              (soft limit $VIDEO_MAX_S, 300 s; hard timeout 450 s; QUICK=1: 6 frames per clip)
 #   budget     the byte budget on a GPU host: tests/test_stress.py, test_soak.py, test_warm_up.py and
 #              test_holds.py here; scripts/gpu_memory.py (RSS after each start-up step and across
 #              batches); serve_load (8 clients x 60, 512 MiB, JPEG fitted to 1920x1080) on the GPU
@@ -33,9 +40,10 @@ OUT=${OUT:-gpu-results}
 STEPS=" ${STEPS:-call1 call2} "
 STEPS=${STEPS// call1 / install versions tests kernel }
 STEPS=${STEPS// call2 / install bench-gpu goals }
+STEPS=${STEPS// call3 / install video }
 for s in $STEPS; do
-  case $s in install|versions|tests|kernel|bench-gpu|goals|bench|budget) ;;
-    *) echo "gpu_session.sh: unknown step '$s' (steps: install versions tests kernel bench-gpu goals bench budget, call1, call2)" >&2; exit 2 ;;
+  case $s in install|versions|tests|kernel|bench-gpu|goals|video|bench|budget) ;;
+    *) echo "gpu_session.sh: unknown step '$s' (steps: install versions tests kernel bench-gpu goals video bench budget, call1, call2, call3)" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$OUT"
@@ -112,6 +120,18 @@ if want goals; then
   rc=$?
   cat "$OUT/goals.txt"
   record goals "$rc" "$OUT/goals.txt"
+fi
+if want video; then
+  timeout 450 python3 -m gpupipe bench --backend gpu --video --max-seconds "${VIDEO_MAX_S:-300}" ${QUICK:+--quick} \
+    --out "$OUT/bench-video" 2>&1 | tee "$OUT/bench-video.log" | tail -12
+  rc=${PIPESTATUS[0]}
+  if [ "$rc" -eq 0 ]; then
+    echo "== video goals"
+    python3 -m gpupipe.tools.goals "$OUT/bench-video/bench.json" > "$OUT/video-goals.txt" 2>&1
+    rc=$?
+    cat "$OUT/video-goals.txt"
+  fi
+  record video "$rc" "$OUT/bench-video/BENCH.md, $OUT/video-goals.txt"
 fi
 if want budget; then
   echo "== budget: memory tests on this host"

@@ -359,3 +359,182 @@ def test_quick_bench_writes_report(tmp_path, monkeypatch):
     for chart in ("throughput.png", "cpu_cost.png", "stages.png", "soak_rss.png"):
         assert (out / chart).stat().st_size > 1000
     assert r["machine"]["cores"] >= 1
+
+
+# --------------------------------------------------------------------------- the video section
+
+
+def _video_paths(extract_cpu=0.5, extract_fps=4.0, cpu_fitted=0.08, gpu=None, source=0.12, plain=0.1, seeks=0):
+    """A clip row's paths: extraction to PNG + passthrough, the CPU video source, the plain PyAV loop, and
+    (``gpu``: (f/s, CPU-s)) the GPU one."""
+    p = {
+        "extract-png+passthrough": {"fps": extract_fps, "cpu_s_per_frame": extract_cpu},
+        "video-cpu-fitted": {"fps": 10.0, "cpu_s_per_frame": cpu_fitted},
+        "video-cpu-source": {"fps": 8.0, "cpu_s_per_frame": source, "seeks": seeks},
+        "pyav-loop": {"fps": 9.0, "cpu_s_per_frame": plain},
+    }
+    if gpu is not None:
+        p["video-gpu-fitted"] = {"fps": gpu[0], "cpu_s_per_frame": gpu[1], "decoder": "nvdec"}
+    return p
+
+
+def _video_bench(device="NVIDIA H200", gpu=(400.0, 0.003), sections=("video",), notes=(), **kw):
+    rows = [
+        {"resolution": res, "codec": codec, "frames": 60, "paths": _video_paths(gpu=gpu, **kw)}
+        for res in ("1080p", "4k")
+        for codec in ("h264", "hevc")
+        if not any(n.startswith(codec) for n in notes)
+    ]
+    ran = gpu is not None
+    return {
+        "sections": list(sections),
+        "workloads": [],
+        "machine": {"cores": 16},
+        "gpu": {"usable": ran, "reason": "CUDA device 0 of 1" if ran else "no CUDA device usable: test"},
+        "backends": ["cpu", "gpu"] if ran else ["cpu"],
+        "video": {
+            "rows": rows,
+            "notes": list(notes),
+            "gpu": {"ran": ran, "device": device if ran else None, "reason": "ok" if ran else "no GPU (test)"},
+        },
+    }
+
+
+def test_video_goals_pass():
+    lines = goals.check_goals(_video_bench())
+    assert [(x.goal.split(" (")[0], x.status) for x in lines] == [
+        ("video 4k h264 CPU path", "PASS"),
+        ("video 4k hevc CPU path", "PASS"),
+        ("video 4k h264 GPU path", "PASS"),
+        ("video in-order contract", "PASS"),
+    ]  # a --video run: no image-matrix goal lines
+    assert "6.2x fewer" in lines[0].detail and "at the clip's size 120.0 CPU-ms/frame, 4.2x fewer" in lines[0].detail
+    assert goals.exit_status(lines) == goals.EXIT_PASS
+
+
+@pytest.mark.parametrize(
+    ("kw", "failing", "words"),
+    [
+        ({"cpu_fitted": 0.11}, ["video 4k h264 CPU path", "video 4k hevc CPU path"], "4.5x fewer"),
+        ({"plain": 0.079}, ["video in-order contract"], "4k hevc: 1.52x (120.0 vs 79.0 CPU-ms/frame, OVER)"),
+        ({"seeks": 3}, ["video in-order contract"], "1080p h264: 1.20x (120.0 vs 100.0 CPU-ms/frame, 3 seeks, OVER)"),
+        ({"gpu": (299.0, 0.003)}, ["video 4k h264 GPU path"], "TOO SLOW"),
+        ({"gpu": (400.0, 0.0051)}, ["video 4k h264 GPU path"], "TOO MUCH CPU"),
+        ({"gpu": (400.0, 0.003), "extract_fps": 20.5}, ["video 4k h264 GPU path"], "NOT ENOUGH"),
+    ],
+)
+def test_video_goals_fail(kw, failing, words):
+    lines = goals.check_goals(_video_bench(**kw))
+    bad = [x for x in lines if x.status == "FAIL"]
+    assert [x.goal.split(" (")[0] for x in bad] == failing and all(words in x.detail for x in bad), [str(x) for x in lines]
+    assert goals.exit_status(lines) == goals.EXIT_FAIL
+
+
+def test_video_goals_at_the_exact_thresholds():
+    lines = goals.check_goals(_video_bench(cpu_fitted=0.1, gpu=(300.0, 0.005), extract_fps=15.0, source=0.15, plain=0.1))
+    assert goals.exit_status(lines) == goals.EXIT_PASS, [str(x) for x in lines]
+
+
+def test_video_gpu_goal_skipped_without_a_gpu_and_informational_on_another_gpu():
+    lines = goals.check_goals(_video_bench(gpu=None))
+    (g,) = [x for x in lines if "GPU path" in x.goal]
+    assert g.status == "SKIP" and "no GPU (test)" in g.detail and "CPU path video source 10.0 f/s" in g.detail
+    assert goals.exit_status(lines) == goals.EXIT_SKIP
+    (g,) = [x for x in goals.check_goals(_video_bench(device="NVIDIA L4")) if "GPU path" in x.goal]
+    assert g.status == "INFO" and "this GPU is NVIDIA L4" in g.detail
+
+
+def test_video_goals_missing_rows_codecs_and_sections():
+    lines = goals.check_goals(_video_bench(notes=["hevc: no encoder (PyAV lacks it): rows skipped"]))
+    assert [x.status for x in lines] == ["PASS", "SKIP", "PASS", "PASS"] and "no encoder" in lines[1].detail
+    b = _video_bench()
+    b["video"]["rows"] = [r for r in b["video"]["rows"] if r["resolution"] != "4k"]
+    assert {x.status for x in goals.check_goals(b) if "4k" in x.goal} == {"FAIL"}
+    del b["video"]
+    (only,) = goals.check_goals(b)
+    assert only.status == "FAIL" and "no video section" in only.detail
+    full = _bench()  # an image-matrix run with a video section gets both sets of lines
+    full.update(sections=["image", "video"], video=_video_bench()["video"])
+    names = [x.goal.split(" (")[0] for x in goals.check_goals(full)]
+    assert "4k jpeg transcode" in names and names[-4:] == [
+        "video 4k h264 CPU path", "video 4k hevc CPU path", "video 4k h264 GPU path", "video in-order contract"
+    ]
+
+
+def _tiny_clips(monkeypatch, tmp_path):
+    """The video section on clips of 192x108 and 384x216 pixels, 4 frames each, in ``tmp_path``."""
+    import gpupipe.tools.video_bench as vb
+
+    monkeypatch.setattr(vb, "VIDEO_SIZES", {"1080p": (192, 108), "4k": (384, 216)})
+    monkeypatch.setattr(vb, "QUICK_FRAMES", 4)
+    monkeypatch.setattr(__import__("tempfile"), "tempdir", str(tmp_path))
+    return _tiny_frames(monkeypatch, tmp_path)
+
+
+@pytest.mark.parametrize("use_ffmpeg", [True, False], ids=["ffmpeg-binary", "pyav"])
+def test_quick_video_bench(monkeypatch, tmp_path, use_ffmpeg):
+    """``gpupipe bench --video --quick`` on tiny clips (the figures mean nothing): every clip and path, the
+    figures, the report and the goal lines; the GPU path skipped with its reason; ffmpeg or PyAV."""
+    from gpupipe.tools.ffmpeg_frames import find_ffmpeg
+
+    if use_ffmpeg and find_ffmpeg() is None:
+        pytest.skip("no ffmpeg binary")
+    bench = _tiny_clips(monkeypatch, tmp_path)
+    import gpupipe.gpu
+
+    monkeypatch.setattr(gpupipe.gpu, "gpu_available", lambda device=0: (False, "no CUDA device usable: test"))
+    r = bench.run_bench(backend="gpu", quick=True, video=True, out=tmp_path / "v", use_ffmpeg=use_ffmpeg)
+    v = r["video"]
+    assert r["sections"] == ["video"] and r["workloads"] == [] and "soak" not in r
+    assert [(row["resolution"], row["codec"]) for row in v["rows"]] == [
+        ("1080p", "h264"), ("1080p", "hevc"), ("4k", "h264"), ("4k", "hevc")
+    ]
+    assert v["gpu"] == {"ran": False, "reason": "no GPU (no CUDA device usable: test)", "device": None}
+    assert ("PyAV" in v["ffmpeg"]) != use_ffmpeg
+    for row in v["rows"]:
+        assert set(row["paths"]) == {
+            "extract-png", "extract-png+passthrough", "extract-png+fitted", "video-cpu-fitted", "video-cpu-source", "pyav-loop"
+        }
+        for name, m in row["paths"].items():
+            assert m["fps"] > 0 and m["cpu_s_per_frame"] > 0, name
+        for out in ("fitted", "source"):
+            m = row["paths"][f"video-cpu-{out}"]
+            assert m["seeks"] == 0 and m["decoded"] == 4  # in order: one decode per frame, no seek
+            assert m["cpu_s_vs_extract_png"] > 0 and len(m["wall_s"]) == 1
+        assert row["png_mb"] > 0 and row["clip_mb"] > 0
+        assert row["paths"]["video-cpu-source"]["cpu_vs_pyav_loop"] > 0 and row["paths"]["pyav-loop"]["fps"] > 0
+    assert not list((tmp_path / "gpupipe-bench" / "video").glob("*-png"))  # extracted frames removed
+    statuses = {x.goal.split(" (")[0]: x.status for x in goals.check_goals(r)}
+    assert statuses["video 4k h264 GPU path"] == "SKIP" and statuses["video 4k hevc CPU path"] in ("PASS", "FAIL")
+    assert statuses["video in-order contract"] in ("PASS", "FAIL")
+    md = (tmp_path / "v" / "BENCH.md").read_text()
+    assert "### Frames from video (4 frames per clip" in md and "(b) video source, CPU, JPEG fitted 1920x1080" in md
+    assert "GPU: not run: no GPU (no CUDA device usable: test)" in md and "SKIP: video 4k h264 GPU path" in md
+
+
+def test_session_script_video_step(tmp_path):
+    """The ``video`` step runs ``gpupipe bench --backend gpu --video`` into $OUT/bench-video, then the goal checker on it."""
+    out = tmp_path / "out"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    made = json.dumps(_video_bench())
+    fake = tmp_path / "fake_bench.py"  # stands in for the bench: records its arguments, writes results
+    fake.write_text(
+        "import json, pathlib, sys\n"
+        "args = sys.argv[1:]\n"
+        "d = pathlib.Path(args[args.index('--out') + 1]); d.mkdir(parents=True)\n"
+        f"(d / 'bench.json').write_text({made!r})\n"
+        "(d.parent / 'args.json').write_text(json.dumps(args))\n"
+    )
+    (bindir / "python3").write_text(
+        f'#!/bin/sh\nif [ "$1 $2 $3" = "-m gpupipe bench" ]; then shift 3; exec "{sys.executable}" "{fake}" "$@"; fi\n'
+        f'exec "{sys.executable}" "$@"\n'
+    )
+    (bindir / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "STEPS": "video", "OUT": str(out)}
+    p = subprocess.run(["bash", "scripts/gpu_session.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    args = json.loads((out / "args.json").read_text())
+    assert args[:3] == ["--backend", "gpu", "--video"] and args[args.index("--out") + 1] == str(out / "bench-video")
+    assert "PASS: video 4k h264 GPU path" in (out / "video-goals.txt").read_text()
+    assert p.stdout.strip().splitlines()[-1].startswith("step video: PASS")

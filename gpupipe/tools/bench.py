@@ -343,6 +343,7 @@ def run_bench(  # noqa: PLR0912, PLR0915 - the report's sections in order; each 
     config: Config | None = None,
     goals: bool = False,
     max_seconds: float | None = None,
+    video: bool = False,
 ) -> dict[str, Any]:
     """Run the benchmark matrix and write JSON, markdown and charts under ``out``; returns the results.
 
@@ -350,8 +351,10 @@ def run_bench(  # noqa: PLR0912, PLR0915 - the report's sections in order; each 
     where a device is usable). ``goals``: only the rows of :data:`gpupipe.tools.goals.GOAL_MATRIX`
     (4K JPEG and PNG, no stdlib baseline, no stage/URI/soak/hit-ratio sections), 8 distinct
     frames in batches of 32 (``quick``: 2 in batches of 4), 7 timed repeats; check them with
-    ``python -m gpupipe.tools.goals <out>/bench.json``. ``max_seconds``: start no new row or GPU
-    detail section after this many seconds (the report says where it stopped).
+    ``python -m gpupipe.tools.goals <out>/bench.json``. ``video``: only the video section
+    (:mod:`gpupipe.tools.video_bench`: clips against extraction to PNG; ``quick``: 6 frames per
+    clip); the full run (neither ``quick`` nor ``goals``) ends with it too. ``max_seconds``: start
+    no new row or GPU detail section after this many seconds (the report says where it stopped).
     """
     from ..gpu import gpu_available
 
@@ -359,7 +362,11 @@ def run_bench(  # noqa: PLR0912, PLR0915 - the report's sections in order; each 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = config or load_config()
-    if goals:
+    if video:
+        cells: list[Cell] = []
+        repeats = repeats or (1 if quick else 2)
+        distinct = per_batch = 0
+    elif goals:
         from .goals import GOAL_MATRIX
 
         cells = list(GOAL_MATRIX)
@@ -376,8 +383,10 @@ def run_bench(  # noqa: PLR0912, PLR0915 - the report's sections in order; each 
         return max_seconds is not None and time.perf_counter() - t_start > max_seconds
 
     clips, frames_note = _frames(work, use_ffmpeg, distinct, list(dict.fromkeys((r, k) for r, k, _ in cells)))
+    if video:
+        frames_note = "video clips only (see the video section)"
     gpu_ok, gpu_why = gpu_available(cfg.gpu or 0)
-    backends = ["cpu"] if goals else ["cpu", "stdlib"]
+    backends = ["cpu"] if goals or video else ["cpu", "stdlib"]
     if backend in ("gpu", "all") and gpu_ok:
         backends.append("gpu")
     if backend == "gpu" and not gpu_ok:
@@ -385,7 +394,10 @@ def run_bench(  # noqa: PLR0912, PLR0915 - the report's sections in order; each 
     cores = usable_cores()
     pt_setting = getattr(cfg, "passthrough_device", None)
     flags = (
-        (" --goals" if goals else "") + (" --quick" if quick else "") + (f" --max-seconds {max_seconds:g}" if max_seconds else "")
+        (" --goals" if goals else "")
+        + (" --video" if video else "")
+        + (" --quick" if quick else "")
+        + (f" --max-seconds {max_seconds:g}" if max_seconds else "")
     )
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -396,6 +408,7 @@ def run_bench(  # noqa: PLR0912, PLR0915 - the report's sections in order; each 
         "distinct_frames": distinct,
         "repeats": repeats,
         "goals": goals,
+        "sections": ["video"] if video else ["image", "video"] if not (quick or goals) else ["image"],
         "backends": backends,
         # PNG sources: the GPU rows measure DALI's route (png_device: gpu), whatever the config's default.
         "gpu": {"usable": gpu_ok, "reason": gpu_why, "passthrough_device": pt_setting, "png_device": "gpu"},
@@ -406,9 +419,9 @@ def run_bench(  # noqa: PLR0912, PLR0915 - the report's sections in order; each 
     def save() -> None:
         (out / "bench.json").write_text(json.dumps(results, indent=2, default=str))
 
-    run_cfg = replace(cfg, workers=cores, batch_size=per_batch)
-    encoders = {"cpu": FrameEncoder(run_cfg, backend="cpu")}
-    if "gpu" in backends:
+    run_cfg = replace(cfg, workers=cores, batch_size=max(1, per_batch))
+    encoders = {} if video else {"cpu": FrameEncoder(run_cfg, backend="cpu")}
+    if "gpu" in backends and not video:
         encoders["gpu"] = FrameEncoder(replace(run_cfg, png_device="gpu"), backend="gpu")
     try:
         for res, kind, wl in cells:
@@ -430,18 +443,24 @@ def run_bench(  # noqa: PLR0912, PLR0915 - the report's sections in order; each 
                 f"{res:5} {kind:9} {wl:12} "
                 + "  ".join(f"{b} {row[f'{b}_fps']:7.1f} f/s {row[f'{b}_cpu_s_per_frame'] * 1e3:7.1f} CPU-ms/f" for b in backends)
             )
-        if not goals:
+        image = not (goals or video)  # the image sections beside the matrix
+        if image:
             big = clips[("4k", "png")][0].read_bytes()
             results["uri_assembly"] = uri_assembly_bench(big, 3 if quick else 9)
-        if "gpu" in backends and not out_of_time():
+        if "gpu" in backends and cells and not out_of_time():
             stage_cells = [c for c in cells if c[2] != "passthrough"]
             results["gpu_detail"] = _gpu_detail(clips, stage_cells, per_batch, repeats, quick, out_of_time)
             save()
-        if not goals:
+        if image:
             results.update(_cache_sections(quick, work, encoders["cpu"]))
             save()
             if soak:
                 results["soak"] = _soak(encoders.get("gpu") or encoders["cpu"], clips, quick, work)
+        if "video" in results["sections"]:
+            if out_of_time():
+                results["stopped_early"] = f"time limit of {max_seconds:g} s reached before the video section"
+            else:
+                _video_section(results, cfg, quick, repeats if video else None, use_ffmpeg, work, say, out_of_time, save)
     finally:
         for e in encoders.values():
             e.close()
@@ -452,6 +471,53 @@ def run_bench(  # noqa: PLR0912, PLR0915 - the report's sections in order; each 
     written = write_report(results, out)
     say(f"wrote {out / 'bench.json'}" + "".join(f", {p}" for p in written) + f" in {results['seconds']:.0f} s")
     return results
+
+
+def _video_section(
+    results: dict[str, Any],
+    cfg: Config,
+    quick: bool,
+    repeats: int | None,
+    use_ffmpeg: bool,
+    work: Path,
+    say: Callable[[str], None],
+    out_of_time: Callable[[], bool],
+    save: Callable[[], None],
+) -> None:
+    """Run :func:`~gpupipe.tools.video_bench.run_video_bench` on its own encoders (the GPU one where the
+    run has the GPU backend) into ``results["video"]``, saving after each clip."""
+    from ..gpu import gpu_status
+    from .video_bench import VIDEO_BATCH, VideoBenchSettings, run_video_bench
+
+    gpu = "gpu" in results["backends"]
+    vcfg = replace(cfg, workers=usable_cores(), batch_size=VIDEO_BATCH)
+    encoders = {"cpu": FrameEncoder(vcfg, backend="cpu")}
+    if gpu:
+        encoders["gpu"] = FrameEncoder(vcfg, backend="gpu")
+    reason = results["gpu"]["reason"] if results["gpu"]["usable"] else f"no GPU ({results['gpu']['reason']})"
+    if results["gpu"]["usable"] and not gpu:
+        reason = "GPU backend not run (--backend cpu)"
+
+    def keep(section: dict[str, Any]) -> None:
+        results["video"] = section
+        save()
+
+    try:
+        keep(
+            run_video_bench(
+                encoders,
+                VideoBenchSettings.for_run(quick, repeats, use_ffmpeg),
+                work / "video",
+                gpu_reason=reason,
+                gpu_device=gpu_status(cfg.gpu or 0).checks.get("device") if gpu else None,
+                say=say,
+                out_of_time=out_of_time,
+                on_row=keep,
+            )
+        )
+    finally:
+        for e in encoders.values():
+            e.close()
 
 
 def _stdlib_fn(paths: list[Path], spec: OutputSpec) -> Callable[[], Any]:

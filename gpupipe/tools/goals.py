@@ -13,6 +13,22 @@ Goals (every ratio compares figures from the same run, on the same host):
 Reported without a goal (``INFO`` lines): 4K PNG sources (DALI decodes PNG on CPU threads
 inside its ``mixed`` operator), and passthrough with ``passthrough_device`` ``cpu`` and ``gpu``.
 
+Video goals, on a run with the video section (``gpupipe bench --video``;
+:mod:`gpupipe.tools.video_bench`), against today's path of extracting every frame to PNG with
+``ffmpeg`` and inlining the files (``extract-png+passthrough``), measured in the same run:
+
+- ``video 4k <codec> CPU path`` (H.264 and HEVC): the video source on the CPU backend, JPEG
+  fitted to 1920×1080, takes at least :data:`VIDEO_CPU_SAVING_MIN` (5) times fewer CPU-seconds per
+  frame (the line also gives the figure at the clip's own size);
+- ``video 4k h264 GPU path``, on an H100 or H200 (:data:`VIDEO_GPU_DEVICES`; another GPU gets an
+  ``INFO`` line): 4K H.264 to fitted JPEG URIs in order at >= :data:`VIDEO_GPU_FPS_MIN` (300)
+  frames/s, at <= :data:`VIDEO_GPU_CPU_MS_MAX` (5) CPU-ms per frame, and >=
+  :data:`VIDEO_GPU_VS_EXTRACT_MIN` (20) times the extraction path's frames/s;
+- ``video in-order contract``: on every clip, the CPU video source at the clip's size
+  (``video-cpu-source``: one pipeline ``get`` per frame, the timeline declared) costs at most
+  :data:`VIDEO_INORDER_MAX` (1.5) times the CPU-seconds per frame of a plain PyAV loop that
+  decodes, JPEG-encodes and base64-encodes the same frames in order (``pyav-loop``), with no seek.
+
 Run ``python -m gpupipe.tools.goals [BENCH_JSON] [--kernel KERNEL_JSON]``. It prints one line per
 goal, ``PASS: <goal>: <figures>``, ``FAIL: ...``, ``SKIP: ...`` (no GPU, or no results given for
 it) or ``INFO: ...``, then a summary line. Exit status: 0 when every goal was checked and
@@ -42,9 +58,16 @@ __all__ = [
     "KERNEL_MIN_RATIO",
     "PASSTHROUGH_CELLS",
     "SPEEDUP_MIN",
+    "VIDEO_CPU_SAVING_MIN",
+    "VIDEO_GPU_CPU_MS_MAX",
+    "VIDEO_GPU_DEVICES",
+    "VIDEO_GPU_FPS_MIN",
+    "VIDEO_GPU_VS_EXTRACT_MIN",
+    "VIDEO_INORDER_MAX",
     "GoalLine",
     "check_goals",
     "check_kernel",
+    "check_video_goals",
     "exit_status",
     "main",
 ]
@@ -65,6 +88,20 @@ PASSTHROUGH_CELLS: tuple[Cell, ...] = (("4k", "jpeg", "passthrough"), ("4k", "pn
 """Passthrough rows, reported with both ``passthrough_device`` values where the setting exists."""
 GOAL_MATRIX: tuple[Cell, ...] = GOAL_CELLS + INFO_CELLS + PASSTHROUGH_CELLS
 """The rows ``gpupipe bench --goals`` measures, goal rows first."""
+
+VIDEO_CPU_SAVING_MIN = 5.0
+"""Least ratio of the extraction path's CPU-s per 4K frame to the CPU video source's (fitted JPEG)."""
+VIDEO_GPU_FPS_MIN = 300.0
+"""Least frames/s of 4K H.264 to fitted JPEG URIs on the GPU, in order."""
+VIDEO_GPU_CPU_MS_MAX = 5.0
+"""Most CPU-milliseconds per frame of that GPU path."""
+VIDEO_GPU_VS_EXTRACT_MIN = 20.0
+"""Least ratio of that GPU path's frames/s to the extraction path's on the same machine."""
+VIDEO_INORDER_MAX = 1.5
+"""Most ratio of the CPU video source's CPU-s per frame, in order, to a plain PyAV loop's on the same clip."""
+VIDEO_GPU_DEVICES = ("H100", "H200")
+"""The devices the GPU video goal is set for (matched in the device's name)."""
+_EXTRACT = "extract-png+passthrough"
 
 EXIT_PASS, EXIT_FAIL, EXIT_SKIP = 0, 1, 3
 
@@ -175,11 +212,115 @@ def _info(bench: dict[str, Any], cell: Cell, cores: Any, skip: str | None) -> Go
     return GoalLine("INFO", goal, "; ".join(parts))
 
 
+def _video_row(video: dict[str, Any], res: str, codec: str) -> dict[str, Any] | None:
+    return next((r for r in video.get("rows", []) if (r.get("resolution"), r.get("codec")) == (res, codec)), None)
+
+
+def _path_figures(name: str, m: dict[str, Any]) -> str:
+    return f"{name} {m['fps']:.1f} f/s at {_ms(m.get('cpu_s_per_frame'))} CPU-ms/frame"
+
+
+def _video_cpu_goal(video: dict[str, Any], codec: str) -> GoalLine:
+    goal = f"video 4k {codec} CPU path (fitted JPEG: >= {VIDEO_CPU_SAVING_MIN:g}x fewer CPU-s/frame than extract-to-PNG + passthrough)"
+    row = _video_row(video, "4k", codec)
+    if row is None:
+        missing = [n for n in video.get("notes", []) if n.startswith(f"{codec}:")]
+        if missing:
+            return GoalLine("SKIP", goal, missing[0])
+        return GoalLine("FAIL", goal, "not measured: no 4K row for this codec (run stopped early?)")
+    paths = row.get("paths", {})
+    base, m = paths.get(_EXTRACT), paths.get("video-cpu-fitted")
+    if not base or not m or not m.get("cpu_s_per_frame") or not base.get("cpu_s_per_frame"):
+        return GoalLine("FAIL", goal, "not measured: the row lacks the extraction path or the CPU video path")
+    ratio = base["cpu_s_per_frame"] / m["cpu_s_per_frame"]
+    detail = f"{_path_figures('video source', m)} vs {_path_figures('extract-to-PNG + passthrough', base)}: {ratio:.1f}x fewer"
+    src = paths.get("video-cpu-source")
+    if src and src.get("cpu_s_per_frame"):
+        detail += f"; at the clip's size {_ms(src['cpu_s_per_frame'])} CPU-ms/frame, {base['cpu_s_per_frame'] / src['cpu_s_per_frame']:.1f}x fewer"
+    return GoalLine("PASS" if ratio >= VIDEO_CPU_SAVING_MIN else "FAIL", goal, detail)
+
+
+def _video_gpu_goal(video: dict[str, Any]) -> GoalLine:
+    goal = (
+        f"video 4k h264 GPU path ({'/'.join(VIDEO_GPU_DEVICES)}: fitted JPEG >= {VIDEO_GPU_FPS_MIN:g} f/s in order, "
+        f"<= {VIDEO_GPU_CPU_MS_MAX:g} CPU-ms/frame, >= {VIDEO_GPU_VS_EXTRACT_MIN:g}x extract-to-PNG f/s)"
+    )
+    gpu = video.get("gpu") or {}
+    row = _video_row(video, "4k", "h264")
+    paths = (row or {}).get("paths", {})
+    if not gpu.get("ran"):
+        cpu = paths.get("video-cpu-fitted")
+        tail = f"; CPU path {_path_figures('video source', cpu)}" if cpu else ""
+        return GoalLine("SKIP", goal, f"{gpu.get('reason', 'no GPU')}{tail}")
+    base, m = paths.get(_EXTRACT), paths.get("video-gpu-fitted")
+    if not base or not m or not m.get("fps") or not base.get("fps"):
+        return GoalLine("FAIL", goal, "not measured: no 4K H.264 row with the GPU and extraction paths (run stopped early?)")
+    ms = m["cpu_s_per_frame"] * 1e3
+    vs = m["fps"] / base["fps"]
+    fast, cheap, ahead = m["fps"] >= VIDEO_GPU_FPS_MIN, ms <= VIDEO_GPU_CPU_MS_MAX, vs >= VIDEO_GPU_VS_EXTRACT_MIN
+    detail = (
+        f"{m['fps']:.1f} f/s ({'ok' if fast else 'TOO SLOW'}) at {ms:.2f} CPU-ms/frame ({'ok' if cheap else 'TOO MUCH CPU'}), "
+        f"{vs:.1f}x {_path_figures('extract-to-PNG + passthrough', base)} ({'ok' if ahead else 'NOT ENOUGH'}); "
+        f"decoder {m.get('decoder', '?')}"
+    )
+    device = str(gpu.get("device") or "")
+    if not any(d in device for d in VIDEO_GPU_DEVICES):
+        return GoalLine(
+            "INFO", goal, f"the goal is set for {'/'.join(VIDEO_GPU_DEVICES)}; this GPU is {device or 'unnamed'}: {detail}"
+        )
+    return GoalLine("PASS" if fast and cheap and ahead else "FAIL", goal, detail)
+
+
+def _video_inorder_goal(video: dict[str, Any]) -> GoalLine:
+    goal = (
+        f"video in-order contract (every clip: video source at the clip's size <= {VIDEO_INORDER_MAX:g}x "
+        "the CPU-s/frame of a plain PyAV decode + JPEG + base64 loop, no seek)"
+    )
+    parts, ok, measured = [], True, 0
+    for row in video.get("rows", []):
+        paths = row.get("paths", {})
+        plain, src = paths.get("pyav-loop"), paths.get("video-cpu-source")
+        name = f"{row.get('resolution')} {row.get('codec')}"
+        if not plain or not src or not plain.get("cpu_s_per_frame") or not src.get("cpu_s_per_frame"):
+            parts.append(f"{name}: not measured")
+            ok = False
+            continue
+        measured += 1
+        ratio = src["cpu_s_per_frame"] / plain["cpu_s_per_frame"]
+        seeks = src.get("seeks", 0)
+        good = ratio <= VIDEO_INORDER_MAX and not seeks
+        ok &= good
+        parts.append(
+            f"{name}: {ratio:.2f}x ({_ms(src['cpu_s_per_frame'])} vs {_ms(plain['cpu_s_per_frame'])} CPU-ms/frame"
+            + (f", {seeks:g} seeks" if seeks else "")
+            + ("" if good else ", OVER")
+            + ")"
+        )
+    if not measured:
+        return GoalLine("FAIL", goal, "not measured: no clip row with the plain PyAV loop and the CPU video source")
+    return GoalLine("PASS" if ok else "FAIL", goal, "; ".join(parts))
+
+
+def check_video_goals(bench: dict[str, Any]) -> list[GoalLine]:
+    """The video goal lines (see the module docstring) for a ``bench.json`` dict with a ``video`` section; none without one."""
+    video = bench.get("video")
+    if not isinstance(video, dict):
+        return []
+    lines = [_video_cpu_goal(video, codec) for codec in ("h264", "hevc")]
+    lines.append(_video_gpu_goal(video))
+    lines.append(_video_inorder_goal(video))
+    if video.get("stopped_early"):
+        lines.append(GoalLine("INFO", "video section", f"stopped early: {video['stopped_early']}"))
+    return lines
+
+
 def check_goals(bench: dict[str, Any] | None, kernel: dict[str, Any] | None = None) -> list[GoalLine]:
     """PASS/FAIL/SKIP/INFO lines for ``bench`` (a ``bench.json`` dict) and ``kernel`` (a kernel-step result).
 
     Either may be ``None``. The kernel goal is checked on ``kernel`` and on ``bench``'s
-    ``gpu_detail.base64_kernel`` where present; the workload goals only when ``bench`` is given.
+    ``gpu_detail.base64_kernel`` where present; the workload goals only when ``bench`` is given
+    and ran the image matrix (its ``sections``; a ``--video`` run has only the video section),
+    the video goals (:func:`check_video_goals`) when it has a video section.
     """
     lines: list[GoalLine] = []
     if kernel is not None:
@@ -188,6 +329,9 @@ def check_goals(bench: dict[str, Any] | None, kernel: dict[str, Any] | None = No
         if kernel is None:
             lines.append(GoalLine("SKIP", "all goals", "no results given"))
         return lines
+    if "image" not in bench.get("sections", ["image"]):
+        video = check_video_goals(bench)
+        return lines + (video or [GoalLine("FAIL", "video goals", "not measured: the results have no video section")])
     skip = _gpu_skip_reason(bench)
     if skip is not None:  # the reason once; the lines below say only "no GPU"
         lines.append(GoalLine("INFO", "GPU", skip))
@@ -202,7 +346,7 @@ def check_goals(bench: dict[str, Any] | None, kernel: dict[str, Any] | None = No
         lines.append(_workload_goal(bench, cell, cores, skip))
     for cell in INFO_CELLS + PASSTHROUGH_CELLS:
         lines.append(_info(bench, cell, cores, skip))
-    return lines
+    return lines + check_video_goals(bench)
 
 
 def exit_status(lines: Sequence[GoalLine]) -> int:

@@ -148,6 +148,57 @@ def _passthrough_section(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+_VIDEO_PATHS = {
+    "extract-png": "ffmpeg extracts PNG files (alone)",
+    "extract-png+passthrough": "(a) extract PNG, then passthrough URIs",
+    "extract-png+fitted": "(a) extract PNG, then gpupipe JPEG fitted 1920x1080",
+    "extract-jpeg": "ffmpeg extracts JPEG q2 files (alone)",
+    "extract-jpeg+passthrough": "extract JPEG q2, then passthrough URIs (renderer, opaque sources)",
+    "video-cpu-fitted": "(b) video source, CPU, JPEG fitted 1920x1080",
+    "video-cpu-source": "(b) video source, CPU, JPEG at the clip's size",
+    "video-gpu-fitted": "(c) video source, GPU, JPEG fitted 1920x1080",
+    "video-gpu-source": "(c) video source, GPU, JPEG at the clip's size",
+    "pyav-loop": "plain PyAV loop: decode, JPEG, base64 at the clip's size (the in-order yardstick)",
+}
+
+
+def _video_section(v: dict[str, Any]) -> list[str]:
+    """The video section: each clip's paths, frames/s and CPU cost against extraction to PNG."""
+    gpu = v.get("gpu") or {}
+    lines = [
+        "",
+        f"### Frames from video ({v['frames']} frames per clip, in order; {v['repeats']} timed render(s) after a warm-up, medians)",
+        "",
+        f"FFmpeg: {v.get('ffmpeg', '?')}. Each render: a fresh cache ({v['budget_mib']:.0f} MiB), the clip's frames "
+        "declared as a schedule, one `get` per frame. Extraction runs once per clip; an extraction path's figures "
+        "add it to the median pass over its files. CPU-ms: process user + sys, all threads, plus the ffmpeg child's.",
+        "GPU: " + (f"ran ({gpu.get('device') or '?'})." if gpu.get("ran") else f"not run: {gpu.get('reason', '?')}."),
+    ]
+    lines += [f"Note: {n}" for n in v.get("notes", [])]
+    if v.get("stopped_early"):
+        lines.append(f"**Stopped early**: {v['stopped_early']}.")
+    lines += [
+        "",
+        "| clip | MB (clip / PNG per frame) | path | frames/s | CPU-ms per frame | CPU-s vs extract PNG + passthrough | frames/s vs it | seeks / decoded per render |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    for row in v.get("rows", []):
+        clip = f"{row['resolution']} {row['codec']}"
+        sizes = f"{row['clip_mb']:.1f} / {row.get('png_mb', 0.0):.1f}"
+        for name, m in row["paths"].items():
+            dec = f"{m['seeks']:g} / {m['decoded']:g}" if "decoded" in m and name.startswith("video") else ""
+            if m.get("decoder"):
+                dec += f" ({m['decoder']})"
+            if m.get("cpu_vs_pyav_loop"):
+                dec += f"; CPU {m['cpu_vs_pyav_loop']:.2f}x the plain loop's"
+            lines.append(
+                f"| {clip} | {sizes} | {_VIDEO_PATHS.get(name, name)} | {m['fps']:.1f} | {_ms(m.get('cpu_s_per_frame'))} | "
+                f"{_ratio(m.get('cpu_s_vs_extract_png'), 1)} | {_ratio(m.get('fps_vs_extract_png'), 1)} | {dec} |"
+            )
+            clip = sizes = ""
+    return lines
+
+
 def _goals_section(r: dict[str, Any]) -> list[str]:
     from .goals import check_goals, summary
 
@@ -168,16 +219,21 @@ def markdown_report(r: dict[str, Any]) -> str:
     batch = f"{r['frames_per_workload']} per workload" + (
         f" ({distinct} distinct, repeated)" if distinct != r["frames_per_workload"] else ""
     )
+    image = "image" in r.get("sections", ["image"])
     lines = [
         f"Run {r['when']}: `{r['command']}` in {r.get('seconds', 0):.0f} s.",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}; {m['pillow']}; "
         f"{m['base64']}; URI builder: {m['uri_builder']}.",
-        f"Frames: {r['frames']}, {batch}; {r['repeats']} timed repeat(s) after a warm-up, medians.",
-        f"GPU: {'used' if gpu else 'not run'} ({r['gpu']['reason']}).",
+        f"Frames: {r['frames']}" + (f", {batch}; {r['repeats']} timed repeat(s) after a warm-up, medians." if image else "."),
+        f"GPU: {'used' if gpu or (r.get('video') or {}).get('gpu', {}).get('ran') else 'not run'} ({r['gpu']['reason']}).",
     ]
     if r.get("stopped_early"):
         lines.append(f"**Stopped early**: {r['stopped_early']}.")
+    if not image:
+        if "video" in r:
+            lines += _video_section(r["video"])
+        return "\n".join(lines + _goals_section(r)) + "\n"
     lines += _throughput_section(r, backends)
     lines += _cpu_cost_section(r, backends)
     lines += _passthrough_section(r)
@@ -207,7 +263,9 @@ def markdown_report(r: dict[str, Any]) -> str:
         lines += [f"| {k} | {v:.2f} |" for k, v in u.items() if k != "uri_bytes"]
     if "gpu_detail" in r:
         lines += _gpu_sections(r["gpu_detail"])
-    if r.get("goals") or gpu:
+    if "video" in r:
+        lines += _video_section(r["video"])
+    if r.get("goals") or gpu or "video" in r:
         lines += _goals_section(r)
     if "soak" in r:
         s = r["soak"]
