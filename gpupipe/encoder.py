@@ -188,7 +188,7 @@ class FrameEncoder:
         out: list[str | FrameError] = []
         for start in range(0, len(sources), chunk):
             part = sources[start : start + chunk]
-            out.extend(self.encode_jobs(self.read_many(part), spec))
+            out.extend(self.encode_jobs(self.read_many(part, clips=self.videos.scope(None, fit=spec.size)), spec))
         return out
 
     def encode(

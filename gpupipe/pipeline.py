@@ -122,7 +122,7 @@ class FramePipeline:
             return est
 
         def load(ks: list[FrameKey]) -> list[Any]:
-            videos = self.encoder.videos.scope(self.cache)  # video decoders opened here count in the budget
+            videos = self.encoder.videos.scope(self.cache, fit=self.spec.size)  # decoders opened here count in the budget
             try:
                 frames = self.encoder.read_many([by_key[k] for k in ks], [label(k) for k in ks], videos)
                 checked = [_check_unchanged(fr, headers.get(k)) for k, fr in zip(ks, frames)]

@@ -10,6 +10,7 @@ import pytest
 from video_clips import write_clips
 
 from gpupipe.frames.clip import decoder_state_bytes, probe_clip
+from gpupipe.plan import fit_size
 from gpupipe.video.rgb import RgbConverter
 
 
@@ -66,4 +67,35 @@ def test_a_held_array_keeps_its_pixels_and_the_next_frame_gets_a_fresh_buffer(cl
 
 def test_decoder_state_counts_the_reused_converted_frame(clips):
     clip = probe_clip(clips["h264"], "h264")
-    assert decoder_state_bytes(clip) == 8 * clip.frame_bytes() + clip.width * clip.height * 3 + 2 * 1024 * 1024
+    assert decoder_state_bytes(clip) == 9 * clip.frame_bytes() + clip.width * clip.height * 3 + 2 * 1024 * 1024
+
+
+def luma_psnr(a, b):
+    y = lambda x: x[..., :3].astype(float) @ [0.299, 0.587, 0.114]  # noqa: E731
+    mse = float(((y(a) - y(b)) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+@pytest.mark.parametrize("name", ["h264", "hevc10", "vp9_alpha", "prores4444"])
+def test_scaled_conversion_matches_the_full_size_conversion_then_pillows_lanczos(clips, name):
+    """Converted and scaled in one pass: the fitted size, and within 40 dB (luma) of converting at
+    full size and then fitting with Pillow's Lanczos, the CPU path's resize; alpha kept."""
+    from PIL import Image
+
+    frames, fmt = decoded(clips[name])
+    conv = RgbConverter(fmt)
+    for f in frames[::7]:
+        size = fit_size(f.width, f.height, (f.width // 2, f.height // 3))
+        got = conv.convert(f, size)
+        full = f.to_ndarray(format=fmt)
+        want = np.asarray(Image.fromarray(full).resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0))
+        assert got.shape == want.shape and got.flags.c_contiguous
+        assert luma_psnr(got, want) >= 40, (name, luma_psnr(got, want))
+        if fmt == "rgba":
+            assert np.abs(got[..., 3].astype(int) - want[..., 3]).mean() < 2
+        held = got  # a second frame while the first is held: a fresh buffer, the same pixels
+        again = conv.convert(f, size)
+        assert np.array_equal(again, held) and conv.fresh >= 1
+        del got, held, again
+    assert np.array_equal(conv.convert(frames[0]), frames[0].to_ndarray(format=fmt))  # back to full size
+    conv.close()

@@ -158,9 +158,9 @@ def _frame_bytes(pix_fmt: str, width: int, height: int, bit_depth: int, alpha: b
 
 
 def decoder_state_bytes(clip: Clip) -> int:
-    """The bound gpupipe uses for what one open CPU decoder of ``clip`` holds: 8 frames in the
-    stream's own pixel format at its stored size (reference frames, the frame being decoded and
-    the one handed out), the converted frame whose buffer it reuses (RGB or RGBA at the stored
+    """The bound gpupipe uses for what one open CPU decoder of ``clip`` holds: 9 frames in the
+    stream's own pixel format at its stored size (reference frames, the frame being decoded, the
+    one handed out and the last one skipped unconverted), the converted frame whose buffer it reuses (RGB or RGBA at the stored
     size: :mod:`gpupipe.video.rgb`), plus 2 MiB for the demuxer and codec context.
 
     Measured with PyAV 18.1 (FFmpeg 8.1), H.264 decoded with its default slice threading: an open
@@ -168,7 +168,7 @@ def decoder_state_bytes(clip: Clip) -> int:
     96.9 MiB). With the reused converted frame, 30 frames decoded in order (``veryfast``, 3
     B-frames): 28.9 MiB at 1080p (bound 31.7 MiB), 87.8 MiB at 4K (bound 120.7 MiB).
     """
-    return 8 * clip.frame_bytes() + clip.width * clip.height * clip.channels + 2 * 1024 * 1024
+    return 9 * clip.frame_bytes() + clip.width * clip.height * clip.channels + 2 * 1024 * 1024
 
 
 def rotate_quarter_turns(degrees: float) -> int:

@@ -118,7 +118,9 @@ class NvdecDecoder:
         if count and count != clip.frame_count:  # its index and ours disagree: frame numbers would not match
             raise NvdecRefused("frame_count", f"NVDEC counts {count} frames, the probe {clip.frame_count}")
 
-    def frame(self, index: int, label: str) -> Pixels:
+    def frame(self, index: int, label: str, fit: tuple[int, int] | None = None) -> Pixels:
+        """See :meth:`VideoDecoder.frame <gpupipe.video.decoder.VideoDecoder.frame>`; the frame comes at the
+        clip's size, whatever ``fit`` (the device fits it in the encode step)."""
         try:
             if self.position is None or must_seek(self.clip, self.position, index):
                 self._dec.seek_to_index(index)
@@ -168,15 +170,15 @@ class _Fallback:
     def decoded(self) -> int:
         return self._impl.decoded
 
-    def frame(self, index: int, label: str) -> Pixels:
+    def frame(self, index: int, label: str, fit: tuple[int, int] | None = None) -> Pixels:
         try:
-            return self._impl.frame(index, label)
+            return self._impl.frame(index, label, fit)
         except NvdecRefused as e:
             self._impl.close()
             self._opener.fell_back(self.clip, e.reason, str(e))
             self._impl = PyavDecoder(self.clip)
             self.on_gpu = False
-            return self._impl.frame(index, label)
+            return self._impl.frame(index, label, fit)
 
     def close(self) -> None:
         self._impl.close()

@@ -30,9 +30,12 @@ class VideoDecoder(Protocol):
     @property
     def decoded(self) -> int: ...
 
-    def frame(self, index: int, label: str) -> Pixels:
+    def frame(self, index: int, label: str, fit: tuple[int, int] | None = None) -> Pixels:
         """Frame ``index`` of the clip (display order), upright, RGB or RGBA (the clip's alpha).
 
+        ``fit`` is the box the frame will be fitted into (:func:`~gpupipe.plan.fit_size` of its
+        display size): a decoder may hand out the frame at that fitted size already (the CPU's
+        converts and scales in one pass), or at the clip's size (the encoder fits it then).
         Follows :func:`must_seek`. Raises :class:`~gpupipe.errors.FrameDecodeError` (named
         ``label``) for a frame that cannot be decoded; the decoder stays usable.
         """

@@ -114,19 +114,21 @@ class DecoderPool:
 
     # ------------------------------------------------------------------ reading
 
-    def decode(self, clip: Clip, index: int, label: str) -> Pixels:
-        """Frame ``index`` of ``clip`` through its open decoder (opened now if needed); the frame's error is raised."""
-        return self._decode(clip, index, label, None)
+    def decode(self, clip: Clip, index: int, label: str, fit: tuple[int, int] | None = None) -> Pixels:
+        """Frame ``index`` of ``clip`` through its open decoder (opened now if needed); the frame's error is raised.
+        ``fit``: the box the frame will be fitted into (:meth:`VideoDecoder.frame <gpupipe.video.decoder.VideoDecoder.frame>`)."""
+        return self._decode(clip, index, label, None, fit)
 
-    def scope(self, budget: Budget | None) -> PoolScope:
-        """A reader for one load that counts the decoders it opens in ``budget`` (see the module docstring)."""
+    def scope(self, budget: Budget | None, fit: tuple[int, int] | None = None) -> PoolScope:
+        """A reader for one load that counts the decoders it opens in ``budget`` (see the module docstring)
+        and asks for its frames fitted into ``fit`` (the load's output size)."""
         if budget is not None:
             with self._lock:
                 reclaim = self._reclaimers.get(id(budget))
                 if reclaim is None:
                     reclaim = self._reclaimers[id(budget)] = partial(self.reclaim, budget=budget)
             budget.add_reclaimer(reclaim)
-        return PoolScope(self, budget)
+        return PoolScope(self, budget, fit)
 
     def kept_for(self, group: Hashable) -> int:
         """Bytes kept in a budget for the open decoder of the clip whose read group (``(path, identity)``,
@@ -135,7 +137,7 @@ class DecoderPool:
             slot = self._slots.get(group)
             return slot.kept if slot is not None and not slot.closed and not slot.doomed else 0
 
-    def _decode(self, clip: Clip, index: int, label: str, opened: list[_Slot] | None) -> Pixels:
+    def _decode(self, clip: Clip, index: int, label: str, opened: list[_Slot] | None, fit: tuple[int, int] | None) -> Pixels:
         slot, evicted = self._take(clip)
         self._close_all(evicted)
         try:
@@ -144,7 +146,7 @@ class DecoderPool:
                     slot.decoder = self._open(clip, label)
                     if opened is not None:
                         opened.append(slot)
-                return slot.decoder.frame(index, label)
+                return slot.decoder.frame(index, label, fit)
         finally:
             self._give_back(slot)
 
@@ -308,19 +310,21 @@ class DecoderPool:
 
 
 class PoolScope:
-    """A :class:`~gpupipe.frames.ClipReader` for one load: decodes through its pool and remembers the
-    decoders it opened, whose state :meth:`settle` keeps in the scope's budget."""
+    """A :class:`~gpupipe.frames.ClipReader` for one load: decodes through its pool, frames fitted into
+    ``fit`` where the decoder can, and remembers the decoders it opened, whose state :meth:`settle`
+    keeps in the scope's budget."""
 
-    def __init__(self, pool: DecoderPool, budget: Budget | None) -> None:
+    def __init__(self, pool: DecoderPool, budget: Budget | None, fit: tuple[int, int] | None = None) -> None:
         self.pool = pool
         self.budget = budget
+        self.fit = fit
         self._opened: list[_Slot] = []
         self._lock = threading.Lock()
 
     def decode(self, clip: Clip, index: int, label: str) -> Pixels:
         opened: list[_Slot] = []
         try:
-            return self.pool._decode(clip, index, label, opened)
+            return self.pool._decode(clip, index, label, opened, self.fit)
         finally:
             if opened:
                 with self._lock:

@@ -18,6 +18,16 @@ frames decoded on the way to it are skipped unconverted.
   alpha with FFmpeg's ``prores`` decoder.
 - **Rotation.** The display matrix's rotation is applied in quarter turns, counter-clockwise, as
   ``ffmpeg`` (autorotate) and browsers apply it.
+- **Fitted in one pass.** Asked for a frame fitted into a box smaller than the clip, the
+  converter scales it while it converts (swscale's Lanczos, from the stored planes: full chroma
+  resolution, no full-size RGB frame): at 4K to 1920×1080, 20 ms against 57 ms for the full-size
+  conversion plus 117 ms for Pillow's Lanczos on it (a grainy H.264 frame, 2-core Xeon). Against
+  that two-step path: luma within 49.6 dB PSNR; RGB within 35 dB on strong chroma grain, as
+  swscale filters the stored half-size chroma planes instead of their bilinear upsampling.
+- **A frame just passed.** Decoding forward to a frame skips the ones before it unconverted; the
+  last one skipped is kept (one more frame in the stream's format, counted in
+  :func:`~gpupipe.frames.clip.decoder_state_bytes`), so a request for it, arriving just after a
+  request for a later frame (read-ahead and a request racing on one clip), needs no seek.
 - **Buffers.** The frame asked for is converted by :class:`~gpupipe.video.rgb.RgbConverter`, into
   a buffer the decoder reuses once the previous frame's array is gone (not a fresh mapping per
   frame): identical pixels to ``to_ndarray``, without its page faults.
@@ -37,6 +47,7 @@ import numpy as np
 from ..errors import FrameDecodeError, codec_reason
 from ..frames.clip import Clip
 from ..frames.source import Pixels
+from ..plan import fit_size
 from .decoder import must_seek
 from .rgb import RgbConverter
 
@@ -67,17 +78,21 @@ class PyavDecoder:
         self._ctx: Any = av.CodecContext.create(clip.decoder, "r") if clip.decoder else self._stream.codec_context
         self._frames: Iterator[Any] | None = None
         self._rgb = RgbConverter("rgba" if clip.alpha else "rgb24")
+        self._skipped: tuple[int, Any] | None = None  # the last frame decoded past unconverted
         self._fresh = True  # nothing demuxed yet: the container stands at the clip's start
 
     # ------------------------------------------------------------------ decoding
 
-    def frame(self, index: int, label: str) -> Pixels:
+    def frame(self, index: int, label: str, fit: tuple[int, int] | None = None) -> Pixels:
         import av
 
         try:
+            if self._skipped is not None and self._skipped[0] == index:
+                frame, self._skipped = self._skipped[1], None
+                return self._convert(frame, fit)
             if self._frames is None or must_seek(self.clip, self.position, index):
                 self._seek(index)
-            return self._forward(index, label)
+            return self._forward(index, label, fit)
         except av.FFmpegError as e:
             self._reset()
             raise FrameDecodeError(label, f"cannot decode frame {index}: {codec_reason(e.strerror or str(e))}") from None
@@ -88,13 +103,14 @@ class PyavDecoder:
         key = self.clip.keyframe_before(index)
         if not (self._fresh and key == 0):
             self._flush()
+            self._skipped = None
             self._container.seek(self.clip.pts[key], stream=self._stream, backward=True, any_frame=False)
             self.seeks += 1
         self._fresh = False
         self._frames = self._decode()
         self.position = None
 
-    def _forward(self, index: int, label: str) -> Pixels:
+    def _forward(self, index: int, label: str, fit: tuple[int, int] | None) -> Pixels:
         """Decode forward to frame ``index`` and convert it; seeks again, to earlier keyframes, if a seek
         landed past it (an index that rounds keyframe times)."""
         assert self._frames is not None
@@ -106,14 +122,15 @@ class PyavDecoder:
                 continue
             self.position = i + 1
             if i < index:
+                self._skipped = (i, frame)
                 continue
             if i == index:
-                return self._convert(frame)
-            return self._retry_earlier(index, i, label)
+                return self._convert(frame, fit)
+            return self._retry_earlier(index, i, label, fit)
         self._reset()
         raise FrameDecodeError(label, f"the clip's data ends before frame {index} (of {self.clip.frame_count})")
 
-    def _retry_earlier(self, index: int, landed: int, label: str) -> Pixels:
+    def _retry_earlier(self, index: int, landed: int, label: str, fit: tuple[int, int] | None) -> Pixels:
         key = self.clip.keyframe_before(index)
         earlier = self.clip.keyframe_before(key - 1) if key > 0 else -1
         if earlier < 0 or landed <= 0:
@@ -125,7 +142,7 @@ class PyavDecoder:
         self.seeks += 1
         self._frames = self._decode()
         self.position = None
-        return self._forward(index, label)
+        return self._forward(index, label, fit)
 
     def _decode(self) -> Iterator[Any]:
         """Every frame from the demuxer's position on, in display order, then the decoder's delayed ones."""
@@ -134,11 +151,15 @@ class PyavDecoder:
                 yield from self._ctx.decode(packet)
         yield from self._ctx.decode(None)
 
-    def _convert(self, frame: Any) -> Pixels:
-        """The frame as 8-bit RGB (RGBA with alpha), upright, C-contiguous (in the converter's reused buffer
-        when it is free: :mod:`gpupipe.video.rgb`)."""
-        array = self._rgb.convert(frame)
+    def _convert(self, frame: Any, fit: tuple[int, int] | None) -> Pixels:
+        """The frame as 8-bit RGB (RGBA with alpha), upright, fitted into ``fit``, C-contiguous (in the
+        converter's reused buffer when it is free: :mod:`gpupipe.video.rgb`)."""
         turns = self.clip.rotation
+        w, h = frame.width, frame.height
+        upright = (h, w) if turns % 2 else (w, h)
+        out = fit_size(*upright, fit)
+        size = None if out == upright else (out[1], out[0]) if turns % 2 else out
+        array = self._rgb.convert(frame, size)
         if turns:
             array = np.ascontiguousarray(np.rot90(array, turns))
         return Pixels(array)
@@ -146,6 +167,7 @@ class PyavDecoder:
     def _reset(self) -> None:
         """Forget the position after an error: the next frame seeks."""
         self._frames = None
+        self._skipped = None
         self.position = None
         self._flush()
 
@@ -158,6 +180,7 @@ class PyavDecoder:
 
     def close(self) -> None:
         self._frames = None
+        self._skipped = None
         self._rgb.close()
         try:
             self._container.close()

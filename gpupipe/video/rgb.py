@@ -19,6 +19,9 @@ frame, as ``to_ndarray`` does, with its bilinear flags, and the chroma siting fi
 (``to_ndarray`` ignores a stream's chroma location, which the ``scale`` filter would honour):
 the arrays are identical on the test clips (8-bit and 10-bit 4:2:0, 4:4:4 with alpha;
 tests/test_video.py compares every frame).
+
+**Scaled.** Given a ``size``, the same graph's ``scale`` also scales to it, with swscale's
+Lanczos filter (:data:`SCALE_FLAGS`) from the stored planes, in the same pass.
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["POOLED_FRAMES", "RgbConverter"]
+__all__ = ["POOLED_FRAMES", "SCALE_FLAGS", "RgbConverter"]
 
 POOLED_FRAMES = 1
 """How many converted frames' buffers an open decoder keeps for reuse: one covers frames asked
 for one at a time, in order (a batch of read-ahead gets one pooled frame, the rest fresh)."""
 
 _SCALE = "flags=bilinear:in_chroma_loc=left"
+SCALE_FLAGS = "lanczos"
+"""swscale's filter when a frame is scaled while converted (Lanczos, as the CPU path's resize)."""
 
 
 def _refcounts(items: Iterable[Any]) -> list[int]:
@@ -62,13 +67,15 @@ class RgbConverter:
         self._props: tuple[Any, ...] | None = None
         self._lent: list[Any] = []  # the graph's frames handed out, maybe still in use
 
-    def convert(self, frame: Any) -> np.ndarray:
-        """``frame`` as a C-contiguous ``H × W × C`` uint8 array."""
+    def convert(self, frame: Any, size: tuple[int, int] | None = None) -> np.ndarray:
+        """``frame`` as a C-contiguous ``H × W × C`` uint8 array; scaled to ``size`` (width, height) when given."""
         self._lent = [f for f, refs in zip(self._lent, _refcounts(self._lent)) if refs > _UNUSED]
         if len(self._lent) >= self.pooled:
             self.fresh += 1
-            return np.ascontiguousarray(frame.to_ndarray(format=self.fmt))
-        out = self._run(frame)
+            if size is None:
+                return np.ascontiguousarray(frame.to_ndarray(format=self.fmt))
+            return np.array(self._run(frame, size).to_ndarray(), order="C")  # a copy: the graph's buffer goes back at once
+        out = self._run(frame, size)
         array = out.to_ndarray()
         if not array.flags.c_contiguous:  # rows padded for alignment: the encoders take a contiguous copy
             self.fresh += 1
@@ -76,14 +83,14 @@ class RgbConverter:
         self._lent.append(out)
         return array
 
-    def _run(self, frame: Any) -> Any:
-        props = (frame.width, frame.height, frame.format.name, int(frame.colorspace), int(frame.color_range))
+    def _run(self, frame: Any, size: tuple[int, int] | None) -> Any:
+        props = (frame.width, frame.height, frame.format.name, int(frame.colorspace), int(frame.color_range), size)
         if self._graph is None or props != self._props:
-            self._graph, self._props = self._build(frame), props
+            self._graph, self._props = self._build(frame, size), props
         self._graph.push(frame)
         return self._graph.pull()
 
-    def _build(self, frame: Any) -> Any:
+    def _build(self, frame: Any, size: tuple[int, int] | None) -> Any:
         import av
 
         graph = av.filter.Graph()
@@ -96,7 +103,7 @@ class RgbConverter:
             colorspace=str(int(frame.colorspace)),
             range=str(int(frame.color_range)),
         )
-        scale = graph.add("scale", _SCALE)
+        scale = graph.add("scale", _SCALE if size is None else f"w={size[0]}:h={size[1]}:flags={SCALE_FLAGS}:in_chroma_loc=left")
         fmt = graph.add("format", self.fmt)
         sink = graph.add("buffersink")
         src.link_to(scale)
