@@ -538,3 +538,12 @@ def test_session_script_video_step(tmp_path):
     assert args[:3] == ["--backend", "gpu", "--video"] and args[args.index("--out") + 1] == str(out / "bench-video")
     assert "PASS: video 4k h264 GPU path" in (out / "video-goals.txt").read_text()
     assert p.stdout.strip().splitlines()[-1].startswith("step video: PASS")
+
+
+def test_video_cpu_goal_names_the_default_compression_extraction_for_reference():
+    b = _video_bench(cpu_fitted=0.2)
+    for row in b["video"]["rows"]:
+        row["paths"]["extract-png-default+passthrough"] = {"fps": 1.0, "cpu_s_per_frame": 1.8}
+    (h264,) = [x for x in goals.check_goals(b) if x.goal.startswith("video 4k h264 CPU path")]
+    assert h264.status == "FAIL" and "2.5x fewer" in h264.detail  # judged against the renderer's own setting
+    assert "against PNG at ffmpeg's default compression (1800.0 CPU-ms/frame, not the renderer's setting) 9.0x fewer" in h264.detail

@@ -153,6 +153,8 @@ _VIDEO_PATHS = {
     "extract-png+passthrough": "(a) extract PNG, then passthrough URIs",
     "extract-png+fitted": "(a) extract PNG, then gpupipe JPEG fitted 1920x1080",
     "extract-jpeg": "ffmpeg extracts JPEG q2 files (alone)",
+    "extract-png-default": "ffmpeg extracts PNG files at its default compression (alone)",
+    "extract-png-default+passthrough": "extract PNG at ffmpeg's default compression, then passthrough URIs",
     "extract-jpeg+passthrough": "extract JPEG q2, then passthrough URIs (renderer, opaque sources)",
     "video-cpu-fitted": "(b) video source, CPU, JPEG fitted 1920x1080",
     "video-cpu-source": "(b) video source, CPU, JPEG at the clip's size",

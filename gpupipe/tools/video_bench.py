@@ -9,7 +9,9 @@ read-ahead works ahead), on a fresh cache each run.
   renderer's command for sources that may carry alpha, ``-compression_level 1``), then
   ``extract-png+passthrough`` inlines those files as they are, and ``extract-png+fitted`` has
   gpupipe transcode them to JPEG fitted to 1920×1080. The renderer's JPEG extraction (``-q:v 2``,
-  for opaque sources) is measured too (``extract-jpeg+passthrough``; not in the quick run).
+  for opaque sources) is measured too (``extract-jpeg+passthrough``; not in the quick run), and
+  so is PNG at FFmpeg's default compression (``extract-png-default+passthrough``, a plain
+  ``ffmpeg -i clip frame_%05d.png``; not in the quick run), for reference.
 - ``video-cpu-fitted`` / ``video-cpu-source``: :class:`gpupipe.VideoFrame` on the CPU backend
   (PyAV decodes), JPEG fitted to 1920×1080 and at the clip's own size.
 - ``video-gpu-fitted`` / ``video-gpu-source``: the same on the GPU backend (NVDEC decodes into
@@ -224,7 +226,7 @@ def _clip_row(
     row: dict[str, Any] = {"resolution": res, "codec": codec, "frames": n, "clip_mb": clip.stat().st_size / 1e6}
     paths: dict[str, Any] = {}
     cpu = encoders["cpu"]
-    kinds: tuple[ExtractKind, ...] = ("png", "jpeg") if st.jpeg_extraction else ("png",)
+    kinds: tuple[ExtractKind, ...] = ("png", "jpeg", "png-default") if st.jpeg_extraction else ("png",)
     for kind in kinds:
         folder = scratch_dir(f"{clip.stem}-{kind}")
         try:

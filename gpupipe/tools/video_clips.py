@@ -46,7 +46,10 @@ __all__ = [
     "tool_name",
 ]
 
-ExtractKind = Literal["png", "jpeg"]
+ExtractKind = Literal["png", "png-default", "jpeg"]
+"""``png``: the renderer's PNG extraction (``-compression_level 1``); ``png-default``: the same at
+FFmpeg's default PNG compression (what a plain ``ffmpeg -i clip frame_%05d.png`` does); ``jpeg``:
+the renderer's JPEG extraction (``-q:v 2``)."""
 
 CLIP_FPS = 30
 CLIP_GRAIN = 12
@@ -65,9 +68,11 @@ RENDERER_FILTERS = (
 ``scale=out_color_matrix=bt601:out_range=pc:flags=neighbor,format=yuv420p`` (``-q:v 2``)."""
 _TAILS = {
     "png": ",format=rgb24",
+    "png-default": ",format=rgb24",
     "jpeg": ",scale=out_color_matrix=bt601:out_range=pc:flags=neighbor,format=yuv420p",
 }
-_EXT = {"png": "png", "jpeg": "jpg"}
+_EXT = {"png": "png", "png-default": "png", "jpeg": "jpg"}
+_OPTIONS = {"png": ["-compression_level", "1"], "png-default": [], "jpeg": ["-q:v", "2"]}
 
 
 def can_encode(codec: str, exe: str | None) -> bool:
@@ -126,7 +131,7 @@ def extract_frames(clip: Path, out_dir: Path, kind: ExtractKind, exe: str | None
     if exe is not None:
         cmd = [exe, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-noaccurate_seek", "-ss", "0", "-i", str(clip)]
         cmd += ["-vf", RENDERER_FILTERS.format(fps=CLIP_FPS) + _TAILS[kind]]
-        cmd += ["-compression_level", "1"] if kind == "png" else ["-q:v", "2"]
+        cmd += _OPTIONS[kind]
         _run([*cmd, str(pattern)])
     else:
         _pyav_extract(clip, pattern, kind)
@@ -178,14 +183,15 @@ def _pyav_extract(clip: Path, pattern: Path, kind: ExtractKind) -> None:
     with av.open(str(clip)) as c:
         stream = c.streams.video[0]
         stream.thread_type = "AUTO"
-        enc: Any = av.CodecContext.create("png" if kind == "png" else "mjpeg", "w")
+        png = kind != "jpeg"
+        enc: Any = av.CodecContext.create("png" if png else "mjpeg", "w")
         enc.width, enc.height = stream.codec_context.width, stream.codec_context.height
-        enc.pix_fmt = "rgb24" if kind == "png" else "yuvj420p"
+        enc.pix_fmt = "rgb24" if png else "yuvj420p"
         enc.time_base = Fraction(1, CLIP_FPS)
         enc.thread_type, enc.thread_count = "FRAME", 0
         if kind == "png":
             enc.options = {"compression_level": "1"}
-        else:
+        elif kind == "jpeg":
             enc.qscale = 2
         n = 0
 
