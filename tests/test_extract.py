@@ -7,6 +7,8 @@ The parity tests run the FFmpeg binary (``find_ffmpeg``); without one they skip,
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import os
 import subprocess
@@ -294,7 +296,7 @@ def test_output_names_follow_ffmpeg():
 def test_qscale_table():
     assert jpeg_quality_for(2) == 92
     qs = [jpeg_quality_for(q) for q in range(1, 32)]
-    assert all(a >= b for a, b in zip(qs, qs[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(qs))
     with pytest.raises(ValueError):
         jpeg_quality_for(0)
 
@@ -340,3 +342,60 @@ def test_gpu_extraction_matches_cpu(clips, tmp_path):
     assert gpu.backend == "gpu"
     assert gpu.source_frames == cpu.source_frames
     assert min(_psnr(a, b) for a, b in zip(cpu.paths, gpu.paths)) >= 40.0
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def test_cli_extract_summary_and_json(clips, tmp_path):
+    from test_cli import run
+
+    r = run(
+        "extract",
+        str(clips["cfr30"]),
+        str(tmp_path / "a"),
+        "--fps",
+        "30",
+        "--start",
+        "0.2",
+        "--duration",
+        "0.6",
+        "--qscale",
+        "2",
+        "--backend",
+        "cpu",
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("12 frames -> ") and "(cpu, pyav)" in r.stdout
+    r = run(
+        "extract",
+        str(clips["cfr30"]),
+        str(tmp_path / "b"),
+        "--fps",
+        "30000/1001",
+        "--pattern",
+        "f%d.png",
+        "--size",
+        "32x32",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["count"] == len(data["paths"]) == len(data["source_frames"]) and data["paths"][0].endswith("/f1.png")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--pattern", "x.jpg"], "bad pattern"),
+        (["--fps", "0"], "--fps"),
+        (["--quality", "90", "--qscale", "2"], "exclude"),
+        (["--start", "9"], "no frame selected"),
+    ],
+)
+def test_cli_extract_errors(clips, tmp_path, args, message):
+    from test_cli import run
+
+    r = run("extract", str(clips["cfr30"]), str(tmp_path / "o"), "--fps", "30", *args)
+    assert r.returncode == 2 and message in r.stderr and r.exception is None
+    assert not (tmp_path / "o").exists()
