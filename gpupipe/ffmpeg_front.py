@@ -11,25 +11,32 @@ Those hyperframes 0.8.170 issues for a clip window (``extractVideoFramesRange`` 
 ``@hyperframes/engine``'s ``videoFrameExtractor.ts``, an SDR source sampled at the output rate),
 one argument per token, in this order::
 
-    -noaccurate_seek -ss S -i CLIP -t D -vf CHAIN -q:v Q -y DIR/frame_%05d.jpg
-    -noaccurate_seek -ss S -i CLIP -t D -vf CHAIN -q:v 0 -compression_level L -y DIR/frame_%05d.png
+    -noaccurate_seek -ss 0 -i CLIP -t D -vf CHAIN -q:v 2 -y DIR/frame_%05d.jpg
+    -noaccurate_seek -ss 0 -i CLIP -t D -vf CHAIN -q:v 0 -compression_level 1 -y DIR/frame_%05d.png
 
-where ``CHAIN`` is, with ``F`` an integer or ``num/den`` and ``G`` absent, ``bt709`` or
-``smpte170m`` (hyperframes' guess of an untagged clip's matrix)::
+where ``CHAIN`` is, with ``F`` an integer or ``num/den`` (the composition's rate)::
 
-    settb=intb/2,setpts=PTS-lte(TB\\,0.001),fps=F:start_time=0:round=up,[setparams=colorspace=G,]
+    settb=intb/2,setpts=PTS-lte(TB\\,0.001),fps=F:start_time=0:round=up,[setparams=colorspace=smpte170m,]
     setparams=color_primaries=bt709:color_trc=iec61966-2-1[,JPEG_TAIL]
 
-and ``JPEG_TAIL`` (present exactly when the output is ``.jpg``/``.jpeg``) is
-``scale=flags=neighbor+accurate_rnd,format=gbrp,scale=out_color_matrix=bt601:out_range=pc:flags=neighbor,format=yuv420p``.
+``setparams=colorspace=smpte170m`` is hyperframes' guess for an untagged clip under 720 lines
+(absent for a tagged clip); ``JPEG_TAIL``, present exactly when the output is ``.jpg``/``.jpeg``,
+is ``scale=flags=neighbor+accurate_rnd,format=gbrp,scale=out_color_matrix=bt601:out_range=pc:flags=neighbor,format=yuv420p``.
 Also recognised, as ffmpeg reads them: the options in any order within their place (input
-options before ``-i``, output options after it, global options anywhere); ``-ss``/``-t`` left out
-(start 0, to the clip's end), ``-ss`` only together with ``-noaccurate_seek``; ``-start_number N``;
-``-f image2``; and the global options ``-hide_banner``, ``-nostdin``, ``-nostats``,
-``-loglevel``/``-v LEVEL``. Times are seconds (``12``, ``0.5``), read as ffmpeg reads them
-(to the microsecond, further digits dropped). ``Q`` is 2..31 (ffmpeg's ``-q:v``, passed on as
-:attr:`~gpupipe.extract.ExtractRequest.jpeg_qscale`); the output pattern holds exactly one ``%d``
-or ``%0Nd`` and no other ``%``.
+options before ``-i``, output options after it, global options anywhere); ``-ss``/``-t`` left
+out (to the clip's end); ``-start_number N``; ``-f image2``; ``.jpeg``; any PNG
+``-q:v``/``-compression_level`` number; and the global options ``-hide_banner``, ``-nostdin``,
+``-nostats``, ``-loglevel``/``-v LEVEL``. ``D`` is seconds (``4``, ``0.5``), read as ffmpeg reads
+it (to the microsecond, further digits dropped). The output pattern holds exactly one ``%d`` or
+``%0Nd`` and no other ``%``.
+
+Not (yet) recognised, because :class:`~gpupipe.extract.ExtractRequest` cannot say it, so these go
+to the real ffmpeg: ``-ss S`` with ``S > 0`` (hyperframes keeps the fps filter's ``start_time=0``,
+so output ``k`` is the frame shown at ``S + k/F``; the request's ``start`` is ``-ss S`` *with*
+``start_time=S``, the frame at ``2S + k/F``); ``setparams=colorspace=bt709`` (hyperframes' guess
+for an untagged clip of 720 lines or more, where gpupipe converts an untagged stream as BT.601);
+``-q:v`` other than 2 (the one value hyperframes 0.8.170 sends; parity with ffmpeg's JPEGs is
+measured there).
 
 A recognised command becomes an :class:`~gpupipe.extract.ExtractRequest` with
 ``atomic=False``: the files appear in ``DIR`` one by one, each complete, as ffmpeg writes them.
@@ -125,7 +132,7 @@ _TIME = re.compile(r"(\d+)(?:\.(\d*))?")
 _RATE = re.compile(r"([1-9]\d*)(?:/([1-9]\d*))?")
 _CHAIN = re.compile(
     r"settb=intb/2,setpts=PTS-lte\(TB\\,0\.001\),fps=(?P<fps>[^:,]+):start_time=0:round=up,"
-    r"(?:setparams=colorspace=(?:bt709|smpte170m),)?"
+    r"(?:setparams=colorspace=(?P<guess>bt709|smpte170m),)?"
     r"setparams=color_primaries=bt709:color_trc=iec61966-2-1"
     r"(?P<jpeg>,scale=flags=neighbor\+accurate_rnd,format=gbrp,"
     r"scale=out_color_matrix=bt601:out_range=pc:flags=neighbor,format=yuv420p)?"
@@ -257,10 +264,11 @@ def _recognise(  # noqa: PLR0911, PLR0912 - one return per rule of the documente
         return "the input is not a local file"
     if "-ss" in inp and "-noaccurate_seek" not in inp:
         return "-ss without -noaccurate_seek"
-    start = _seconds(inp.get("-ss") or "0")
+    if _seconds(inp.get("-ss") or "0") != 0:
+        return "-ss above 0 (ExtractRequest's start also moves the fps filter's start_time)"
     duration = None if "-t" not in out else _seconds(out["-t"] or "")
-    if start is None or ("-t" in out and duration is None):
-        return "-ss or -t is not plain seconds"
+    if "-t" in out and duration is None:
+        return "-t is not plain seconds"
     if out.get("-f", "image2") != "image2":
         return "-f is not image2"
     path = Path(output)
@@ -277,9 +285,11 @@ def _recognise(  # noqa: PLR0911, PLR0912 - one return per rule of the documente
         return "the fps rate is not N or N/D"
     if (chain["jpeg"] is not None) != (fmt == "jpeg"):
         return "the chain's colour conversion does not match the output format"
+    if chain["guess"] == "bt709":
+        return "setparams=colorspace=bt709 (gpupipe converts an untagged stream as BT.601)"
     q = out.get("-q:v")
-    if fmt == "jpeg" and (q is None or not q.isdigit() or not 2 <= int(q) <= 31 or "-compression_level" in out):
-        return "JPEG without -q:v 2..31, or with -compression_level"
+    if fmt == "jpeg" and (q != "2" or "-compression_level" in out):
+        return "JPEG without -q:v 2, or with -compression_level"
     if fmt == "png" and not all(v.isdigit() for v in (q or "0", out.get("-compression_level") or "0")):
         return "PNG with a -q:v or -compression_level that is not a number"
     start_number = out.get("-start_number") or "1"
@@ -293,7 +303,7 @@ def _recognise(  # noqa: PLR0911, PLR0912 - one return per rule of the documente
         out_dir=path.parent,
         pattern=path.name,
         fps=Fraction(int(rate[1]), int(rate[2] or 1)),
-        start=start,
+        start=0.0,
         duration=duration,
         size=fit,
         jpeg_qscale=int(q) if fmt == "jpeg" and q is not None else None,
