@@ -1,4 +1,4 @@
-"""The ``gpupipe`` command line: ``encode``, ``info``, ``demo``, ``bench`` and ``serve``."""
+"""The ``gpupipe`` command line: ``encode``, ``extract``, ``info``, ``demo``, ``bench`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
@@ -497,6 +498,69 @@ def encode(
         err.print(f"[red]failed:[/red] {escape(str(f))}", soft_wrap=True, highlight=False)
     if failures:
         raise typer.Exit(1)
+
+
+def _parse_fps(value: str | None) -> Fraction | None:
+    if value is None:
+        return None
+    try:
+        fps = Fraction(value)
+    except (ValueError, ZeroDivisionError):
+        fps = Fraction(0)
+    if fps <= 0:
+        _fail(f"--fps: expected a positive rate such as 30 or 30000/1001, got {value!r}")
+    return fps
+
+
+@app.command(cls=_Command)
+@_user_errors
+def extract(
+    clip: Path = typer.Argument(..., metavar="CLIP", help="The video clip."),
+    out_dir: Path = typer.Argument(..., metavar="OUT_DIR", help="Folder to create (it must not exist)."),
+    pattern: str = typer.Option(
+        "frame_%05d.jpg", "--pattern", metavar="NAME", help="File names: one %d or %0Nd; .jpg/.jpeg/.png."
+    ),
+    fps: str | None = typer.Option(
+        None, "--fps", metavar="RATE", help="Output rate (30, 30000/1001); default every source frame."
+    ),
+    start: float = typer.Option(0.0, "--start", min=0.0, metavar="S", help="ffmpeg's -ss S plus fps start_time=S."),
+    duration: float | None = typer.Option(None, "--duration", metavar="D", help="ffmpeg's -t D (output duration)."),
+    size: str | None = typer.Option(None, "--size", metavar="WxH", help="Fit inside WxH (aspect kept, never enlarged)."),
+    quality: int | None = typer.Option(None, "--quality", min=1, max=100, metavar="Q", help="JPEG quality (default 95)."),
+    qscale: int | None = typer.Option(None, "--qscale", min=1, max=31, metavar="N", help="ffmpeg's -q:v N instead of --quality."),
+    start_number: int = typer.Option(1, "--start-number", min=0, metavar="N", help="Number of the first file."),
+    backend: str | None = _backend_option(),
+    config: Path | None = typer.Option(None, "--config", "-c", metavar="FILE", help="YAML config."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Write a clip's frames as image files, selected as ffmpeg's fps=N:start_time=S:round=up selects them (atomically)."""
+    from .encoder import FrameEncoder
+    from .extract import ExtractRequest, extract_clip
+
+    if quality is not None and qscale is not None:
+        _fail("--quality and --qscale exclude each other")
+    if duration is not None and duration <= 0:
+        _fail(f"--duration: expected a positive number of seconds, got {duration:g}")
+    req = ExtractRequest(
+        clip,
+        out_dir,
+        pattern,
+        _parse_fps(fps),
+        start,
+        duration,
+        _parse_size(size),
+        qscale,
+        95 if quality is None else quality,
+        start_number,
+    )
+    with FrameEncoder(_load(config, None, backend)) as enc:
+        result = extract_clip(req, encoder=enc)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict()))
+        return
+    n = len(result.paths)
+    rate = n / result.seconds if result.seconds > 0 else 0.0
+    typer.echo(f"{n} frames -> {out_dir} ({result.backend}, {result.decoder}) in {result.seconds:.2f} s, {rate:.1f} frames/s")
 
 
 @app.command(cls=_Command)

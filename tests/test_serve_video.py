@@ -288,3 +288,54 @@ def test_access_log_and_metrics_name_video_requests(live, caplog):
     assert metric(m, name, endpoint="/v1/image", by="t", status="200") == 1
     assert metric(m, name, endpoint="/v1/image", by="frame", status="404") == 1
     assert metric(m, name) == 3
+
+
+# --------------------------------------------------------------------------- POST /v1/extract
+
+
+def test_extract_endpoint_writes_the_frames_under_a_root(live, root):
+    body = {"clip": "clip.mp4", "out_dir": "ex1", "fps": "30000/1001", "start": 0.2, "duration": 0.5, "jpeg_qscale": 2, "size": "160x160"}
+    status, _, data = get(live.port, "/v1/extract", method="POST", body=json.dumps(body).encode())
+    assert status == 200, data
+    answer = json.loads(data)
+    assert answer["count"] == len(answer["paths"]) > 0 and answer["backend"] == "cpu"
+    assert [Path(p).parent for p in answer["paths"]] == [root / "ex1"] * answer["count"]
+    assert Image.open(answer["paths"][0]).size == (160, 90)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        ({"clip": "clip.mp4", "out_dir": "../out"}, 403, "'..'"),
+        ({"clip": "clip.mp4", "out_dir": "/tmp/gpupipe-outside-root"}, 403, "outside every --root"),
+        ({"clip": "escape.mp4", "out_dir": "ex2"}, 403, "outside every --root"),
+        ({"clip": "gone.mp4", "out_dir": "ex2"}, 404, "no such file"),
+        ({"clip": "clip.mp4", "out_dir": "ex2", "colour": 1}, 400, "unknown field"),
+        ({"clip": "clip.mp4", "out_dir": "ex2", "fps": 0}, 400, "fps"),
+        ({"clip": "clip.mp4", "out_dir": "ex2", "pattern": "x.jpg"}, 422, "bad pattern"),
+        ({"clip": "notes.txt", "out_dir": "ex2"}, 422, "not a video"),
+        ({"clip": "clip.mp4", "out_dir": "ex2", "fps": 30, "start": 9}, 422, "no frame selected"),
+    ],
+)
+def test_extract_endpoint_errors(live, root, body, status, says):
+    got, _, data = get(live.port, "/v1/extract", method="POST", body=json.dumps(body).encode())
+    err = error_body(data)
+    assert got == status and says in err["error"], err
+    assert "SECRET" not in err["error"]
+    assert not (root / "ex2").exists()
+
+
+def test_python_client_extract(live, root, tmp_path):
+    from fractions import Fraction
+
+    from gpupipe.errors import ExtractError, NothingToExtract
+
+    with FrameClient(f"http://127.0.0.1:{live.port}") as fc:
+        result = fc.extract("clip.mp4", "ex3", fps=Fraction(30), start=0.1, duration=0.4, pattern="f_%03d.png")
+        assert [p.name for p in result.paths] == [f"f_{i:03d}.png" for i in range(1, 10)]
+        assert result.source_frames == tuple(range(6, 15))  # -ss rebases, then start_time: source 0.2 s on
+        with pytest.raises(ExtractError, match="exists already") as e:
+            fc.extract("clip.mp4", "ex3")
+        assert e.value.clip == "clip.mp4"
+        with pytest.raises(NothingToExtract):
+            fc.extract(root / "clip.mp4", root / "ex4", fps=30, start=5)

@@ -36,6 +36,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .cors import CorsPolicy, setup_cors
+from .extract import handle_extract
 from .handlers import (
     SERVICE_KEY,
     handle_health,
@@ -62,6 +63,7 @@ def create_app(service: FrameService) -> web.Application:
     app.router.add_get("/v1/image", handle_image)
     app.router.add_post("/v1/schedules", handle_schedule_create)
     app.router.add_delete("/v1/schedules/{id}", handle_schedule_delete)
+    app.router.add_post("/v1/extract", handle_extract)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_health)
     app.on_response_prepare.append(report_ignored_params)

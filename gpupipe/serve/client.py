@@ -31,11 +31,25 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
-from ..errors import FrameChanged, FrameDecodeError, FrameNotFound, FrameOutOfRange, FrameTooLarge, GpupipeError
+from ..errors import (
+    ExtractError,
+    FrameChanged,
+    FrameDecodeError,
+    FrameNotFound,
+    FrameOutOfRange,
+    FrameTooLarge,
+    GpupipeError,
+    NothingToExtract,
+)
 from ..frames import VideoFrame
+
+if TYPE_CHECKING:
+    from ..extract import ExtractResult
 
 __all__ = ["MAX_RETRY_WAIT", "FrameClient", "RemoteSchedule", "ScheduleSource", "ServeError", "fetch_uri"]
 
@@ -287,6 +301,57 @@ class FrameClient:
         missing = tuple(str(s) for s in answer.get("missing", ()))
         return RemoteSchedule(self, answer["id"], missing, int(answer.get("missing_count", len(missing))))
 
+    def extract(
+        self,
+        clip: str | os.PathLike[str],
+        out_dir: str | os.PathLike[str],
+        *,
+        pattern: str = "frame_%05d.jpg",
+        fps: Fraction | int | float | str | None = None,
+        start: float = 0.0,
+        duration: float | None = None,
+        size: tuple[int, int] | str | None = None,
+        jpeg_qscale: int | None = None,
+        jpeg_quality: int = 95,
+        start_number: int = 1,
+        atomic: bool = True,
+    ) -> ExtractResult:
+        """Have the service write ``clip``'s frames into ``out_dir`` (``POST /v1/extract``; the fields are
+        :class:`~gpupipe.extract.ExtractRequest`'s; both paths under the service's roots, relative ones
+        under its first root). Returns the :class:`~gpupipe.extract.ExtractResult` (the service's paths).
+
+        Raises :class:`~gpupipe.errors.ExtractError` (:class:`~gpupipe.errors.NothingToExtract` when no
+        frame is selected) naming the clip, :class:`~gpupipe.errors.FrameNotFound` for a clip under no
+        root, :class:`ServeError` for a refused path (403) or a malformed request (400).
+        """
+        body: dict[str, Any] = {
+            "clip": os.fspath(clip),
+            "out_dir": os.fspath(out_dir),
+            "pattern": pattern,
+            "start": start,
+            "jpeg_quality": jpeg_quality,
+            "start_number": start_number,
+            "atomic": atomic,
+        }
+        for k, v in (
+            ("fps", str(fps) if isinstance(fps, Fraction) else fps),
+            ("duration", duration),
+            ("size", _size(size)),
+            ("jpeg_qscale", jpeg_qscale),
+        ):
+            if v is not None:
+                body[k] = v
+        from ..extract import ExtractResult
+
+        answer = json.loads(self._request("POST", "/v1/extract", json.dumps(body).encode("utf-8"))[2])
+        return ExtractResult(
+            tuple(Path(p) for p in answer["paths"]),
+            tuple(int(i) for i in answer["source_frames"]),
+            str(answer["backend"]),
+            str(answer["decoder"]),
+            float(answer["seconds"]),
+        )
+
     def health(self) -> dict[str, Any]:
         """The service's ``/healthz`` answer."""
         return json.loads(self._request("GET", "/healthz")[2])
@@ -325,7 +390,8 @@ def _error(status: int, headers: dict[str, str], data: bytes) -> Exception:
     if status == 404 and type_ not in {"ScheduleNotFound", "HTTPNotFound"}:
         return FrameNotFound(frame, message)
     if status == 422:
-        return FrameDecodeError(frame, message)
+        kinds: dict[str, type[GpupipeError]] = {"ExtractError": ExtractError, "NothingToExtract": NothingToExtract}
+        return kinds.get(type_, FrameDecodeError)(frame, message)
     if status == 413:
         return FrameTooLarge(frame, message)
     if status == 503 and type_ == "FrameChanged":
