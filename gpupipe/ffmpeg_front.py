@@ -90,7 +90,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -381,9 +381,21 @@ def _extract(request: ExtractRequest, environ: Mapping[str, str]) -> tuple[int, 
     if url or sock:
         from .serve.client import FrameClient
 
-        absolute = replace(request, clip=request.clip.absolute(), out_dir=request.out_dir.absolute())
+        r = request
         with FrameClient(url or "http://127.0.0.1", socket_path=sock or None, timeout=3600.0) as client:
-            result = client.extract(absolute)
+            result = client.extract(
+                r.clip.absolute(),
+                r.out_dir.absolute(),
+                pattern=r.pattern,
+                fps=r.fps,
+                start=r.start,
+                duration=r.duration,
+                size=r.size,
+                jpeg_qscale=r.jpeg_qscale,
+                jpeg_quality=r.jpeg_quality,
+                start_number=r.start_number,
+                atomic=r.atomic,
+            )
         return len(result.paths), f"gpupipe serve ({result.backend}, {result.decoder})"
     from .extract import extract_clip
 

@@ -412,3 +412,28 @@ def test_a_missing_output_folder_fails_as_ffmpeg_fails(tmp_path, real_ffmpeg, fr
     via = _run(front, argv, _env(tmp_path, GPUPIPE_REAL_FFMPEG=real_ffmpeg))
     assert direct.returncode != 0 and via.returncode == direct.returncode
     assert not (tmp_path / "no").exists()
+
+
+def test_with_gpupipe_url_the_service_extracts_and_a_refusal_goes_to_ffmpeg(tmp_path, real_ffmpeg, front, clip):
+    """Workers share one service: the front asks it (POST /v1/extract). A folder outside its roots is refused
+    (403), and the real ffmpeg writes the frames instead."""
+    pytest.importorskip("aiohttp")
+    from serve_util import LiveServer, cpu_pipeline, service
+
+    root = tmp_path / "root"
+    (root / "v").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shared = root / "c.mp4"
+    shared.write_bytes(clip.read_bytes())
+    log = tmp_path / "front.jsonl"
+    with LiveServer(service(cpu_pipeline(), root)) as srv:
+        env = _env(tmp_path, GPUPIPE_REAL_FFMPEG=real_ffmpeg, GPUPIPE_FFMPEG_LOG=str(log), GPUPIPE_URL=srv.url)
+        served = _run(front, hyperframes_argv(shared, root / "v", duration=0.5), env)
+        refused = _run(front, hyperframes_argv(shared, outside, duration=0.5), env)
+    assert served.returncode == 0 and refused.returncode == 0, (served.stderr, refused.stderr)
+    first, second = [json.loads(line) for line in log.read_text().splitlines()]
+    assert first["action"] == "extract" and first["by"].startswith("gpupipe serve"), first
+    assert second["action"] == "pass" and "403" in second["reason"], second
+    names = [f"frame_{i:05d}.jpg" for i in range(1, 16)]
+    assert sorted(p.name for p in (root / "v").iterdir()) == names == sorted(p.name for p in outside.iterdir())
