@@ -34,7 +34,9 @@ REQUIRED = os.environ.get("FFMPEG_REQUIRED") == "1"  # read at import: the autou
 
 # hyperframes 0.8.170's filters (videoFrameExtractor.ts), verbatim.
 SDR_CANVAS = "setparams=color_primaries=bt709:color_trc=iec61966-2-1"
-JPEG_BT601 = "scale=flags=neighbor+accurate_rnd,format=gbrp,scale=out_color_matrix=bt601:out_range=pc:flags=neighbor,format=yuv420p"
+JPEG_BT601 = (
+    "scale=flags=neighbor+accurate_rnd,format=gbrp,scale=out_color_matrix=bt601:out_range=pc:flags=neighbor,format=yuv420p"
+)
 
 
 def js(x: float) -> str:
@@ -58,7 +60,9 @@ VF = HF[HF.index("-vf") + 1]
 
 
 def expected(clip="c.mp4", out_dir="out", **kw) -> ExtractRequest:
-    base = ExtractRequest(clip=Path(clip), out_dir=Path(out_dir), fps=Fraction(30), start=0.0, duration=1.0, jpeg_qscale=2, atomic=False)
+    base = ExtractRequest(
+        clip=Path(clip), out_dir=Path(out_dir), fps=Fraction(30), start=0.0, duration=1.0, jpeg_qscale=2, atomic=False
+    )
     return replace(base, **kw)
 
 
@@ -326,7 +330,9 @@ def real_ffmpeg() -> str:
 def clip(tmp_path_factory) -> Path:
     """36 frames at 30 fps, 640x360, untagged (hyperframes guesses smpte170m under 720 lines), B-frames, keyframe every 10.
     (JPEG against JPEG, ffmpeg's -q:v 2 and gpupipe's, this grainy picture measures 41 dB; at 320x240 40.0, 160x120 38.4.)"""
-    return write_clip(tmp_path_factory.mktemp("clip") / "c.mp4", frames=36, size=(640, 360), fps=30, options={"g": "10", "bf": "2"})
+    return write_clip(
+        tmp_path_factory.mktemp("clip") / "c.mp4", frames=36, size=(640, 360), fps=30, options={"g": "10", "bf": "2"}
+    )
 
 
 def psnr(a: Path, b: Path) -> float:
