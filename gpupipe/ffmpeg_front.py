@@ -89,7 +89,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -103,6 +103,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXEC_MARK",
     "Extraction",
+    "FrontSettings",
     "PassThrough",
     "find_real_ffmpeg",
     "main",
@@ -326,25 +327,55 @@ def _is_front(path: str) -> bool:
     return head.startswith(b"#!") and (b"gpupipe.ffmpeg_front" in head or b"gpupipe-ffmpeg" in head)
 
 
-def find_real_ffmpeg(environ: Mapping[str, str]) -> str:
-    """The real ffmpeg: ``$GPUPIPE_REAL_FFMPEG``, else the first ``ffmpeg`` on ``$PATH`` that is not
-    this front. Raises :class:`~gpupipe.errors.FfmpegUnavailable` when there is none, or when
-    ``GPUPIPE_REAL_FFMPEG`` names the front itself."""
-    explicit = environ.get("GPUPIPE_REAL_FFMPEG", "").strip()
-    if explicit:
-        if _is_front(explicit):
+def find_real_ffmpeg(explicit: str | None, path: str | None) -> str:
+    """The real ffmpeg: ``explicit`` (``$GPUPIPE_REAL_FFMPEG``), else the first ``ffmpeg`` on ``path``
+    (``$PATH``) that is not this front. Raises :class:`~gpupipe.errors.FfmpegUnavailable` when
+    there is none, or when ``explicit`` names the front itself."""
+    if explicit and explicit.strip():
+        if _is_front(explicit.strip()):
             raise FfmpegUnavailable(f"GPUPIPE_REAL_FFMPEG={explicit!r} is gpupipe-ffmpeg itself; point it at the real ffmpeg")
-        return explicit
-    for folder in environ.get("PATH", os.defpath).split(os.pathsep):
+        return explicit.strip()
+    for folder in (path or os.defpath).split(os.pathsep):
         candidate = os.path.join(folder or ".", "ffmpeg")
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK) and not _is_front(candidate):
             return candidate
     raise FfmpegUnavailable("no real ffmpeg: set GPUPIPE_REAL_FFMPEG, or put ffmpeg on PATH (other than gpupipe-ffmpeg)")
 
 
-def _log(environ: Mapping[str, str], record: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class FrontSettings:
+    """The front's environment (every variable read once, through :func:`gpupipe.env.env`).
+
+    ``real_ffmpeg``: ``GPUPIPE_REAL_FFMPEG``; ``fit``: ``GPUPIPE_EXTRACT_FIT`` parsed
+    (:func:`parse_fit`); ``url``/``socket``: ``GPUPIPE_URL``/``GPUPIPE_SOCKET``, the service to ask;
+    ``log``: ``GPUPIPE_FFMPEG_LOG``; ``looped``: :data:`EXEC_MARK` is set (the front was reached
+    from itself)."""
+
+    real_ffmpeg: str | None = None
+    fit: tuple[int, int] | None = None
+    url: str | None = None
+    socket: str | None = None
+    log: str | None = None
+    looped: bool = False
+
+    @classmethod
+    def from_env(cls) -> FrontSettings:
+        """The settings in this process's environment; :class:`ConfigError` for a malformed ``GPUPIPE_EXTRACT_FIT``."""
+        from .env import env
+
+        return cls(
+            real_ffmpeg=env("GPUPIPE_REAL_FFMPEG"),
+            fit=parse_fit(env("GPUPIPE_EXTRACT_FIT")),
+            url=env("GPUPIPE_URL"),
+            socket=env("GPUPIPE_SOCKET"),
+            log=env("GPUPIPE_FFMPEG_LOG"),
+            looped=env("GPUPIPE_FFMPEG_FRONT_EXEC") is not None,
+        )
+
+
+def _log(settings: FrontSettings, record: dict[str, Any]) -> None:
     """Append ``record`` as a JSON line to ``$GPUPIPE_FFMPEG_LOG`` (when set; a log that cannot be written is skipped)."""
-    target = environ.get("GPUPIPE_FFMPEG_LOG")
+    target = settings.log
     if not target:
         return
     try:
@@ -359,25 +390,26 @@ def _say(level: int, at: int, text: str) -> None:
         print(f"[gpupipe-ffmpeg] {text}", file=sys.stderr, flush=True)
 
 
-def _exec_real(argv: Sequence[str], environ: Mapping[str, str], level: int) -> NoReturn:
-    """Replace this process with the real ffmpeg on ``argv`` (exit 1 with a message when there is none)."""
+def _exec_real(argv: Sequence[str], settings: FrontSettings, level: int) -> NoReturn:
+    """Replace this process with the real ffmpeg on ``argv``, its environment marked with :data:`EXEC_MARK`
+    (exit 1 with a message when there is none)."""
     try:
-        real = find_real_ffmpeg(environ)
+        real = find_real_ffmpeg(settings.real_ffmpeg, os.environ.get("PATH"))
     except FfmpegUnavailable as e:
         _say(level, LOG_LEVELS["fatal"], str(e))
         sys.exit(1)
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execve(real, [real, *argv], {**environ, EXEC_MARK: "1"})
+        os.execve(real, [real, *argv], {**os.environ, EXEC_MARK: "1"})
     except OSError as e:
         _say(level, LOG_LEVELS["fatal"], f"cannot run the real ffmpeg {real!r}: {e.strerror}")
         sys.exit(1)
 
 
-def _extract(request: ExtractRequest, environ: Mapping[str, str]) -> tuple[int, str]:
-    """Run ``request`` on the service named by the environment, or in this process: ``(frames, how)``."""
-    url, sock = environ.get("GPUPIPE_URL"), environ.get("GPUPIPE_SOCKET")
+def _extract(request: ExtractRequest, settings: FrontSettings) -> tuple[int, str]:
+    """Run ``request`` on the service the settings name, or in this process: ``(frames, how)``."""
+    url, sock = settings.url, settings.socket
     if url or sock:
         from .serve.client import FrameClient
 
@@ -403,39 +435,39 @@ def _extract(request: ExtractRequest, environ: Mapping[str, str]) -> tuple[int, 
     return len(local.paths), f"{local.backend}, {local.decoder}"
 
 
-def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+def run(argv: Sequence[str], settings: FrontSettings) -> int:
     """The front on ``argv`` (ffmpeg's arguments): 0 after a recognised extraction; otherwise it
     ``exec``'s the real ffmpeg and does not return (1 when there is none, or a loop)."""
-    if environ.get(EXEC_MARK):
+    if settings.looped:
         print("[gpupipe-ffmpeg] the real ffmpeg it was to run is gpupipe-ffmpeg again; set GPUPIPE_REAL_FFMPEG", file=sys.stderr)
         return 1
-    try:
-        fit = parse_fit(environ.get("GPUPIPE_EXTRACT_FIT"))
-    except ConfigError as e:
-        print(f"[gpupipe-ffmpeg] {e}", file=sys.stderr)
-        return 1
-    what = parse_command(argv, fit=fit)
+    what = parse_command(argv, fit=settings.fit)
     if isinstance(what, PassThrough):
-        _log(environ, {"action": "pass", "reason": what.reason, "argv": list(argv)})
+        _log(settings, {"action": "pass", "reason": what.reason, "argv": list(argv)})
         _say(what.loglevel, _VERBOSE, f"to the real ffmpeg: {what.reason}")
-        _exec_real(argv, environ, what.loglevel)
+        _exec_real(argv, settings, what.loglevel)
     started = time.perf_counter()
     try:
-        frames, how = _extract(what.request, environ)
+        frames, how = _extract(what.request, settings)
     except Exception as e:  # noqa: BLE001 - whatever gpupipe fails on, the real ffmpeg gets the command (module docstring)
         reason = f"{type(e).__name__}: {e}"
-        _log(environ, {"action": "pass", "reason": f"gpupipe failed ({reason})", "argv": list(argv)})
+        _log(settings, {"action": "pass", "reason": f"gpupipe failed ({reason})", "argv": list(argv)})
         _say(what.loglevel, _VERBOSE, f"gpupipe failed ({reason}); running the real ffmpeg")
-        _exec_real(argv, environ, what.loglevel)
+        _exec_real(argv, settings, what.loglevel)
     seconds = time.perf_counter() - started
-    _log(environ, {"action": "extract", "argv": list(argv), "frames": frames, "by": how, "seconds": round(seconds, 3)})
+    _log(settings, {"action": "extract", "argv": list(argv), "frames": frames, "by": how, "seconds": round(seconds, 3)})
     _say(what.loglevel, _INFO, f"{frames} frames of {str(what.request.clip)!r} written by gpupipe ({how}) in {seconds:.2f} s")
     return 0
 
 
 def main() -> NoReturn:
     """The ``gpupipe-ffmpeg`` console script."""
-    sys.exit(run(sys.argv[1:], os.environ))
+    try:
+        settings = FrontSettings.from_env()
+    except ConfigError as e:
+        print(f"[gpupipe-ffmpeg] {e}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(run(sys.argv[1:], settings))
 
 
 if __name__ == "__main__":
