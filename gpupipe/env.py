@@ -18,6 +18,12 @@ ENV_VARS: dict[str, str] = {
     "GPUPIPE_MALLOC_TUNE": "0 leaves glibc's allocator settings alone (default: fixed 1 MiB mmap threshold, see docs/BENCHMARKS.md)",
     "GPUPIPE_SAMPLES": "where the built-in sample frames are written (default: the temp dir's gpupipe-samples)",
     "GPUPIPE_FFMPEG_FRAMES": "where the benchmark's ffmpeg frames are written (default: the temp dir's gpupipe-ffmpeg-frames)",
+    "GPUPIPE_REAL_FFMPEG": "gpupipe-ffmpeg: the real ffmpeg it hands other commands to (default: the next ffmpeg on PATH)",
+    "GPUPIPE_EXTRACT_FIT": "gpupipe-ffmpeg: WxH, extracted frames are fitted inside it (aspect kept, never enlarged)",
+    "GPUPIPE_URL": "gpupipe-ffmpeg: the gpupipe serve (http://host:port) that runs its extractions",
+    "GPUPIPE_SOCKET": "gpupipe-ffmpeg: the gpupipe serve Unix socket that runs its extractions",
+    "GPUPIPE_FFMPEG_LOG": "gpupipe-ffmpeg: a file it appends a JSON line to per call (extracted, or why passed on)",
+    "GPUPIPE_FFMPEG_FRONT_EXEC": "set by gpupipe-ffmpeg in the real ffmpeg's environment; seen on its own start, it stops a loop",
 }
 """Name → meaning of each variable gpupipe reads."""
 
