@@ -30,6 +30,7 @@ __all__ = [
     "DeviceLost",
     "DeviceOutOfMemory",
     "EncodeFailed",
+    "ExtractError",
     "FfmpegFailed",
     "FfmpegUnavailable",
     "FrameChanged",
@@ -42,6 +43,7 @@ __all__ = [
     "GpuDeviceLostWarning",
     "GpuFallbackWarning",
     "GpupipeError",
+    "NothingToExtract",
     "SocketInUse",
     "SocketPathError",
     "codec_reason",
@@ -202,3 +204,23 @@ class FfmpegUnavailable(GpupipeError, RuntimeError):
 
 class FfmpegFailed(GpupipeError, RuntimeError):
     """ffmpeg ran but did not produce the expected frames; the message holds its stderr."""
+
+
+class ExtractError(GpupipeError):
+    """:func:`gpupipe.extract.extract_clip` could not write a clip's frames: a bad request (its
+    pattern, sizes or times), an output folder that exists (or, for a non-atomic extraction, does
+    not), a clip that cannot be read or decoded, or a file that cannot be written. ``clip`` names the
+    clip and ``reason`` says why; nothing of the clip's contents is quoted."""
+
+    def __init__(self, clip: str, reason: str):
+        self.clip = clip
+        self.reason = reason
+        super().__init__(f"{clip}: {reason}")
+
+    def __reduce__(self) -> tuple[type[ExtractError], tuple[str, str]]:
+        return (type(self), (self.clip, self.reason))
+
+
+class NothingToExtract(ExtractError):
+    """The request selects no frame (it starts at or past the clip's end, or its duration ends
+    before its first output slot). FFmpeg writes no file and exits 0 for such a command."""
