@@ -49,7 +49,7 @@ from .hyperframes_toolchain import HYPERFRAMES_VERSION, ToolchainMissing, find_f
 from .video_clips import CLIP_FPS, make_clip, tool_name
 from .video_compare import video_psnr
 
-__all__ = ["MODES", "main", "run_bench"]
+__all__ = ["MODES", "compare_renders", "front_summary", "main", "run_bench"]
 
 MODES = ("ffmpeg", "gpupipe", "fitted")
 QUALITIES = ("draft", "standard")
@@ -100,8 +100,66 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def run_bench(a: argparse.Namespace, say: Any = print) -> dict[str, Any]:
+def front_summary(log: Path) -> dict[str, Any]:
+    """What the front did in one render, from its ``GPUPIPE_FFMPEG_LOG`` lines: extractions it ran (their
+    frames and seconds), commands it passed to ffmpeg, and extractions that failed in gpupipe and went to ffmpeg."""
+    extractions = frames = passed = 0
+    seconds = 0.0
+    fallbacks: list[str] = []
+    lines = log.read_text().splitlines() if log.is_file() else []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("action") == "extract":
+            extractions += 1
+            frames += int(rec.get("frames") or 0)
+            seconds += float(rec.get("seconds") or 0.0)
+        elif str(rec.get("reason", "")).startswith("gpupipe failed"):
+            fallbacks.append(str(rec["reason"]))
+        else:
+            passed += 1
+    return {
+        "extractions": extractions,
+        "frames": frames,
+        "seconds": seconds,
+        "passed": passed,
+        "fell_back": len(fallbacks),
+        "fallback_reasons": fallbacks,
+    }
+
+
+def compare_renders(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """PSNR of every gpupipe and fitted render against the ffmpeg render of the same quality and cache
+    state, and of ffmpeg's warm render against its cold one (the renderer's own repeatability)."""
+    comparisons: list[dict[str, Any]] = []
+    ok = {(r["mode"], r["quality"], r["cache"]): r for r in runs if "error" not in r}
+    for (mode, quality, temp), r in ok.items():
+        ref = ok.get(("ffmpeg", quality, temp))
+        if ref is None or (mode == "ffmpeg" and temp == "cold"):
+            continue
+        if mode == "ffmpeg":  # the renderer against itself: cold and warm render the same extracted frames
+            ref = ok.get(("ffmpeg", quality, "cold"))
+            if ref is None:
+                continue
+        p = video_psnr(Path(ref["output"]), Path(r["output"]))
+        comparisons.append(
+            {
+                "a": f"{ref['mode']} {quality} {ref['cache']}",
+                "b": f"{mode} {quality} {temp}",
+                "mode": mode,
+                "quality": quality,
+                "cache": temp,
+                **asdict(p),
+            }
+        )
+    return comparisons
+
+
+def run_bench(a: argparse.Namespace, say: Any = None) -> dict[str, Any]:
     """Every cell of the module docstring selected by the parsed flags ``a``; writes and returns the results."""
+    say = say or (lambda line: print(line, flush=True))
     home = Path(a.home) if a.home else None
     if a.install:
         install_hyperframes(home)
@@ -140,11 +198,15 @@ def run_bench(a: argparse.Namespace, say: Any = print) -> dict[str, Any]:
                 continue
             cache = work / f"cache-{mode}"
             extra = {"GPUPIPE_EXTRACT_FIT": f"{fit[0]}x{fit[1]}"} if mode == "fitted" else {}
-            env = tools.render_env(cache, front if mode != "ffmpeg" else None, extra)
             for temp in a.caches:
                 if temp == "cold":
                     shutil.rmtree(cache, ignore_errors=True)
                 out = work / "renders" / f"{mode}-{quality}-{temp}.mp4"
+                front_log = out.with_suffix(".front.jsonl")
+                front_log.unlink(missing_ok=True)
+                if mode != "ffmpeg":
+                    extra["GPUPIPE_FFMPEG_LOG"] = str(front_log)
+                env = tools.render_env(cache, front if mode != "ffmpeg" else None, extra)
                 try:
                     run = measure_render(tools, project, out, env, quality, workers=a.workers, timeout=a.timeout)
                 except RenderFailed as e:
@@ -165,26 +227,7 @@ def run_bench(a: argparse.Namespace, say: Any = print) -> dict[str, Any]:
                     f"RSS {run.peak_rss / 2**20:6.0f} MiB  PSS {run.peak_pss / 2**20:6.0f} MiB  "
                     f"extract {run.extract_s if run.extract_s is not None else float('nan'):5.2f} s  cache {run.cache_bytes / 2**20:6.1f} MiB"
                 )
-    ok = {(r["mode"], r["quality"], r["cache"]): r for r in results["runs"] if "error" not in r}
-    for (mode, quality, temp), r in ok.items():
-        ref = ok.get(("ffmpeg", quality, temp))
-        if ref is None or (mode == "ffmpeg" and temp == "cold"):
-            continue
-        if mode == "ffmpeg":  # the renderer against itself: cold and warm render the same extracted frames
-            ref = ok.get(("ffmpeg", quality, "cold"))
-            if ref is None:
-                continue
-        p = video_psnr(Path(ref["output"]), Path(r["output"]))
-        results["comparisons"].append(
-            {
-                "a": f"{ref['mode']} {quality} {ref['cache']}",
-                "b": f"{mode} {quality} {temp}",
-                "mode": mode,
-                "quality": quality,
-                "cache": temp,
-                **asdict(p),
-            }
-        )
+    results["comparisons"] = compare_renders(results["runs"])
     results["seconds"] = time.perf_counter() - t_start
     results["goals"] = [asdict(g) for g in check_goals(results)]
     out = Path(a.out)

@@ -4,7 +4,8 @@ Goals (every ratio compares renders of the same run, on the same host):
 
 - ``output parity`` (one line per quality and cache state): the video rendered with gpupipe has the same
   frame count and size as the one rendered with ffmpeg, and every frame's RGB PSNR against it is at least
-  ``psnr_min_db`` (:data:`PSNR_MIN_DB` unless ``--psnr-min`` says otherwise). The renderer's own
+  ``psnr_min_db`` (:data:`PSNR_MIN_DB` unless ``--psnr-min`` says otherwise); in a cold render the front
+  extracted the clips itself (its ``GPUPIPE_FFMPEG_LOG`` lines), none falling back to ffmpeg. The renderer's own
   repeatability (its cold against its warm render, same extracted frames) is an ``INFO`` line next to it,
   and so is the fitted render's PSNR (Chromium scales fitted frames from another size: not a parity check).
 - ``extraction speed``, on an H100 or H200 (:data:`EXTRACT_GPU_DEVICES`): the extraction stage (the CLI's
@@ -59,6 +60,14 @@ def _parity(results: dict[str, Any]) -> list[GoalLine]:
         same = c["frames_a"] == c["frames_b"] and list(c["size_a"]) == list(c["size_b"])
         if c["mode"] == "gpupipe":
             ok = same and c["min_db"] >= least
+            front = _runs(results).get(("gpupipe", c["quality"], c["cache"]), {}).get("front") or {}
+            detail += (
+                f"; the front extracted {front.get('extractions', 0)} clip windows ({front.get('frames', 0)} frames), "
+                f"{front.get('fell_back', 0)} fell back to ffmpeg"
+            )
+            if c["cache"] == "cold" and (not front.get("extractions") or front.get("fell_back")):
+                ok = False
+                detail += " (a cold render must be extracted by gpupipe, none falling back)"
             lines.append(
                 GoalLine(
                     "PASS" if ok else "FAIL",
