@@ -523,8 +523,18 @@ def extract(
     fps: str | None = typer.Option(
         None, "--fps", metavar="RATE", help="Output rate (30, 30000/1001); default every source frame."
     ),
-    start: float = typer.Option(0.0, "--start", min=0.0, metavar="S", help="ffmpeg's -ss S plus fps start_time=S."),
+    start: float = typer.Option(0.0, "--start", min=0.0, metavar="S", help="ffmpeg's -noaccurate_seek -ss S."),
+    fps_start: float | None = typer.Option(
+        0.0, "--fps-start", min=0.0, metavar="T", help="The fps filter's start_time=T (default 0: frame k at S + k/RATE)."
+    ),
     duration: float | None = typer.Option(None, "--duration", metavar="D", help="ffmpeg's -t D (output duration)."),
+    frames: int | None = typer.Option(None, "--frames", min=1, metavar="N", help="ffmpeg's -frames:v N (at most N files)."),
+    colour_matrix: str = typer.Option(
+        "stream", "--colour-matrix", metavar="M", help="YUV->RGB matrix: stream (its tag), bt709 or bt601 (forced)."
+    ),
+    png_level: int | None = typer.Option(
+        None, "--png-compression", min=0, max=9, metavar="L", help="PNG zlib level (ffmpeg's -compression_level)."
+    ),
     size: str | None = typer.Option(None, "--size", metavar="WxH", help="Fit inside WxH (aspect kept, never enlarged)."),
     quality: int | None = typer.Option(None, "--quality", min=1, max=100, metavar="Q", help="JPEG quality (default 95)."),
     qscale: int | None = typer.Option(None, "--qscale", min=1, max=31, metavar="N", help="ffmpeg's -q:v N instead of --quality."),
@@ -533,7 +543,7 @@ def extract(
     config: Path | None = typer.Option(None, "--config", "-c", metavar="FILE", help="YAML config."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Write a clip's frames as image files, selected as ffmpeg's fps=N:start_time=S:round=up selects them (atomically)."""
+    """Write a clip's frames as image files, selected as ffmpeg -ss S ... fps=RATE:start_time=T:round=up selects them (atomically)."""
     from .encoder import FrameEncoder
     from .extract import ExtractRequest, extract_clip
 
@@ -541,6 +551,8 @@ def extract(
         _fail("--quality and --qscale exclude each other")
     if duration is not None and duration <= 0:
         _fail(f"--duration: expected a positive number of seconds, got {duration:g}")
+    if colour_matrix not in ("stream", "bt709", "bt601"):
+        _fail(f"--colour-matrix: expected stream, bt709 or bt601, got {colour_matrix!r}")
     req = ExtractRequest(
         clip,
         out_dir,
@@ -552,6 +564,10 @@ def extract(
         qscale,
         95 if quality is None else quality,
         start_number,
+        fps_start=fps_start,
+        max_frames=frames,
+        colour_matrix=colour_matrix,  # type: ignore[arg-type]  # checked above
+        png_compression_level=png_level,
     )
     with FrameEncoder(_load(config, None, backend)) as enc:
         result = extract_clip(req, encoder=enc)

@@ -1,17 +1,23 @@
 """A clip's frames written as image files, selected as FFmpeg's ``fps`` filter selects them: :func:`extract_clip`.
 
 It stands in for the renderer's extraction command (``ffmpeg -noaccurate_seek -ss S -i CLIP -t D
--vf "...fps=N:start_time=S:round=up,..." -q:v 2 frame_%05d.jpg``): the same files, names and
-count, each showing the same source frame (:func:`~gpupipe.fps_select.select_frames`), in the
-same colours within JPEG's tolerance. Frames are decoded in display order by one decoder of the
-encoder's pool (PyAV, or NVDEC on the GPU backend), fitted and encoded by
-:class:`~gpupipe.FrameEncoder` (Pillow / libjpeg-turbo on the CPU, nvImageCodec on the GPU), a
-bounded batch at a time, and written under the request's pattern.
+-vf "...fps=N:start_time=T:round=up,[setparams=colorspace=M,]..." [-frames:v K] -start_number B
+-q:v 2 frame_%05d.jpg``): the same files, names and count, each showing the same source frame
+(:func:`~gpupipe.fps_select.select_frames`; hyperframes passes ``T = 0``, so output ``k`` is the
+frame shown at ``S + k/N``), in the same colours. Frames are decoded in display order by one
+decoder of the encoder's pool (PyAV, or NVDEC on the GPU backend), fitted, encoded a bounded
+batch at a time, and written under the request's pattern.
 
-**Colour.** FFmpeg's chain converts the decoded YUV to RGB and back to full-range BT.601 YUV
-4:2:0 for its JPEG encoder; a JPEG written from RGB by libjpeg is the same JFIF full-range
-BT.601 YUV 4:2:0, so decoding to RGB with the stream's own matrix and range gives the same
-picture (tests/test_extract.py checks PSNR >= 40 dB against FFmpeg's files).
+**Colour and encoders.** The YUV->RGB matrix is the stream's, or forced (``colour_matrix``, as
+``setparams=colorspace=`` forces it); the range is the stream's. Frames decoded on the host are
+converted and encoded as hyperframes' ffmpeg chain does it (:mod:`gpupipe.cpu.ffmpeg_image`):
+JPEG from RGB made with ``scale=flags=neighbor+accurate_rnd,format=gbrp``, then full-range BT.601
+4:2:0 point-sampled and FFmpeg's own ``mjpeg`` encoder at ``-q:v`` (the same pixels as the
+``ffmpeg`` binary's files, sizes within 0.1 %); PNG from the default conversion with FFmpeg's
+``png`` encoder (the same pixels). Without ``jpeg_qscale`` a JPEG is Pillow's at
+``jpeg_quality``. Frames decoded on the GPU (NVDEC) are encoded there (nvJPEG/nvImageCodec,
+``jpeg_qscale`` mapped by :func:`jpeg_quality_for`); NVDEC cannot force a matrix, so a forced
+one sends the clip to the CPU decoder. **Unverified on a GPU**: its parity with FFmpeg.
 
 **Atomic.** With ``atomic=True`` the files are written into a partial sibling folder
 (``.NAME.partial-XXXX``), which is renamed onto ``out_dir`` once complete; a failure removes it
@@ -32,15 +38,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pybase64
 
 from .config import Config
+from .cpu.ffmpeg_image import encoder_for_thread
 from .encoder import FrameEncoder
 from .errors import ExtractError, FrameError, NothingToExtract
 from .fps_select import select_frames
-from .frames import VideoFrame
+from .frames import Frame, VideoFrame
 from .frames.clip import Clip, probe_clip
+from .video.decoder import COLOUR_MATRICES, ColourMatrix, Conversion
 from .vocabulary import QUALITY_MAX, QUALITY_MIN
 
 __all__ = ["QSCALE_QUALITY", "ExtractRequest", "ExtractResult", "extract_clip", "jpeg_quality_for", "select_frames"]
@@ -59,12 +68,17 @@ class ExtractRequest:
     ``pattern``: a file name (no folder) with exactly one printf ``%d`` or ``%0Nd`` (``%%`` for a
     literal ``%``); its extension (``.jpg``/``.jpeg``/``.png``) picks the format. ``fps``: the
     output rate (FFmpeg's ``fps=N:round=up``); ``None`` writes every source frame from ``start``.
-    ``start``: seconds, as FFmpeg's ``-noaccurate_seek -ss S`` before ``-i`` together with the fps
-    filter's ``start_time=S`` (output ``k`` is the frame shown at ``2S + k/fps`` of the source:
-    FFmpeg's real behaviour, see :mod:`gpupipe.fps_select`). ``duration``: FFmpeg's ``-t D`` (an
-    output duration). ``size``: fit inside ``(width, height)``, aspect kept, never enlarged.
-    ``jpeg_qscale``: FFmpeg's ``-q:v`` (1-31), mapped by :func:`jpeg_quality_for`; else
-    ``jpeg_quality`` (1-100). ``start_number``: the first file's number (FFmpeg's
+    ``start``: seconds, FFmpeg's ``-noaccurate_seek -ss S`` before ``-i``. ``fps_start``: the fps
+    filter's ``start_time`` (seconds of the timeline ``-ss`` rebased; ``None`` means ``start``).
+    With the default 0 (hyperframes' command) output ``k`` is the frame shown at ``start + k/fps``;
+    ``fps_start=start`` gives ``2·start + k/fps`` (see :mod:`gpupipe.fps_select`). ``duration``:
+    FFmpeg's ``-t D`` (an output duration). ``max_frames``: FFmpeg's ``-frames:v`` (at most that
+    many files). ``size``: fit inside ``(width, height)``, aspect kept, never enlarged.
+    ``colour_matrix``: the YUV->RGB matrix, ``stream`` (its tag) or forced ``bt709``/``bt601``
+    (FFmpeg's ``setparams=colorspace=bt709``/``smpte170m``). ``jpeg_qscale``: FFmpeg's ``-q:v``
+    (1-31; FFmpeg's own encoder on the CPU, see the module docstring); else ``jpeg_quality``
+    (1-100, Pillow). ``png_compression_level``: PNG's zlib level (``None``: the config's
+    ``output.png_compress_level``). ``start_number``: the first file's number (FFmpeg's
     ``-start_number``). ``atomic``: see the module docstring; ``True`` needs ``out_dir`` not to
     exist, ``False`` needs it to be an existing folder.
     """
@@ -80,6 +94,10 @@ class ExtractRequest:
     jpeg_quality: int = 95
     start_number: int = 1
     atomic: bool = True
+    fps_start: float | None = 0.0
+    max_frames: int | None = None
+    colour_matrix: ColourMatrix = "stream"
+    png_compression_level: int | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +192,14 @@ def _check_request(req: ExtractRequest, label: str) -> tuple[str, int]:
         raise ExtractError(label, f"size must be two positive integers; got {req.size!r}")
     if req.start_number < 0:
         raise ExtractError(label, f"start_number must be 0 or more; got {req.start_number}")
+    if req.fps_start is not None and (not math.isfinite(req.fps_start) or req.fps_start < 0):
+        raise ExtractError(label, f"fps_start must be 0 or more seconds; got {req.fps_start!r}")
+    if req.max_frames is not None and req.max_frames < 1:
+        raise ExtractError(label, f"max_frames must be 1 or more; got {req.max_frames}")
+    if req.colour_matrix not in COLOUR_MATRICES:
+        raise ExtractError(label, f"colour_matrix must be one of {', '.join(COLOUR_MATRICES)}; got {req.colour_matrix!r}")
+    if req.png_compression_level is not None and not 0 <= req.png_compression_level <= 9:
+        raise ExtractError(label, f"png_compression_level must be 0 to 9; got {req.png_compression_level}")
     try:
         quality = jpeg_quality_for(req.jpeg_qscale) if req.jpeg_qscale is not None else req.jpeg_quality
     except ValueError as e:
@@ -202,6 +228,8 @@ def _selection(req: ExtractRequest, clip: Clip, label: str) -> list[int]:
         end=clip.end_pts * tb,
         time_base=tb,
         origin=_container_start(clip),
+        fps_start=req.fps_start,
+        max_frames=req.max_frames,
     )
     if not selected:
         raise NothingToExtract(label, f"no frame selected: the clip lasts {clip.duration:.6g} s (start {req.start:g} s)")
@@ -305,20 +333,52 @@ def extract_clip(request: ExtractRequest, *, encoder: FrameEncoder | None = None
             enc.close()
 
 
+def _conversion(req: ExtractRequest, enc: FrameEncoder, fmt: str) -> Conversion:
+    """How the frames are converted to RGB: the request's matrix; the chroma point-sampled as
+    hyperframes' JPEG chain does (``scale=flags=neighbor+accurate_rnd``) where FFmpeg's encoder will
+    write them (the CPU backend, ``jpeg_qscale``). NVDEC honours the default conversion only."""
+    point = fmt == "jpeg" and req.jpeg_qscale is not None and enc.backend == "cpu"
+    return Conversion(req.colour_matrix, point_chroma=point)
+
+
+def _encode(req: ExtractRequest, enc: FrameEncoder, frames: list[Frame | FrameError], fmt: str, quality: int) -> list[Any]:
+    """Encoded bytes (or the frame's error) for each frame read: FFmpeg's encoders for host pixels
+    where they match the command (PNG, or JPEG at ``jpeg_qscale``), else the backend's encoder."""
+    ffmpeg = fmt == "png" or req.jpeg_qscale is not None
+    level = req.png_compression_level if req.png_compression_level is not None else enc.config.output.png_compress_level
+    out: list[Any] = list(frames)
+    rest: list[int] = []
+    for i, fr in enumerate(frames):
+        if isinstance(fr, FrameError):
+            continue
+        if ffmpeg and fr.pixels is not None and not fr.pixels.on_device:
+            out[i] = encoder_for_thread("jpeg" if fmt == "jpeg" else "png", req.jpeg_qscale or 2, level).encode(fr.pixels.array)
+        else:
+            rest.append(i)
+    if rest:
+        spec = enc.spec(fmt, req.size, quality)
+        for i, uri in zip(rest, enc.encode_jobs([frames[i] for i in rest], spec)):
+            out[i] = uri if isinstance(uri, FrameError) else pybase64.b64decode(uri[uri.index(",") + 1 :], validate=False)
+    return out
+
+
 def _extract(req: ExtractRequest, enc: FrameEncoder, selected: list[int], fmt: str, quality: int, label: str) -> list[Path]:
     work = _prepare_dir(req, label)
     final = Path(req.out_dir)
     written: list[Path] = []
+    conversion = _conversion(req, enc, fmt)
     try:
         runs = list(_runs(selected, req.start_number))
         chunk = _chunk_size(enc, req.clip, selected[0], fmt, req.size)
         for at in range(0, len(runs), chunk):
             part = runs[at : at + chunk]
-            results = enc.encode_batch([VideoFrame(req.clip, index=i) for i, _ in part], fmt, req.size, quality)
-            for (index, numbers), uri in zip(part, results):
-                if isinstance(uri, FrameError):
-                    raise ExtractError(label, f"frame {index}: {uri.reason}")
-                data = pybase64.b64decode(uri[uri.index(",") + 1 :], validate=False)
+            scope = enc.videos.scope(None, fit=req.size, conversion=conversion)
+            frames = enc.read_many([VideoFrame(req.clip, index=i) for i, _ in part], clips=scope)
+            results = _encode(req, enc, frames, fmt, quality)
+            del frames
+            for (index, numbers), data in zip(part, results):
+                if isinstance(data, FrameError):
+                    raise ExtractError(label, f"frame {index}: {data.reason}")
                 for n in numbers:
                     name = output_name(req.pattern, n)
                     _write(work / name, data, req.atomic)

@@ -16,6 +16,9 @@ before the frame).
 - known before opening (:func:`nvdec_refusal`): codecs NVDEC lacks (ProRes, ...), clips with
   alpha (NVDEC drops the alpha plane), more than 8 bits for VP9/AV1 and 4:2:2/4:4:4 sampling where
   NVDEC does not decode them, sizes past NVDEC's limits;
+- asked for a :class:`~gpupipe.video.decoder.Conversion` other than the default (a forced
+  matrix, point-sampled chroma): PyNvVideoCodec converts to RGB with the stream's own matrix and
+  its own chroma filter and takes no override, so the clip falls back (reason ``conversion``);
 - found when opening or decoding the first frame: PyNvVideoCodec's ``PyNvVCExceptionUnsupported``,
   or an error that says the GPU does not support the codec, size or macroblock count
   ("Codec not supported on this GPU", "Resolution not supported on this GPU", "MBCount not
@@ -42,7 +45,7 @@ from typing import Any
 from ..errors import FrameDecodeError, codec_reason
 from ..frames.clip import Clip
 from ..frames.source import Pixels
-from ..video.decoder import VideoDecoder, must_seek
+from ..video.decoder import DEFAULT_CONVERSION, Conversion, VideoDecoder, must_seek
 from ..video.pyav_decoder import PyavDecoder
 
 __all__ = ["NVDEC_CODECS", "NvdecDecoder", "NvdecOpener", "NvdecRefused", "nvdec_refusal"]
@@ -118,9 +121,14 @@ class NvdecDecoder:
         if count and count != clip.frame_count:  # its index and ours disagree: frame numbers would not match
             raise NvdecRefused("frame_count", f"NVDEC counts {count} frames, the probe {clip.frame_count}")
 
-    def frame(self, index: int, label: str, fit: tuple[int, int] | None = None) -> Pixels:
+    def frame(
+        self, index: int, label: str, fit: tuple[int, int] | None = None, conversion: Conversion = DEFAULT_CONVERSION
+    ) -> Pixels:
         """See :meth:`VideoDecoder.frame <gpupipe.video.decoder.VideoDecoder.frame>`; the frame comes at the
-        clip's size, whatever ``fit`` (the device fits it in the encode step)."""
+        clip's size, whatever ``fit`` (the device fits it in the encode step). Raises
+        :class:`NvdecRefused` (``conversion``) for any conversion but the default (module docstring)."""
+        if conversion != DEFAULT_CONVERSION:
+            raise NvdecRefused("conversion", f"NVDEC converts with the stream's matrix only; asked {conversion}")
         try:
             if self.position is None or must_seek(self.clip, self.position, index):
                 self._dec.seek_to_index(index)
@@ -170,15 +178,17 @@ class _Fallback:
     def decoded(self) -> int:
         return self._impl.decoded
 
-    def frame(self, index: int, label: str, fit: tuple[int, int] | None = None) -> Pixels:
+    def frame(
+        self, index: int, label: str, fit: tuple[int, int] | None = None, conversion: Conversion = DEFAULT_CONVERSION
+    ) -> Pixels:
         try:
-            return self._impl.frame(index, label, fit)
+            return self._impl.frame(index, label, fit, conversion)
         except NvdecRefused as e:
             self._impl.close()
             self._opener.fell_back(self.clip, e.reason, str(e))
             self._impl = PyavDecoder(self.clip)
             self.on_gpu = False
-            return self._impl.frame(index, label, fit)
+            return self._impl.frame(index, label, fit, conversion)
 
     def close(self) -> None:
         self._impl.close()

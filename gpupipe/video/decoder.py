@@ -1,14 +1,45 @@
-"""The decoder contract (:class:`VideoDecoder`) and the seek rule every decoder follows (:func:`must_seek`)."""
+"""The decoder contract (:class:`VideoDecoder`, with the :class:`Conversion` a frame is asked in) and
+the seek rule every decoder follows (:func:`must_seek`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from ..frames.clip import Clip
 from ..frames.source import Pixels
 
-__all__ = ["DecoderOpener", "VideoDecoder", "must_seek"]
+__all__ = ["DEFAULT_CONVERSION", "ColourMatrix", "Conversion", "DecoderOpener", "VideoDecoder", "must_seek"]
+
+ColourMatrix = Literal["stream", "bt709", "bt601"]
+"""The YUV->RGB matrix: the stream's own (its tag; untagged is BT.601, as FFmpeg takes it), or
+forced, whatever the tag (FFmpeg's ``setparams=colorspace=bt709`` / ``smpte170m`` before its
+conversion)."""
+
+COLOUR_MATRICES: tuple[ColourMatrix, ...] = ("stream", "bt709", "bt601")
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """How a decoder turns a frame's YUV into RGB, asked per load (like the output size).
+
+    ``matrix``: see :data:`ColourMatrix`; the range is always the stream's (limited when untagged).
+    ``point_chroma``: the chroma upsampled by point sampling with exact rounding, as FFmpeg's
+    ``scale=flags=neighbor+accurate_rnd,format=gbrp`` does it (hyperframes' extraction chain),
+    instead of the default bilinear. A decoder that cannot honour a conversion other than
+    :data:`DEFAULT_CONVERSION` refuses it (NVDEC: the clip falls back to the CPU decoder).
+    """
+
+    matrix: ColourMatrix = "stream"
+    point_chroma: bool = False
+
+    def __post_init__(self) -> None:
+        if self.matrix not in COLOUR_MATRICES:
+            raise ValueError(f"matrix must be one of {', '.join(COLOUR_MATRICES)}; got {self.matrix!r}")
+
+
+DEFAULT_CONVERSION = Conversion()
 
 
 class VideoDecoder(Protocol):
@@ -30,8 +61,11 @@ class VideoDecoder(Protocol):
     @property
     def decoded(self) -> int: ...
 
-    def frame(self, index: int, label: str, fit: tuple[int, int] | None = None) -> Pixels:
-        """Frame ``index`` of the clip (display order), upright, RGB or RGBA (the clip's alpha).
+    def frame(
+        self, index: int, label: str, fit: tuple[int, int] | None = None, conversion: Conversion = DEFAULT_CONVERSION
+    ) -> Pixels:
+        """Frame ``index`` of the clip (display order), upright, RGB or RGBA (the clip's alpha),
+        converted from YUV as ``conversion`` says.
 
         ``fit`` is the box the frame will be fitted into (:func:`~gpupipe.plan.fit_size` of its
         display size): a decoder may hand out the frame at that fitted size already (the CPU's

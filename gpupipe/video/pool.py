@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from ..errors import FrameDecodeError, FrameError, codec_reason
 from ..frames.clip import Clip, decoder_state_bytes
 from ..frames.source import Pixels
-from .decoder import DecoderOpener, VideoDecoder
+from .decoder import DEFAULT_CONVERSION, Conversion, DecoderOpener, VideoDecoder
 from .pyav_decoder import PyavDecoder
 
 __all__ = ["Budget", "DecoderPool", "PoolScope", "PoolStats"]
@@ -114,21 +114,32 @@ class DecoderPool:
 
     # ------------------------------------------------------------------ reading
 
-    def decode(self, clip: Clip, index: int, label: str, fit: tuple[int, int] | None = None) -> Pixels:
+    def decode(
+        self,
+        clip: Clip,
+        index: int,
+        label: str,
+        fit: tuple[int, int] | None = None,
+        conversion: Conversion = DEFAULT_CONVERSION,
+    ) -> Pixels:
         """Frame ``index`` of ``clip`` through its open decoder (opened now if needed); the frame's error is raised.
-        ``fit``: the box the frame will be fitted into (:meth:`VideoDecoder.frame <gpupipe.video.decoder.VideoDecoder.frame>`)."""
-        return self._decode(clip, index, label, None, fit)
+        ``fit``: the box the frame will be fitted into; ``conversion``: its YUV->RGB conversion
+        (:meth:`VideoDecoder.frame <gpupipe.video.decoder.VideoDecoder.frame>`)."""
+        return self._decode(clip, index, label, None, (fit, conversion))
 
-    def scope(self, budget: Budget | None, fit: tuple[int, int] | None = None) -> PoolScope:
+    def scope(
+        self, budget: Budget | None, fit: tuple[int, int] | None = None, conversion: Conversion = DEFAULT_CONVERSION
+    ) -> PoolScope:
         """A reader for one load that counts the decoders it opens in ``budget`` (see the module docstring)
-        and asks for its frames fitted into ``fit`` (the load's output size)."""
+        and asks for its frames fitted into ``fit`` (the load's output size) and converted as
+        ``conversion`` says."""
         if budget is not None:
             with self._lock:
                 reclaim = self._reclaimers.get(id(budget))
                 if reclaim is None:
                     reclaim = self._reclaimers[id(budget)] = partial(self.reclaim, budget=budget)
             budget.add_reclaimer(reclaim)
-        return PoolScope(self, budget, fit)
+        return PoolScope(self, budget, fit, conversion)
 
     def kept_for(self, group: Hashable) -> int:
         """Bytes kept in a budget for the open decoder of the clip whose read group (``(path, identity)``,
@@ -137,7 +148,9 @@ class DecoderPool:
             slot = self._slots.get(group)
             return slot.kept if slot is not None and not slot.closed and not slot.doomed else 0
 
-    def _decode(self, clip: Clip, index: int, label: str, opened: list[_Slot] | None, fit: tuple[int, int] | None) -> Pixels:
+    def _decode(
+        self, clip: Clip, index: int, label: str, opened: list[_Slot] | None, how: tuple[tuple[int, int] | None, Conversion]
+    ) -> Pixels:
         slot, evicted = self._take(clip)
         self._close_all(evicted)
         try:
@@ -146,7 +159,7 @@ class DecoderPool:
                     slot.decoder = self._open(clip, label)
                     if opened is not None:
                         opened.append(slot)
-                return slot.decoder.frame(index, label, fit)
+                return slot.decoder.frame(index, label, *how)
         finally:
             self._give_back(slot)
 
@@ -311,20 +324,27 @@ class DecoderPool:
 
 class PoolScope:
     """A :class:`~gpupipe.frames.ClipReader` for one load: decodes through its pool, frames fitted into
-    ``fit`` where the decoder can, and remembers the decoders it opened, whose state :meth:`settle`
-    keeps in the scope's budget."""
+    ``fit`` where the decoder can and converted as ``conversion`` says, and remembers the decoders it
+    opened, whose state :meth:`settle` keeps in the scope's budget."""
 
-    def __init__(self, pool: DecoderPool, budget: Budget | None, fit: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        pool: DecoderPool,
+        budget: Budget | None,
+        fit: tuple[int, int] | None = None,
+        conversion: Conversion = DEFAULT_CONVERSION,
+    ) -> None:
         self.pool = pool
         self.budget = budget
         self.fit = fit
+        self.conversion = conversion
         self._opened: list[_Slot] = []
         self._lock = threading.Lock()
 
     def decode(self, clip: Clip, index: int, label: str) -> Pixels:
         opened: list[_Slot] = []
         try:
-            return self.pool._decode(clip, index, label, opened, self.fit)
+            return self.pool._decode(clip, index, label, opened, (self.fit, self.conversion))
         finally:
             if opened:
                 with self._lock:

@@ -7,7 +7,8 @@ frames decoded on the way to it are skipped unconverted.
 
 - **Colour.** The conversion is FFmpeg's own (swscale, through ``VideoFrame.to_ndarray``), with
   the matrix (BT.601/709/2020) and range (limited/full) the decoded frame carries from the
-  stream's metadata; unspecified is BT.601 limited, as FFmpeg takes it. 10- and 12-bit streams
+  stream's metadata; unspecified is BT.601 limited, as FFmpeg takes it. A load may force the
+  matrix and ask for point-sampled chroma (:class:`~gpupipe.video.decoder.Conversion`). 10- and 12-bit streams
   become 8-bit RGB. Against the ``ffmpeg`` 9.0.2 command line (``-pix_fmt rgb24``/``rgba``), on
   the test clips: identical for 8-bit H.264 (4:2:0), ProRes 4444 (12-bit, with alpha) and VP9
   with alpha; for 10-bit HEVC a mean absolute difference of 0.6 per sample, up to 51 on a few
@@ -48,12 +49,14 @@ from ..errors import FrameDecodeError, codec_reason
 from ..frames.clip import Clip
 from ..frames.source import Pixels
 from ..plan import fit_size
-from .decoder import must_seek
+from .decoder import DEFAULT_CONVERSION, Conversion, must_seek
 from .rgb import RgbConverter
 
 __all__ = ["PyavDecoder"]
 
 log = logging.getLogger("gpupipe.video")
+
+_How = tuple[tuple[int, int] | None, Conversion]  # the box to fit into, and the YUV->RGB conversion
 
 
 class PyavDecoder:
@@ -83,16 +86,19 @@ class PyavDecoder:
 
     # ------------------------------------------------------------------ decoding
 
-    def frame(self, index: int, label: str, fit: tuple[int, int] | None = None) -> Pixels:
+    def frame(
+        self, index: int, label: str, fit: tuple[int, int] | None = None, conversion: Conversion = DEFAULT_CONVERSION
+    ) -> Pixels:
         import av
 
+        how = (fit, conversion)
         try:
             if self._skipped is not None and self._skipped[0] == index:
                 frame, self._skipped = self._skipped[1], None
-                return self._convert(frame, fit)
+                return self._convert(frame, how)
             if self._frames is None or must_seek(self.clip, self.position, index):
                 self._seek(index)
-            return self._forward(index, label, fit)
+            return self._forward(index, label, how)
         except av.FFmpegError as e:
             self._reset()
             raise FrameDecodeError(label, f"cannot decode frame {index}: {codec_reason(e.strerror or str(e))}") from None
@@ -110,7 +116,7 @@ class PyavDecoder:
         self._frames = self._decode()
         self.position = None
 
-    def _forward(self, index: int, label: str, fit: tuple[int, int] | None) -> Pixels:
+    def _forward(self, index: int, label: str, how: _How) -> Pixels:
         """Decode forward to frame ``index`` and convert it; seeks again, to earlier keyframes, if a seek
         landed past it (an index that rounds keyframe times)."""
         assert self._frames is not None
@@ -125,12 +131,12 @@ class PyavDecoder:
                 self._skipped = (i, frame)
                 continue
             if i == index:
-                return self._convert(frame, fit)
-            return self._retry_earlier(index, i, label, fit)
+                return self._convert(frame, how)
+            return self._retry_earlier(index, i, label, how)
         self._reset()
         raise FrameDecodeError(label, f"the clip's data ends before frame {index} (of {self.clip.frame_count})")
 
-    def _retry_earlier(self, index: int, landed: int, label: str, fit: tuple[int, int] | None) -> Pixels:
+    def _retry_earlier(self, index: int, landed: int, label: str, how: _How) -> Pixels:
         key = self.clip.keyframe_before(index)
         earlier = self.clip.keyframe_before(key - 1) if key > 0 else -1
         if earlier < 0 or landed <= 0:
@@ -142,7 +148,7 @@ class PyavDecoder:
         self.seeks += 1
         self._frames = self._decode()
         self.position = None
-        return self._forward(index, label, fit)
+        return self._forward(index, label, how)
 
     def _decode(self) -> Iterator[Any]:
         """Every frame from the demuxer's position on, in display order, then the decoder's delayed ones."""
@@ -151,15 +157,17 @@ class PyavDecoder:
                 yield from self._ctx.decode(packet)
         yield from self._ctx.decode(None)
 
-    def _convert(self, frame: Any, fit: tuple[int, int] | None) -> Pixels:
-        """The frame as 8-bit RGB (RGBA with alpha), upright, fitted into ``fit``, C-contiguous (in the
-        converter's reused buffer when it is free: :mod:`gpupipe.video.rgb`)."""
+    def _convert(self, frame: Any, how: _How) -> Pixels:
+        """The frame as 8-bit RGB (RGBA with alpha), upright, fitted into ``how``'s box and converted as its
+        :class:`Conversion` says, C-contiguous (in the converter's reused buffer when it is free:
+        :mod:`gpupipe.video.rgb`)."""
+        fit, conversion = how
         turns = self.clip.rotation
         w, h = frame.width, frame.height
         upright = (h, w) if turns % 2 else (w, h)
         out = fit_size(*upright, fit)
         size = None if out == upright else (out[1], out[0]) if turns % 2 else out
-        array = self._rgb.convert(frame, size)
+        array = self._rgb.convert(frame, size, conversion)
         if turns:
             array = np.ascontiguousarray(np.rot90(array, turns))
         return Pixels(array)
