@@ -39,8 +39,14 @@ def root(tmp_path_factory) -> Path:
     """A root with a 48-frame 30 fps H.264 clip (keyframes every 16 frames), images, a file that is neither,
     a truncated clip, and a link to a clip outside the root."""
     root = tmp_path_factory.mktemp("videos")
-    write_clip(root / "clip.mp4", frames=FRAMES, size=(320, 180), fps=FPS, options={"g": "16", "bf": "2"},
-               container_options={"movflags": "+faststart"})
+    write_clip(
+        root / "clip.mp4",
+        frames=FRAMES,
+        size=(320, 180),
+        fps=FPS,
+        options={"g": "16", "bf": "2"},
+        container_options={"movflags": "+faststart"},
+    )
     px = make_frame(320, 180, index=1, seed=5)
     (root / "f0.png").write_bytes(encode_frame(px, "png"))
     (root / "f1.jpg").write_bytes(encode_frame(px, "jpeg"))
@@ -136,35 +142,38 @@ def test_concurrent_requests_for_one_clips_frames(root, ref):
 # --------------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("query,status,etype,says", [
-    ("src=clip.mp4&frame=1&t=0.1", 400, "BadParameter", "not both"),
-    ("src=clip.mp4&frame=-1", 400, "BadParameter", "frame must be"),
-    ("src=clip.mp4&frame=1.5", 400, "BadParameter", "frame must be"),
-    ("src=clip.mp4&frame=abc", 400, "BadParameter", "frame must be"),
-    ("src=clip.mp4&frame=", 400, "BadParameter", "frame must be"),
-    ("src=clip.mp4&frame=%C2%B2", 400, "BadParameter", "frame must be"),  # a superscript two is no index
-    ("src=clip.mp4&frame=1&frame=2", 400, "BadParameter", "frame is given 2 times"),
-    ("src=clip.mp4&t=abc", 400, "BadParameter", "t must be"),
-    ("src=clip.mp4&t=-0.5", 400, "BadParameter", "t must be 0 or more"),
-    ("src=clip.mp4&t=nan", 400, "BadParameter", "t must be"),
-    ("src=clip.mp4&t=inf", 400, "BadParameter", "t must be"),
-    ("src=clip.mp4&t=1e999", 400, "BadParameter", "t must be a finite"),
-    ("src=clip.mp4&t=1_0", 400, "BadParameter", "t must be"),
-    ("src=clip.mp4&t=%201", 400, "BadParameter", "t must be"),
-    ("src=clip.mp4&t=1&t=2", 400, "BadParameter", "t is given 2 times"),
-    ("src=f0.png&frame=3", 400, "BadParameter", "src is a PNG image"),
-    ("src=f1.jpg&t=0", 400, "BadParameter", "src is a JPEG image"),
-    ("src=clip.mp4", 400, "BadParameter", "add frame= "),
-    ("src=clip.mp4&format=jpeg", 400, "BadParameter", "48 frames, 1.6 s"),
-    ("src=clip.mp4&frame=48", 404, "FrameOutOfRange", "(48 frames)"),
-    ("src=clip.mp4&t=1.7", 404, "FrameOutOfRange", "duration 1.6 s"),
-    ("src=notes.txt&frame=0", 422, "FrameDecodeError", "not a video"),
-    ("src=notes.txt", 422, "FrameDecodeError", ""),
-    ("src=cut.mp4&frame=40", 422, "FrameDecodeError", "truncated"),
-    ("src=gone.mp4&frame=0", 404, "FrameNotFound", ""),
-    ("src=escape.mp4&frame=0", 403, "PathRefused", ""),
-    ("src=../outside/private.mp4&t=0", 403, "PathRefused", ""),
-])
+@pytest.mark.parametrize(
+    "query,status,etype,says",
+    [
+        ("src=clip.mp4&frame=1&t=0.1", 400, "BadParameter", "not both"),
+        ("src=clip.mp4&frame=-1", 400, "BadParameter", "frame must be"),
+        ("src=clip.mp4&frame=1.5", 400, "BadParameter", "frame must be"),
+        ("src=clip.mp4&frame=abc", 400, "BadParameter", "frame must be"),
+        ("src=clip.mp4&frame=", 400, "BadParameter", "frame must be"),
+        ("src=clip.mp4&frame=%C2%B2", 400, "BadParameter", "frame must be"),  # a superscript two is no index
+        ("src=clip.mp4&frame=1&frame=2", 400, "BadParameter", "frame is given 2 times"),
+        ("src=clip.mp4&t=abc", 400, "BadParameter", "t must be"),
+        ("src=clip.mp4&t=-0.5", 400, "BadParameter", "t must be 0 or more"),
+        ("src=clip.mp4&t=nan", 400, "BadParameter", "t must be"),
+        ("src=clip.mp4&t=inf", 400, "BadParameter", "t must be"),
+        ("src=clip.mp4&t=1e999", 400, "BadParameter", "t must be a finite"),
+        ("src=clip.mp4&t=1_0", 400, "BadParameter", "t must be"),
+        ("src=clip.mp4&t=%201", 400, "BadParameter", "t must be"),
+        ("src=clip.mp4&t=1&t=2", 400, "BadParameter", "t is given 2 times"),
+        ("src=f0.png&frame=3", 400, "BadParameter", "src is a PNG image"),
+        ("src=f1.jpg&t=0", 400, "BadParameter", "src is a JPEG image"),
+        ("src=clip.mp4", 400, "BadParameter", "add frame= "),
+        ("src=clip.mp4&format=jpeg", 400, "BadParameter", "48 frames, 1.6 s"),
+        ("src=clip.mp4&frame=48", 404, "FrameOutOfRange", "(48 frames)"),
+        ("src=clip.mp4&t=1.7", 404, "FrameOutOfRange", "duration 1.6 s"),
+        ("src=notes.txt&frame=0", 422, "FrameDecodeError", "not a video"),
+        ("src=notes.txt", 422, "FrameDecodeError", ""),
+        ("src=cut.mp4&frame=40", 422, "FrameDecodeError", "truncated"),
+        ("src=gone.mp4&frame=0", 404, "FrameNotFound", ""),
+        ("src=escape.mp4&frame=0", 403, "PathRefused", ""),
+        ("src=../outside/private.mp4&t=0", 403, "PathRefused", ""),
+    ],
+)
 @pytest.mark.parametrize("endpoint", ["/v1/uri", "/v1/image"])
 def test_video_errors_are_json_naming_the_parameter_or_the_clip(live, endpoint, query, status, etype, says):
     got, h, body = get(live.port, f"{endpoint}?{query}")
@@ -199,33 +208,46 @@ def test_schedules_take_video_frames_beside_frame_files(root):
     once (by src), however many of its frames were given."""
     pipe = cpu_pipeline(cls=SchedulingPipeline)
     clip = str((root / "clip.mp4").resolve())
-    sources = [{"src": "clip.mp4", "frame": 0}, "f0.png", {"src": "clip.mp4", "t": 0.5}, {"src": "gone.mp4", "frame": 1},
-               {"src": "gone.mp4", "t": 0}, {"src": "clip.mp4", "frame": 47}]
+    sources = [
+        {"src": "clip.mp4", "frame": 0},
+        "f0.png",
+        {"src": "clip.mp4", "t": 0.5},
+        {"src": "gone.mp4", "frame": 1},
+        {"src": "gone.mp4", "t": 0},
+        {"src": "clip.mp4", "frame": 47},
+    ]
     with LiveServer(service(pipe, root)) as srv:
         status, d = _post(srv.port, {"sources": sources, "size": "160x90"})
         assert status == 201, d
         assert (d["sources"], d["missing"], d["missing_count"]) == (6, ["gone.mp4"], 1)
         (h,) = _all_handles([pipe])
-        assert h.sources == [VideoFrame(clip, index=0), str((root / "f0.png").resolve()), VideoFrame(clip, t=0.5),
-                             VideoFrame(clip, index=47)]
+        assert h.sources == [
+            VideoFrame(clip, index=0),
+            str((root / "f0.png").resolve()),
+            VideoFrame(clip, t=0.5),
+            VideoFrame(clip, index=47),
+        ]
 
 
-@pytest.mark.parametrize("item,says", [
-    ({"src": "clip.mp4"}, 'sources[1]: a video frame needs "frame"'),
-    ({"src": "clip.mp4", "frame": 1, "t": 0.1}, "sources[1]: give one of"),
-    ({"src": "clip.mp4", "frame": -1}, "sources[1]: frame must be"),
-    ({"src": "clip.mp4", "frame": True}, "sources[1]: frame must be"),
-    ({"src": "clip.mp4", "frame": 2.0}, "sources[1]: frame must be"),
-    ({"src": "clip.mp4", "frame": "x"}, "sources[1]: frame must be"),
-    ({"src": "clip.mp4", "t": "soon"}, "sources[1]: t must be"),
-    ({"src": "clip.mp4", "t": None, "frame": None}, 'sources[1]: a video frame needs "frame"'),
-    ({"src": "clip.mp4", "t": -1}, "sources[1]: t must be 0 or more"),
-    ({"src": "clip.mp4", "frame": 1, "speed": 2}, "sources[1]: unknown field 'speed'"),
-    ({"frame": 1}, "sources[1]: src must be"),
-    (["clip.mp4", 1], "sources must be a non-empty list"),
-    (7, "sources must be a non-empty list"),
-    ({"src": "f0.png", "frame": 1}, "src is a PNG image"),
-])
+@pytest.mark.parametrize(
+    "item,says",
+    [
+        ({"src": "clip.mp4"}, 'sources[1]: a video frame needs "frame"'),
+        ({"src": "clip.mp4", "frame": 1, "t": 0.1}, "sources[1]: give one of"),
+        ({"src": "clip.mp4", "frame": -1}, "sources[1]: frame must be"),
+        ({"src": "clip.mp4", "frame": True}, "sources[1]: frame must be"),
+        ({"src": "clip.mp4", "frame": 2.0}, "sources[1]: frame must be"),
+        ({"src": "clip.mp4", "frame": "x"}, "sources[1]: frame must be"),
+        ({"src": "clip.mp4", "t": "soon"}, "sources[1]: t must be"),
+        ({"src": "clip.mp4", "t": None, "frame": None}, 'sources[1]: a video frame needs "frame"'),
+        ({"src": "clip.mp4", "t": -1}, "sources[1]: t must be 0 or more"),
+        ({"src": "clip.mp4", "frame": 1, "speed": 2}, "sources[1]: unknown field 'speed'"),
+        ({"frame": 1}, "sources[1]: src must be"),
+        (["clip.mp4", 1], "sources must be a non-empty list"),
+        (7, "sources must be a non-empty list"),
+        ({"src": "f0.png", "frame": 1}, "src is a PNG image"),
+    ],
+)
 def test_bad_video_sources_refuse_the_whole_schedule(root, item, says):
     pipe = cpu_pipeline(cls=SchedulingPipeline)
     with LiveServer(service(pipe, root)) as srv:
@@ -267,7 +289,9 @@ def test_python_client_frames_of_a_clip(live, root):
         assert e2.value.status == 400 and "add frame=" in str(e2.value)
         with pytest.raises(ValueError, match="not both"):
             fc.uri("clip.mp4", frame=1, t=0.1)
-        with fc.schedule(["f0.png", VideoFrame("clip.mp4", index=2), VideoFrame("clip.mp4", t=0.2), {"src": "gone.mp4", "t": 1}]) as s:
+        with fc.schedule(
+            ["f0.png", VideoFrame("clip.mp4", index=2), VideoFrame("clip.mp4", t=0.2), {"src": "gone.mp4", "t": 1}]
+        ) as s:
             assert (s.missing, s.missing_count) == (("gone.mp4",), 1)
 
 
@@ -280,8 +304,11 @@ def test_access_log_and_metrics_name_video_requests(live, caplog):
         wait_until(lambda: len([r for r in caplog.records if r.name == "gpupipe.serve.access"]) >= 4, what="log lines")
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gpupipe.serve.access"]
     assert [(d["path"], d["status"], d["src"], d["frame"], d["t"]) for d in lines] == [
-        ("/v1/uri", 200, "clip.mp4", 2, None), ("/v1/image", 200, "clip.mp4", None, 0.25),
-        ("/v1/image", 404, "clip.mp4", 480, None), ("/v1/image", 200, "f0.png", None, None)]
+        ("/v1/uri", 200, "clip.mp4", 2, None),
+        ("/v1/image", 200, "clip.mp4", None, 0.25),
+        ("/v1/image", 404, "clip.mp4", 480, None),
+        ("/v1/image", 200, "f0.png", None, None),
+    ]
     m = metrics(live.port)
     name = "gpupipe_http_video_frame_requests_total"
     assert metric(m, name, endpoint="/v1/uri", by="frame", status="200") == 1
@@ -294,7 +321,15 @@ def test_access_log_and_metrics_name_video_requests(live, caplog):
 
 
 def test_extract_endpoint_writes_the_frames_under_a_root(live, root):
-    body = {"clip": "clip.mp4", "out_dir": "ex1", "fps": "30000/1001", "start": 0.2, "duration": 0.5, "jpeg_qscale": 2, "size": "160x160"}
+    body = {
+        "clip": "clip.mp4",
+        "out_dir": "ex1",
+        "fps": "30000/1001",
+        "start": 0.2,
+        "duration": 0.5,
+        "jpeg_qscale": 2,
+        "size": "160x160",
+    }
     status, _, data = get(live.port, "/v1/extract", method="POST", body=json.dumps(body).encode())
     assert status == 200, data
     answer = json.loads(data)
@@ -312,6 +347,7 @@ def test_extract_endpoint_writes_the_frames_under_a_root(live, root):
         ({"clip": "gone.mp4", "out_dir": "ex2"}, 404, "no such file"),
         ({"clip": "clip.mp4", "out_dir": "ex2", "colour": 1}, 400, "unknown field"),
         ({"clip": "clip.mp4", "out_dir": "ex2", "fps": 0}, 400, "fps"),
+        ({"clip": "clip.mp4", "out_dir": "ex2", "colour_matrix": "bt2020"}, 400, "colour_matrix"),
         ({"clip": "clip.mp4", "out_dir": "ex2", "pattern": "x.jpg"}, 422, "bad pattern"),
         ({"clip": "notes.txt", "out_dir": "ex2"}, 422, "not a video"),
         ({"clip": "clip.mp4", "out_dir": "ex2", "fps": 30, "start": 9}, 422, "no frame selected"),
@@ -331,9 +367,11 @@ def test_python_client_extract(live, root, tmp_path):
     from gpupipe.errors import ExtractError, NothingToExtract
 
     with FrameClient(f"http://127.0.0.1:{live.port}") as fc:
-        result = fc.extract("clip.mp4", "ex3", fps=Fraction(30), start=0.1, duration=0.4, pattern="f_%03d.png")
+        result = fc.extract("clip.mp4", "ex3", fps=Fraction(30), start=0.1, duration=0.4, pattern="f_%03d.png", fps_start=0.1)
         assert [p.name for p in result.paths] == [f"f_{i:03d}.png" for i in range(1, 10)]
         assert result.source_frames == tuple(range(6, 15))  # -ss rebases, then start_time: source 0.2 s on
+        seg = fc.extract("clip.mp4", "ex5", fps=30, start=0.1, duration=0.4, max_frames=5, start_number=7, colour_matrix="bt709")
+        assert seg.source_frames == (3, 4, 5, 6, 7) and seg.paths[0].name == "frame_00007.jpg"  # start_time=0: 0.1 s on
         with pytest.raises(ExtractError, match="exists already") as e:
             fc.extract("clip.mp4", "ex3")
         assert e.value.clip == "clip.mp4"

@@ -315,6 +315,10 @@ class FrameClient:
         jpeg_quality: int = 95,
         start_number: int = 1,
         atomic: bool = True,
+        fps_start: float = 0.0,
+        max_frames: int | None = None,
+        colour_matrix: str = "stream",
+        png_compression_level: int | None = None,
     ) -> ExtractResult:
         """Have the service write ``clip``'s frames into ``out_dir`` (``POST /v1/extract``; the fields are
         :class:`~gpupipe.extract.ExtractRequest`'s; both paths under the service's roots, relative ones
@@ -332,12 +336,16 @@ class FrameClient:
             "jpeg_quality": jpeg_quality,
             "start_number": start_number,
             "atomic": atomic,
+            "fps_start": fps_start,
+            "colour_matrix": colour_matrix,
         }
         for k, v in (
             ("fps", str(fps) if isinstance(fps, Fraction) else fps),
             ("duration", duration),
             ("size", _size(size)),
             ("jpeg_qscale", jpeg_qscale),
+            ("max_frames", max_frames),
+            ("png_compression_level", png_compression_level),
         ):
             if v is not None:
                 body[k] = v

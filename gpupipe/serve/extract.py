@@ -4,7 +4,8 @@ so that many renderer workers share one GPU, one decoder pool and one byte budge
 The body is a JSON object with :class:`~gpupipe.extract.ExtractRequest`'s fields: ``clip`` and
 ``out_dir`` (required), ``pattern``, ``fps`` (a number or ``"30000/1001"``), ``start``,
 ``duration``, ``size`` (``[w, h]`` or ``"WxH"``), ``jpeg_qscale``, ``jpeg_quality``,
-``start_number``, ``atomic``. Both paths are confined as ``src=`` is (:class:`~gpupipe.serve.roots.Roots`):
+``start_number``, ``atomic``, ``fps_start`` (a number, default 0), ``max_frames``,
+``colour_matrix`` (``"stream"``, ``"bt709"``, ``"bt601"``), ``png_compression_level``. Both paths are confined as ``src=`` is (:class:`~gpupipe.serve.roots.Roots`):
 the clip must resolve inside a ``--root``; ``out_dir`` must not hold ``..``, and its parent (the
 folder itself when ``atomic`` is false) must resolve inside a root. A relative ``out_dir`` is taken
 under the first root.
@@ -28,6 +29,7 @@ from aiohttp import web
 
 from ..errors import ExtractError
 from ..extract import ExtractRequest, extract_clip
+from ..video.decoder import COLOUR_MATRICES
 from ..vocabulary import parse_wxh
 from .errors import BadParameter, PathRefused
 from .handlers import service_of
@@ -48,6 +50,10 @@ EXTRACT_FIELDS = (
     "jpeg_quality",
     "start_number",
     "atomic",
+    "fps_start",
+    "max_frames",
+    "colour_matrix",
+    "png_compression_level",
 )
 
 
@@ -128,6 +134,10 @@ def extract_request(body: Any, roots: Roots) -> ExtractRequest:
     start = _number(body, "start")
     quality = _int(body, "jpeg_quality")
     start_number = _int(body, "start_number")
+    fps_start = _number(body, "fps_start")
+    matrix = body.get("colour_matrix", "stream")
+    if matrix not in COLOUR_MATRICES:
+        raise BadParameter(f"colour_matrix must be one of {', '.join(COLOUR_MATRICES)}")
     return ExtractRequest(
         clip=Path(clip),
         out_dir=_out_dir(roots, body.get("out_dir"), atomic),
@@ -140,6 +150,10 @@ def extract_request(body: Any, roots: Roots) -> ExtractRequest:
         jpeg_quality=95 if quality is None else quality,
         start_number=1 if start_number is None else start_number,
         atomic=atomic,
+        fps_start=0.0 if fps_start is None else fps_start,
+        max_frames=_int(body, "max_frames"),
+        colour_matrix=matrix,
+        png_compression_level=_int(body, "png_compression_level"),
     )
 
 
