@@ -7,40 +7,42 @@ command, unchanged, to the real ffmpeg.
 
 Recognised forms
 ----------------
-Those hyperframes 0.8.170 issues for a clip window (``extractVideoFramesRange`` in
-``@hyperframes/engine``'s ``videoFrameExtractor.ts``, an SDR source sampled at the output rate),
-one argument per token, in this order::
+Every extraction form hyperframes 0.8.170 issues for a clip window (``extractVideoFramesRange``
+in ``@hyperframes/engine``'s ``videoFrameExtractor.ts``, an SDR source sampled at the output
+rate; its segmented form for VFR sources, long windows and frame ranges), one argument per
+token::
 
-    -noaccurate_seek -ss 0 -i CLIP -t D -vf CHAIN -q:v 2 -y DIR/frame_%05d.jpg
-    -noaccurate_seek -ss 0 -i CLIP -t D -vf CHAIN -q:v 0 -compression_level 1 -y DIR/frame_%05d.png
+    [-c:v DEC] -noaccurate_seek -ss S -i CLIP -t D -vf CHAIN [-frames:v N] [-start_number K] -q:v Q -y DIR/frame_%05d.jpg
+    [-c:v DEC] -noaccurate_seek -ss S -i CLIP -t D -vf CHAIN [-frames:v N] [-start_number K] -q:v 0 -compression_level L -y DIR/frame_%05d.png
 
-where ``CHAIN`` is, with ``F`` an integer or ``num/den`` (the composition's rate)::
+where ``DEC`` is ``libvpx-vp9``, ``libvpx`` or ``prores`` (the decoder hyperframes names for
+VP9/VP8 with alpha and ProRes; gpupipe's probe picks the same one, and the front checks that the
+clip is of that codec, else ffmpeg runs the command and says why), ``Q`` is 1-31 (hyperframes
+sends ``ceil((100 - quality) / 3)``, 2 by default), ``L`` 0-9, and ``CHAIN`` is, with ``F`` an
+integer or ``num/den`` (the composition's rate)::
 
-    settb=intb/2,setpts=PTS-lte(TB\\,0.001),fps=F:start_time=0:round=up,[setparams=colorspace=smpte170m,]
+    settb=intb/2,setpts=PTS-lte(TB\\,0.001),fps=F:start_time=0:round=up,[setparams=colorspace=bt709|smpte170m,]
     setparams=color_primaries=bt709:color_trc=iec61966-2-1[,JPEG_TAIL]
 
-``setparams=colorspace=smpte170m`` is hyperframes' guess for an untagged clip under 720 lines
-(absent for a tagged clip); ``JPEG_TAIL``, present exactly when the output is ``.jpg``/``.jpeg``,
-is ``scale=flags=neighbor+accurate_rnd,format=gbrp,scale=out_color_matrix=bt601:out_range=pc:flags=neighbor,format=yuv420p``.
+``setparams=colorspace=`` is hyperframes' guess for an untagged clip (``bt709`` from 720 lines
+up, ``smpte170m`` below; absent for a tagged clip): the request's ``colour_matrix`` (``bt709``,
+``bt601``), forced whatever the tag, as ffmpeg forces it. ``JPEG_TAIL``, present exactly when the
+output is ``.jpg``/``.jpeg``, is
+``scale=flags=neighbor+accurate_rnd,format=gbrp,scale=out_color_matrix=bt601:out_range=pc:flags=neighbor,format=yuv420p``.
 Also recognised, as ffmpeg reads them: the options in any order within their place (input
 options before ``-i``, output options after it, global options anywhere); ``-ss``/``-t`` left
-out (to the clip's end); ``-start_number N``; ``-f image2``; ``.jpeg``; any PNG
-``-q:v``/``-compression_level`` number; and the global options ``-hide_banner``, ``-nostdin``,
-``-nostats``, ``-loglevel``/``-v LEVEL``. ``D`` is seconds (``4``, ``0.5``), read as ffmpeg reads
-it (to the microsecond, further digits dropped). The output pattern holds exactly one ``%d`` or
-``%0Nd`` and no other ``%``.
+out (from 0, to the clip's end); ``-f image2``; ``.jpeg``; and the global options
+``-hide_banner``, ``-nostdin``, ``-nostats``, ``-loglevel``/``-v LEVEL``. ``S`` and ``D`` are
+seconds (``4``, ``0.5``), read as ffmpeg reads them (to the microsecond, further digits
+dropped). The output pattern holds exactly one ``%d`` or ``%0Nd`` and no other ``%``.
 
-Not (yet) recognised, because :class:`~gpupipe.extract.ExtractRequest` cannot say it, so these go
-to the real ffmpeg: ``-ss S`` with ``S > 0`` (hyperframes keeps the fps filter's ``start_time=0``,
-so output ``k`` is the frame shown at ``S + k/F``; the request's ``start`` is ``-ss S`` *with*
-``start_time=S``, the frame at ``2S + k/F``); ``setparams=colorspace=bt709`` (hyperframes' guess
-for an untagged clip of 720 lines or more, where gpupipe converts an untagged stream as BT.601);
-``-q:v`` other than 2 (the one value hyperframes 0.8.170 sends; parity with ffmpeg's JPEGs is
-measured there).
+The request says what the command says: ``start=S`` with the fps filter's ``fps_start=0`` (output
+``k`` is the frame shown at ``S + k/F``), ``duration=D``, ``max_frames=N``, ``start_number=K``,
+``jpeg_qscale=Q`` or ``png_compression_level=L``. On the CPU the files are FFmpeg's own encoders'
+(:mod:`gpupipe.cpu.ffmpeg_image`): the same pixels as the real ffmpeg's, sizes within 0.1 %.
 
 A recognised command becomes an :class:`~gpupipe.extract.ExtractRequest` with
 ``atomic=False``: the files appear in ``DIR`` one by one, each complete, as ffmpeg writes them.
-PNG's ``-compression_level`` is not passed on (the pixels are the same; the file sizes differ).
 
 Everything else goes to the real ffmpeg
 ---------------------------------------
@@ -48,9 +50,8 @@ Any other command, and any recognised one carrying an option or value not listed
 ``exec``'d unchanged on the real ffmpeg: the same argv, stdin, stdout, stderr and exit status.
 That covers the rest of what hyperframes runs through the same binary: ``-version``,
 ``-hide_banner -filters``, ``-encoders``, encoder probes, the final encode, audio, ``psnr``
-checks, its other extraction forms (``-c:v libvpx-vp9`` for alpha, ``-hwaccel``, HDR tone maps,
-one final frame with ``-ss`` after ``-i``, segments with ``-frames:v``), and older releases'
-forms (``-vf fps=F``).
+checks, its other extraction forms (``-hwaccel``, HDR tone maps, one final frame with ``-ss``
+after ``-i``), and older releases' forms (``-vf fps=F``).
 
 The real ffmpeg is ``$GPUPIPE_REAL_FFMPEG``, else the first ``ffmpeg`` on ``PATH`` that is not
 this front (a link to it, or a script that runs ``gpupipe.ffmpeg_front``). The front marks the
@@ -146,8 +147,11 @@ _FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}
 _GLOBAL_FLAGS = frozenset({"-y", "-hide_banner", "-nostdin", "-nostats"})
 _GLOBAL_VALUED = frozenset({"-loglevel", "-v"})
 _INPUT_FLAGS = frozenset({"-noaccurate_seek"})
-_INPUT_VALUED = frozenset({"-ss"})
-_OUTPUT_VALUED = frozenset({"-t", "-vf", "-q:v", "-compression_level", "-start_number", "-f"})
+_INPUT_VALUED = frozenset({"-ss", "-c:v"})
+_OUTPUT_VALUED = frozenset({"-t", "-vf", "-q:v", "-compression_level", "-start_number", "-f", "-frames:v"})
+_DECODERS = {"libvpx-vp9": "vp9", "libvpx": "vp8", "prores": "prores"}
+"""The input decoders hyperframes names (``-c:v``) and the codec each decodes."""
+_MATRICES = {"bt709": "bt709", "smpte170m": "bt601", None: "stream"}
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,8 @@ class Extraction:
 
     request: ExtractRequest
     loglevel: int = _INFO
+    decoder: str | None = None
+    """The input decoder the command names (``-c:v``), checked against the clip before extracting."""
 
 
 @dataclass(frozen=True)
@@ -251,7 +257,7 @@ def parse_command(argv: Sequence[str], *, fit: tuple[int, int] | None = None) ->
     request = _recognise(*shape, fit)
     if isinstance(request, str):
         return PassThrough(request, level)
-    return Extraction(request, level)
+    return Extraction(request, level, shape[1].get("-c:v"))
 
 
 def _recognise(  # noqa: PLR0911, PLR0912 - one return per rule of the documented forms
@@ -265,8 +271,11 @@ def _recognise(  # noqa: PLR0911, PLR0912 - one return per rule of the documente
         return "the input is not a local file"
     if "-ss" in inp and "-noaccurate_seek" not in inp:
         return "-ss without -noaccurate_seek"
-    if _seconds(inp.get("-ss") or "0") != 0:
-        return "-ss above 0 (ExtractRequest's start also moves the fps filter's start_time)"
+    start = _seconds(inp.get("-ss") or "0")
+    if start is None:
+        return "-ss is not plain seconds"
+    if "-c:v" in inp and inp["-c:v"] not in _DECODERS:
+        return "-c:v names a decoder other than libvpx-vp9, libvpx or prores"
     duration = None if "-t" not in out else _seconds(out["-t"] or "")
     if "-t" in out and duration is None:
         return "-t is not plain seconds"
@@ -286,16 +295,18 @@ def _recognise(  # noqa: PLR0911, PLR0912 - one return per rule of the documente
         return "the fps rate is not N or N/D"
     if (chain["jpeg"] is not None) != (fmt == "jpeg"):
         return "the chain's colour conversion does not match the output format"
-    if chain["guess"] == "bt709":
-        return "setparams=colorspace=bt709 (gpupipe converts an untagged stream as BT.601)"
     q = out.get("-q:v")
-    if fmt == "jpeg" and (q != "2" or "-compression_level" in out):
-        return "JPEG without -q:v 2, or with -compression_level"
-    if fmt == "png" and not all(v.isdigit() for v in (q or "0", out.get("-compression_level") or "0")):
-        return "PNG with a -q:v or -compression_level that is not a number"
+    if fmt == "jpeg" and (q is None or not q.isdigit() or not 1 <= int(q) <= 31 or "-compression_level" in out):
+        return "JPEG without -q:v 1-31, or with -compression_level"
+    level = out.get("-compression_level")
+    if fmt == "png" and (not (q or "0").isdigit() or (level is not None and not (level.isdigit() and int(level) <= 9))):
+        return "PNG with a -q:v that is not a number or a -compression_level not 0-9"
     start_number = out.get("-start_number") or "1"
     if not start_number.isdigit():
         return "-start_number is not a number"
+    frames = out.get("-frames:v")
+    if frames is not None and not (frames.isdigit() and int(frames) > 0):
+        return "-frames:v is not a positive number"
 
     from .extract import ExtractRequest
 
@@ -304,12 +315,16 @@ def _recognise(  # noqa: PLR0911, PLR0912 - one return per rule of the documente
         out_dir=path.parent,
         pattern=path.name,
         fps=Fraction(int(rate[1]), int(rate[2] or 1)),
-        start=0.0,
+        start=start,
         duration=duration,
         size=fit,
         jpeg_qscale=int(q) if fmt == "jpeg" and q is not None else None,
         start_number=int(start_number),
         atomic=False,
+        fps_start=0.0,
+        max_frames=int(frames) if frames is not None else None,
+        colour_matrix=_MATRICES[chain["guess"]],  # type: ignore[arg-type]  # the regex allows these only
+        png_compression_level=int(level) if fmt == "png" and level is not None else None,
     )
 
 
@@ -407,6 +422,17 @@ def _exec_real(argv: Sequence[str], settings: FrontSettings, level: int) -> NoRe
         sys.exit(1)
 
 
+def _check_decoder(what: Extraction) -> None:
+    """``ValueError`` when the command's ``-c:v`` decoder is not for the clip's codec (ffmpeg would fail)."""
+    if what.decoder is None:
+        return
+    from .frames.clip import probe_clip
+
+    codec = probe_clip(what.request.clip, str(what.request.clip)).codec
+    if codec != _DECODERS[what.decoder]:
+        raise ValueError(f"-c:v {what.decoder} for a {codec} clip")
+
+
 def _extract(request: ExtractRequest, settings: FrontSettings) -> tuple[int, str]:
     """Run ``request`` on the service the settings name, or in this process: ``(frames, how)``."""
     url, sock = settings.url, settings.socket
@@ -427,6 +453,10 @@ def _extract(request: ExtractRequest, settings: FrontSettings) -> tuple[int, str
                 jpeg_quality=r.jpeg_quality,
                 start_number=r.start_number,
                 atomic=r.atomic,
+                fps_start=r.fps_start or 0.0,
+                max_frames=r.max_frames,
+                colour_matrix=r.colour_matrix,
+                png_compression_level=r.png_compression_level,
             )
         return len(result.paths), f"gpupipe serve ({result.backend}, {result.decoder})"
     from .extract import extract_clip
@@ -448,6 +478,7 @@ def run(argv: Sequence[str], settings: FrontSettings) -> int:
         _exec_real(argv, settings, what.loglevel)
     started = time.perf_counter()
     try:
+        _check_decoder(what)
         frames, how = _extract(what.request, settings)
     except Exception as e:  # noqa: BLE001 - whatever gpupipe fails on, the real ffmpeg gets the command (module docstring)
         reason = f"{type(e).__name__}: {e}"

@@ -28,6 +28,7 @@ from gpupipe.extract import ExtractRequest
 from gpupipe.ffmpeg_front import EXEC_MARK, LOG_LEVELS, Extraction, PassThrough, parse_command, parse_fit
 from gpupipe.samples import write_clip
 from gpupipe.tools.ffmpeg_frames import find_ffmpeg
+from gpupipe.tools.video_clips import make_clip
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = os.environ.get("FFMPEG_REQUIRED") == "1"  # read at import: the autouse fixture only clears GPUPIPE_*
@@ -44,15 +45,20 @@ def js(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
-def hyperframes_argv(clip, out_dir, *, start=0.0, duration=1.0, fps="30", fmt="jpg", guess="smpte170m", quality=95):
-    """The argv hyperframes 0.8.170 gives ffmpeg for a clip window (``extractVideoFramesRange``)."""
+def hyperframes_argv(
+    clip, out_dir, *, start=0.0, duration=1.0, fps="30", fmt="jpg", guess="smpte170m", quality=95, segment=None, decoder=None
+):
+    """The argv hyperframes 0.8.170 gives ffmpeg for a clip window (``extractVideoFramesRange``);
+    ``segment=(N, K)``: its segmented form's ``-frames:v N -start_number K``; ``decoder``: its ``-c:v``."""
     vf = ["settb=intb/2", "setpts=PTS-lte(TB\\,0.001)", f"fps={fps}:start_time=0:round=up"]
     vf += [f"setparams=colorspace={guess}"] if guess else []
     vf += [SDR_CANVAS] + ([JPEG_BT601] if fmt == "jpg" else [])
     enc = ["-q:v", str(math.ceil((100 - quality) / 3)) if fmt == "jpg" else "0"]
     enc += ["-compression_level", "1"] if fmt == "png" else []
     enc += ["-y", str(Path(out_dir) / f"frame_%05d.{fmt}")]
-    return ["-noaccurate_seek", "-ss", js(start), "-i", str(clip), "-t", js(duration), "-vf", ",".join(vf), *enc]
+    seg = ["-frames:v", str(segment[0]), "-start_number", str(segment[1])] if segment else []
+    dec = ["-c:v", decoder] if decoder else []
+    return [*dec, "-noaccurate_seek", "-ss", js(start), "-i", str(clip), "-t", js(duration), "-vf", ",".join(vf), *seg, *enc]
 
 
 HF = hyperframes_argv("c.mp4", "out")
@@ -61,26 +67,56 @@ VF = HF[HF.index("-vf") + 1]
 
 def expected(clip="c.mp4", out_dir="out", **kw) -> ExtractRequest:
     base = ExtractRequest(
-        clip=Path(clip), out_dir=Path(out_dir), fps=Fraction(30), start=0.0, duration=1.0, jpeg_qscale=2, atomic=False
+        clip=Path(clip),
+        out_dir=Path(out_dir),
+        fps=Fraction(30),
+        start=0.0,
+        duration=1.0,
+        jpeg_qscale=2,
+        atomic=False,
+        fps_start=0.0,
+        colour_matrix="bt601",
     )
     return replace(base, **kw)
+
+
+MATRIX = {None: "stream", "smpte170m": "bt601", "bt709": "bt709"}
 
 
 # --- recognised forms ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("guess", [None, "smpte170m"])
+@pytest.mark.parametrize("guess", [None, "smpte170m", "bt709"])
 @pytest.mark.parametrize(("fps", "rate"), [("30", Fraction(30)), ("24", Fraction(24)), ("30000/1001", Fraction(30000, 1001))])
 def test_hyperframes_jpeg_window_is_recognised(guess, fps, rate):
     argv = hyperframes_argv("c.mp4", "out", duration=2.25, fps=fps, guess=guess)
-    assert parse_command(argv) == Extraction(expected(duration=2.25, fps=rate))
+    assert parse_command(argv) == Extraction(expected(duration=2.25, fps=rate, colour_matrix=MATRIX[guess]))
 
 
-@pytest.mark.parametrize("guess", [None, "smpte170m"])
+@pytest.mark.parametrize("guess", [None, "smpte170m", "bt709"])
 def test_hyperframes_png_window_is_recognised(guess):
     argv = hyperframes_argv("/abs/clip.mov", "/tmp/x/v1", duration=4, fmt="png", guess=guess)
-    want = expected("/abs/clip.mov", "/tmp/x/v1", duration=4.0, pattern="frame_%05d.png", jpeg_qscale=None)
+    want = expected(
+        "/abs/clip.mov",
+        "/tmp/x/v1",
+        duration=4.0,
+        pattern="frame_%05d.png",
+        jpeg_qscale=None,
+        colour_matrix=MATRIX[guess],
+        png_compression_level=1,
+    )
     assert parse_command(argv) == Extraction(want)
+
+
+def test_a_window_from_s_keeps_start_time_0():
+    """-ss S with start_time=0: output k is the frame shown at S + k/F (start=S, fps_start=0)."""
+    assert parse_command(hyperframes_argv("c.mp4", "out", start=12.5)) == Extraction(expected(start=12.5))
+
+
+def test_the_segmented_form_with_an_alpha_decoder_and_another_quality():
+    argv = hyperframes_argv("c.webm", "out", start=0.5, duration=0.25, segment=(8, 16), decoder="libvpx-vp9", quality=80)
+    want = expected("c.webm", start=0.5, duration=0.25, max_frames=8, start_number=16, jpeg_qscale=7)
+    assert parse_command(argv) == Extraction(want, decoder="libvpx-vp9")
 
 
 def test_durations_are_read_to_the_microsecond_as_ffmpeg_reads_them():
@@ -146,13 +182,14 @@ NOT_RECOGNISED = {
     "filters probe": ["-hide_banner", "-filters"],
     "no arguments": [],
     "an unknown option": _edit(HF, "-y", ["-threads", "2", "-y"]),
-    "alpha decoder (-c:v)": ["-c:v", "libvpx-vp9", *HF],
+    "another decoder (-c:v)": ["-c:v", "h264_cuvid", *HF],
+    "-c:v after -i": _edit(HF, "-y", ["-c:v", "libvpx-vp9", "-y"]),
     "hwaccel": ["-hwaccel", "videotoolbox", *HF],
-    "segment (-frames:v, -start_number)": _edit(HF, "-vf", ["-frames:v", "30", "-start_number", "31", "-vf"]),
+    "-frames:v 0": _edit(HF, "-vf", ["-frames:v", "0", "-vf"]),
     "final frame (output -ss)": ["-i", "c.mp4", "-ss", "3", "-frames:v", "1", "-vf", VF, "-q:v", "2", "-y", "out/frame_%05d.jpg"],
-    "a window from S > 0": _value(HF, "-ss", "0.5"),
-    "HD guess bt709": _value(HF, "-vf", VF.replace("colorspace=smpte170m", "colorspace=bt709")),
-    "q:v 7 (quality 80)": _value(HF, "-q:v", "7"),
+    "another colorspace guess": _value(HF, "-vf", VF.replace("colorspace=smpte170m", "colorspace=bt2020nc")),
+    "q:v 32": _value(HF, "-q:v", "32"),
+    "q:v 0 for a jpg": _value(HF, "-q:v", "0"),
     "accurate seek": [a for a in HF if a != "-noaccurate_seek"],
     "start_time=S (the issue's paraphrase)": _value(HF, "-vf", VF.replace("start_time=0:", "start_time=0.5:")),
     "0.8.10's fps=30": ["-ss", "0", "-i", "c.mp4", "-t", "1", "-vf", "fps=30", "-q:v", "2", "-y", "out/frame_%05d.jpg"],
@@ -167,7 +204,7 @@ NOT_RECOGNISED = {
     "-t with a suffix": _value(HF, "-t", "500ms"),
     "-t as HH:MM:SS": _value(HF, "-t", "00:00:00.5"),
     "-t in JS exponent form": _value(HF, "-t", "1e-7"),
-    "q:v 1": _value(HF, "-q:v", "1"),
+    "png compression_level 10": _value(hyperframes_argv("c.mp4", "out", fmt="png"), "-compression_level", "10"),
     "q:v as a float": _value(HF, "-q:v", "2.0"),
     "no pattern": [*HF[:-1], "out/frame.jpg"],
     "two patterns": [*HF[:-1], "out/%d/frame_%05d.jpg"],
@@ -190,7 +227,7 @@ def test_other_commands_pass_through(argv):
 
 
 KNOWN = {"-y", "-n", "-i", "-ss", "-t", "-vf", "-q:v", "-compression_level", "-start_number", "-f", "-hide_banner", "-nostdin",
-         "-nostats", "-loglevel", "-v", "-noaccurate_seek"}  # fmt: skip
+         "-nostats", "-loglevel", "-v", "-noaccurate_seek", "-c:v", "-frames:v"}  # fmt: skip
 
 
 @given(
@@ -249,7 +286,7 @@ CASES = {
     "version": ["-version"],
     "unknown option": ["-hide_banner", "-foo", "1", "-i", "c.mp4", "x.jpg"],
     "missing input (encode)": ["-i", "nope.mp4", "-c:v", "libx264", "-y", "out.mp4"],
-    "segment": NOT_RECOGNISED["segment (-frames:v, -start_number)"],
+    "hwaccel": NOT_RECOGNISED["hwaccel"],
 }
 
 
@@ -327,12 +364,17 @@ def real_ffmpeg() -> str:
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    """36 frames at 30 fps, 640x360, untagged (hyperframes guesses smpte170m under 720 lines), B-frames, keyframe every 10.
-    (JPEG against JPEG, ffmpeg's -q:v 2 and gpupipe's, this grainy picture measures 41 dB; at 320x240 40.0, 160x120 38.4.)"""
-    return write_clip(
-        tmp_path_factory.mktemp("clip") / "c.mp4", frames=36, size=(640, 360), fps=30, options={"g": "10", "bf": "2"}
-    )
+def clip(tmp_path_factory, real_ffmpeg) -> Path:
+    """36 frames at 30 fps, 640x360, grainy testsrc2 (:func:`gpupipe.tools.video_clips.make_clip`), untagged:
+    hyperframes guesses smpte170m under 720 lines; the cases force bt709 too."""
+    return make_clip(tmp_path_factory.mktemp("clip"), (640, 360), 36, "h264", real_ffmpeg)
+
+
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory) -> Path:
+    """A BT.709-tagged clip (hyperframes adds no setparams=colorspace for it), B-frames, keyframe every 10."""
+    opts = {"g": "10", "bf": "2", "x264-params": "colorprim=bt709:transfer=bt709:colormatrix=bt709"}
+    return write_clip(tmp_path_factory.mktemp("tagged") / "t.mp4", frames=36, size=(640, 360), fps=30, options=opts)
 
 
 def psnr(a: Path, b: Path) -> float:
@@ -360,33 +402,68 @@ E2E = {
     "jpg, 1 s": {"duration": 1},
     "jpg, 24 fps, 0.9 s": {"duration": 0.9, "fps": "24"},
     "jpg, past the end": {"duration": 5},
-    "jpg, tagged (no guess)": {"duration": 0.5, "guess": None},
+    "jpg, from 0.5 s": {"start": 0.5, "duration": 0.5},
+    "jpg, HD guess bt709": {"duration": 0.4, "guess": "bt709"},
+    "jpg, quality 80 (-q:v 7)": {"duration": 0.3, "quality": 80},
+    "jpg, segment (-frames:v, -start_number)": {"start": 0.3, "duration": 0.4, "segment": (7, 10)},
+    "jpg, tagged (no guess)": {"duration": 0.5, "guess": None, "clip": "tagged"},
     "png, 0.7 s": {"duration": 0.7, "fmt": "png"},
-    "png, ntsc rate": {"duration": 0.6, "fmt": "png", "guess": None, "fps": "30000/1001"},
+    "png, from 0.2 s, bt709": {"start": 0.2, "duration": 0.3, "fmt": "png", "guess": "bt709"},
+    "png, ntsc rate, tagged": {"duration": 0.6, "fmt": "png", "guess": None, "fps": "30000/1001", "clip": "tagged"},
 }
 
 
 @pytest.mark.parametrize("kw", E2E.values(), ids=E2E.keys())
-def test_front_writes_what_ffmpeg_writes(tmp_path, real_ffmpeg, front, clip, kw):
-    ref, got, via, records = _both(tmp_path, real_ffmpeg, front, lambda d: hyperframes_argv(clip, d, **kw))
+def test_front_writes_what_ffmpeg_writes(tmp_path, real_ffmpeg, front, clip, tagged, kw):
+    """Same names and count, PSNR >= 45 dB per frame (the same pixels, measured) and sizes within 5 %."""
+    kw = dict(kw)
+    source = tagged if kw.pop("clip", None) == "tagged" else clip
+    ref, got, via, records = _both(tmp_path, real_ffmpeg, front, lambda d: hyperframes_argv(source, d, **kw))
     assert via.returncode == 0, via.stderr[-2000:]
     assert [r["action"] for r in records] == ["extract"], records
     names = sorted(p.name for p in ref.iterdir())
     assert names and sorted(p.name for p in got.iterdir()) == names
     worst = min(psnr(ref / n, got / n) for n in names)
-    assert worst >= 40.0, f"worst frame PSNR {worst:.1f} dB"
+    assert worst >= 45.0, f"worst frame PSNR {worst:.1f} dB"
+    assert max(abs((got / n).stat().st_size / (ref / n).stat().st_size - 1) for n in names) <= 0.05
     assert f"{len(names)} frames of" in via.stderr  # at ffmpeg's default log level, the front says what it did
 
 
-PASSED_ON = {"a window from 0.5 s": {"start": 0.5, "duration": 0.5}, "the HD guess": {"duration": 0.3, "guess": "bt709"}}
+PASSED_ON = {
+    "0.8.10's -vf fps=30": lambda clip, d: [
+        "-ss",
+        "0",
+        "-i",
+        str(clip),
+        "-t",
+        "0.3",
+        "-vf",
+        "fps=30",
+        "-q:v",
+        "2",
+        "-y",
+        str(d / "f_%05d.jpg"),
+    ],
+}
 
 
-@pytest.mark.parametrize("kw", PASSED_ON.values(), ids=PASSED_ON.keys())
-def test_forms_gpupipe_cannot_say_yet_are_ffmpegs_own_files(tmp_path, real_ffmpeg, front, clip, kw):
-    ref, got, via, records = _both(tmp_path, real_ffmpeg, front, lambda d: hyperframes_argv(clip, d, **kw))
+@pytest.mark.parametrize("make", PASSED_ON.values(), ids=PASSED_ON.keys())
+def test_forms_gpupipe_does_not_run_are_ffmpegs_own_files(tmp_path, real_ffmpeg, front, clip, make):
+    ref, got, via, records = _both(tmp_path, real_ffmpeg, front, lambda d: make(clip, d))
     assert via.returncode == 0 and [r["action"] for r in records] == ["pass"]
     names = sorted(p.name for p in ref.iterdir())
     assert names and [(got / n).read_bytes() == (ref / n).read_bytes() for n in names] == [True] * len(names)
+
+
+def test_a_decoder_for_another_codec_fails_as_ffmpeg_fails(tmp_path, real_ffmpeg, front, clip):
+    """-c:v libvpx-vp9 on an H.264 clip: the front sees the mismatch and the real ffmpeg fails in its own words."""
+    argv = ["-loglevel", "error", *hyperframes_argv(clip, tmp_path, duration=0.2, decoder="libvpx-vp9")]
+    direct = _run(real_ffmpeg, argv, _env(tmp_path))
+    log = tmp_path / "front.jsonl"
+    via = _run(front, argv, _env(tmp_path, GPUPIPE_REAL_FFMPEG=real_ffmpeg, GPUPIPE_FFMPEG_LOG=str(log)))
+    assert via.returncode == direct.returncode
+    record = json.loads(log.read_text().splitlines()[0])
+    assert record["action"] == "pass" and "-c:v libvpx-vp9 for a h264 clip" in record["reason"]
 
 
 def test_front_is_silent_at_loglevel_error(tmp_path, real_ffmpeg, front, clip):

@@ -4,8 +4,8 @@ It stands in for the tail of hyperframes' extraction command, so that gpupipe's 
 FFmpeg's: the same encoders (FFmpeg's own, in this process through PyAV), the same settings.
 
 - **JPEG** (``-q:v N``): ``scale=out_color_matrix=bt601:out_range=pc:flags=neighbor,format=yuv420p``
-  (full-range BT.601 4:2:0, the chroma point-sampled), then FFmpeg's ``mjpeg`` encoder at
-  ``qscale`` ``N`` with its default optimal Huffman tables, one slice (a threaded encoder would
+  (full-range BT.601 4:2:0, the chroma point-sampled), then FFmpeg's ``mjpeg`` encoder with the
+  fixed quantiser ``N`` (``-q:v 1`` is clamped to the encoder's ``qmin``, 2, as in ffmpeg) and its default optimal Huffman tables, one slice (a threaded encoder would
   cut the picture into slices with restart markers and its default tables: 15 % larger files).
 - **PNG** (``-compression_level L``): FFmpeg's ``png`` encoder on ``rgb24`` (``rgba`` with alpha),
   at that zlib level (FFmpeg's default when ``None``).
@@ -48,6 +48,7 @@ ImageFormat = Literal["jpeg", "png"]
 
 _JPEG_SCALE = "out_color_matrix=bt601:out_range=pc:flags=neighbor"
 _PC = 2  # AVCOL_RANGE_JPEG
+_QP2LAMBDA = 118  # FF_QP2LAMBDA: ffmpeg's -q:v N is global_quality N * 118
 
 
 class FfmpegImageEncoder:
@@ -98,7 +99,13 @@ class FfmpegImageEncoder:
         if self.fmt == "jpeg":
             if alpha:
                 raise ValueError("JPEG takes RGB, not RGBA")
-            codec.pix_fmt, codec.color_range, codec.qscale = "yuv420p", _PC, self.qscale
+            codec.pix_fmt, codec.color_range = "yuv420p", _PC
+            # ffmpeg -q:v N: AV_CODEC_FLAG_QSCALE and each frame's quality N * FF_QP2LAMBDA, clamped to
+            # [qmin, qmax] (2-31). PyAV cannot set a frame's quality: qmin = qmax = N gives the same quantiser.
+            q = max(self.qscale, 2)
+            codec.qscale = True
+            codec.global_quality = q * _QP2LAMBDA
+            codec.qmin = codec.qmax = q
             self._graph = _jpeg_graph(w, h)
         else:
             codec.pix_fmt = "rgba" if alpha else "rgb24"
