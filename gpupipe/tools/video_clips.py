@@ -171,6 +171,7 @@ def _pyav_clip(path: Path, w: int, h: int, frames: int, enc: str, opts: dict[str
             stream.codec_tag = "hvc1"
         for i in range(frames):
             frame = graph.pull()
+            assert isinstance(frame, av.VideoFrame)
             frame.pts, frame.time_base = i, Fraction(1, CLIP_FPS)
             frame.pict_type = PictureType.NONE  # lavfi marks its frames I: libx264 would make every frame a keyframe
             out.mux(stream.encode(frame))
