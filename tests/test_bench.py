@@ -547,3 +547,17 @@ def test_video_cpu_goal_names_the_default_compression_extraction_for_reference()
     (h264,) = [x for x in goals.check_goals(b) if x.goal.startswith("video 4k h264 CPU path")]
     assert h264.status == "FAIL" and "2.5x fewer" in h264.detail  # judged against the renderer's own setting
     assert "against PNG at ffmpeg's default compression (1800.0 CPU-ms/frame, not the renderer's setting) 9.0x fewer" in h264.detail
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc"])
+def test_clips_made_with_pyav_have_groups_of_pictures_like_ffmpegs(tmp_path, codec):
+    """Without an ffmpeg binary (the GPU machine) the bench's clips come from PyAV: lavfi marks its frames I,
+    which libx264 honours as forced keyframes unless the bench clears it; an all-intra clip would skew every row."""
+    import av
+
+    from gpupipe.tools.video_clips import make_clip
+
+    path = make_clip(tmp_path, (160, 90), 24, codec, None)
+    with av.open(str(path)) as c:
+        keys = [i for i, p in enumerate(c.demux(video=0)) if p.size and p.is_keyframe]
+    assert keys == [0], keys

@@ -153,6 +153,7 @@ def _run(cmd: list[str]) -> None:
 def _pyav_clip(path: Path, w: int, h: int, frames: int, enc: str, opts: dict[str, str]) -> None:
     """The clip of :func:`make_clip` through PyAV: the lavfi graph's frames, encoded by ``enc``."""
     import av
+    from av.video.frame import PictureType
 
     graph = av.filter.Graph()
     src = graph.add("testsrc2", f"size={w}x{h}:rate={CLIP_FPS}")
@@ -170,7 +171,9 @@ def _pyav_clip(path: Path, w: int, h: int, frames: int, enc: str, opts: dict[str
             stream.codec_tag = "hvc1"
         for i in range(frames):
             frame = graph.pull()
+            assert isinstance(frame, av.VideoFrame)
             frame.pts, frame.time_base = i, Fraction(1, CLIP_FPS)
+            frame.pict_type = PictureType.NONE  # lavfi marks its frames I: libx264 would make every frame a keyframe
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
 
