@@ -26,6 +26,7 @@ from .goals import EXIT_FAIL, EXIT_PASS, EXIT_SKIP, GoalLine
 
 __all__ = [
     "EXTRACT_GPU_DEVICES",
+    "EXTRACT_PSNR_MIN_DB",
     "EXTRACT_SPEEDUP_MIN",
     "FIT_SAVING_MIN",
     "PSNR_MIN_DB",
@@ -34,9 +35,17 @@ __all__ = [
     "markdown_report",
 ]
 
-PSNR_MIN_DB = 40.0
-"""Least per-frame RGB PSNR of a render with gpupipe against the same render with ffmpeg (the
-extraction's own parity bar of issue 19, after Chromium's scaling and the x264 encode)."""
+PSNR_MIN_DB = 35.0
+"""Least per-frame RGB PSNR of a render with gpupipe against the same render with ffmpeg.
+
+Below the extraction's own bar (:data:`EXTRACT_PSNR_MIN_DB`) because the render adds its own noise:
+two renders of the same 320x240 draft composition from the same extracted files differed by up to
+39.6 dB per frame (min; mean 66.5), and the front's frames (FFmpeg 8.1 in PyAV) against Debian's
+ffmpeg 5.1's (45 dB apart: the two swscale versions) gave renders 38.3 dB apart (min; mean 39.5)
+after Chromium's scaling and x264's draft encode (2-core machine, 2026-12-04)."""
+EXTRACT_PSNR_MIN_DB = 40.0
+"""Least per-frame RGB PSNR of a frame file the front extracted against the same file extracted by
+the renderer's ffmpeg (issue 19's parity bar; identical pixels when both run the same FFmpeg)."""
 EXTRACT_SPEEDUP_MIN = 20.0
 """Least ratio of ffmpeg's extraction stage time to gpupipe's on an H100/H200."""
 EXTRACT_GPU_DEVICES = ("H100", "H200")

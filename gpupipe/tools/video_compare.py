@@ -1,4 +1,4 @@
-"""Frame-by-frame comparison of two rendered videos: PSNR over RGB, decoded with PyAV.
+"""Frame-by-frame comparison of two rendered videos (and of two image files): PSNR over RGB, decoded with PyAV (Pillow).
 
 PSNR is over the 8-bit RGB frames (``rgb24``, peak 255), per frame; identical frames count as
 :data:`PSNR_IDENTICAL` dB so that the figures stay finite numbers in JSON.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PSNR_IDENTICAL", "VideoPsnr", "video_psnr"]
+__all__ = ["PSNR_IDENTICAL", "VideoPsnr", "image_psnr", "video_psnr"]
 
 PSNR_IDENTICAL = 100.0
 """The PSNR given to a pair of identical frames."""
@@ -38,6 +38,17 @@ class VideoPsnr:
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.int32) - b.astype(np.int32)) ** 2))
     return PSNR_IDENTICAL if mse == 0 else min(PSNR_IDENTICAL, 10 * math.log10(255.0**2 / mse))
+
+
+def image_psnr(a: Path, b: Path) -> float:
+    """The RGB PSNR of two image files of the same size (an extracted frame against another's), decoded with Pillow."""
+    from PIL import Image
+
+    with Image.open(a) as ia, Image.open(b) as ib:
+        x, y = np.asarray(ia.convert("RGB")), np.asarray(ib.convert("RGB"))
+    if x.shape != y.shape:
+        raise ValueError(f"{a.name} is {x.shape[1]}x{x.shape[0]}, {b.name} {y.shape[1]}x{y.shape[0]}")
+    return _psnr(x, y)
 
 
 def video_psnr(a: Path, b: Path) -> VideoPsnr:
