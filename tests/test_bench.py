@@ -547,3 +547,22 @@ def test_video_cpu_goal_names_the_default_compression_extraction_for_reference()
     (h264,) = [x for x in goals.check_goals(b) if x.goal.startswith("video 4k h264 CPU path")]
     assert h264.status == "FAIL" and "2.5x fewer" in h264.detail  # judged against the renderer's own setting
     assert "against PNG at ffmpeg's default compression (1800.0 CPU-ms/frame, not the renderer's setting) 9.0x fewer" in h264.detail
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc"])
+def test_pyav_clips_have_the_encoders_keyframes_and_optional_bt709_tags(tmp_path, codec):
+    """Clips made through PyAV are what the ffmpeg command line makes: one keyframe in a short clip (lavfi's
+    frames come marked I, which libx264 would take as forced keyframes), and BT.709 tags when asked."""
+    import av
+
+    from gpupipe.frames.clip import probe_clip
+    from gpupipe.tools.video_clips import make_clip
+
+    plain = make_clip(tmp_path, (64, 48), 8, codec, None)
+    tagged = make_clip(tmp_path, (64, 48), 8, codec, None, bt709=True)
+    assert plain != tagged and probe_clip(plain, "plain").keyframes == (0,)
+    with av.open(str(plain)) as c:
+        assert int(next(c.decode(video=0)).colorspace) == 2  # AVCOL_SPC_UNSPECIFIED
+    with av.open(str(tagged)) as c:
+        f = next(c.decode(video=0))
+        assert (int(f.colorspace), int(f.color_primaries), int(f.color_trc)) == (1, 1, 1)  # BT.709 each
