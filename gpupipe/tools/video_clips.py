@@ -160,7 +160,7 @@ def _run(cmd: list[str]) -> None:
 def _pyav_clip(path: Path, w: int, h: int, frames: int, enc: str, opts: dict[str, str], *, bt709: bool) -> None:
     """The clip of :func:`make_clip` through PyAV: the lavfi graph's frames, encoded by ``enc``."""
     import av
-    from av.video.frame import PictureType
+    from av.video.frame import PictureType, VideoFrame
 
     graph = av.filter.Graph()
     src = graph.add("testsrc2", f"size={w}x{h}:rate={CLIP_FPS}")
@@ -182,6 +182,7 @@ def _pyav_clip(path: Path, w: int, h: int, frames: int, enc: str, opts: dict[str
             ctx.color_range = 1  # AVCOL_RANGE_MPEG (limited)
         for i in range(frames):
             frame = graph.pull()
+            assert isinstance(frame, VideoFrame)  # the graph ends in a video buffersink
             frame.pts, frame.time_base = i, Fraction(1, CLIP_FPS)
             # lavfi's sources mark every frame I, which libx264 takes as a forced keyframe; the ffmpeg
             # command line clears the mark before encoding, so the encoder places keyframes itself
