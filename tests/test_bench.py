@@ -550,14 +550,19 @@ def test_video_cpu_goal_names_the_default_compression_extraction_for_reference()
 
 
 @pytest.mark.parametrize("codec", ["h264", "hevc"])
-def test_clips_made_with_pyav_have_groups_of_pictures_like_ffmpegs(tmp_path, codec):
-    """Without an ffmpeg binary (the GPU machine) the bench's clips come from PyAV: lavfi marks its frames I,
-    which libx264 honours as forced keyframes unless the bench clears it; an all-intra clip would skew every row."""
+def test_pyav_clips_have_the_encoders_keyframes_and_optional_bt709_tags(tmp_path, codec):
+    """Clips made through PyAV are what the ffmpeg command line makes: one keyframe in a short clip (lavfi's
+    frames come marked I, which libx264 would take as forced keyframes), and BT.709 tags when asked."""
     import av
 
+    from gpupipe.frames.clip import probe_clip
     from gpupipe.tools.video_clips import make_clip
 
-    path = make_clip(tmp_path, (160, 90), 24, codec, None)
-    with av.open(str(path)) as c:
-        keys = [i for i, p in enumerate(c.demux(video=0)) if p.size and p.is_keyframe]
-    assert keys == [0], keys
+    plain = make_clip(tmp_path, (64, 48), 8, codec, None)
+    tagged = make_clip(tmp_path, (64, 48), 8, codec, None, bt709=True)
+    assert plain != tagged and probe_clip(plain, "plain").keyframes == (0,)
+    with av.open(str(plain)) as c:
+        assert int(next(c.decode(video=0)).colorspace) == 2  # AVCOL_SPC_UNSPECIFIED
+    with av.open(str(tagged)) as c:
+        f = next(c.decode(video=0))
+        assert (int(f.colorspace), int(f.color_primaries), int(f.color_trc)) == (1, 1, 1)  # BT.709 each

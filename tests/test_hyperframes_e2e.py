@@ -215,3 +215,49 @@ def test_disk_used_counts_allocated_blocks(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f").write_bytes(b"x" * 10000)
     assert disk_used(tmp_path) >= 10000
+
+
+def test_run_bench_records_what_the_front_did_per_cell(tmp_path: Path, monkeypatch) -> None:
+    """The harness without a renderer (its toolchain, clips, renders and PSNR stubbed): each gpupipe and
+    fitted row carries the front's log summary, which the parity goal and the report read; clips are tagged."""
+    from gpupipe.tools import hyperframes_bench as hb
+    from gpupipe.tools.hyperframes_goals import markdown_report
+    from gpupipe.tools.hyperframes_render import RenderRun
+    from gpupipe.tools.video_compare import VideoPsnr
+
+    tools = Toolchain(node=Path("/n"), cli=Path("/c"), chromium=Path("/b"), ffmpeg=Path("/f/ffmpeg"), ffprobe=Path("/f/ffprobe"))
+    monkeypatch.setattr(hb, "find_toolchain", lambda home, **kw: tools)
+    made: list[bool] = []
+
+    def make_clip(folder, size, frames, codec, exe, *, bt709=False):
+        made.append(bt709)
+        return folder / f"{size[0]}x{size[1]}.mp4"
+
+    def render(tools, project, out, env, quality, workers, timeout):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if "GPUPIPE_FFMPEG_LOG" in env:  # the front's log, as gpupipe-ffmpeg appends it
+            Path(env["GPUPIPE_FFMPEG_LOG"]).write_text(
+                json.dumps({"action": "pass", "reason": "no output file last", "argv": ["-version"]})
+                + "\n"
+                + json.dumps({"action": "extract", "argv": [], "frames": 30, "seconds": 0.5})
+                + "\n"
+            )
+        return RenderRun(out, out.with_suffix(".log"), 10.0, 12.0, 12.0, True, 2**30, 2**29, 9, 2**20, 1.0, 0, 1)
+
+    monkeypatch.setattr(hb, "make_clip", make_clip)
+    monkeypatch.setattr(hb, "write_project", lambda folder, clips, size, duration: folder)
+    monkeypatch.setattr(hb, "measure_render", render)
+    monkeypatch.setattr(hb, "video_psnr", lambda a, b: VideoPsnr(30, 30, (640, 360), (640, 360), 50.0, 55.0))
+    argv = ["--quick", "--quality", "draft", "--front", "/v/gpupipe-ffmpeg", "--work", str(tmp_path), "--out", str(tmp_path / "r")]
+    a = hb._parser().parse_args(argv)
+    a.argv, (a.size, a.duration) = argv, ((640, 360), 1.0)
+    results = hb.run_bench(a, say=lambda line: None)
+    assert made == [True, True] and results["composition"]["clip_tags"] == "bt709"
+    fronts = {(r["mode"], r["cache"]): r.get("front") for r in results["runs"]}
+    assert fronts[("ffmpeg", "cold")] is None
+    assert fronts[("gpupipe", "cold")] == fronts[("fitted", "warm")] == {
+        "extractions": 1, "frames": 30, "seconds": 0.5, "passed": 1, "fell_back": 0, "fallback_reasons": []
+    }
+    parity = [g for g in results["goals"] if g["goal"] == "output parity draft cold"]
+    assert parity and parity[0]["status"] == "PASS", parity
+    assert "| 1 (30 frames) / 1 / 0 |" in markdown_report(results)

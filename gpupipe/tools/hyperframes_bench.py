@@ -3,8 +3,10 @@
     python -m gpupipe.tools.hyperframes_bench [--quick] [--install] [--out results]
 
 It renders a composition (:func:`~gpupipe.tools.hyperframes_render.write_project`) showing a 4K and
-a 1080p clip (:func:`~gpupipe.tools.video_clips.make_clip`: grainy ``testsrc2``, H.264) each at half
-the composition's size, through the pinned ``hyperframes`` CLI (:mod:`~gpupipe.tools.hyperframes_toolchain`),
+a 1080p clip (:func:`~gpupipe.tools.video_clips.make_clip`: grainy ``testsrc2``, H.264, tagged BT.709
+as HD and UHD footage is; ``--untagged`` leaves the tags out, and hyperframes then adds its own
+colour-space guess to the extraction command) each at half the composition's size (so a 4K
+composition shows both at 1920x1080), through the pinned ``hyperframes`` CLI (:mod:`~gpupipe.tools.hyperframes_toolchain`),
 once per cell of
 
 - quality: ``draft`` and ``standard`` (``--quality``);
@@ -19,7 +21,8 @@ Per render it reports wall time, CPU-s of all processes, peak RSS and PSS of the
 extraction stage's time (the CLI's ``video_extract`` trace stage), the extraction cache's disk use
 (:func:`~gpupipe.tools.hyperframes_render.measure_render` says how each is measured) and, for every
 gpupipe cell, the PSNR of its video against the ``ffmpeg`` cell's of the same quality and cache
-(:mod:`~gpupipe.tools.video_compare`). It writes ``hyperframes_bench.json`` and ``hyperframes_bench.md``
+(:mod:`~gpupipe.tools.video_compare`), and for every gpupipe cell what the front did
+(:func:`front_summary`: extractions it ran, commands it passed to ffmpeg, fallbacks). It writes ``hyperframes_bench.json`` and ``hyperframes_bench.md``
 under ``--out`` and prints the goals (:mod:`~gpupipe.tools.hyperframes_goals`) as PASS/FAIL/SKIP lines.
 
 ``--quick``: a 640x360 composition, 1 s, the same 4K and 1080p clips (a few minutes on 2 cores).
@@ -157,6 +160,10 @@ def compare_renders(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return comparisons
 
 
+def _front_line(f: dict[str, Any]) -> str:
+    return f"  front: {f['extractions']} extracted ({f['frames']} frames), {f['passed']} passed, {f['fell_back']} fell back"
+
+
 def run_bench(a: argparse.Namespace, say: Any = None) -> dict[str, Any]:
     """Every cell of the module docstring selected by the parsed flags ``a``; writes and returns the results."""
     say = say or (lambda line: print(line, flush=True))
@@ -169,7 +176,7 @@ def run_bench(a: argparse.Namespace, say: Any = None) -> dict[str, Any]:
     fit = a.fit or (size[0] // 2, size[1] // 2)
     work = Path(a.work or tempfile.mkdtemp(prefix="gpupipe-hyperframes-bench-"))
     frames = max(1, round(duration * CLIP_FPS))
-    clips = [make_clip(work / "clips", c, frames, "h264", str(tools.ffmpeg)) for c in a.clips]
+    clips = [make_clip(work / "clips", c, frames, "h264", str(tools.ffmpeg), bt709=not a.untagged) for c in a.clips]
     project = write_project(work / "project", clips, size, duration)
     results: dict[str, Any] = {
         "hyperframes": HYPERFRAMES_VERSION,
@@ -181,6 +188,7 @@ def run_bench(a: argparse.Namespace, say: Any = None) -> dict[str, Any]:
             "size": list(size),
             "duration_s": duration,
             "clips": [list(c) for c in a.clips],
+            "clip_tags": "none" if a.untagged else "bt709",
             "shown_at": [size[0] // 2, size[1] // 2],
         },
         "fit": list(fit),
@@ -221,11 +229,14 @@ def run_bench(a: argparse.Namespace, say: Any = None) -> dict[str, Any]:
                     "output": str(run.output),
                     "log": str(run.log),
                 }
+                if mode != "ffmpeg":
+                    row["front"] = front_summary(front_log)
                 results["runs"].append(row)
                 say(
                     f"{mode:8} {quality:8} {temp:5} wall {run.wall_s:6.1f} s  CPU {run.cpu_s:6.1f} s  "
                     f"RSS {run.peak_rss / 2**20:6.0f} MiB  PSS {run.peak_pss / 2**20:6.0f} MiB  "
                     f"extract {run.extract_s if run.extract_s is not None else float('nan'):5.2f} s  cache {run.cache_bytes / 2**20:6.1f} MiB"
+                    + (_front_line(row["front"]) if "front" in row else "")
                 )
     results["comparisons"] = compare_renders(results["runs"])
     results["seconds"] = time.perf_counter() - t_start
@@ -247,6 +258,9 @@ def _parser() -> argparse.ArgumentParser:
         type=lambda t: [_size(v) for v in t.split(",")],
         default=[(3840, 2160), (1920, 1080)],
         help="clip sizes (default 3840x2160,1920x1080)",
+    )
+    ap.add_argument(
+        "--untagged", action="store_true", help="clips without colour tags (default: tagged BT.709, as HD/UHD footage)"
     )
     ap.add_argument("--quality", type=_choices(QUALITIES), default=list(QUALITIES), help="draft,standard")
     ap.add_argument("--modes", type=_choices(MODES), default=list(MODES), help="ffmpeg,gpupipe,fitted")

@@ -182,6 +182,10 @@ def _s(x: Any, nd: int = 1) -> str:
     return f"{x:.{nd}f}" if isinstance(x, (int, float)) else "—"
 
 
+def _front(f: dict[str, Any] | None) -> str:
+    return "—" if not f else f"{f['extractions']} ({f['frames']} frames) / {f['passed']} / {f['fell_back']}"
+
+
 def markdown_report(results: dict[str, Any]) -> str:
     """The results as markdown: machine and command, one table row per render, the comparisons and goals."""
     m, comp = results["machine"], results["composition"]
@@ -194,19 +198,19 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"- command: `{results['command']}`",
         f"- composition {comp['size'][0]}x{comp['size'][1]}, {comp['duration_s']:g} s, clips "
         + ", ".join("x".join(map(str, c)) for c in comp["clips"])
-        + f" (H.264) shown at {comp['shown_at'][0]}x{comp['shown_at'][1]}; {results['workers']} workers; fitted mode: GPUPIPE_EXTRACT_FIT={results['fit'][0]}x{results['fit'][1]}",
+        + f" (H.264, colour tags: {comp.get('clip_tags', 'none')}) shown at {comp['shown_at'][0]}x{comp['shown_at'][1]}; {results['workers']} workers; fitted mode: GPUPIPE_EXTRACT_FIT={results['fit'][0]}x{results['fit'][1]}",
         f"- ffmpeg: {results['ffmpeg']}; front: {results['tools']['front'] or 'none'}",
         "",
-        "| mode | quality | cache | wall s | CPU-s (all processes) | peak RSS MiB | peak PSS MiB | extraction s | cache hits/misses | cache disk MiB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---:|",
+        "| mode | quality | cache | wall s | CPU-s (all processes) | peak RSS MiB | peak PSS MiB | extraction s | cache hits/misses | cache disk MiB | front: extracted / passed / fell back |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in results["runs"]:
         if "error" in r:
-            lines.append(f"| {r['mode']} | {r['quality']} | {r['cache']} | failed | | | | | | |")
+            lines.append(f"| {r['mode']} | {r['quality']} | {r['cache']} | failed | | | | | | | |")
             continue
         lines.append(
             f"| {r['mode']} | {r['quality']} | {r['cache']} | {_s(r['wall_s'])} | {_s(r['cpu_s'])} | {_mib(r['peak_rss'])} | "
-            f"{_mib(r['peak_pss'])} | {_s(r['extract_s'], 2)} | {r['cache_hits']}/{r['cache_misses']} | {_s(r['cache_bytes'] / 2**20)} |"
+            f"{_mib(r['peak_pss'])} | {_s(r['extract_s'], 2)} | {r['cache_hits']}/{r['cache_misses']} | {_s(r['cache_bytes'] / 2**20)} | {_front(r.get('front'))} |"
         )
     lines += ["", "## Goals", ""] + [f"- {g['status']}: {g['goal']}: {g['detail']}" for g in results["goals"]]
     if results["skipped"]:

@@ -71,6 +71,8 @@ _TAILS = {
     "png-default": ",format=rgb24",
     "jpeg": ",scale=out_color_matrix=bt601:out_range=pc:flags=neighbor,format=yuv420p",
 }
+_BT709 = {"colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709", "color_range": "tv"}
+"""ffmpeg's output options that tag a clip BT.709 (``make_clip(bt709=True)``)."""
 _EXT = {"png": "png", "png-default": "png", "jpeg": "jpg"}
 _OPTIONS = {"png": ["-compression_level", "1"], "png-default": [], "jpeg": ["-q:v", "2"]}
 
@@ -98,12 +100,15 @@ def tool_name(exe: str | None) -> str:
     return f"PyAV {av.__version__} (FFmpeg {av.ffmpeg_version_info}) in this process: no ffmpeg binary"
 
 
-def make_clip(folder: Path, size: tuple[int, int], frames: int, codec: str, exe: str | None) -> Path:
+def make_clip(folder: Path, size: tuple[int, int], frames: int, codec: str, exe: str | None, *, bt709: bool = False) -> Path:
     """A grainy ``testsrc2`` clip of ``frames`` frames at ``size`` in ``codec`` (see the module
-    docstring), written once under ``folder`` and reused."""
+    docstring), written once under ``folder`` and reused. ``bt709``: the stream is tagged BT.709
+    (matrix, primaries, transfer; limited range), as HD and UHD cameras and encoders tag theirs;
+    otherwise it carries no colour tags."""
     w, h = size
     enc, opts = CLIP_ENCODERS[codec]
-    path = folder / f"testsrc2-grain{CLIP_GRAIN}-{w}x{h}-{codec}-{frames}f-crf{opts['crf']}.mp4"
+    tag = "-bt709" if bt709 else ""
+    path = folder / f"testsrc2-grain{CLIP_GRAIN}-{w}x{h}-{codec}-{frames}f-crf{opts['crf']}{tag}.mp4"
     folder.mkdir(parents=True, exist_ok=True)
     if path.exists():
         return path
@@ -114,10 +119,12 @@ def make_clip(folder: Path, size: tuple[int, int], frames: int, codec: str, exe:
         cmd += ["-frames:v", str(frames), "-c:v", enc]
         for k, v in opts.items():
             cmd += [f"-{k}", v]
-        cmd += ["-pix_fmt", "yuv420p"] + (["-tag:v", "hvc1"] if codec == "hevc" else []) + [str(tmp)]
-        _run(cmd)
+        cmd += ["-pix_fmt", "yuv420p"] + (["-tag:v", "hvc1"] if codec == "hevc" else [])
+        for k, v in _BT709.items() if bt709 else ():
+            cmd += [f"-{k}", v]
+        _run([*cmd, str(tmp)])
     else:
-        _pyav_clip(tmp, w, h, frames, enc, opts)
+        _pyav_clip(tmp, w, h, frames, enc, opts, bt709=bt709)
     tmp.replace(path)
     return path
 
@@ -150,10 +157,10 @@ def _run(cmd: list[str]) -> None:
         raise FfmpegFailed(f"ffmpeg exited {proc.returncode}: {' '.join(cmd)}\n{(proc.stderr or '').strip()[-2000:]}")
 
 
-def _pyav_clip(path: Path, w: int, h: int, frames: int, enc: str, opts: dict[str, str]) -> None:
+def _pyav_clip(path: Path, w: int, h: int, frames: int, enc: str, opts: dict[str, str], *, bt709: bool) -> None:
     """The clip of :func:`make_clip` through PyAV: the lavfi graph's frames, encoded by ``enc``."""
     import av
-    from av.video.frame import PictureType
+    from av.video.frame import PictureType, VideoFrame
 
     graph = av.filter.Graph()
     src = graph.add("testsrc2", f"size={w}x{h}:rate={CLIP_FPS}")
@@ -169,11 +176,17 @@ def _pyav_clip(path: Path, w: int, h: int, frames: int, enc: str, opts: dict[str
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         if enc == "libx265":
             stream.codec_tag = "hvc1"
+        if bt709:
+            ctx = stream.codec_context
+            ctx.colorspace = ctx.color_primaries = ctx.color_trc = 1  # AVCOL_SPC/PRI/TRC_BT709
+            ctx.color_range = 1  # AVCOL_RANGE_MPEG (limited)
         for i in range(frames):
             frame = graph.pull()
-            assert isinstance(frame, av.VideoFrame)
+            assert isinstance(frame, VideoFrame)  # the graph ends in a video buffersink
             frame.pts, frame.time_base = i, Fraction(1, CLIP_FPS)
-            frame.pict_type = PictureType.NONE  # lavfi marks its frames I: libx264 would make every frame a keyframe
+            # lavfi's sources mark every frame I, which libx264 takes as a forced keyframe; the ffmpeg
+            # command line clears the mark before encoding, so the encoder places keyframes itself
+            frame.pict_type = PictureType.NONE
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
 
