@@ -157,7 +157,7 @@ def _run(cmd: list[str]) -> None:
         raise FfmpegFailed(f"ffmpeg exited {proc.returncode}: {' '.join(cmd)}\n{(proc.stderr or '').strip()[-2000:]}")
 
 
-def _pyav_clip(path: Path, w: int, h: int, frames: int, enc: str, opts: dict[str, str], *, bt709: bool) -> None:
+def _pyav_clip(path: Path, w: int, h: int, frames: int, enc: str, opts: dict[str, str], *, bt709: bool = False) -> None:
     """The clip of :func:`make_clip` through PyAV: the lavfi graph's frames, encoded by ``enc``."""
     import av
     from av.video.frame import PictureType, VideoFrame
