@@ -540,4 +540,4 @@ def test_overlap_benchmark_runs_on_the_fake_device(fake, monkeypatch):
     r = overlap_benchmark(_frames(4, seed=6), batches=3, device_id=0)
     assert r["batches"] == 3 and r["frames_per_batch"] == 4 and r["verified"]
     assert r["serial_s"] > 0 and r["overlapped_s"] > 0 and r["stage_sum_s"] > 0
-    assert set(r["phases_s"]) == {"process", "finish"}
+    assert set(r["phases_s"]) == {"process", "finish", "host"}

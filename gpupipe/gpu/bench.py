@@ -258,21 +258,19 @@ def overlap_benchmark(
         for _ in range(max(1, repeats)):
             for overlap in (False, True):
                 backend.overlap = overlap
-                runner.timings.clear()
+                runner.clock.clear()
                 t = time.perf_counter()
                 outs[overlap] = backend.run(jobs)
                 walls[overlap].append(time.perf_counter() - t)
                 if not overlap:
-                    sums = {"process": 0.0, "finish": 0.0}
-                    for phase, sec in runner.timings:
-                        sums[phase] += sec
-                    serial_phases.append(sums)
+                    tot = runner.clock.totals()
+                    serial_phases.append({k: tot.get(k, {}).get("wall_s", 0.0) for k in ("process", "finish", "host")})
         info = backend.info()
     finally:
         backend.close()
     serial, overlapped = float(np.median(walls[False])), float(np.median(walls[True]))
-    phases = {k: float(np.median([p[k] for p in serial_phases])) for k in ("process", "finish")}
-    stage_sum = phases["process"] + phases["finish"]
+    phases = {k: float(np.median([p[k] for p in serial_phases])) for k in ("process", "finish", "host")}
+    stage_sum = sum(phases.values())
     return {
         "batches": batches,
         "frames_per_batch": n,
