@@ -262,8 +262,13 @@ def test_stage_benchmark_code_runs(fake, monkeypatch, png_bytes, jpeg_bytes):
 
     r = gpu_stage_benchmark([png_bytes, jpeg_bytes], (160, 90), 85, repeats=1)
     assert r["frames"] == 2 and r["device"] == "fake device (host emulation)"
-    assert set(r["stages_s"]) == {"upload", "base64", "download", "host_string", "decode", "resize", "encode"}
+    assert set(r["stages_s"]) == {"upload", "base64", "download", "host_string", "decode", "resize", "encode", "jpeg_string"}
     assert all(v >= 0 for v in r["stages_s"].values()) and r["transcode_fps"] > 0 and r["passthrough_fps"] > 0
+    # host CPU per stage: each stage alone, and the end-to-end transcode's phases (thread CPU)
+    assert set(r["stages_cpu"]) == {"host_string", "decode", "decode+resize", "encode", "jpeg_string"}
+    assert all(c["thread_cpu_s"] >= 0 and c["process_cpu_s"] >= 0 for c in r["stages_cpu"].values())
+    assert {"process", "finish", "host"} <= set(r["pipeline_stages"]) and r["process_cpu_s_per_frame"] > 0
+    assert r["pipeline_stages"]["process"]["calls"] == 1  # per run: one batch of 2
 
 
 def test_bench_gpu_report_path(fake_ctk, monkeypatch, tmp_path):
@@ -277,9 +282,17 @@ def test_bench_gpu_report_path(fake_ctk, monkeypatch, tmp_path):
     monkeypatch.setattr(gbench, "base64_kernel_bandwidth", lambda nbytes, repeats, frames=16: real_bw(1 << 20, 1, 4))
     monkeypatch.setattr(bench, "RESOLUTIONS", {"1080p": (192, 108), "4k": (384, 216)})
     monkeypatch.setattr(__import__("tempfile"), "tempdir", str(tmp_path))
-    r = bench.run_bench(backend="gpu", quick=True, out=tmp_path / "results", use_ffmpeg=False, soak=False)
+    prof = tmp_path / "prof"
+    r = bench.run_bench(backend="gpu", quick=True, out=tmp_path / "results", use_ffmpeg=False, soak=False, gpu_profile=prof)
     assert all(w["gpu_fps"] > 0 and w["gpu_vs_cpu"] > 0 for w in r["workloads"])
     md = (tmp_path / "results" / "BENCH.md").read_text()
+    assert "### GPU path: host CPU per stage (CPU-ms per frame)" in md and r["command"].endswith(f"--gpu-profile {prof}")
+    import pstats
+
+    dumps = sorted(prof.glob("gpu-*.prof"))
+    assert sorted(s["profile"] for s in r["gpu_detail"]["stages"]) == list(map(str, dumps))
+    names = {f[2] for f in pstats.Stats(str(dumps[0])).stats}  # type: ignore[attr-defined]
+    assert {"transcode_begin", "transcode_encode", "transcode_strings"} <= names  # every stage thread is in the dump
     assert "### GPU base64 kernel against a device-to-device copy" in md and "yes, against pybase64" in md
     assert md.count("| 4k |") >= 9 + 6  # throughput rows and per-stage rows
     assert (tmp_path / "results" / "gpu_cpu_ratio.png").stat().st_size > 1000
