@@ -177,6 +177,33 @@ def test_device_out_of_memory_halves_the_batch_then_falls_back(fake, monkeypatch
         backend.close()
 
 
+def test_device_memory_in_info_and_counters_on_the_fake_device(fake, monkeypatch, png_bytes, jpeg_bytes):
+    """``device_memory()``: the device's total/used (``cudaMemGetInfo``, which counts DALI's and
+    nvImageCodec's memory too), the staging and default CuPy pools, and the pinned buffers; in
+    ``info()``; made on the configured device; and no CUDA call once the device is lost."""
+    from gpupipe.gpu.backend import GpuBackend
+
+    cfg = replace(Config(), batch_size=4, passthrough_device="gpu")
+    backend = GpuBackend(cfg, ops=_layer(monkeypatch, cfg), workers=1)
+    try:
+        before = backend.device_memory()
+        assert before["device_total_bytes"] == fake.device.capacity and before["pinned_staging_bytes"] == 0
+        assert before["staging_pool_limit_bytes"] == cfg.staging.max_bytes
+        assert before["pinned_staging_limit_bytes"] == cfg.staging.pinned_bytes
+        jobs = [plan_job(i, read_frame(d), OutputSpec("passthrough")) for i, d in enumerate([png_bytes, jpeg_bytes])]
+        backend.run(jobs)
+        after = backend.device_memory()
+        assert after["pinned_staging_bytes"] > 0 and after["pinned_staging_peak_bytes"] >= after["pinned_staging_bytes"]
+        assert after["device_used_bytes"] >= after["staging_pool_held_bytes"] >= after["staging_pool_used_bytes"] >= 0
+        assert ("memGetInfo", 0) in fake.calls
+        assert backend.info()["device_memory"].keys() == after.keys()
+        backend._lose_device(RuntimeError("CUDA error 700"))
+        n = len(fake.calls)
+        assert backend.device_memory() == {} and len(fake.calls) == n
+    finally:
+        backend.close()
+
+
 def test_device_layer_info_release_close(fake, monkeypatch):
     cfg = Config()
     layer = _layer(monkeypatch, cfg)
@@ -230,7 +257,11 @@ def _cpu_dali_and_encoder(monkeypatch) -> None:
     import gpupipe.gpu.jpeg_encode as je
 
     real_build, real_enc = dd.build_pipeline, je.JpegEncoder
-    monkeypatch.setattr(dd, "build_pipeline", lambda b, t, device_id, resize: real_build(b, 1, None, resize))
+    monkeypatch.setattr(
+        dd,
+        "build_pipeline",
+        lambda b, t, device_id, resize, orient=None, decoder_args=None: real_build(b, 1, None, resize, orient, decoder_args),
+    )
     monkeypatch.setattr(je, "JpegEncoder", lambda device_id=None, **k: real_enc(None))
     monkeypatch.setattr(device, "JpegEncoder", lambda device_id=None, **k: real_enc(None))
 
@@ -251,6 +282,8 @@ def test_device_layer_transcode_branch(fake, monkeypatch, png_bytes, jpeg_bytes)
         got = backend.run(jobs)
         assert_transcodes_match(got, CpuBackend(1).run(jobs))
         assert isinstance(got[2], FrameDecodeError) and got[2].frame == frames[2].label
+        c = backend.counters()  # DALI really ran: no batch fell back to the CPU path on an error
+        assert c["dali_runs"] >= 1 and c["cpu_fallbacks"] == 0
     finally:
         backend.close()
 

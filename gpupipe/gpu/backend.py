@@ -62,6 +62,7 @@ __all__ = [
     "GpuBackend",
     "GpuDeviceLostWarning",
     "InstrumentedOps",
+    "MemoryReportingOps",
     "ThreePhaseOps",
     "TwoPhaseOps",
     "routes_to_cpu",
@@ -107,6 +108,14 @@ class ThreePhaseOps(TwoPhaseOps, Protocol):
 
     def transcode_encode(self, handle: Any) -> Any: ...
     def transcode_strings(self, handle: Any) -> list[Any]: ...
+
+
+@runtime_checkable
+class MemoryReportingOps(DeviceOps, Protocol):
+    """A device layer that reports its device and pinned memory (:meth:`DeviceLayer.memory
+    <gpupipe.gpu.device.DeviceLayer.memory>`: bytes by name)."""
+
+    def memory(self) -> dict[str, int]: ...
 
 
 @runtime_checkable
@@ -165,6 +174,7 @@ class GpuBackend:
         self._instrumented: InstrumentedOps | None = ops if isinstance(ops, InstrumentedOps) else None
         self._two_phase: TwoPhaseOps | None = ops if isinstance(ops, TwoPhaseOps) else None
         self._three_phase: ThreePhaseOps | None = ops if isinstance(ops, ThreePhaseOps) else None
+        self._memory: MemoryReportingOps | None = ops if isinstance(ops, MemoryReportingOps) else None
         if self._instrumented is not None:
             pinned = self._instrumented.pinned
             self.budget.gauges.update(
@@ -322,8 +332,20 @@ class GpuBackend:
         d["device_lost"] = int(self.device_lost is not None)
         return d
 
+    def device_memory(self) -> dict[str, int]:
+        """The device layer's memory figures in bytes (:meth:`DeviceLayer.memory
+        <gpupipe.gpu.device.DeviceLayer.memory>`); ``{}`` once the device is lost (no CUDA call is
+        made then) or where the layer reports none. A report never fails."""
+        if self.device_lost is not None or self._memory is None:
+            return {}
+        try:
+            return self._memory.memory()
+        except Exception:  # a report must not fail
+            log.debug("device memory report failed", exc_info=True)
+            return {}
+
     def info(self) -> dict[str, Any]:
-        """Device, library versions, routing, fault state and staging figures (for ``gpupipe info`` and reports)."""
+        """Device, library versions, routing, fault state, staging figures and device memory (for ``gpupipe info`` and reports)."""
         d: dict[str, Any] = {}
         if self.device_lost is None:
             try:
@@ -334,6 +356,11 @@ class GpuBackend:
         d["mode"] = "cpu path for every frame (device lost)" if self.device_lost else "gpu"
         d["counters"] = self.counters()
         d["staging"] = self.staging_stats()
+        d["device_memory"] = self.device_memory()
+        d["device_memory_note"] = (
+            "DALI 2.4 and nvImageCodec 0.9 report no memory figures of their own: their device memory is "
+            "in device_used_bytes (with CUDA contexts and other processes), beside gpupipe's CuPy pools"
+        )
         d["passthrough"] = (
             "GPU base64 kernel (passthrough_device: gpu)"
             if self.passthrough_device == "gpu"

@@ -335,6 +335,34 @@ class DeviceLayer:
 
     # ------------------------------------------------------------------ reports
 
+    def memory(self) -> dict[str, int]:
+        """Memory figures in bytes: the device's total and used (``cudaMemGetInfo``: every
+        allocation on it, DALI's and nvImageCodec's included, which report none of their own), the
+        staging pool's limit, used and held bytes, CuPy's default pool (NVDEC frames, other CuPy
+        users), and the pinned staging buffers held, at peak and their limit. Without a device,
+        the pinned figures only."""
+        d = {
+            "pinned_staging_bytes": self.pinned.nbytes,
+            "pinned_staging_peak_bytes": self.pinned.peak_nbytes,
+            "pinned_staging_limit_bytes": self.pinned.limit,
+        }
+        if self.device_id is None:
+            return d
+        cp = self._cp
+        with self._device:
+            free, total = cp.cuda.runtime.memGetInfo()
+            default = cp.get_default_memory_pool()
+            d.update(
+                device_total_bytes=int(total),
+                device_used_bytes=int(total) - int(free),
+                staging_pool_limit_bytes=int(self.pool.get_limit()),
+                staging_pool_used_bytes=int(self.pool.used_bytes()),
+                staging_pool_held_bytes=int(self.pool.total_bytes()),
+                cupy_default_pool_used_bytes=int(default.used_bytes()),
+                cupy_default_pool_held_bytes=int(default.total_bytes()),
+            )
+        return d
+
     def stats(self) -> dict[str, int]:
         """Counters: DALI runs, failed runs, rebuilds, frames refused on the host or by DALI."""
         return self.decoder.stats()
