@@ -33,7 +33,10 @@
 #              import), then the bundle's smoke check; fails when a smoke stage prints FAIL
 #   versions   GPU, driver, CuPy/CUDA/DALI/nvImageCodec versions; `gpupipe info --json`
 #   tests      pytest -m gpu                                       (timeout $TESTS_TIMEOUT, 300 s)
-#   kernel     base64 kernel vs device copy over 256 MiB, then its goal (>= 70 %)
+#   kernel     base64 kernel vs device copy over 256 MiB, then its goal (>= 70 %); where `ncu` is
+#              installed ($NCU, PATH, /usr/local/cuda/bin), `ncu --set full` on one launch into
+#              $OUT/ncu-b64.ncu-rep and its summary (memory/DRAM throughput %, top stall reason)
+#              into $OUT/ncu-b64-summary.txt (step kernel-ncu)
 #   bench-gpu  gpupipe bench --backend gpu --goals: 4K JPEG/PNG transcode and resize-1080p, passthrough
 #              with passthrough_device cpu and gpu, GPU path and CPU path on every core, frames/s and
 #              CPU-s/frame (soft limit $BENCH_MAX_S, 300 s; hard timeout 450 s; QUICK=1: the small
@@ -154,6 +157,23 @@ if want kernel && has_time kernel 30; then
     rc=${PIPESTATUS[0]}
   fi
   record kernel "$rc" "$OUT/base64-kernel.json"
+  # Nsight Compute, where installed: the full set on one launch of the kernel (the second, after a
+  # warm-up), its raw page as CSV and a summary (memory/DRAM throughput %, top stall reason).
+  NCU=${NCU:-$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)}
+  if [ -n "$NCU" ] && [ -x "$NCU" ]; then
+    timeout 300 "$NCU" --set full --kernel-name b64_batch --launch-skip 1 --launch-count 1 -f -o "$OUT/ncu-b64" \
+      python3 -c 'from gpupipe.gpu.bench import base64_kernel_bandwidth as b; b(256 << 20, 2)' > "$OUT/ncu.log" 2>&1
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+      "$NCU" --import "$OUT/ncu-b64.ncu-rep" --page raw --csv > "$OUT/ncu-b64-raw.csv" 2>> "$OUT/ncu.log" &&
+        "$NCU" --import "$OUT/ncu-b64.ncu-rep" --page details > "$OUT/ncu-b64-details.txt" 2>> "$OUT/ncu.log" &&
+        python3 -m gpupipe.tools.ncu_summary "$OUT/ncu-b64-raw.csv" --json "$OUT/ncu-b64-summary.json" | tee "$OUT/ncu-b64-summary.txt"
+      rc=${PIPESTATUS[0]}
+    fi
+    record kernel-ncu "$rc" "$OUT/ncu-b64-summary.txt, log $OUT/ncu.log"
+  else
+    echo "kernel: ncu not found; no Nsight Compute profile" | tee "$OUT/ncu.log"
+  fi
 fi
 if want bench-gpu && has_time bench-gpu 140; then
   bmax=${BENCH_MAX_S:-300}

@@ -73,7 +73,7 @@ def _layer(monkeypatch, config: Config):
 def test_base64_kernel_through_its_cupy_glue(kernel_dir, items):
     with pytest.MonkeyPatch.context() as mp:
         state = fake_cupy.install(mp, kernel_dir, nvrtc=False)
-        from gpupipe.gpu.base64_kernel import THREADS, encode_device
+        from gpupipe.gpu.base64_kernel import CHUNKS_PER_THREAD, THREADS, encode_device
 
         datas = [d for d, _ in items]
         mimes = [m for _, m in items]
@@ -81,8 +81,8 @@ def test_base64_kernel_through_its_cupy_glue(kernel_dir, items):
         for i, (d, m) in enumerate(zip(datas, mimes)):
             s, n = layout.span(i)
             assert out[s : s + n].tobytes() == f"data:{m};base64,".encode() + base64.b64encode(d)
-        items_ = layout.total_chunks + layout.n
-        assert state.launches == [(min(132 * 8, -(-items_ // THREADS)), THREADS)]
+        tiles = -(-layout.total_chunks // (THREADS * CHUNKS_PER_THREAD))
+        assert state.launches == [(max(1, min(132 * 8, tiles)), THREADS)]
 
 
 def test_kernel_refuses_misaligned_or_short_buffers(fake):
