@@ -49,6 +49,10 @@ class Backend(Protocol):
         """Its counters (jobs, fallbacks, staging figures)."""
         ...
 
+    def device_memory(self) -> dict[str, int]:
+        """Device and pinned memory figures in bytes, by name (``{}`` on the CPU backend)."""
+        ...
+
     def close(self) -> None:
         """Release threads and device resources."""
         ...

@@ -8,28 +8,33 @@ tested byte for byte.
 Batch layout (:func:`batch_layout`)
 -----------------------------------
 *Input buffer* (``in_size`` bytes): every frame's bytes at ``in_offsets[i]`` (16-byte aligned, so
-the kernel can load 48 bytes as three 16-byte vectors), followed by every frame's
-``data:<mime>;base64,`` prefix at ``prefix_offsets[i]``. One host-to-device copy moves it all.
+every 12-byte chunk starts 4-byte aligned and the kernel reads it as three 4-byte words), followed
+by every frame's ``data:<mime>;base64,`` prefix at ``prefix_offsets[i]``. One host-to-device copy
+moves it all.
 
 *Output buffer* (``out_size`` bytes): frame ``i``'s URI is the contiguous span
 ``out[out_starts[i] : out_starts[i] + out_lengths[i]]``: its prefix, then the padded standard
 base64 of its bytes. The payload starts at ``payload_starts[i]``, which is 16-byte aligned so that
-each 48-byte input chunk becomes one aligned 64-byte store (four 16-byte vectors). Bytes between
-spans are alignment padding and are never part of a URI.
+each 12-byte input chunk becomes one aligned 16-byte store. Bytes between spans are alignment
+padding and are never part of a URI.
 
-*Chunks*: frame ``i`` is cut into ``ceil(len / 48)`` chunks of 48 input bytes (the last one
-shorter); ``chunk_offsets`` is their running total, which the kernel's threads binary-search to
-find their frame.
+*Chunks* (the kernel's work items): frame ``i``'s first ``len // 12`` groups of 12 bytes are its
+full chunks, 12 bytes in and 16 characters out each; ``chunk_offsets`` is their running total,
+which the kernel's threads search to find their frame. The frame's last ``len % 12`` bytes (its
+*tail*, with the ``=`` padding) and its prefix are done by one thread per frame.
 
 Algorithm (identical in both implementations)
 ---------------------------------------------
-Each 3-byte group ``b0 b1 b2`` gives four 6-bit indices ``b0>>2``, ``(b0&3)<<4 | b1>>4``,
-``(b1&15)<<2 | b2>>6``, ``b2&63``. An index ``v`` becomes its character arithmetically, without a
-table: ``v + 'A'``, plus 6 if ``v >= 26``, plus 0xB5 (-75 mod 256) if ``v >= 52``, plus 0xF1 (-15)
-if ``v == 62``, plus 0xF4 (-12) if ``v == 63``, all modulo 256. The kernel does this on four
-packed indices at once with the byte-SIMD intrinsics ``__vcmpgeu4``/``__vcmpeq4``/``__vadd4``;
-NumPy does it on ``uint8`` arrays. A final group of one or two bytes is zero-extended and its
-last two or one characters replaced with ``=``.
+A chunk is three little-endian 32-bit words ``w0 w1 w2`` (bytes ``B0..B11``). For each 3-byte group
+``b0 b1 b2`` a byte permutation (CUDA's ``__byte_perm``, :func:`byte_perm` here) makes
+``v = b0 << 24 | b1 << 16 | b2 << 8``; :func:`group_indices` takes the four 6-bit indices out of
+``v`` into the four bytes of one word (``b0 >> 2`` in the lowest); :func:`map4` turns the four
+indices into their characters at once, without a table: ``idx + 'A'``, plus 6 if ``idx >= 26``,
+plus 3 if ``idx == 63``, minus 75 if ``idx >= 52``, minus 15 if ``idx >= 62``, each flag bit 7 of
+``idx + (128 - k)``, with 32-bit adds whose per-byte sums never carry into the next byte. A
+chunk's four words are its 16 characters in order. A tail's groups are built the same way from
+its bytes (missing bytes zero) and their last one or two characters replaced with ``=``.
+The kernel runs this on 32-bit registers; the twin on ``uint32`` arrays, chunk by chunk in bulk.
 """
 
 from __future__ import annotations
@@ -47,8 +52,13 @@ __all__ = [
     "CHUNK_OUT",
     "BatchLayout",
     "batch_layout",
+    "byte_perm",
     "encode_batch",
+    "encode_chunks",
     "encode_packed",
+    "encode_tail",
+    "group_indices",
+    "map4",
     "map_indices",
     "pack_batch",
     "uris_from_buffer",
@@ -56,12 +66,12 @@ __all__ = [
 
 ALIGN = 16
 """Alignment, in bytes, of every frame's input and of every URI's payload."""
-CHUNK_IN = 48
-"""Input bytes per kernel work item (16 groups of 3; three 16-byte loads)."""
-CHUNK_OUT = 64
-"""Output bytes per full work item (four 16-byte stores)."""
+CHUNK_IN = 12
+"""Input bytes per kernel work item (four groups of 3; three 4-byte loads)."""
+CHUNK_OUT = 16
+"""Output bytes per full work item (one 16-byte store)."""
 
-_BLOCK_GROUPS = 1 << 18  # NumPy twin works in blocks of this many 3-byte groups (bounded temporaries)
+_BLOCK_CHUNKS = 1 << 16  # the NumPy twin works in blocks of this many chunks (bounded temporaries)
 
 
 def _align(n: int, a: int = ALIGN) -> int:
@@ -96,7 +106,7 @@ class BatchLayout:
 
     @property
     def total_chunks(self) -> int:
-        """Number of 48-byte work items over all frames."""
+        """Number of full 12-byte chunks (the kernel's work items) over all frames."""
         return int(self.chunk_offsets[-1])
 
     def span(self, i: int) -> tuple[int, int]:
@@ -145,7 +155,7 @@ def batch_layout(mimes: Sequence[str], lengths: Sequence[int]) -> BatchLayout:
         out_len[i] = pre_len[i] + blen
         pos = p + blen
     out_size = _align(pos)
-    chunks = (lens + CHUNK_IN - 1) // CHUNK_IN
+    chunks = lens // CHUNK_IN  # full chunks only: the tail (len % 12 bytes) goes with the prefix
     chunk_off = np.zeros(n + 1, np.int64)
     np.cumsum(chunks, out=chunk_off[1:])
     return BatchLayout(lens, in_off, pre_off, pre_len, in_size, out_start, out_len, payload, out_size, chunk_off, prefixes)
@@ -176,36 +186,97 @@ def pack_batch(datas: Sequence[bytes | memoryview], layout: BatchLayout, out: np
     return buf
 
 
+_U32 = np.dtype("<u4")
+
+
+def byte_perm(x: np.ndarray, y: np.ndarray, selector: int) -> np.ndarray:
+    """CUDA's ``__byte_perm`` on ``uint32`` arrays: byte ``i`` of the result is byte
+    ``(selector >> 4i) & 7`` of the 8-byte value ``y:x`` (bytes 0-3 from ``x``, 4-7 from ``y``)."""
+    v = (y.astype(np.uint64) << np.uint64(32)) | x.astype(np.uint64)
+    r = np.zeros(v.shape, np.uint64)
+    for i in range(4):
+        sel = (selector >> (4 * i)) & 7
+        r |= ((v >> np.uint64(8 * sel)) & np.uint64(0xFF)) << np.uint64(8 * i)
+    return r.astype(np.uint32)
+
+
+def group_indices(v: np.ndarray) -> np.ndarray:
+    """``v = b0 << 24 | b1 << 16 | b2 << 8`` (``uint32``; bits 0-7 ignored) → the group's four 6-bit
+    indices, one per byte, the first in the lowest byte (the kernel's ``b64_indices``)."""
+    v = v.astype(np.uint32, copy=False)
+    return (
+        (v >> np.uint32(26))
+        | ((v >> np.uint32(12)) & np.uint32(0x3F00))
+        | ((v << np.uint32(2)) & np.uint32(0x3F0000))
+        | ((v << np.uint32(16)) & np.uint32(0x3F000000))
+    )
+
+
+def _flag_times(flags: np.ndarray, k: int) -> np.ndarray:
+    """``flags`` (bit 7 of each byte) times ``k`` per byte: the high word of ``flags * (k << 25)``, as the kernel's ``__umulhi``."""
+    return ((flags.astype(np.uint64) * np.uint64(k << 25)) >> np.uint64(32)).astype(np.uint32)
+
+
+def map4(x: np.ndarray) -> np.ndarray:
+    """Four packed 6-bit indices per ``uint32`` (each byte 0..63) → their four base64 characters,
+    by the kernel's branch-free byte-parallel arithmetic (``b64_map4``)."""
+    x = x.astype(np.uint32, copy=False)
+    high = np.uint32(0x80808080)
+    base = x + np.uint32(0x41414141)
+    ge26 = (x + np.uint32(0x66666666)) & high
+    ge52 = (x + np.uint32(0x4C4C4C4C)) & high
+    ge62 = (x + np.uint32(0x42424242)) & high
+    eq63 = base & high
+    return base + _flag_times(ge26, 6) + _flag_times(eq63, 3) - _flag_times(ge52, 75) - _flag_times(ge62, 15)
+
+
 def map_indices(idx: np.ndarray) -> np.ndarray:
-    """6-bit indices (``uint8``) to base64 characters, by the kernel's branch-free arithmetic."""
-    idx = idx.astype(np.uint8, copy=False)
-    c = idx + np.uint8(0x41)
-    c += (idx >= 26).astype(np.uint8) * np.uint8(0x06)
-    c += (idx >= 52).astype(np.uint8) * np.uint8(0xB5)
-    c += (idx == 62).astype(np.uint8) * np.uint8(0xF1)
-    c += (idx == 63).astype(np.uint8) * np.uint8(0xF4)
-    return c
+    """6-bit indices (``uint8``, any length) to base64 characters, through :func:`map4`."""
+    idx = np.asarray(idx, dtype=np.uint8).reshape(-1)
+    padded = np.zeros((idx.size + 3) // 4 * 4, np.uint8)
+    padded[: idx.size] = idx
+    return map4(padded.view(_U32)).astype(_U32).view(np.uint8)[: idx.size]
 
 
-def _groups_to_chars(g: np.ndarray) -> np.ndarray:
-    """``(m, 3)`` uint8 groups → ``(m, 4)`` uint8 characters."""
-    b0 = g[:, 0]
-    b1 = g[:, 1]
-    b2 = g[:, 2]
-    idx = np.empty((g.shape[0], 4), np.uint8)
-    idx[:, 0] = b0 >> 2
-    idx[:, 1] = ((b0 & 3) << 4) | (b1 >> 4)
-    idx[:, 2] = ((b1 & 15) << 2) | (b2 >> 6)
-    idx[:, 3] = b2 & 63
-    return map_indices(idx)
+def encode_chunks(words: np.ndarray) -> np.ndarray:
+    """``(m, 3)`` little-endian ``uint32`` words (``m`` chunks of 12 bytes) → ``(m, 4)`` ``uint32``
+    words whose little-endian bytes are the 16 characters of each chunk (the kernel's ``b64_chunk``)."""
+    w0, w1, w2 = words[:, 0], words[:, 1], words[:, 2]
+    out = np.empty((words.shape[0], 4), _U32)
+    out[:, 0] = map4(group_indices(byte_perm(w0, w0, 0x0120)))  # B0 B1 B2
+    out[:, 1] = map4(group_indices(byte_perm(w0, w1, 0x3450)))  # B3 B4 B5
+    out[:, 2] = map4(group_indices(byte_perm(w1, w2, 0x2340)))  # B6 B7 B8
+    out[:, 3] = map4(group_indices(byte_perm(w2, w2, 0x1230)))  # B9 B10 B11
+    return out
+
+
+def encode_tail(tail: bytes | np.ndarray) -> bytes:
+    """A frame's last ``len % 12`` bytes → their padded characters, group by group as the kernel's
+    per-frame thread does it (missing bytes zero; the last one or two characters ``=``)."""
+    t = bytes(np.asarray(tail, dtype=np.uint8)) if not isinstance(tail, bytes) else tail
+    out = bytearray()
+    for j in range(0, len(t), 3):
+        g = t[j : j + 3]
+        b1 = g[1] if len(g) > 1 else 0
+        b2 = g[2] if len(g) > 2 else 0
+        v = np.array([(g[0] << 24) | (b1 << 16) | (b2 << 8)], np.uint32)
+        chars = bytearray(map4(group_indices(v)).astype(_U32).tobytes())
+        if len(g) < 3:
+            chars[3] = ord("=")
+        if len(g) < 2:
+            chars[2] = ord("=")
+        out += chars
+    return bytes(out)
 
 
 def encode_packed(inbuf: np.ndarray, layout: BatchLayout, out: np.ndarray | None = None) -> np.ndarray:
     """The NumPy twin of the CUDA kernel: encode a packed input buffer into the batch's output buffer.
 
-    ``inbuf`` is what :func:`pack_batch` made. ``out`` (``uint8``, at least ``layout.out_size``)
-    is written and returned; a new zero-filled array is made if it is ``None``. Only URI spans
-    are written; alignment padding keeps its previous contents.
+    The same work split as the kernel: every frame's full 12-byte chunks through
+    :func:`encode_chunks` (its word arithmetic, in bulk), then per frame its prefix and its tail
+    (:func:`encode_tail`). ``inbuf`` is what :func:`pack_batch` made. ``out`` (``uint8``, at least
+    ``layout.out_size``) is written and returned; a new zero-filled array is made if it is
+    ``None``. Only URI spans are written; alignment padding keeps its previous contents.
     """
     inbuf = np.asarray(inbuf, dtype=np.uint8).reshape(-1)
     if inbuf.size < layout.in_size:
@@ -215,27 +286,23 @@ def encode_packed(inbuf: np.ndarray, layout: BatchLayout, out: np.ndarray | None
     elif out.dtype != np.uint8 or out.size < layout.out_size:
         raise ValueError(f"output buffer too small: {out.size} < {layout.out_size} bytes")
     flat = out.reshape(-1)
-    for i in range(layout.n):
-        # The prefix (the kernel's extra work items, one per frame).
+    for i in range(layout.n):  # the kernel's main loop: full chunks
+        src = int(layout.in_offsets[i])
+        dst = int(layout.payload_starts[i])
+        full = int(layout.chunk_offsets[i + 1] - layout.chunk_offsets[i])
+        for k0 in range(0, full, _BLOCK_CHUNKS):
+            k1 = min(full, k0 + _BLOCK_CHUNKS)
+            words = inbuf[src + CHUNK_IN * k0 : src + CHUNK_IN * k1].view(_U32).reshape(-1, 3)
+            flat[dst + CHUNK_OUT * k0 : dst + CHUNK_OUT * k1] = encode_chunks(words).reshape(-1).view(np.uint8)
+    for i in range(layout.n):  # one thread per frame: the prefix, then the tail
         po, pl = int(layout.prefix_offsets[i]), int(layout.prefix_lengths[i])
         os_ = int(layout.out_starts[i])
         flat[os_ : os_ + pl] = inbuf[po : po + pl]
         n = int(layout.lengths[i])
-        src = inbuf[int(layout.in_offsets[i]) : int(layout.in_offsets[i]) + n]
-        dst = int(layout.payload_starts[i])
-        full = n // 3
-        for g0 in range(0, full, _BLOCK_GROUPS):
-            g1 = min(full, g0 + _BLOCK_GROUPS)
-            chars = _groups_to_chars(src[3 * g0 : 3 * g1].reshape(-1, 3))
-            flat[dst + 4 * g0 : dst + 4 * g1] = chars.reshape(-1)
-        rem = n - 3 * full
-        if rem:
-            g = np.zeros((1, 3), np.uint8)
-            g[0, :rem] = src[3 * full :]
-            chars = _groups_to_chars(g).reshape(-1)
-            chars[rem + 1 :] = ord("=")
-            t = dst + 4 * full
-            flat[t : t + 4] = chars
+        full = n // CHUNK_IN
+        tail = encode_tail(inbuf[int(layout.in_offsets[i]) + CHUNK_IN * full : int(layout.in_offsets[i]) + n])
+        t = int(layout.payload_starts[i]) + CHUNK_OUT * full
+        flat[t : t + len(tail)] = np.frombuffer(tail, np.uint8)
     return out
 
 

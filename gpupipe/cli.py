@@ -799,6 +799,12 @@ def bench(
         "--video",
         help="Only the video section: 1080p/4K H.264 and HEVC clips as URIs straight from the clip (CPU, and GPU where usable) against ffmpeg extracting them to PNG first; with --quick, 6 frames per clip. Goals: `python -m gpupipe.tools.goals OUT/bench.json`.",
     ),
+    gpu_profile: Path | None = typer.Option(
+        None,
+        "--gpu-profile",
+        metavar="DIR",
+        help="Write a cProfile dump (pstats) of each GPU per-stage row's end-to-end transcode here, every stage thread merged.",
+    ),
 ) -> None:
     """Throughput, host CPU cost (CPU-s/frame) and per-stage benchmark of the CPU (and GPU) path; writes results/ with charts."""
     from .tools.bench import run_bench
@@ -814,6 +820,7 @@ def bench(
         goals=goals,
         max_seconds=max_seconds or None,
         video=video,
+        gpu_profile=gpu_profile,
     )
 
 

@@ -74,6 +74,7 @@ __all__ = [
     "CacheConfig",
     "Config",
     "GiB",
+    "GpuPathConfig",
     "MiB",
     "OutputConfig",
     "ScheduleConfig",
@@ -298,6 +299,44 @@ class VideoConfig:
 
 
 @dataclass(frozen=True)
+class GpuPathConfig:
+    """Tuning of the GPU backend's stages (ignored by the CPU backend).
+
+    ``string_threads``: host threads that build one batch's URI strings (``None``: up to 4, at most
+    one per core). ``hw_decoder_load``: the share of JPEG work DALI gives the hardware JPEG decoder
+    (NVJPG engines of A100/H100/H200-class GPUs), 0–1; ``None`` keeps DALI's own default (0.65 in
+    DALI 2.4): gpupipe has not measured a better value yet (``scripts/gpu_session.sh`` step
+    ``hwdec`` measures 0, 0.65 and 1). ``preallocate_width_hint`` / ``preallocate_height_hint``:
+    the frame size the hardware decoder preallocates for (0: none). ``hybrid_huffman_threshold``:
+    pixels above which nvJPEG uses its hybrid Huffman decoder (``None``: DALI's default). All but
+    ``string_threads`` are passed to DALI's ``fn.decoders.image`` and matter only on a GPU.
+    """
+
+    string_threads: int | None = None
+    hw_decoder_load: float | None = None
+    preallocate_width_hint: int = 0
+    preallocate_height_hint: int = 0
+    hybrid_huffman_threshold: int | None = None
+
+    def dali_decoder_args(self) -> dict[str, float | int]:
+        """The arguments for DALI's ``mixed`` ``fn.decoders.image`` that differ from DALI's defaults."""
+        out: dict[str, float | int] = {}
+        if self.hw_decoder_load is not None:
+            out["hw_decoder_load"] = float(self.hw_decoder_load)
+        if self.preallocate_width_hint:
+            out["preallocate_width_hint"] = int(self.preallocate_width_hint)
+        if self.preallocate_height_hint:
+            out["preallocate_height_hint"] = int(self.preallocate_height_hint)
+        if self.hybrid_huffman_threshold is not None:
+            out["hybrid_huffman_threshold"] = int(self.hybrid_huffman_threshold)
+        return out
+
+    def host_string_threads(self) -> int:
+        """``string_threads``, or its default: up to 4, at most one per core."""
+        return self.string_threads or max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
 class Config:
     """A resolved configuration for one GPU (or the CPU path).
 
@@ -313,6 +352,7 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    gpu_path: GpuPathConfig = field(default_factory=GpuPathConfig)
     backend: BackendChoice = "auto"
     batch_size: int = 8
     max_pixels: int = 8192 * 8192
@@ -391,6 +431,15 @@ def _cache_bytes(value: Any, key: str, source: str) -> int:
 
 def _pressure_bytes(value: Any, key: str, source: str) -> int | None:
     return None if value is None or _is_auto(value) else parse_size(value, key=key, source=source)
+
+
+def _fraction(value: Any, key: str, source: str) -> float:
+    """A number in ``[0, 1]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"expected a number between 0 and 1, got {type(value).__name__} {_show(value)}", source=source, key=key)
+    if not 0.0 <= value <= 1.0:  # also false for nan
+        raise ConfigError(f"must be between 0 and 1, got {_show(value)}", source=source, key=key)
+    return float(value)
 
 
 def _delay(value: Any, key: str, source: str, lo: float, hi: float) -> float:
@@ -499,6 +548,13 @@ _SECTIONS: dict[str, dict[str, Check]] = {
     },
     "schedule": {"read_ahead": partial(_int, lo=0, hi=_MAX_READ_AHEAD)},
     "video": {"max_decoders": partial(_int, lo=1, hi=_MAX_DECODERS)},
+    "gpu_path": {
+        "string_threads": _optional(partial(_int, lo=1, hi=256)),
+        "hw_decoder_load": _optional(_fraction),
+        "preallocate_width_hint": partial(_int, lo=0, hi=65535),
+        "preallocate_height_hint": partial(_int, lo=0, hi=65535),
+        "hybrid_huffman_threshold": _optional(partial(_int, lo=0, hi=_MAX_PIXELS)),
+    },
 }
 _SCALARS: dict[str, Check] = {
     "backend": partial(_choice, choices=BACKENDS),

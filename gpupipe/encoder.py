@@ -253,6 +253,11 @@ class FrameEncoder:
             "allocator": allocator_status().as_dict(),
         }
 
+    def device_memory(self) -> dict[str, int]:
+        """Device and pinned memory figures in bytes by name (GPU backend: :meth:`GpuBackend.device_memory
+        <gpupipe.gpu.GpuBackend.device_memory>`; ``{}`` on the CPU backend). Also in :meth:`info`."""
+        return self._impl.device_memory()
+
     def counters(self) -> dict[str, int]:
         """The backend's counters: jobs, fallbacks and, on the GPU, staging figures and faults; and
         ``allocator_tuned``: 1 while gpupipe's mmap-threshold tuning is in force, else 0 (see :meth:`info`)."""

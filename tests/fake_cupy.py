@@ -605,6 +605,14 @@ def _device_properties(i: int) -> dict[str, Any]:
     return {"name": b"fake device (host emulation)", "major": STATE.cc // 10, "minor": STATE.cc % 10}
 
 
+def _mem_get_info() -> tuple[int, int]:
+    """``cudaMemGetInfo`` on the current device: (free, total) bytes of the fake device."""
+    _touch("memGetInfo")
+    dev = STATE.device
+    with dev.lock:
+        return dev.capacity - dev.allocated, dev.capacity
+
+
 def _device_count() -> int:
     if STATE.n_devices == 0:
         raise CUDARuntimeError(100)  # cudaErrorNoDevice
@@ -644,6 +652,7 @@ def install(
         runtimeGetVersion=lambda: 13000,
         driverGetVersion=lambda: STATE.driver,
         deviceSynchronize=lambda: _touch("deviceSynchronize"),
+        memGetInfo=_mem_get_info,
         CUDARuntimeError=CUDARuntimeError,
     )
     driver_ns = types.SimpleNamespace(
@@ -671,6 +680,8 @@ def install(
     cp.ndarray = ndarray
     cp.empty, cp.zeros, cp.asarray, cp.asnumpy, cp.empty_like = empty, zeros, asarray, asnumpy, empty_like
     cp.RawModule = RawModule
+    default_pool = MemoryPool(STATE.device)  # CuPy's default device pool (its figures need no CUDA call)
+    cp.get_default_memory_pool = lambda: default_pool
     cpx = types.ModuleType("cupyx")
 
     def empty_pinned(shape: Any, dtype: Any = np.float64) -> np.ndarray:  # through CuPy's default pinned pool

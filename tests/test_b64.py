@@ -90,8 +90,8 @@ def test_layout_offsets(lengths, mimes):
         assert lay.payload_starts[i] % ALIGN == 0
         end = start + length
     assert lay.out_size >= end and lay.out_size % ALIGN == 0
-    # Chunks: ceil(len / 48) per frame, running total.
-    assert list(np.diff(lay.chunk_offsets)) == [(x + CHUNK_IN - 1) // CHUNK_IN for x in lengths]
+    # Chunks: the full 12-byte chunks, len // 12 per frame, running total (the tail goes with the prefix).
+    assert list(np.diff(lay.chunk_offsets)) == [x // CHUNK_IN for x in lengths]
     table = lay.kernel_table()
     assert table.dtype == np.int64 and table.size == 5 * n + n + 1
     if n:

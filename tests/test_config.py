@@ -244,3 +244,33 @@ def test_the_readme_shows_the_nesting_and_its_example_loads(tmp_path):
     p = write(tmp_path, blocks[0])
     assert load_config(p).cache.max_bytes == 1500 * MiB and load_config(p, gpu=1).cache.max_bytes == 4 * GiB
     assert "defaults.cache.max_bytes" in blocks[0]
+
+
+def test_gpu_path_section_is_validated_and_becomes_dali_arguments(tmp_path):
+    from gpupipe.config import GpuPathConfig
+
+    assert GpuPathConfig().dali_decoder_args() == {}  # DALI's own defaults until measured
+    p = tmp_path / "c.yaml"
+    p.write_text(
+        "defaults:\n  gpu_path: {string_threads: 3, hw_decoder_load: 1, preallocate_width_hint: 3840,"
+        " preallocate_height_hint: 2160, hybrid_huffman_threshold: 0}\n"
+    )
+    g = load_config(p).gpu_path
+    assert g.host_string_threads() == 3
+    assert g.dali_decoder_args() == {
+        "hw_decoder_load": 1.0,
+        "preallocate_width_hint": 3840,
+        "preallocate_height_hint": 2160,
+        "hybrid_huffman_threshold": 0,
+    }
+    for bad, key in [
+        ("hw_decoder_load: 1.5", "hw_decoder_load"),
+        ("hw_decoder_load: .nan", "hw_decoder_load"),
+        ("hw_decoder_load: high", "hw_decoder_load"),
+        ("string_threads: 0", "string_threads"),
+        ("preallocate_width_hint: -1", "preallocate_width_hint"),
+        ("hw_decoder_lod: 1", "hw_decoder_lod"),
+    ]:
+        p.write_text(f"defaults:\n  gpu_path: {{{bad}}}\n")
+        with pytest.raises(ConfigError, match=key):
+            load_config(p)

@@ -320,3 +320,23 @@ def test_real_dali_out_of_memory_is_recognised(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
     assert r.stdout.startswith("OOM")
+
+
+def test_hardware_decoder_settings_reach_dalis_decoder_and_its_cpu_backend_accepts_them(jpeg_bytes, png_bytes):
+    """The ``gpu_path`` DALI arguments (``hw_decoder_load`` and the hints) are passed to
+    ``fn.decoders.image``; DALI 2.4's ``cpu`` backend accepts and ignores them (same pixels), and an
+    argument DALI does not know fails the pipeline build (so a misspelt key cannot pass silently)."""
+    from gpupipe.config import GpuPathConfig
+    from gpupipe.gpu.dali_decode import build_pipeline
+
+    args = GpuPathConfig(
+        hw_decoder_load=1.0, preallocate_width_hint=3840, preallocate_height_hint=2160, hybrid_huffman_threshold=0
+    ).dali_decoder_args()
+    jobs = _jobs([jpeg_bytes, png_bytes])
+    plain = [np.asarray(x) for x in DaliDecoder(None, max_batch=2, num_threads=1).run_batch(jobs)]
+    tuned = DaliDecoder(None, max_batch=2, num_threads=1, decoder_args=args)
+    assert tuned.decoder_args == args
+    for a, b in zip(plain, tuned.run_batch(jobs)):
+        assert np.array_equal(a, np.asarray(b))
+    with pytest.raises(Exception, match="hw_decoder_lod"):
+        build_pipeline(1, 1, None, False, None, {"hw_decoder_lod": 1.0})

@@ -209,8 +209,33 @@ def test_stage_benchmark_runs(png_bytes, jpeg_bytes):
     from gpupipe.gpu.bench import gpu_stage_benchmark
 
     r = gpu_stage_benchmark([png_bytes, jpeg_bytes], (160, 160), 85, 2)
-    assert set(r["stages_s"]) == {"upload", "decode", "resize", "encode", "base64", "download", "host_string"}
+    assert set(r["stages_s"]) == {"upload", "decode", "resize", "encode", "base64", "download", "host_string", "jpeg_string"}
     assert r["transcode_fps"] > 0 and r["passthrough_fps"] > 0
+    assert {"process", "finish", "host"} <= set(r["pipeline_stages"]) and r["process_cpu_s_per_frame"] > 0
+
+
+def test_device_memory_and_three_phase_transcode_on_the_device(png_bytes, jpeg_bytes):
+    """On the device: the transcode runs in three phases (decode | encode | strings) and gives the
+    URIs it gives without overlap; device memory is reported with the device's own total."""
+    from dataclasses import replace
+
+    from gpupipe.config import Config
+    from gpupipe.frames import read_frame
+    from gpupipe.gpu.backend import GpuBackend
+    from gpupipe.plan import OutputSpec, plan_job
+
+    cfg = replace(Config(), batch_size=2, png_device="gpu", gpu=0)
+    be = GpuBackend(cfg)
+    try:
+        jobs = [plan_job(i, read_frame(d), OutputSpec("jpeg", (160, 160), 85)) for i, d in enumerate([jpeg_bytes, png_bytes] * 3)]
+        over = be.run(jobs)
+        be.overlap = False
+        assert be.run(jobs) == over and all(isinstance(u, str) for u in over)
+        assert be.info()["overlap_stages"] == "none" and {"process", "finish", "host"} <= set(be.clock.totals())
+        mem = be.device_memory()
+        assert mem["device_total_bytes"] > mem["device_used_bytes"] > 0 and mem["pinned_staging_limit_bytes"] > 0
+    finally:
+        be.close()
 
 
 def test_bad_frames_cost_one_rebuild_each_on_the_device(png_bytes, jpeg_bytes):

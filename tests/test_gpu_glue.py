@@ -73,7 +73,7 @@ def _layer(monkeypatch, config: Config):
 def test_base64_kernel_through_its_cupy_glue(kernel_dir, items):
     with pytest.MonkeyPatch.context() as mp:
         state = fake_cupy.install(mp, kernel_dir, nvrtc=False)
-        from gpupipe.gpu.base64_kernel import THREADS, encode_device
+        from gpupipe.gpu.base64_kernel import CHUNKS_PER_THREAD, THREADS, encode_device
 
         datas = [d for d, _ in items]
         mimes = [m for _, m in items]
@@ -81,8 +81,8 @@ def test_base64_kernel_through_its_cupy_glue(kernel_dir, items):
         for i, (d, m) in enumerate(zip(datas, mimes)):
             s, n = layout.span(i)
             assert out[s : s + n].tobytes() == f"data:{m};base64,".encode() + base64.b64encode(d)
-        items_ = layout.total_chunks + layout.n
-        assert state.launches == [(min(132 * 8, -(-items_ // THREADS)), THREADS)]
+        tiles = -(-layout.total_chunks // (THREADS * CHUNKS_PER_THREAD))
+        assert state.launches == [(max(1, min(132 * 8, tiles)), THREADS)]
 
 
 def test_kernel_refuses_misaligned_or_short_buffers(fake):
@@ -177,6 +177,33 @@ def test_device_out_of_memory_halves_the_batch_then_falls_back(fake, monkeypatch
         backend.close()
 
 
+def test_device_memory_in_info_and_counters_on_the_fake_device(fake, monkeypatch, png_bytes, jpeg_bytes):
+    """``device_memory()``: the device's total/used (``cudaMemGetInfo``, which counts DALI's and
+    nvImageCodec's memory too), the staging and default CuPy pools, and the pinned buffers; in
+    ``info()``; made on the configured device; and no CUDA call once the device is lost."""
+    from gpupipe.gpu.backend import GpuBackend
+
+    cfg = replace(Config(), batch_size=4, passthrough_device="gpu")
+    backend = GpuBackend(cfg, ops=_layer(monkeypatch, cfg), workers=1)
+    try:
+        before = backend.device_memory()
+        assert before["device_total_bytes"] == fake.device.capacity and before["pinned_staging_bytes"] == 0
+        assert before["staging_pool_limit_bytes"] == cfg.staging.max_bytes
+        assert before["pinned_staging_limit_bytes"] == cfg.staging.pinned_bytes
+        jobs = [plan_job(i, read_frame(d), OutputSpec("passthrough")) for i, d in enumerate([png_bytes, jpeg_bytes])]
+        backend.run(jobs)
+        after = backend.device_memory()
+        assert after["pinned_staging_bytes"] > 0 and after["pinned_staging_peak_bytes"] >= after["pinned_staging_bytes"]
+        assert after["device_used_bytes"] >= after["staging_pool_held_bytes"] >= after["staging_pool_used_bytes"] >= 0
+        assert ("memGetInfo", 0) in fake.calls
+        assert backend.info()["device_memory"].keys() == after.keys()
+        backend._lose_device(RuntimeError("CUDA error 700"))
+        n = len(fake.calls)
+        assert backend.device_memory() == {} and len(fake.calls) == n
+    finally:
+        backend.close()
+
+
 def test_device_layer_info_release_close(fake, monkeypatch):
     cfg = Config()
     layer = _layer(monkeypatch, cfg)
@@ -230,7 +257,11 @@ def _cpu_dali_and_encoder(monkeypatch) -> None:
     import gpupipe.gpu.jpeg_encode as je
 
     real_build, real_enc = dd.build_pipeline, je.JpegEncoder
-    monkeypatch.setattr(dd, "build_pipeline", lambda b, t, device_id, resize: real_build(b, 1, None, resize))
+    monkeypatch.setattr(
+        dd,
+        "build_pipeline",
+        lambda b, t, device_id, resize, orient=None, decoder_args=None: real_build(b, 1, None, resize, orient, decoder_args),
+    )
     monkeypatch.setattr(je, "JpegEncoder", lambda device_id=None, **k: real_enc(None))
     monkeypatch.setattr(device, "JpegEncoder", lambda device_id=None, **k: real_enc(None))
 
@@ -251,6 +282,8 @@ def test_device_layer_transcode_branch(fake, monkeypatch, png_bytes, jpeg_bytes)
         got = backend.run(jobs)
         assert_transcodes_match(got, CpuBackend(1).run(jobs))
         assert isinstance(got[2], FrameDecodeError) and got[2].frame == frames[2].label
+        c = backend.counters()  # DALI really ran: no batch fell back to the CPU path on an error
+        assert c["dali_runs"] >= 1 and c["cpu_fallbacks"] == 0
     finally:
         backend.close()
 
@@ -262,8 +295,13 @@ def test_stage_benchmark_code_runs(fake, monkeypatch, png_bytes, jpeg_bytes):
 
     r = gpu_stage_benchmark([png_bytes, jpeg_bytes], (160, 90), 85, repeats=1)
     assert r["frames"] == 2 and r["device"] == "fake device (host emulation)"
-    assert set(r["stages_s"]) == {"upload", "base64", "download", "host_string", "decode", "resize", "encode"}
+    assert set(r["stages_s"]) == {"upload", "base64", "download", "host_string", "decode", "resize", "encode", "jpeg_string"}
     assert all(v >= 0 for v in r["stages_s"].values()) and r["transcode_fps"] > 0 and r["passthrough_fps"] > 0
+    # host CPU per stage: each stage alone, and the end-to-end transcode's phases (thread CPU)
+    assert set(r["stages_cpu"]) == {"host_string", "decode", "decode+resize", "encode", "jpeg_string"}
+    assert all(c["thread_cpu_s"] >= 0 and c["process_cpu_s"] >= 0 for c in r["stages_cpu"].values())
+    assert {"process", "finish", "host"} <= set(r["pipeline_stages"]) and r["process_cpu_s_per_frame"] > 0
+    assert r["pipeline_stages"]["process"]["calls"] == 1  # per run: one batch of 2
 
 
 def test_bench_gpu_report_path(fake_ctk, monkeypatch, tmp_path):
@@ -277,9 +315,17 @@ def test_bench_gpu_report_path(fake_ctk, monkeypatch, tmp_path):
     monkeypatch.setattr(gbench, "base64_kernel_bandwidth", lambda nbytes, repeats, frames=16: real_bw(1 << 20, 1, 4))
     monkeypatch.setattr(bench, "RESOLUTIONS", {"1080p": (192, 108), "4k": (384, 216)})
     monkeypatch.setattr(__import__("tempfile"), "tempdir", str(tmp_path))
-    r = bench.run_bench(backend="gpu", quick=True, out=tmp_path / "results", use_ffmpeg=False, soak=False)
+    prof = tmp_path / "prof"
+    r = bench.run_bench(backend="gpu", quick=True, out=tmp_path / "results", use_ffmpeg=False, soak=False, gpu_profile=prof)
     assert all(w["gpu_fps"] > 0 and w["gpu_vs_cpu"] > 0 for w in r["workloads"])
     md = (tmp_path / "results" / "BENCH.md").read_text()
+    assert "### GPU path: host CPU per stage (CPU-ms per frame)" in md and r["command"].endswith(f"--gpu-profile {prof}")
+    import pstats
+
+    dumps = sorted(prof.glob("gpu-*.prof"))
+    assert sorted(s["profile"] for s in r["gpu_detail"]["stages"]) == list(map(str, dumps))
+    names = {f[2] for f in pstats.Stats(str(dumps[0])).stats}  # type: ignore[attr-defined]
+    assert {"transcode_begin", "transcode_encode", "transcode_strings"} <= names  # every stage thread is in the dump
     assert "### GPU base64 kernel against a device-to-device copy" in md and "yes, against pybase64" in md
     assert md.count("| 4k |") >= 9 + 6  # throughput rows and per-stage rows
     assert (tmp_path / "results" / "gpu_cpu_ratio.png").stat().st_size > 1000
@@ -540,4 +586,4 @@ def test_overlap_benchmark_runs_on_the_fake_device(fake, monkeypatch):
     r = overlap_benchmark(_frames(4, seed=6), batches=3, device_id=0)
     assert r["batches"] == 3 and r["frames_per_batch"] == 4 and r["verified"]
     assert r["serial_s"] > 0 and r["overlapped_s"] > 0 and r["stage_sum_s"] > 0
-    assert set(r["phases_s"]) == {"process", "finish"}
+    assert set(r["phases_s"]) == {"process", "finish", "host"}

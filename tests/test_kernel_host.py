@@ -16,6 +16,7 @@ when installed); ``tests/test_gpu.py`` runs the kernel on a real device.
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,7 +29,8 @@ from gpupipe.base64_batch import CHUNK_IN, BatchLayout, batch_layout, encode_pac
 from host_kernel import KERNEL, compile_kernel, host_cxx
 
 THREADS = 256  # gpupipe.gpu.base64_kernel.THREADS
-H100_BLOCKS = 132 * 8  # what Base64Kernel.grid() caps at on an H100 SXM (132 SMs x 8 resident blocks)
+CHUNKS_PER_THREAD = 4  # gpupipe.gpu.base64_kernel.CHUNKS_PER_THREAD (checked against the source below)
+H100_BLOCKS = 132 * 5  # what Base64Kernel.grid() caps at on an H100 SXM (132 SMs x 5 resident blocks at 48 registers)
 SENTINEL = 0xEE
 MIMES = ["image/png", "image/jpeg", "image/webp"]
 
@@ -50,9 +52,8 @@ def launch(exe: Path, datas: list[bytes], mimes: list[str], grid: int | None = N
     """The kernel's output buffer for a batch, with ``grid`` blocks of ``block`` threads (default:
     the production grid, ``Base64Kernel.grid()`` on an H100)."""
     layout = batch_layout(mimes, [len(d) for d in datas])
-    items = layout.total_chunks + layout.n
     if grid is None:
-        grid = max(1, min(H100_BLOCKS, (items + THREADS - 1) // THREADS))
+        grid = max(1, min(H100_BLOCKS, -(-layout.total_chunks // (THREADS * CHUNKS_PER_THREAD))))
     d = exe.parent
     (d / "in.bin").write_bytes(pack_batch(datas, layout).tobytes())
     (d / "table.bin").write_bytes(layout.kernel_table().astype(np.int64).tobytes())
@@ -90,12 +91,29 @@ def test_kernel_matches_b64encode_and_twin(emulator, items):
     check(buf, layout, datas, mimes)
 
 
-def test_every_length_to_three_chunks_in_one_batch(emulator):
-    """Lengths 0 to 3 * 48 + 2, every remainder mod 3 and mod 48, side by side in one launch."""
+def test_every_length_to_many_chunks_in_one_batch(emulator):
+    """Lengths 0 to 20 * 12 + 2, every remainder mod 3 and mod 12, side by side in one launch, with
+    small blocks so that tiles cross frame ends at every position."""
     rng = np.random.default_rng(3)
-    datas = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in range(3 * CHUNK_IN + 3)]
+    datas = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in range(20 * CHUNK_IN + 3)]
     mimes = [MIMES[i % 3] for i in range(len(datas))]
-    buf, layout = launch(emulator, datas, mimes)
+    for grid, block in ((None, THREADS), (5, 32), (2, 7)):
+        buf, layout = launch(emulator, datas, mimes, grid=grid, block=block)
+        check(buf, layout, datas, mimes)
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 2000), st.sampled_from(MIMES)), min_size=1, max_size=20),
+    st.integers(1, 9),
+    st.sampled_from([1, 3, 32, 64, THREADS]),
+    st.randoms(use_true_random=False),
+)
+def test_batch_layouts_and_launch_grids(emulator, frames, grid, block, rnd):
+    """Hypothesis over batch layouts (frame lengths, mixed MIME types, empty frames) and launch
+    grids: the block ranges, tiles and frame changes fall everywhere."""
+    datas = [rnd.randbytes(n) for n, _ in frames]
+    mimes = [m for _, m in frames]
+    buf, layout = launch(emulator, datas, mimes, grid=grid, block=block)
     check(buf, layout, datas, mimes)
 
 
@@ -130,14 +148,25 @@ def test_all_byte_values_map_to_the_alphabet(emulator):
     check(buf, layout, [data], ["image/png"])
 
 
+def test_chunks_per_thread_matches_the_source():
+    """The host-side grid sizing (gpupipe.gpu.base64_kernel) and the kernel agree on the tile size."""
+    src = KERNEL.read_text()
+    assert re.search(rf"^#define CHUNKS_PER_THREAD {CHUNKS_PER_THREAD}$", src, re.M)
+    assert re.search(rf"^#define CHUNK_IN {CHUNK_IN}$", src, re.M)
+    assert "CHUNKS_PER_THREAD = 4\n" in (KERNEL.parent / "base64_kernel.py").read_text()
+
+
 def test_kernel_compiles_for_sm90(tmp_path):
-    """nvcc (when installed) compiles the kernel for the H100 without spilling registers, and a
-    full work item is three 16-byte loads (through the read-only path) and four 16-byte stores."""
+    """nvcc (when installed) compiles the kernel for the H100/H200 without spilling registers or a
+    stack frame; a chunk is three 4-byte loads through the read-only path and one 16-byte store
+    (PTX: both tile paths, the whole-tile one and the one crossing frame ends). Where cuobjdump
+    is installed, the SASS has the 16-byte stores (STG.E.128) and no local memory (LDL/STL)."""
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         pytest.skip("nvcc is not installed")
+    cubin = tmp_path / "k.cubin"
     r = subprocess.run(
-        [nvcc, "-arch=sm_90", "-cubin", "-Xptxas", "-v", "-o", str(tmp_path / "k.cubin"), str(KERNEL)],
+        [nvcc, "-arch=sm_90", "-cubin", "-Xptxas", "-v", "-o", str(cubin), str(KERNEL)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -146,8 +175,19 @@ def test_kernel_compiles_for_sm90(tmp_path):
     log = r.stdout + r.stderr
     assert "0 bytes spill stores, 0 bytes spill loads" in log, log
     assert "0 bytes stack frame" in log, log
+    regs = int(re.search(r"Used (\d+) registers", log).group(1))
+    assert regs <= 64, f"{regs} registers: fewer than 4 blocks of 256 threads per SM"
     r = subprocess.run([nvcc, "-arch=sm_90", "-ptx", "-o", str(tmp_path / "k.ptx"), str(KERNEL)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     ptx = (tmp_path / "k.ptx").read_text()
-    assert ptx.count("ld.global.nc.v4.u32") == 3, "the 48-byte input item should be three 16-byte loads"
-    assert ptx.count("st.global.v4.u32") == 4, "the 64-byte output item should be four 16-byte stores"
+    assert ptx.count("ld.global.nc.u32") == 2 * 3 * CHUNKS_PER_THREAD, "a chunk should be three 4-byte loads"
+    assert ptx.count("st.global.v4.u32") == 2 * CHUNKS_PER_THREAD, "a chunk should be one 16-byte store"
+    assert "ld.local" not in ptx and "st.local" not in ptx
+    cuobjdump = shutil.which("cuobjdump")
+    if cuobjdump is None:
+        return
+    r = subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("STG.E.128") == 2 * CHUNKS_PER_THREAD
+    assert r.stdout.count("LDG.E.CONSTANT ") == 2 * 3 * CHUNKS_PER_THREAD
+    assert not re.search(r"\b(LDL|STL)\b", r.stdout), "local memory in the SASS"

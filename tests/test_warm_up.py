@@ -69,3 +69,47 @@ def test_warm_up_on_the_device_leaves_nothing_to_start():
         stats = enc.counters()
     assert stats["dali_runs"] >= 8 and stats["dali_failed_runs"] == 0 and stats["device_lost"] == 0
     assert first > 0 and again > 0
+
+
+def test_serve_on_the_gpu_backend_starts_dali_and_nvimagecodec_before_it_listens(tmp_path, monkeypatch):
+    """`gpupipe serve`'s pipelines on the GPU backend (its data path on DALI's and nvImageCodec's CPU
+    backends, the serving defaults: PNG sources and passthrough on the CPU path): by the time
+    ``build_lanes`` returns, which is before the service listens and ``/healthz`` answers, DALI's
+    pipelines of both overlap slots are built and have run, and nvImageCodec has encoded. Then
+    ``/metrics`` carries the lane's device memory figures (here: pinned staging only, no device)."""
+    pytest.importorskip("nvidia.dali")
+    pytest.importorskip("nvidia.nvimgcodec")
+    pytest.importorskip("aiohttp")
+    pytest.importorskip("prometheus_client")
+    from gpupipe.gpu.backend import GpuBackend
+    from gpupipe.gpu.device import DeviceLayer
+    from gpupipe.serve import server
+    from gpupipe.serve.metrics import _PipelineCollector
+
+    layers: list[DeviceLayer] = []
+    encoded: list[int] = []
+
+    def backend(config):
+        ops = DeviceLayer(config, device_id=None, dali_threads=1)
+        real_encode = ops.jpeg.encode
+        monkeypatch.setattr(ops.jpeg, "encode", lambda images, q: encoded.append(len(images)) or real_encode(images, q))
+        layers.append(ops)
+        return GpuBackend(config, ops=ops, workers=1)
+
+    monkeypatch.setattr("gpupipe.encoder.select_backend", lambda requested, config: ("gpu", "stand-in device layer"))
+    monkeypatch.setattr("gpupipe.gpu.GpuBackend", backend)
+    monkeypatch.setattr("gpupipe.gpu.gpu_available", lambda i=0: (True, "stand-in device layer"))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("defaults: {backend: gpu, batch_size: 2}\n")
+    lanes, _ = server.build_lanes(cfg)
+    try:
+        (ops,) = layers
+        assert {slot for _, slot in ops.decoder._pipes} == {0, 1} and ops.decoder.runs >= 4 and sum(encoded) >= 4
+        assert [lane.backend for lane in lanes] == ["gpu"]
+        fams = {f.name: f for f in _PipelineCollector(lanes, None).collect()}
+        mem = {s.labels["kind"]: s.value for s in fams["gpupipe_device_memory_bytes"].samples}
+        assert mem["pinned_staging_limit"] > 0 and "pinned_staging" in mem
+        assert lanes[0].pipeline.encoder.info()["device_memory"].keys() >= {"pinned_staging_bytes"}
+    finally:
+        for lane in lanes:
+            lane.pipeline.close()

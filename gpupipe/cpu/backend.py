@@ -140,6 +140,10 @@ class CpuBackend:
         """Jobs run so far."""
         return {"cpu_jobs": self.jobs}
 
+    def device_memory(self) -> dict[str, int]:
+        """No device: ``{}``."""
+        return {}
+
     def decoder_opener(self) -> DecoderOpener:
         """FFmpeg through PyAV (:class:`~gpupipe.video.pyav_decoder.PyavDecoder`)."""
         return PyavDecoder

@@ -53,10 +53,20 @@ from ..video.decoder import DecoderOpener
 from ..vocabulary import BackendName, Estimate
 from .faults import is_sticky_error
 from .nvdec import NvdecOpener, load_pynvvideocodec
+from .stage_clock import StageClock
 from .staging import PinnedBuffers, StagedRunner, StagingBudget
 from .video_encode import DevicePixelsEncoder, encodes_on_device, to_host
 
-__all__ = ["DeviceOps", "GpuBackend", "GpuDeviceLostWarning", "InstrumentedOps", "TwoPhaseOps", "routes_to_cpu"]
+__all__ = [
+    "DeviceOps",
+    "GpuBackend",
+    "GpuDeviceLostWarning",
+    "InstrumentedOps",
+    "MemoryReportingOps",
+    "ThreePhaseOps",
+    "TwoPhaseOps",
+    "routes_to_cpu",
+]
 
 log = logging.getLogger("gpupipe.gpu.backend")
 
@@ -90,6 +100,25 @@ class TwoPhaseOps(DeviceOps, Protocol):
 
 
 @runtime_checkable
+class ThreePhaseOps(TwoPhaseOps, Protocol):
+    """A two-phase layer whose transcode end splits in two: ``transcode_encode(handle)`` finishes the
+    device work (the slot is free afterwards) and returns a host-only handle, and
+    ``transcode_strings(handle2)`` builds the URIs on the host. The backend then builds batch k's
+    strings while batch k+1 encodes and batch k+2 decodes."""
+
+    def transcode_encode(self, handle: Any) -> Any: ...
+    def transcode_strings(self, handle: Any) -> list[Any]: ...
+
+
+@runtime_checkable
+class MemoryReportingOps(DeviceOps, Protocol):
+    """A device layer that reports its device and pinned memory (:meth:`DeviceLayer.memory
+    <gpupipe.gpu.device.DeviceLayer.memory>`: bytes by name)."""
+
+    def memory(self) -> dict[str, int]: ...
+
+
+@runtime_checkable
 class InstrumentedOps(DeviceOps, Protocol):
     """A device layer that reports its memory (``pinned`` buffers, pooled ``device_bytes``) and
     counters, and tells a sticky CUDA error (``is_fatal``) from one the next batch survives."""
@@ -112,17 +141,29 @@ class GpuBackend:
     ``ops`` substitutes the device layer (tests; or ``DeviceLayer(config, device_id=None)`` to
     run the same data path with CPU stand-ins). ``workers`` threads run the frames that go to
     the CPU path. ``overlap`` (default on) overlaps each batch's device work with the previous
-    batch's host work when the device layer has two-phase operations.
+    batch's host work when the device layer has two-phase operations (and, with
+    :class:`ThreePhaseOps`, builds batch k's strings while batch k+1 is on the device). ``clock``
+    records each stage's wall and thread-CPU seconds (:class:`~gpupipe.gpu.stage_clock.StageClock`;
+    shared with the device layer built here).
     """
 
     name: BackendName = "gpu"
 
-    def __init__(self, config: Config, *, ops: DeviceOps | None = None, workers: int | None = None, overlap: bool = True) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        ops: DeviceOps | None = None,
+        workers: int | None = None,
+        overlap: bool = True,
+        clock: StageClock | None = None,
+    ) -> None:
         self.config = config
+        self.clock = clock or StageClock()
         if ops is None:
             from .device import DeviceLayer
 
-            ops = DeviceLayer(config, device_id=config.gpu or 0)
+            ops = DeviceLayer(config, device_id=config.gpu or 0, clock=self.clock)
         self.ops = ops
         self.workers = workers or config.workers or os.cpu_count() or 1
         self.passthrough_device = config.passthrough_device
@@ -132,6 +173,8 @@ class GpuBackend:
         # The layer's optional capabilities, checked once: Protocols it declares, not attributes probed.
         self._instrumented: InstrumentedOps | None = ops if isinstance(ops, InstrumentedOps) else None
         self._two_phase: TwoPhaseOps | None = ops if isinstance(ops, TwoPhaseOps) else None
+        self._three_phase: ThreePhaseOps | None = ops if isinstance(ops, ThreePhaseOps) else None
+        self._memory: MemoryReportingOps | None = ops if isinstance(ops, MemoryReportingOps) else None
         if self._instrumented is not None:
             pinned = self._instrumented.pinned
             self.budget.gauges.update(
@@ -146,6 +189,7 @@ class GpuBackend:
             is_oom=ops.is_oom,
             release=ops.release,
             is_fatal=self._instrumented.is_fatal if self._instrumented is not None else is_sticky_error,
+            clock=self.clock,
         )
         self._cpu = CpuBackend(self.workers)
         self._device_lock = threading.Lock()
@@ -210,6 +254,17 @@ class GpuBackend:
             if two is not None:
                 return self._runner.run(jobs, two.passthrough_begin, cost, host, finish=two.passthrough_end, overlap=self.overlap)
             return self._runner.run(jobs, ops.passthrough, cost, host)
+        three = self._three_phase
+        if three is not None:
+            return self._runner.run(
+                jobs,
+                three.transcode_begin,
+                ops.transcode_cost,
+                None,
+                finish=three.transcode_encode,
+                host=three.transcode_strings,
+                overlap=self.overlap,
+            )
         if two is not None:
             return self._runner.run(
                 jobs, two.transcode_begin, ops.transcode_cost, None, finish=two.transcode_end, overlap=self.overlap
@@ -277,8 +332,20 @@ class GpuBackend:
         d["device_lost"] = int(self.device_lost is not None)
         return d
 
+    def device_memory(self) -> dict[str, int]:
+        """The device layer's memory figures in bytes (:meth:`DeviceLayer.memory
+        <gpupipe.gpu.device.DeviceLayer.memory>`); ``{}`` once the device is lost (no CUDA call is
+        made then) or where the layer reports none. A report never fails."""
+        if self.device_lost is not None or self._memory is None:
+            return {}
+        try:
+            return self._memory.memory()
+        except Exception:  # a report must not fail
+            log.debug("device memory report failed", exc_info=True)
+            return {}
+
     def info(self) -> dict[str, Any]:
-        """Device, library versions, routing, fault state and staging figures (for ``gpupipe info`` and reports)."""
+        """Device, library versions, routing, fault state, staging figures and device memory (for ``gpupipe info`` and reports)."""
         d: dict[str, Any] = {}
         if self.device_lost is None:
             try:
@@ -289,6 +356,11 @@ class GpuBackend:
         d["mode"] = "cpu path for every frame (device lost)" if self.device_lost else "gpu"
         d["counters"] = self.counters()
         d["staging"] = self.staging_stats()
+        d["device_memory"] = self.device_memory()
+        d["device_memory_note"] = (
+            "DALI 2.4 and nvImageCodec 0.9 report no memory figures of their own: their device memory is "
+            "in device_used_bytes (with CUDA contexts and other processes), beside gpupipe's CuPy pools"
+        )
         d["passthrough"] = (
             "GPU base64 kernel (passthrough_device: gpu)"
             if self.passthrough_device == "gpu"
@@ -302,6 +374,11 @@ class GpuBackend:
         )
         d["transcode_base64"] = "host (pybase64 into the final str); bitstreams come back from nvImageCodec in host memory"
         d["overlap"] = self.overlap
+        d["overlap_stages"] = (
+            ("decode | encode | host strings (three batches in flight)" if self._three_phase is not None else "two phases")
+            if self.overlap and self._two_phase is not None
+            else "none"
+        )
         return d
 
     def close(self) -> None:

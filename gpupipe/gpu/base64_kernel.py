@@ -4,14 +4,16 @@ The batch layout (inputs concatenated at 16-byte aligned offsets, prefixes after
 buffer with each URI one contiguous span, payloads 16-byte aligned) and the reference algorithm
 are in :mod:`gpupipe.base64_batch`; this kernel must be byte-identical to :func:`gpupipe.base64_batch.encode_packed`.
 
-Design for memory bandwidth: a work item is 48 input bytes (16 groups of 3) → 64 output bytes.
-A full item is three 16-byte vector loads and four 16-byte vector stores (both sides aligned by
-the layout); the characters are computed four at a time with byte-SIMD intrinsics, no table.
-Threads walk the items grid-stride (adjacent threads take adjacent items, so a warp's loads and
-stores cover contiguous memory), with the grid sized to fill every SM, so each thread has
-several items and many bytes in flight. A thread finds its frame by binary search over the
-chunk offsets (a few L1-cached loads). The last, shorter item of a frame is done byte by byte,
-and one extra item per frame copies its ``data:<mime>;base64,`` prefix, in the same launch.
+Design for memory bandwidth (the reasoning is in the header of ``b64_kernel.cu``): a work item
+("chunk") is 12 input bytes → 16 characters, three 4-byte loads and one aligned 16-byte store.
+Block ``b`` takes a contiguous range of tiles of ``THREADS * CHUNKS_PER_THREAD`` chunks; in a tile,
+adjacent threads take adjacent chunks (a warp reads 384 and writes 512 contiguous bytes), and each
+thread issues the loads of its ``CHUNKS_PER_THREAD`` chunks before computing any, so that many
+bytes are in flight per SM. The characters are computed four at a time in a 32-bit register
+(SWAR), no table. A thread finds its frame once by binary search and then only moves forward. One
+thread per frame copies its ``data:<mime>;base64,`` prefix and encodes its last ``len % 12``
+bytes with the padding, in the same launch. The grid is one wave: the blocks every SM can hold at
+once (occupancy API), fewer for a small batch.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from ..base64_batch import BatchLayout
 from . import kernel_build
 
-__all__ = ["KERNEL_FILE", "KERNEL_SOURCE", "Base64Kernel", "encode_device", "get_kernel", "load_module"]
+__all__ = ["CHUNKS_PER_THREAD", "KERNEL_FILE", "KERNEL_SOURCE", "Base64Kernel", "encode_device", "get_kernel", "load_module"]
 
 log = logging.getLogger("gpupipe.gpu.kernel")
 
@@ -35,6 +37,8 @@ KERNEL_SOURCE = kernel_build.source_path().read_text(encoding="utf-8")
 """The kernel's CUDA C++ source (``gpupipe/gpu/b64_kernel.cu``)."""
 
 THREADS = 256
+CHUNKS_PER_THREAD = 4
+"""Chunks a thread loads before it computes (``CHUNKS_PER_THREAD`` in ``b64_kernel.cu``)."""
 _BLOCKS_PER_SM = 8  # at most 8 x 256 threads = 2048, the H100's resident-thread limit per SM
 
 
@@ -62,16 +66,17 @@ class Base64Kernel:
     def __init__(self) -> None:
         self._module, self._fn, self.loaded_from = load_module()
         dev = cp.cuda.Device()
-        try:  # resident blocks per SM at this kernel's register use (nvcc 13 for sm_90: 32 registers, so 8)
+        try:  # resident blocks per SM at this kernel's register use (nvcc 13.0 for sm_90: 48 registers, so 5)
             per_sm = int(cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(self._fn.kernel.ptr, THREADS, 0))
         except Exception:  # noqa: BLE001 - the occupancy query is an optimisation only
             per_sm = _BLOCKS_PER_SM
         self.blocks_per_sm = max(1, min(per_sm, _BLOCKS_PER_SM))
         self._max_blocks = int(dev.attributes["MultiProcessorCount"]) * self.blocks_per_sm
 
-    def grid(self, items: int) -> int:
-        """Blocks to launch for ``items`` work items: enough to fill the device, at most one item per thread."""
-        return max(1, min(self._max_blocks, (items + THREADS - 1) // THREADS))
+    def grid(self, chunks: int) -> int:
+        """Blocks to launch for ``chunks`` full chunks: one wave that fills the device, and no more
+        blocks than tiles of ``THREADS * CHUNKS_PER_THREAD`` chunks (at least one, for the prefixes)."""
+        return max(1, min(self._max_blocks, -(-chunks // (THREADS * CHUNKS_PER_THREAD))))
 
     def encode(
         self,
@@ -101,10 +106,9 @@ class Base64Kernel:
                 raise ValueError(f"device output too small: {d_out.size} < {layout.out_size} bytes")
             if d_out.data.ptr % 16:
                 raise ValueError("device output must be 16-byte aligned")
-            items = layout.total_chunks + layout.n
-            if items:
+            if layout.n:
                 self._fn(
-                    (self.grid(items),),
+                    (self.grid(layout.total_chunks),),
                     (THREADS,),
                     (d_in, d_out, d_table, d_table[5 * layout.n :], np.int32(layout.n), np.int64(layout.total_chunks)),
                     stream=stream,

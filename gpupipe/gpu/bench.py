@@ -4,8 +4,9 @@
 ``upload`` (pinned host → device), ``decode`` (DALI ``mixed``), ``resize`` (DALI resize, as the
 difference between the decode+resize and the decode-only pipelines), ``encode`` (nvImageCodec
 JPEG from the device images), ``base64`` (the batched kernel, over the source bytes as in
-passthrough), ``download`` (device → pinned host, the URIs) and ``host_string`` (the ``str`` s from
-their spans), plus the end-to-end transcode and passthrough throughput of :class:`GpuBackend`
+passthrough), ``download`` (device → pinned host, the URIs), ``host_string`` (the ``str`` s from
+their spans) and ``jpeg_string`` (the transcode's URIs from nvImageCodec's bitstreams, one thread),
+each with its host CPU seconds, plus the end-to-end transcode and passthrough throughput of :class:`GpuBackend`
 (passthrough through the kernel: ``passthrough_device: gpu`` where the config has that setting).
 Stages on CuPy's stream are timed with CUDA events; DALI and nvImageCodec calls are
 host-synchronous and are timed with the host clock. Every figure is the median of ``repeats``
@@ -21,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,18 +31,34 @@ from ..base64_batch import batch_layout, pack_batch, uris_from_buffer
 from ..config import Config, StagingConfig
 from ..frames import read_frame
 from ..plan import Job, OutputSpec, plan_job
+from ..uri import build_uri
 
 __all__ = ["base64_kernel_bandwidth", "gpu_stage_benchmark", "overlap_benchmark"]
 
 
-def _median(fn: Callable[[], Any], repeats: int) -> float:
+def _median(fn: Callable[[], Any], repeats: int, cpu: dict[str, list[float]] | None = None) -> float:
+    """Median wall seconds of ``fn`` after a warm-up; with ``cpu``, also appends the medians of the
+    calling thread's CPU seconds (``"thread"``) and the process's, all threads (``"process"``)."""
     fn()
-    ts = []
+    ts, th, pr = [], [], []
     for _ in range(max(1, repeats)):
-        t = time.perf_counter()
+        t, c, p = time.perf_counter(), time.thread_time(), time.process_time()
         fn()
         ts.append(time.perf_counter() - t)
+        th.append(time.thread_time() - c)
+        pr.append(time.process_time() - p)
+    if cpu is not None:
+        cpu.setdefault("thread", []).append(float(np.median(th)))
+        cpu.setdefault("process", []).append(float(np.median(pr)))
     return float(np.median(ts))
+
+
+def _host_stage(stages_cpu: dict[str, dict[str, float]], name: str, fn: Callable[[], Any], repeats: int) -> float:
+    """Time stage ``name`` (median wall seconds) and record its host CPU seconds in ``stages_cpu``."""
+    cpu: dict[str, list[float]] = {}
+    wall = _median(fn, repeats, cpu)
+    stages_cpu[name] = {"thread_cpu_s": cpu["thread"][0], "process_cpu_s": cpu["process"][0]}
+    return wall
 
 
 def _event_median(fn: Callable[[], Any], stream: Any, repeats: int) -> float:
@@ -60,12 +78,26 @@ def _event_median(fn: Callable[[], Any], stream: Any, repeats: int) -> float:
     return float(np.median(ts))
 
 
-def gpu_stage_benchmark(frames: list[bytes], size: tuple[int, int] | None, quality: int, repeats: int) -> dict[str, Any]:  # noqa: PLR0915 - one timing per stage
+def gpu_stage_benchmark(  # noqa: PLR0915 - one timing per stage
+    frames: list[bytes],
+    size: tuple[int, int] | None,
+    quality: int,
+    repeats: int,
+    profile: str | Path | None = None,
+) -> dict[str, Any]:
     """Per-stage median seconds for one batch of ``frames`` on the GPU, and frames/s end to end.
 
     ``size``: fit-inside output size for the transcode (``None``: keep the size). Returns
     ``{"frames": n, "stages_s": {...}, "transcode_fps": ..., "passthrough_fps": ...,
-    "stage_fps": {...}}``; stage times are for the whole batch.
+    "stage_fps": {...}, "stages_cpu": {...}, "pipeline_stages": {...}}``; stage times are for the
+    whole batch. Host CPU: ``stages_cpu[stage]`` holds the calling thread's CPU seconds
+    (``thread_cpu_s``, :func:`time.thread_time`) and the whole process's (``process_cpu_s``: DALI's
+    worker threads included) while the stage ran alone. ``pipeline_stages``: the end-to-end
+    transcode through :class:`GpuBackend`, per batch, as its :class:`StageClock` saw it
+    (``process`` = DALI decode, ``finish`` = nvImageCodec encode, ``host`` = the strings phase,
+    ``host_string`` = the string threads' share; wall and thread-CPU seconds), and
+    ``process_cpu_s_per_frame``. ``profile``: also write a cProfile dump of those transcode runs
+    there (every stage call on every thread, merged; ``pstats`` format).
     """
     import cupy as cp
 
@@ -79,9 +111,9 @@ def gpu_stage_benchmark(frames: list[bytes], size: tuple[int, int] | None, quali
     n = len(frames)
     if n == 0:
         raise ValueError("gpu_stage_benchmark needs at least one frame")
-    cfg = replace(Config(), batch_size=n)
-    if hasattr(cfg, "passthrough_device"):  # the end-to-end passthrough figure is the kernel's path, as the stages are
-        cfg = replace(cfg, passthrough_device="gpu")
+    # The end-to-end passthrough figure is the kernel's path, as the stages are; PNG sources take
+    # DALI's route, as in the bench's GPU rows (whatever the config's png_device default).
+    cfg = replace(Config(), batch_size=n, passthrough_device="gpu", png_device="gpu")
     spec = OutputSpec("jpeg", size, quality)
     parsed = [read_frame(f) for f in frames]
     jobs: list[Job] = [plan_job(i, fr, spec) for i, fr in enumerate(parsed)]
@@ -111,7 +143,10 @@ def gpu_stage_benchmark(frames: list[bytes], size: tuple[int, int] | None, quali
         stream,
         repeats,
     )
-    stages["host_string"] = _median(lambda: uris_from_buffer(host_out, layout, check_ascii=False), repeats)
+    stages_cpu: dict[str, dict[str, float]] = {}
+    stages["host_string"] = _host_stage(
+        stages_cpu, "host_string", lambda: uris_from_buffer(host_out, layout, check_ascii=False), repeats
+    )
 
     # decode / resize / encode with DALI and nvImageCodec
     plain = build_pipeline(n, 8, 0, resize=False)
@@ -128,17 +163,34 @@ def gpu_stage_benchmark(frames: list[bytes], size: tuple[int, int] | None, quali
         sized.feed_input("ry", [np.float32(j.out_size[1]) for j in jobs])
         return sized.run()[0]
 
-    stages["decode"] = _median(run_plain, repeats)
-    stages["resize"] = max(0.0, _median(run_sized, repeats) - stages["decode"])
+    stages["decode"] = _host_stage(stages_cpu, "decode", run_plain, repeats)
+    stages["resize"] = max(0.0, _host_stage(stages_cpu, "decode+resize", run_sized, repeats) - stages["decode"])
     enc = JpegEncoder(0)
     out = run_sized() if size is not None else run_plain()
     images = [out[i] for i in range(n)]
-    stages["encode"] = _median(lambda: enc.encode(images, quality), repeats)
+    stages["encode"] = _host_stage(stages_cpu, "encode", lambda: enc.encode(images, quality), repeats)
+    streams = enc.encode(images, quality)
+    views = [memoryview(cs) for cs in streams]
+    stages["jpeg_string"] = _host_stage(stages_cpu, "jpeg_string", lambda: [build_uri("image/jpeg", v) for v in views], repeats)
+    streams = views = None  # type: ignore[assignment]
     images = out = plain = sized = None  # type: ignore[assignment]  # free the pipelines and their device buffers before the end-to-end runs
 
     backend = GpuBackend(cfg, ops=DeviceLayer(cfg, device_id=0))
     try:
-        t_trans = _median(lambda: backend.run(jobs), repeats)
+        backend.run(jobs)  # warm-up
+        backend.clock.clear()
+        backend.clock.enable_profiling(profile is not None)
+        profiled = 0
+        cpu: dict[str, list[float]] = {}
+        t_trans = _median(lambda: backend.run(jobs), repeats, cpu)
+        runs = max(1, repeats) + 1
+        pipeline = {
+            k: {"calls": v["calls"] / runs, "wall_s": v["wall_s"] / runs, "cpu_s": v["cpu_s"] / runs}
+            for k, v in backend.clock.totals().items()
+        }
+        if profile is not None:
+            profiled = backend.clock.dump_profile(profile)
+            backend.clock.enable_profiling(False)
         pjobs = [plan_job(i, fr, OutputSpec("passthrough")) for i, fr in enumerate(parsed)]
         t_pass = _median(lambda: backend.run(pjobs), repeats)
         info = backend.info()
@@ -151,6 +203,10 @@ def gpu_stage_benchmark(frames: list[bytes], size: tuple[int, int] | None, quali
         "stages_s": stages,
         "stage_fps": {k: (n / v if v > 0 else None) for k, v in stages.items()},
         "transcode_fps": n / t_trans,
+        "stages_cpu": stages_cpu,
+        "pipeline_stages": pipeline,
+        "process_cpu_s_per_frame": cpu["process"][0] / n,
+        "profile": str(profile) if profile is not None and profiled else None,
         "passthrough_fps": n / t_pass,
         "device": info.get("device"),
     }
@@ -258,21 +314,19 @@ def overlap_benchmark(
         for _ in range(max(1, repeats)):
             for overlap in (False, True):
                 backend.overlap = overlap
-                runner.timings.clear()
+                runner.clock.clear()
                 t = time.perf_counter()
                 outs[overlap] = backend.run(jobs)
                 walls[overlap].append(time.perf_counter() - t)
                 if not overlap:
-                    sums = {"process": 0.0, "finish": 0.0}
-                    for phase, sec in runner.timings:
-                        sums[phase] += sec
-                    serial_phases.append(sums)
+                    tot = runner.clock.totals()
+                    serial_phases.append({k: tot.get(k, {}).get("wall_s", 0.0) for k in ("process", "finish", "host")})
         info = backend.info()
     finally:
         backend.close()
     serial, overlapped = float(np.median(walls[False])), float(np.median(walls[True]))
-    phases = {k: float(np.median([p[k] for p in serial_phases])) for k in ("process", "finish")}
-    stage_sum = phases["process"] + phases["finish"]
+    phases = {k: float(np.median([p[k] for p in serial_phases])) for k in ("process", "finish", "host")}
+    stage_sum = sum(phases.values())
     return {
         "batches": batches,
         "frames_per_batch": n,

@@ -47,7 +47,7 @@ import re
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -119,8 +119,20 @@ def orientation_ops(orientation: int) -> tuple[bool, int, int]:
     return orientation >= 5, int(orientation in (2, 3, 6, 7)), int(orientation in (3, 4, 7, 8))
 
 
-def build_pipeline(max_batch: int, num_threads: int, device_id: int | None, resize: bool, orient: str | None = None) -> Any:
+def build_pipeline(
+    max_batch: int,
+    num_threads: int,
+    device_id: int | None,
+    resize: bool,
+    orient: str | None = None,
+    decoder_args: Mapping[str, float | int] | None = None,
+) -> Any:
     """Build the DALI pipeline: inputs ``enc`` (uint8 bytes) and, when ``resize``, ``rx``/``ry`` (float32 sizes).
+
+    ``decoder_args``: extra arguments of the ``mixed`` ``fn.decoders.image`` (the hardware JPEG
+    decoder's ``hw_decoder_load``, its ``preallocate_width_hint`` / ``preallocate_height_hint``,
+    ``hybrid_huffman_threshold``: :meth:`gpupipe.config.GpuPathConfig.dali_decoder_args`); DALI's
+    ``cpu`` backend accepts them too and ignores them.
 
     ``orient``: ``None`` (frames shown as stored), ``"flip"`` (inputs ``fh``/``fv``, int32 per
     frame: flip after the resize) or ``"transpose"`` (swap the axes after the resize, then flip;
@@ -146,6 +158,7 @@ def build_pipeline(max_batch: int, num_threads: int, device_id: int | None, resi
         if decoder_device == "mixed":
             # Same chroma upsampling as libjpeg-turbo (the CPU decoder, and Pillow).
             kwargs["jpeg_fancy_upsampling"] = True
+        kwargs.update(decoder_args or {})
         img = fn.decoders.image(enc, device=decoder_device, **kwargs)
         if resize:
             rx = fn.external_source(name="rx", dtype=types.FLOAT, ndim=0)
@@ -174,7 +187,8 @@ def build_pipeline(max_batch: int, num_threads: int, device_id: int | None, resi
 class DaliDecoder:
     """Decodes batches of transcode :class:`~gpupipe.plan.Job` s with DALI.
 
-    ``device_id``: the CUDA device, or ``None`` for the CPU backend. ``max_batch``: the
+    ``device_id``: the CUDA device, or ``None`` for the CPU backend. ``decoder_args``: see
+    :func:`build_pipeline`. ``max_batch``: the
     pipelines' batch size (larger job lists are run in slices by :meth:`decode`). Pipelines are
     built lazily, one per kind of job and slot: the kind is ``resize`` (a bool: whether it
     resizes) for frames shown as stored, and ``(resize, transposed)`` for frames with an EXIF
@@ -185,12 +199,19 @@ class DaliDecoder:
     :func:`host_precheck`), ``bad_samples`` (frames DALI refused).
     """
 
-    def __init__(self, device_id: int | None, max_batch: int = 8, num_threads: int = 4) -> None:
+    def __init__(
+        self,
+        device_id: int | None,
+        max_batch: int = 8,
+        num_threads: int = 4,
+        decoder_args: Mapping[str, float | int] | None = None,
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be positive, got {max_batch}")
         self.device_id = device_id
         self.max_batch = max_batch
         self.num_threads = max(1, num_threads)
+        self.decoder_args = dict(decoder_args or {})
         self._pipes: dict[tuple[Any, int], Any] = {}
         self._lock = threading.Lock()
         self.runs = 0
@@ -223,7 +244,9 @@ class DaliDecoder:
         p = self._pipes.get((key, slot))
         if p is None:
             resize, orient = (key, None) if isinstance(key, bool) else (key[0], "transpose" if key[1] else "flip")
-            p = self._pipes[(key, slot)] = build_pipeline(self.max_batch, self.num_threads, self.device_id, resize, orient)
+            p = self._pipes[(key, slot)] = build_pipeline(
+                self.max_batch, self.num_threads, self.device_id, resize, orient, self.decoder_args
+            )
         return p
 
     def _invalidate(self, key: Any, slot: int) -> None:

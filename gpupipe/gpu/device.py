@@ -11,11 +11,15 @@ passthrough (used when ``passthrough_device: gpu``)
     the kernel's frame table) → one host-to-device copy → the base64 kernel (one launch for the
     batch) → one device-to-host copy of all URIs into the slot's pinned output buffer → wait for
     the layer's stream. end: each URI ``str`` built from its span with
-    :func:`gpupipe.uri.assemble_uri` (one copy).
-transcode (target JPEG)
-    begin: DALI decode (+ resize) on the device, on the slot's pipelines. end: nvImageCodec JPEG
-    encode from DALI's device buffers → the bitstream arrives in host memory →
-    :func:`gpupipe.uri.build_uri` (pybase64 writing straight into the final ``str``). Base64 of
+    :func:`gpupipe.uri.assemble_uri` (one copy), on the host-string threads.
+transcode (target JPEG), in three phases
+    begin: DALI decode (+ resize) on the device, on the slot's pipelines. encode
+    (:meth:`DeviceLayer.transcode_encode`): nvImageCodec JPEG encode from DALI's device buffers →
+    the bitstreams arrive in host memory (nvImageCodec's download); the slot is free afterwards.
+    strings (:meth:`DeviceLayer.transcode_strings`, host only): :func:`gpupipe.uri.build_uri`
+    (pybase64 writing straight into the final ``str``) on :class:`~gpupipe.gpu.host_strings.HostStrings`'
+    threads. The backend runs the three on three threads, so batch k's strings are built while
+    batch k+1 is encoded and batch k+2 decoded. Base64 of
     transcoded frames runs on the host on purpose: the JPEG is already on the host (nvImageCodec
     returns host ``CodeStream`` s), and sending it back over PCIe for the kernel and fetching 4/3
     of it again costs two transfers plus a synchronisation, ~0.2 ms for a 2 MB 4K JPEG at
@@ -42,14 +46,16 @@ from typing import Any
 
 import numpy as np
 
-from ..base64_batch import ALIGN, BatchLayout, batch_layout, encode_packed, pack_batch, uris_from_buffer
+from ..base64_batch import ALIGN, BatchLayout, batch_layout, encode_packed, pack_batch
 from ..config import Config
 from ..errors import FrameDecodeError, FrameError
 from ..plan import Job
-from ..uri import b64_len, build_uri
+from ..uri import assemble_uri, b64_len, build_uri
 from .dali_decode import DaliDecoder
 from .faults import is_oom_error, is_sticky_error
+from .host_strings import HostStrings
 from .jpeg_encode import JpegEncoder
+from .stage_clock import StageClock
 from .staging import PinnedBuffers, cpu_fallback, make_device_pool
 
 __all__ = ["DeviceLayer", "passthrough_cost", "transcode_cost"]
@@ -89,6 +95,7 @@ def transcode_cost(job: Job) -> int:
 class _PassHandle:
     layout: BatchLayout
     host_out: np.ndarray
+    labels: list[str]
 
 
 @dataclass
@@ -97,13 +104,35 @@ class _TransHandle:
     decoded: list[Any]
 
 
-class DeviceLayer:
-    """The GPU stages on CUDA device ``device_id``, or their CPU stand-ins when it is ``None``."""
+@dataclass
+class _Encoded:
+    """A transcode batch after the device: per job a host ``CodeStream``, ``None`` (nvImageCodec
+    could not encode it) or the job's :class:`~gpupipe.errors.FrameError`."""
 
-    def __init__(self, config: Config, device_id: int | None = 0, *, dali_threads: int | None = None) -> None:
+    jobs: list[Job]
+    streams: list[Any]
+
+
+class DeviceLayer:
+    """The GPU stages on CUDA device ``device_id``, or their CPU stand-ins when it is ``None``.
+
+    ``string_threads``: threads that build a batch's host strings (default: the config's
+    ``gpu_path.string_threads``); ``clock`` records their work as stage ``host_string``.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        device_id: int | None = 0,
+        *,
+        dali_threads: int | None = None,
+        string_threads: int | None = None,
+        clock: StageClock | None = None,
+    ) -> None:
         self.config = config
         self.device_id = device_id
         threads = dali_threads or max(1, min(8, os.cpu_count() or 1))
+        self.strings = HostStrings(string_threads or config.gpu_path.host_string_threads(), clock=clock)
         self._lock = threading.Lock()
         self._kernel: Any = None
         self._kernel_lock = threading.Lock()
@@ -127,7 +156,9 @@ class DeviceLayer:
                     return pinned_pool.alloc(n)
 
             self.pinned = PinnedBuffers(config.staging.pinned_bytes, alloc=alloc, release=pinned_pool.release)
-        self.decoder = DaliDecoder(device_id, max_batch=max(1, config.batch_size), num_threads=threads)
+        self.decoder = DaliDecoder(
+            device_id, max_batch=max(1, config.batch_size), num_threads=threads, decoder_args=config.gpu_path.dali_decoder_args()
+        )
         self.jpeg = JpegEncoder(device_id)
 
     # ------------------------------------------------------------------ costs, memory
@@ -197,13 +228,23 @@ class DeviceLayer:
                 host_in = pack_batch(datas, layout, self.pinned.get(f"in{slot}", layout.in_size))
                 host_out = self.pinned.get(f"out{slot}", layout.out_size)
                 encode_packed(host_in, layout, host_out)
-                return _PassHandle(layout, host_out)
-            return _PassHandle(layout, self._passthrough_device(datas, layout, slot))
+                return _PassHandle(layout, host_out, [j.frame.label for j in jobs])
+            return _PassHandle(layout, self._passthrough_device(datas, layout, slot), [j.frame.label for j in jobs])
 
     def passthrough_end(self, handle: _PassHandle) -> list[Any]:
         """Host part: one ``str`` per URI span (the kernel writes only prefix and alphabet bytes
         into the spans, so no ASCII re-check: one pass, as on the CPU path)."""
-        return list(uris_from_buffer(handle.host_out, handle.layout, check_ascii=False))
+        layout = handle.layout
+        mv = memoryview(np.ascontiguousarray(handle.host_out).reshape(-1))  # type: ignore[arg-type]
+        spans = [layout.span(i) for i in range(layout.n)]
+        labels = handle.labels
+
+        def failed(i: int, e: Exception) -> FrameError:
+            return FrameError(labels[i], f"building its URI failed: {type(e).__name__}")
+
+        return self.strings.map(
+            lambda sp: assemble_uri(mv, sp[0], sp[1], check_ascii=False), spans, [m for _, m in spans], failed
+        )
 
     def passthrough(self, jobs: Sequence[Job]) -> list[Any]:
         """URIs of passthrough jobs: the batch base64-encoded in one kernel launch, one copy back."""
@@ -242,45 +283,85 @@ class DeviceLayer:
         with self._lock:
             return _TransHandle(list(jobs), self.decoder.run_batch(jobs, slot))
 
-    def transcode_end(self, handle: _TransHandle) -> list[Any]:
-        """JPEG-encode the decoded frames (before their slot runs again) and build the URIs; a frame
-        DALI refused gets the CPU path's verdict."""
+    def transcode_encode(self, handle: _TransHandle) -> _Encoded:
+        """Device part two: JPEG-encode the decoded frames with nvImageCodec (before their slot runs
+        again); the bitstreams come back in host memory. DALI's buffers are not touched afterwards."""
         jobs, decoded = handle.jobs, handle.decoded
-        out: list[Any] = list(decoded)
+        streams: list[Any] = list(decoded)
         ok = [i for i, d in enumerate(decoded) if not isinstance(d, FrameError)]
+        by_q: dict[int, list[int]] = {}
+        for i in ok:
+            by_q.setdefault(jobs[i].quality, []).append(i)
+        # DALI's run() (without a CUDA stream) returned host-synchronous outputs: the images are
+        # complete, so nvImageCodec needs no synchronisation before it reads them.
         with self._in_device():
-            for i, r in zip(ok, self._encode_images([jobs[i] for i in ok], [decoded[i] for i in ok])):
-                out[i] = r
-        handle.decoded = []  # DALI's buffers are not touched after this
-        # Pillow accepts some damage that nvImageCodec does not (a PNG missing only IEND, a bad IDAT
-        # CRC), and the two backends must accept and refuse the same frames. Only failing frames pay.
+            for q, idx in by_q.items():
+                for i, cs in zip(idx, self.jpeg.encode([decoded[i] for i in idx], q)):
+                    streams[i] = cs
+        handle.decoded = []
+        return _Encoded(jobs, streams)
+
+    def transcode_strings(self, enc: _Encoded) -> list[Any]:
+        """Host part: the URIs of the encoded frames, built on the host-string threads. A frame
+        nvImageCodec could not encode is encoded on the CPU path; a frame DALI refused gets the CPU
+        path's verdict (Pillow accepts some damage nvImageCodec does not: a PNG missing only IEND,
+        a bad IDAT CRC, and the two backends must accept and refuse the same frames)."""
+        jobs, streams = enc.jobs, enc.streams
+        good = [i for i, cs in enumerate(streams) if cs is not None and not isinstance(cs, FrameError)]
+        views = [memoryview(streams[i]) for i in good]
+
+        def failed(k: int, e: Exception) -> FrameError:
+            return FrameError(jobs[good[k]].frame.label, f"building its URI failed: {type(e).__name__}")
+
+        built = self.strings.map(lambda v: build_uri("image/jpeg", v), views, [b64_len(v.nbytes) for v in views], failed)
+        out: list[Any] = list(streams)
+        for i, r in zip(good, built):
+            out[i] = r
+        enc.streams = []
         for i, r in enumerate(out):
-            if isinstance(r, FrameDecodeError):
+            if r is None:
+                out[i] = cpu_fallback(jobs[i], "nvImageCodec could not encode it")
+            elif isinstance(r, FrameDecodeError):
                 out[i] = _cpu_second_opinion(jobs[i])
         return out
+
+    def transcode_end(self, handle: _TransHandle) -> list[Any]:
+        """Device part two and the host part in one call (:meth:`transcode_encode`, :meth:`transcode_strings`)."""
+        return self.transcode_strings(self.transcode_encode(handle))
 
     def transcode(self, jobs: Sequence[Job]) -> list[Any]:
         """URIs of transcode jobs (target ``jpeg``): DALI decode/resize → nvImageCodec JPEG → host base64."""
         return self.transcode_end(self.transcode_begin(jobs))
 
-    def _encode_images(self, jobs: list[Job], images: list[Any]) -> list[Any]:
-        """JPEG-encode DALI's images and build URIs. DALI's ``run()`` (called without a CUDA
-        stream) returned host-synchronous outputs, so the images are complete: no synchronisation
-        is needed before nvImageCodec reads them."""
-        out: list[Any] = [None] * len(jobs)
-        by_q: dict[int, list[int]] = {}
-        for i, j in enumerate(jobs):
-            by_q.setdefault(j.quality, []).append(i)
-        for q, idx in by_q.items():
-            streams = self.jpeg.encode([images[i] for i in idx], q)
-            for i, cs in zip(idx, streams):
-                if cs is None:
-                    out[i] = cpu_fallback(jobs[i], "nvImageCodec could not encode it")
-                else:
-                    out[i] = build_uri("image/jpeg", memoryview(cs))
-        return out
-
     # ------------------------------------------------------------------ reports
+
+    def memory(self) -> dict[str, int]:
+        """Memory figures in bytes: the device's total and used (``cudaMemGetInfo``: every
+        allocation on it, DALI's and nvImageCodec's included, which report none of their own), the
+        staging pool's limit, used and held bytes, CuPy's default pool (NVDEC frames, other CuPy
+        users), and the pinned staging buffers held, at peak and their limit. Without a device,
+        the pinned figures only."""
+        d = {
+            "pinned_staging_bytes": self.pinned.nbytes,
+            "pinned_staging_peak_bytes": self.pinned.peak_nbytes,
+            "pinned_staging_limit_bytes": self.pinned.limit,
+        }
+        if self.device_id is None:
+            return d
+        cp = self._cp
+        with self._device:
+            free, total = cp.cuda.runtime.memGetInfo()
+            default = cp.get_default_memory_pool()
+            d.update(
+                device_total_bytes=int(total),
+                device_used_bytes=int(total) - int(free),
+                staging_pool_limit_bytes=int(self.pool.get_limit()),
+                staging_pool_used_bytes=int(self.pool.used_bytes()),
+                staging_pool_held_bytes=int(self.pool.total_bytes()),
+                cupy_default_pool_used_bytes=int(default.used_bytes()),
+                cupy_default_pool_held_bytes=int(default.total_bytes()),
+            )
+        return d
 
     def stats(self) -> dict[str, int]:
         """Counters: DALI runs, failed runs, rebuilds, frames refused on the host or by DALI."""
@@ -327,7 +408,8 @@ class DeviceLayer:
         return d
 
     def close(self) -> None:
-        """Release the pipelines, pinned buffers and pooled device memory."""
+        """Release the pipelines, pinned buffers, pooled device memory and the host-string threads."""
+        self.strings.close()
         self.decoder.close()
         self.pinned.clear()
         if self.pool is not None:

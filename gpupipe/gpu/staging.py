@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +37,7 @@ import numpy as np
 
 from ..errors import DeviceLost, GpuFallbackWarning
 from ..plan import Job
+from .stage_clock import StageClock
 
 __all__ = [
     "GpuFallbackWarning",
@@ -207,15 +207,20 @@ class StagedRunner:
     one (free the pool's cached blocks, DALI's unused memory) before the retry; ``fallback(job,
     why)`` encodes one job elsewhere (default: :func:`cpu_fallback`); ``is_fatal(exc)`` tells a
     sticky CUDA error, after which :meth:`run` raises :class:`~gpupipe.errors.DeviceLost`
-    carrying what it finished.
+    carrying what it finished. ``clock`` records each phase call (wall and thread CPU seconds):
+    stages ``process``, ``finish`` and ``host``.
 
-    Two-phase batches (``finish`` given): ``process(batch, slot)`` does the device part and
-    returns a handle, ``finish(handle)`` turns it into results. With ``overlap``, ``finish`` runs
-    on a helper thread while the next batch's ``process`` runs, on the other of two slots (double
-    buffering): batch k+1's upload/decode overlaps batch k's encode/download/strings. A slot is
-    reused only after the batch that last used it has finished. Two batches may then be in flight
-    at once, so batches are planned for half the device and pinned budgets; one that cannot share
-    the budget with the batch still finishing waits for it.
+    Phased batches (``finish`` given): ``process(batch, slot)`` does the first device part on the
+    calling thread and returns a handle; ``finish(handle)`` (the rest of the device part) returns
+    the results, or, when ``host`` is given, a second handle that ``host(handle2)`` turns into the
+    results on the host alone. The slot (its buffers, DALI's outputs) and the batch's staging
+    bytes are held until ``finish`` returns; ``host`` needs neither. With ``overlap``, ``finish``
+    and ``host`` run on two helper threads, each in batch order, while the next batches'
+    ``process`` runs on the other of two slots (double buffering): batch k+1's decode runs while
+    batch k encodes and batch k-1's strings are built. A slot is reused only after the ``finish``
+    of the batch that last used it. Batches are then planned for half the device and pinned
+    budgets; one that cannot share the budget with the batch still finishing waits for it.
+    At most three batches are in flight (one per phase).
     """
 
     def __init__(
@@ -227,6 +232,7 @@ class StagedRunner:
         release: Callable[[], None] = lambda: None,
         fallback: Callable[[Job, str], Result] = cpu_fallback,
         is_fatal: Callable[[BaseException], bool] = lambda e: False,
+        clock: StageClock | None = None,
     ) -> None:
         self.budget = budget
         self.max_batch = max(1, int(max_batch))
@@ -234,9 +240,10 @@ class StagedRunner:
         self.release = release
         self.fallback = fallback
         self.is_fatal = is_fatal
-        self.timings: deque[tuple[str, float]] = deque(maxlen=4096)
-        """``("process" | "finish", seconds)`` per batch phase, most recent last (for the overlap benchmark)."""
+        self.clock = clock or StageClock()
+        """Wall and thread-CPU seconds of every phase call (stages ``process``, ``finish``, ``host``)."""
         self._finisher: ThreadPoolExecutor | None = None
+        self._hoster: ThreadPoolExecutor | None = None
 
     def run(
         self,
@@ -245,76 +252,100 @@ class StagedRunner:
         device_cost: Callable[[Job], int],
         host_cost: Callable[[Job], int] | None = None,
         *,
-        finish: Callable[[Any], list[Result]] | None = None,
+        finish: Callable[[Any], Any] | None = None,
+        host: Callable[[Any], list[Result]] | None = None,
         overlap: bool = False,
     ) -> list[Result]:
         """One result per job, in order.
 
-        One-phase: ``process(batch)`` returns one result per job of ``batch``. Two-phase: see the
+        One-phase: ``process(batch)`` returns one result per job of ``batch``. Phased: see the
         class docstring.
         """
         jobs = list(jobs)
         if not jobs:
             return []
+        if host is not None and finish is None:
+            raise ValueError("a host phase needs a finish phase")
         overlap = overlap and finish is not None
         costs = [int(device_cost(j)) for j in jobs]
         limit = self.budget.max_bytes
         st = _RunState(jobs, [None] * len(jobs), [False] * len(jobs), deque(self._plan(jobs, costs, host_cost, overlap)))
-        pending: tuple[list[int], Future, int] | None = None
+        pending: deque[_InFlight] = deque()
         slot = 0
         try:
-            while st.queue or pending is not None:
+            while st.queue or pending:
                 if not st.queue:
-                    p, pending = pending, None
-                    self._collect(st, p)  # type: ignore[arg-type]
+                    self._collect(st, pending.popleft())
                     continue
                 batch = st.queue.popleft()
                 if self._alone_over_budget(st, batch, costs):
                     continue
                 cost = sum(costs[i] for i in batch)
-                if pending is not None and self.budget.inflight_bytes + cost > limit:
-                    p, pending = pending, None
-                    self._collect(st, p)  # both do not fit: let the other slot finish first
+                self._make_room(st, pending, cost, limit)
                 reserved = self.budget.acquire(cost)
                 part = [jobs[i] for i in batch]
-                t0 = time.perf_counter()
                 try:
-                    handle = process(part, slot) if finish is not None else process(part)
+                    with self.clock.stage("process"):
+                        handle = process(part, slot) if finish is not None else process(part)
                 except Exception as e:  # noqa: BLE001 - every frame must still get a result
                     self.budget.release(reserved)
-                    if pending is not None:  # drain before releasing memory or retrying
-                        p, pending = pending, None
-                        self._collect(st, p)
+                    while pending:  # drain before releasing memory or retrying
+                        self._collect(st, pending.popleft())
                     self._failed(st, batch, e)
                     continue
-                self.timings.append(("process", time.perf_counter() - t0))
                 if not overlap:
-                    self._finish_now(st, batch, finish, handle, reserved)
+                    self._finish_now(st, batch, finish, host, handle, reserved)
                     handle = None
                     continue
-                # The helper thread runs finishes in order; collecting the previous one frees the
-                # slot the next batch will use.
-                p, pending = (
-                    pending,
-                    (
-                        batch,
-                        self._executor().submit(self._timed_finish, cast("Callable[[Any], list[Result]]", finish), handle),
-                        reserved,
-                    ),
-                )
+                pending.append(self._submit(batch, cast("Callable[[Any], Any]", finish), host, handle, reserved))
                 handle = None
                 slot ^= 1
-                if p is not None:
-                    self._collect(st, p)
         except BaseException:
-            if pending is not None:  # never leave a finish running on buffers about to be reused
-                wait([pending[1]])
-                self.budget.release(pending[2])
+            for p in pending:  # never leave a phase running on buffers about to be reused
+                wait([p.final])
+                p.release_slot(self.budget)
             raise
         assert all(st.done), "staging lost a frame"  # by construction; guards future edits
         return st.results
 
     # ------------------------------------------------------------------ helpers
+
+    def _make_room(self, st: _RunState, pending: deque[_InFlight], cost: int, limit: int) -> None:
+        """Before the next ``process``: at most two batches stay in flight, the next slot is free
+        (the ``finish`` of the batch two back has returned), and the new batch fits the budget
+        beside the batches still holding device memory (else wait for them, oldest first)."""
+        while len(pending) > 2 or (pending and pending[0].final.done()):
+            self._collect(st, pending.popleft())
+        if len(pending) == 2:
+            pending[0].wait_slot(self.budget)
+        for p in pending:
+            if self.budget.inflight_bytes + cost <= limit:
+                break
+            p.wait_slot(self.budget)  # both do not fit: let the other slot finish its device part first
+
+    def _submit(
+        self,
+        batch: list[int],
+        finish: Callable[[Any], Any],
+        host: Callable[[Any], list[Result]] | None,
+        handle: Any,
+        reserved: int,
+    ) -> _InFlight:
+        """Queue ``finish`` (and ``host`` after it) on the helper threads, in batch order."""
+        if self._finisher is None:
+            self._finisher = ThreadPoolExecutor(1, thread_name_prefix="gpupipe-gpu-finish")
+        fin = self._finisher.submit(self._phase, "finish", finish, handle)
+        if host is None:
+            return _InFlight(batch, fin, fin, reserved)
+        if self._hoster is None:
+            self._hoster = ThreadPoolExecutor(1, thread_name_prefix="gpupipe-gpu-host")
+        # finish raising makes the host task raise the same error: the batch fails once, in _collect.
+        final = self._hoster.submit(lambda: self._phase("host", host, fin.result()))
+        return _InFlight(batch, fin, final, reserved)
+
+    def _phase(self, name: str, fn: Callable[[Any], Any], arg: Any) -> Any:
+        with self.clock.stage(name):
+            return fn(arg)
 
     def _plan(self, jobs: list[Job], costs: list[int], host_cost: Callable[[Job], int] | None, overlap: bool) -> list[list[int]]:
         """Batches of job indices that fit the staging budget (half of it each while overlapping)."""
@@ -343,30 +374,27 @@ class StagedRunner:
         return True
 
     def _finish_now(
-        self, st: _RunState, batch: list[int], finish: Callable[[Any], list[Result]] | None, handle: Any, reserved: int
+        self,
+        st: _RunState,
+        batch: list[int],
+        finish: Callable[[Any], Any] | None,
+        host: Callable[[Any], list[Result]] | None,
+        handle: Any,
+        reserved: int,
     ) -> None:
-        """Complete a batch in this thread (no overlap), then release its staging bytes."""
+        """Complete a batch in this thread (no overlap), releasing its staging bytes after ``finish``."""
         try:
-            out = self._timed_finish(finish, handle) if finish is not None else handle
+            try:
+                out = self._phase("finish", finish, handle) if finish is not None else handle
+            finally:
+                self.budget.release(reserved)
+            if host is not None:
+                out = self._phase("host", host, out)
             self._check_len(out, batch)
         except Exception as e:  # noqa: BLE001 - every frame must still get a result
             self._failed(st, batch, e)
             return
-        finally:
-            self.budget.release(reserved)
         self._store(st, batch, out)
-
-    def _executor(self) -> ThreadPoolExecutor:
-        if self._finisher is None:
-            self._finisher = ThreadPoolExecutor(1, thread_name_prefix="gpupipe-gpu-finish")
-        return self._finisher
-
-    def _timed_finish(self, finish: Callable[[Any], list[Result]], handle: Any) -> list[Result]:
-        t0 = time.perf_counter()
-        try:
-            return finish(handle)
-        finally:
-            self.timings.append(("finish", time.perf_counter() - t0))
 
     @staticmethod
     def _check_len(out: Any, batch: list[int]) -> None:
@@ -378,17 +406,17 @@ class StagedRunner:
             st.results[i] = r
             st.done[i] = True
 
-    def _collect(self, st: _RunState, pending: tuple[list[int], Future, int]) -> None:
-        batch, fut, reserved = pending
+    def _collect(self, st: _RunState, p: _InFlight) -> None:
         try:
-            out = fut.result()
-            self._check_len(out, batch)
+            try:
+                out = p.final.result()
+            finally:
+                p.wait_slot(self.budget)
+            self._check_len(out, p.batch)
         except Exception as e:  # noqa: BLE001
-            self._failed(st, batch, e)
+            self._failed(st, p.batch, e)
             return
-        finally:
-            self.budget.release(reserved)
-        self._store(st, batch, out)
+        self._store(st, p.batch, out)
 
     def _failed(self, st: _RunState, batch: list[int], e: BaseException) -> None:
         """A batch raised ``e``: lost device, out of memory (halve and retry), or anything else (CPU path)."""
@@ -421,10 +449,33 @@ class StagedRunner:
             log.debug("releasing device memory failed", exc_info=True)
 
     def close(self) -> None:
-        """Stop the helper thread."""
-        if self._finisher is not None:
-            self._finisher.shutdown(wait=True)
-            self._finisher = None
+        """Stop the helper threads."""
+        for ex in (self._finisher, self._hoster):
+            if ex is not None:
+                ex.shutdown(wait=True)
+        self._finisher = self._hoster = None
+
+
+@dataclass
+class _InFlight:
+    """A batch handed to the helper threads: ``slot_done`` is its ``finish`` (device part, slot
+    and staging bytes held), ``final`` what gives its results (``host``, or ``finish`` itself)."""
+
+    batch: list[int]
+    slot_done: Future
+    final: Future
+    reserved: int
+    released: bool = False
+
+    def wait_slot(self, budget: StagingBudget) -> None:
+        """Wait for the device part, then give its staging bytes back (once)."""
+        wait([self.slot_done])
+        self.release_slot(budget)
+
+    def release_slot(self, budget: StagingBudget) -> None:
+        if not self.released:
+            self.released = True
+            budget.release(self.reserved)
 
 
 @dataclass

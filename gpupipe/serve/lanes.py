@@ -62,6 +62,14 @@ class Lane:
                 self._views.move_to_end(key)
             return v
 
+    def device_memory(self) -> dict[str, int]:
+        """The backend's device and pinned memory figures in bytes; ``{}`` on the CPU or where it reports none."""
+        try:
+            return dict(self.pipeline.encoder.device_memory())
+        except Exception:
+            log.debug("device memory report failed", exc_info=True)
+            return {}
+
     def backend_stats(self) -> dict[str, Any]:
         """The backend's counters (jobs, fallbacks, staging figures); ``{}`` where it reports none."""
         try:

@@ -85,6 +85,12 @@ class _PipelineCollector(Collector):
         backend = GaugeMetricFamily(
             "gpupipe_backend_counter", "Every counter the pipeline's backend reports, by name.", labels=[*labels, "name"]
         )
+        device_mem = GaugeMetricFamily(
+            "gpupipe_device_memory_bytes",
+            "GPU pipelines: device and pinned memory by kind (device_total, device_used: every allocation on the device, "
+            "DALI's and nvImageCodec's included; staging_pool_*, cupy_default_pool_*: CuPy pools; pinned_staging_*).",
+            labels=[*labels, "kind"],
+        )
         for lane in self.lanes:
             lv = [lane.name, lane.backend]
             s = lane.pipeline.stats()
@@ -98,8 +104,10 @@ class _PipelineCollector(Collector):
             for k, v in sorted(counters.items()):
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     backend.add_metric([*lv, k], v)
+            for k, v in sorted(lane.device_memory().items()):
+                device_mem.add_metric([*lv, k.removesuffix("_bytes")], v)
         yield from fams.values()
-        yield from (cpu_jobs, gpu_jobs, fallbacks, backend)
+        yield from (cpu_jobs, gpu_jobs, fallbacks, backend, device_mem)
         if self.pressure is not None:
             p = self.pressure
             yield GaugeMetricFamily(

@@ -344,6 +344,7 @@ def run_bench(  # noqa: PLR0912, PLR0915 - the report's sections in order; each 
     goals: bool = False,
     max_seconds: float | None = None,
     video: bool = False,
+    gpu_profile: Path | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark matrix and write JSON, markdown and charts under ``out``; returns the results.
 
@@ -355,6 +356,7 @@ def run_bench(  # noqa: PLR0912, PLR0915 - the report's sections in order; each 
     (:mod:`gpupipe.tools.video_bench`: clips against extraction to PNG; ``quick``: 6 frames per
     clip); the full run (neither ``quick`` nor ``goals``) ends with it too. ``max_seconds``: start
     no new row or GPU detail section after this many seconds (the report says where it stopped).
+    ``gpu_profile``: a folder for cProfile dumps of the GPU detail rows' end-to-end transcodes.
     """
     from ..gpu import gpu_available
 
@@ -398,6 +400,7 @@ def run_bench(  # noqa: PLR0912, PLR0915 - the report's sections in order; each 
         + (" --video" if video else "")
         + (" --quick" if quick else "")
         + (f" --max-seconds {max_seconds:g}" if max_seconds else "")
+        + (f" --gpu-profile {gpu_profile}" if gpu_profile else "")
     )
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -449,7 +452,7 @@ def run_bench(  # noqa: PLR0912, PLR0915 - the report's sections in order; each 
             results["uri_assembly"] = uri_assembly_bench(big, 3 if quick else 9)
         if "gpu" in backends and cells and not out_of_time():
             stage_cells = [c for c in cells if c[2] != "passthrough"]
-            results["gpu_detail"] = _gpu_detail(clips, stage_cells, per_batch, repeats, quick, out_of_time)
+            results["gpu_detail"] = _gpu_detail(clips, stage_cells, per_batch, repeats, quick, out_of_time, gpu_profile)
             save()
         if image:
             results.update(_cache_sections(quick, work, encoders["cpu"]))
@@ -583,8 +586,11 @@ def _gpu_detail(
     repeats: int,
     quick: bool,
     out_of_time: Callable[[], bool],
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The kernel bandwidth and the GPU per-stage table for ``cells`` (batches of ``per_batch`` frames)."""
+    """The kernel bandwidth and the GPU per-stage table for ``cells`` (batches of ``per_batch`` frames);
+    with ``profile_dir``, a cProfile dump of each row's end-to-end transcode there
+    (``gpu-<resolution>-<source>-<workload>.prof``)."""
     from ..gpu.bench import base64_kernel_bandwidth, gpu_stage_benchmark
 
     detail: dict[str, Any] = {"base64_kernel": base64_kernel_bandwidth(64 * MiB, 5 if quick else 20), "stages": []}
@@ -595,7 +601,10 @@ def _gpu_detail(
         spec = workload_spec(wl, kind)
         paths = clips[(res, kind)]
         data = [p.read_bytes() for p in (paths * -(-per_batch // len(paths)))[:per_batch]]
-        st = gpu_stage_benchmark(data, spec.size, spec.quality, max(2, repeats))
+        prof = profile_dir / f"gpu-{res}-{kind}-{wl}.prof" if profile_dir is not None else None
+        if prof is not None:
+            prof.parent.mkdir(parents=True, exist_ok=True)
+        st = gpu_stage_benchmark(data, spec.size, spec.quality, max(2, repeats), profile=prof)
         detail["stages"].append({"resolution": res, "source": kind, "workload": wl, **st})
     return detail
 

@@ -49,6 +49,45 @@ def _gpu_sections(g: dict[str, Any]) -> list[str]:
             + " | ".join(per)
             + f" | {s['transcode_fps']:.1f} | {s['passthrough_fps']:.1f} |"
         )
+    if any("stages_cpu" in s for s in g["stages"]):
+        lines += _gpu_cpu_table(g["stages"])
+    return lines
+
+
+_CPU_STAGES = ("decode", "decode+resize", "encode", "jpeg_string", "host_string")
+_PIPE_STAGES = ("process", "finish", "host", "host_string")
+
+
+def _gpu_cpu_table(stages: list[dict[str, Any]]) -> list[str]:
+    """Where the GPU path's host CPU goes: each stage alone, and the end-to-end transcode's phases."""
+    lines = [
+        "",
+        "### GPU path: host CPU per stage (CPU-ms per frame)",
+        "",
+        "Each stage alone: CPU of the whole process while it ran (DALI's threads included). End to end "
+        "(the transcode through the GPU backend): thread CPU of each phase (process = DALI decode, "
+        "finish = nvImageCodec encode, host = the strings phase, of which host string = the string "
+        "threads' share), and the process's CPU per frame.",
+        "",
+        "| resolution | source | workload | "
+        + " | ".join(f"{x.replace('_', ' ')} alone" for x in _CPU_STAGES)
+        + " | "
+        + " | ".join(x.replace("_", " ") for x in _PIPE_STAGES)
+        + " | process CPU-ms/frame |",
+        "|---|---|---|" + "---:|" * (len(_CPU_STAGES) + len(_PIPE_STAGES) + 1),
+    ]
+    for s in stages:
+        if "stages_cpu" not in s:
+            continue
+        n = max(1, int(s["frames"]))
+        alone = [_fmt(s["stages_cpu"][x]["process_cpu_s"] * 1e3 / n, 2) if x in s["stages_cpu"] else "" for x in _CPU_STAGES]
+        pipe = s.get("pipeline_stages", {})
+        phases = [_fmt(pipe[x]["cpu_s"] * 1e3 / n, 2) if x in pipe else "" for x in _PIPE_STAGES]
+        lines.append(
+            f"| {s['resolution']} | {s['source']} | {s['workload']} | "
+            + " | ".join(alone + phases)
+            + f" | {_fmt(s.get('process_cpu_s_per_frame', 0.0) * 1e3, 2)} |"
+        )
     return lines
 
 

@@ -1,7 +1,6 @@
 // Host stand-ins for the CUDA built-ins that gpupipe/gpu/b64_kernel.cu uses, so that the kernel's
 // own source compiles with a host C++ compiler and runs in CI (no GPU) under launch.cpp, which
-// walks the launch grid serially. Semantics follow the CUDA headers (crt/device_functions.h):
-// __vadd4 adds per byte ignoring carries; __vcmpgeu4 / __vcmpeq4 give 0xff per byte where true.
+// walks the launch grid serially. Semantics follow the CUDA documentation of each built-in.
 // uint4 keeps CUDA's 16-byte alignment, so UBSan flags a misaligned vector load or store, as the
 // GPU would fault on one.
 #pragma once
@@ -27,18 +26,16 @@ extern emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
 template <class T>
 static inline T __ldg(const T* p) { return *p; }
 
-static inline unsigned int emu_bytewise(unsigned int a, unsigned int b, int op) {
+// __byte_perm(x, y, s): byte i of the result is byte ((s >> 4i) & 7) of the 8-byte value y:x
+// (bytes 0-3 from x, 4-7 from y); the fourth bit of each selector nibble is ignored.
+static inline unsigned int __byte_perm(unsigned int x, unsigned int y, unsigned int s) {
+    const unsigned long long v = ((unsigned long long)y << 32) | x;
     unsigned int r = 0;
-    for (int i = 0; i < 4; ++i) {
-        const unsigned int x = (a >> (8 * i)) & 0xffu, y = (b >> (8 * i)) & 0xffu;
-        unsigned int v;
-        if (op == 0) v = (x + y) & 0xffu;          // __vadd4
-        else if (op == 1) v = x >= y ? 0xffu : 0u;  // __vcmpgeu4
-        else v = x == y ? 0xffu : 0u;               // __vcmpeq4
-        r |= v << (8 * i);
-    }
+    for (int i = 0; i < 4; ++i) r |= (unsigned int)((v >> (8 * ((s >> (4 * i)) & 7u))) & 0xffu) << (8 * i);
     return r;
 }
-static inline unsigned int __vadd4(unsigned int a, unsigned int b) { return emu_bytewise(a, b, 0); }
-static inline unsigned int __vcmpgeu4(unsigned int a, unsigned int b) { return emu_bytewise(a, b, 1); }
-static inline unsigned int __vcmpeq4(unsigned int a, unsigned int b) { return emu_bytewise(a, b, 2); }
+
+// __umulhi(x, y): the high 32 bits of the 64-bit product.
+static inline unsigned int __umulhi(unsigned int x, unsigned int y) {
+    return (unsigned int)(((unsigned long long)x * y) >> 32);
+}
