@@ -35,17 +35,18 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pybase64
 
 from .config import Config
 from .cpu.ffmpeg_image import encoder_for_thread
 from .encoder import FrameEncoder
-from .errors import ExtractError, FrameError, NothingToExtract
+from .errors import BudgetTimeout, ExtractError, FrameError, NothingToExtract
 from .fps_select import select_frames
 from .frames import Frame, VideoFrame
 from .frames.clip import Clip, probe_clip
@@ -247,14 +248,36 @@ def _runs(selected: list[int], start_number: int) -> Iterator[tuple[int, list[in
         i = j
 
 
-def _chunk_size(encoder: FrameEncoder, clip_path: Path, index: int, fmt: str, size: tuple[int, int] | None) -> int:
-    """Frames per batch: the encoder's batch size, fewer when that many would not fit the byte budget."""
+class WorkBudget(Protocol):
+    """Where an extraction's work in flight is counted: a byte budget's reservation
+    (:meth:`FrameCache.reserve <gpupipe.cache.FrameCache.reserve>`), held while one batch is decoded,
+    encoded and written; it may wait for room and raise :class:`~gpupipe.errors.BudgetTimeout`.
+    ``max_bytes`` is its size (batches are made to fit it)."""
+
+    max_bytes: int
+
+    def reserve(self, nbytes: int, *, label: str = ...) -> AbstractContextManager[int]: ...
+
+
+@dataclass(frozen=True)
+class _Batching:
+    frames: int  # distinct frames per batch
+    per_frame: int  # bytes one frame's work holds at most (the encode's hold plus its encoded bytes)
+    decoder: int  # bytes the clip's open decoder holds
+
+
+def _batching(
+    encoder: FrameEncoder, clip_path: Path, index: int, fmt: str, size: tuple[int, int] | None, budget_bytes: int
+) -> _Batching:
+    """Frames per batch (the encoder's batch size, fewer when that many would not fit ``budget_bytes``)
+    and what one frame's work and the open decoder hold."""
     spec = encoder.spec(fmt, size)
     est, header = encoder.footprint(VideoFrame(clip_path, index=index), spec)
     host = est[0] if isinstance(est, tuple) else est
-    per_frame = max(1, host + header.source_bytes)  # the encode's hold plus the frame's encoded bytes, at most
+    per_frame = max(1, host + header.source_bytes)
     batch = max(encoder.config.batch_size, encoder.config.workers or os.cpu_count() or 1)
-    return max(1, min(batch, encoder.config.cache.max_bytes // per_frame))
+    room = max(1, budget_bytes - header.scratch_bytes)
+    return _Batching(max(1, min(batch, room // per_frame)), per_frame, header.scratch_bytes)
 
 
 def _write(path: Path, data: bytes, atomic_dir: bool) -> None:
@@ -300,7 +323,13 @@ def _prepare_dir(req: ExtractRequest, label: str) -> Path:
     return out
 
 
-def extract_clip(request: ExtractRequest, *, encoder: FrameEncoder | None = None, config: Config | None = None) -> ExtractResult:
+def extract_clip(
+    request: ExtractRequest,
+    *,
+    encoder: FrameEncoder | None = None,
+    config: Config | None = None,
+    budget: WorkBudget | None = None,
+) -> ExtractResult:
     """Write the request's frames; returns what was written (see :class:`ExtractResult`).
 
     Decodes in display order (one decoder, no re-seek), fits, encodes and writes a batch at a time:
@@ -308,10 +337,16 @@ def extract_clip(request: ExtractRequest, *, encoder: FrameEncoder | None = None
     footprint would pass the cache's byte budget. A frame shown by several outputs is encoded once.
     ``encoder`` (left open) or a new one from ``config`` (closed before returning).
 
+    ``budget`` (``gpupipe serve`` passes its cache): each batch's work, and the state of the decoder
+    the extraction opens, is reserved in it while the batch runs, so that the extraction shares the
+    byte budget with the cache and the requests in flight; that decoder is closed at the end (its
+    state counts nowhere once the reservation is gone). Without it nothing is counted.
+
     Raises :class:`~gpupipe.errors.ExtractError` naming the clip: a bad pattern or option, an
     output folder that exists (atomic) or is missing (non-atomic), a clip that cannot be probed or
     decoded (missing, not a video, truncated before a selected frame), a write that fails;
-    :class:`~gpupipe.errors.NothingToExtract` when no frame is selected (nothing is created).
+    :class:`~gpupipe.errors.NothingToExtract` when no frame is selected (nothing is created);
+    :class:`~gpupipe.errors.BudgetTimeout` when ``budget`` found no room in time (nothing is left).
     """
     t0 = time.perf_counter()
     label = os.fspath(request.clip)
@@ -325,7 +360,7 @@ def extract_clip(request: ExtractRequest, *, encoder: FrameEncoder | None = None
     enc = encoder if encoder is not None else FrameEncoder(config)
     try:
         before = enc.counters()
-        paths = _extract(request, enc, selected, fmt, quality, label)
+        paths = _extract(request, enc, selected, fmt, quality, label, budget)
         decoder = _decoder_name(enc, before)
         return ExtractResult(tuple(paths), tuple(selected), enc.backend, decoder, time.perf_counter() - t0)
     finally:
@@ -362,31 +397,42 @@ def _encode(req: ExtractRequest, enc: FrameEncoder, frames: list[Frame | FrameEr
     return out
 
 
-def _extract(req: ExtractRequest, enc: FrameEncoder, selected: list[int], fmt: str, quality: int, label: str) -> list[Path]:
+def _extract(
+    req: ExtractRequest,
+    enc: FrameEncoder,
+    selected: list[int],
+    fmt: str,
+    quality: int,
+    label: str,
+    budget: WorkBudget | None,
+) -> list[Path]:
     work = _prepare_dir(req, label)
     final = Path(req.out_dir)
     written: list[Path] = []
-    conversion = _conversion(req, enc, fmt)
+    scope = enc.videos.scope(None, fit=req.size, conversion=_conversion(req, enc, fmt))
     try:
         runs = list(_runs(selected, req.start_number))
-        chunk = _chunk_size(enc, req.clip, selected[0], fmt, req.size)
-        for at in range(0, len(runs), chunk):
-            part = runs[at : at + chunk]
-            scope = enc.videos.scope(None, fit=req.size, conversion=conversion)
-            frames = enc.read_many([VideoFrame(req.clip, index=i) for i, _ in part], clips=scope)
-            results = _encode(req, enc, frames, fmt, quality)
-            del frames
-            for (index, numbers), data in zip(part, results):
-                if isinstance(data, FrameError):
-                    raise ExtractError(label, f"frame {index}: {data.reason}")
-                for n in numbers:
-                    name = output_name(req.pattern, n)
-                    _write(work / name, data, req.atomic)
-                    written.append(final / name)
+        plan = _batching(
+            enc, req.clip, selected[0], fmt, req.size, enc.config.cache.max_bytes if budget is None else budget.max_bytes
+        )
+        for at in range(0, len(runs), plan.frames):
+            part = runs[at : at + plan.frames]
+            held = nullcontext(0) if budget is None else budget.reserve(plan.decoder + plan.per_frame * len(part), label=label)
+            with held:
+                frames = enc.read_many([VideoFrame(req.clip, index=i) for i, _ in part], clips=scope)
+                results = _encode(req, enc, frames, fmt, quality)
+                del frames
+                written += _write_batch(req, part, results, work, label)
+                del results
+                if budget is not None and at + plan.frames >= len(runs):
+                    scope.close_opened()  # inside the last reservation: the decoder's state is never uncounted
         if req.atomic:
             if os.path.lexists(final):
                 raise ExtractError(label, f"output folder {final} appeared while extracting")
             os.rename(work, final)
+    except BudgetTimeout:  # the budget stayed full: retryable, not the request's fault
+        _discard(work, req.atomic)
+        raise
     except FrameError as e:
         _discard(work, req.atomic)
         raise ExtractError(label, e.reason) from None
@@ -396,6 +442,24 @@ def _extract(req: ExtractRequest, enc: FrameEncoder, selected: list[int], fmt: s
     except BaseException:
         _discard(work, req.atomic)
         raise
+    finally:
+        if budget is not None:
+            scope.close_opened()
+    return written
+
+
+def _write_batch(
+    req: ExtractRequest, part: list[tuple[int, list[int]]], results: list[Any], work: Path, label: str
+) -> list[Path]:
+    """Write one batch's encoded frames (each under every output number that shows it); their final paths."""
+    written: list[Path] = []
+    for (index, numbers), data in zip(part, results):
+        if isinstance(data, FrameError):
+            raise ExtractError(label, f"frame {index}: {data.reason}")
+        for n in numbers:
+            name = output_name(req.pattern, n)
+            _write(work / name, data, req.atomic)
+            written.append(Path(req.out_dir) / name)
     return written
 
 

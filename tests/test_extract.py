@@ -488,3 +488,62 @@ def test_cli_extract_errors(clips, tmp_path, args, message):
     r = run("extract", str(clips["cfr30"]), str(tmp_path / "o"), "--fps", "30", *args)
     assert r.returncode == 2 and message in r.stderr and r.exception is None
     assert not (tmp_path / "o").exists()
+
+
+class _Recorded:
+    """A FrameCache's reservations, recorded: each batch's bytes and the cache's work in flight meanwhile."""
+
+    def __init__(self, cache):
+        self.cache = cache
+        self.max_bytes = cache.max_bytes
+        self.held: list[int] = []
+        self.inflight: list[int] = []
+
+    def reserve(self, nbytes, *, label="work"):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def run():
+            with self.cache.reserve(nbytes, label=label) as got:
+                self.held.append(got)
+                self.inflight.append(self.cache.stats().inflight_bytes)
+                yield got
+
+        return run()
+
+
+def test_a_budget_counts_each_batch_and_the_decoder_then_closes_it(clips, tmp_path):
+    """In the service an extraction's batches and its decoder count in the lane's byte budget: each
+    batch reserves its frames' work plus the open decoder's state, nothing stays held after, and the
+    decoder opened for it is closed (its state would count nowhere)."""
+    import gpupipe
+
+    cache = gpupipe.FrameCache(64, 24 * 2**20)  # room for a few frames' work at a time: several batches
+    budget = _Recorded(cache)
+    with gpupipe.FrameEncoder(backend="cpu") as enc:
+        clip = probe_clip(clips["hd"], "hd")
+        req = ExtractRequest(clips["hd"], tmp_path / "out", fps=Fraction(30), pattern="f_%03d.jpg")
+        res = extract_clip(req, encoder=enc, budget=budget)
+        assert len(res.paths) == 24
+        assert len(budget.held) > 1 and max(budget.held) <= cache.max_bytes and budget.inflight == budget.held
+        from gpupipe.frames.clip import decoder_state_bytes
+
+        assert min(budget.held) > decoder_state_bytes(clip)  # the decoder's state is in every batch's reservation
+        st = cache.stats()
+        assert st.inflight_bytes == 0 and st.kept_bytes == 0
+        assert enc.videos.stats().open == 0  # closed at the end: uncounted state never stays open
+        extract_clip(ExtractRequest(clips["hd"], tmp_path / "out2", fps=Fraction(30)), encoder=enc)
+        assert enc.videos.stats().open == 1  # without a budget the decoder stays open for the next request
+
+
+def test_a_full_budget_times_out_and_leaves_nothing(clips, tmp_path):
+    """When the budget stays full the extraction gives up with BudgetTimeout (retryable: 503 in the
+    service), not an ExtractError, and leaves no folder behind."""
+    import gpupipe
+    from gpupipe.errors import BudgetTimeout
+
+    cache = gpupipe.FrameCache(64, 64 * 2**20, admission_timeout=0.2)
+    with gpupipe.FrameEncoder(backend="cpu") as enc, cache.reserve(64 * 2**20 - 1024, label="other work"):
+        with pytest.raises(BudgetTimeout):
+            extract_clip(ExtractRequest(clips["hd"], tmp_path / "out", fps=Fraction(30)), encoder=enc, budget=cache)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))

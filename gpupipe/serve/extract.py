@@ -10,6 +10,10 @@ the clip must resolve inside a ``--root``; ``out_dir`` must not hold ``..``, and
 folder itself when ``atomic`` is false) must resolve inside a root. A relative ``out_dir`` is taken
 under the first root.
 
+The extraction runs on the encoder of the lane that serves the clip, its work and its decoder counted in
+that lane's byte budget (:func:`~gpupipe.extract.extract_clip`'s ``budget``): it waits for room as
+requests do, and answers 503 ``BudgetTimeout`` when none comes in time.
+
 Answers 200 with :meth:`ExtractResult.as_dict <gpupipe.extract.ExtractResult.as_dict>`; 400 for a
 malformed body, 403 for a path outside the roots, 404 for a clip under no root, and 422
 ``{"error", "type": "ExtractError" | "NothingToExtract", "src": clip}`` when the extraction fails.
@@ -168,7 +172,9 @@ async def handle_extract(request: web.Request) -> web.Response:
     lane = svc.lanes[route(os.fspath(req.clip), len(svc.lanes))]
     loop = asyncio.get_running_loop()
     try:
-        result = await loop.run_in_executor(svc.batch_pool, lambda: extract_clip(req, encoder=lane.pipeline.encoder))
+        result = await loop.run_in_executor(
+            svc.batch_pool, lambda: extract_clip(req, encoder=lane.pipeline.encoder, budget=lane.pipeline.cache)
+        )
     except ExtractError as e:
         return web.json_response({"error": e.reason, "type": type(e).__name__, "src": body.get("clip")}, status=422)
     return web.json_response(result.as_dict())

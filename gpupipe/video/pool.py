@@ -233,6 +233,22 @@ class DecoderPool:
                 self._decoded += decoder.decoded
             decoder.close()
 
+    def close_unkept(self, slots: list[_Slot]) -> None:
+        """Close these slots' decoders unless their state is kept in a budget: now if idle, else when
+        handed back (see :meth:`PoolScope.close_opened`)."""
+        idle: list[_Slot] = []
+        with self._lock:
+            for slot in slots:
+                if slot.closed or slot.kept:
+                    continue
+                if slot.busy:
+                    slot.doomed = True
+                    continue
+                self._unlink(slot)
+                self._closed_count += 1
+                idle.append(slot)
+        self._close_all(idle)
+
     # ------------------------------------------------------------------ budgets
 
     def settle(self, opened: list[_Slot], budget: Budget) -> None:
@@ -357,3 +373,11 @@ class PoolScope:
             opened, self._opened = self._opened, []
         if self.budget is not None and opened:
             self.pool.settle(opened, self.budget)
+
+    def close_opened(self) -> None:
+        """Close the decoders this scope opened (those idle and not kept in a budget; a busy one when it
+        is handed back): for work that counted a decoder's state in its own reservation only."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        if opened:
+            self.pool.close_unkept(opened)
