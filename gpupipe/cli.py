@@ -522,6 +522,7 @@ def info(
     for k, v in rep["versions"].items():
         t.add_row(k, v or "[dim]not installed[/dim]")
     t.add_row("URI builder", rep["uri_builder"])
+    t.add_row("PNG encoder", escape(rep["png_encoder"]))
     alloc = escape(rep["allocator"]["reason"])
     t.add_row("allocator", f"[yellow]{alloc}[/yellow]" if alloc.startswith(NOT_APPLIED) else alloc)
     con.print(t)

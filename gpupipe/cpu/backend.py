@@ -27,7 +27,7 @@ from ..video.decoder import DecoderOpener
 from ..video.pyav_decoder import PyavDecoder
 from ..vocabulary import MIME, BackendName
 from .decode import decode_frame, has_transparency
-from .encode import encode_image
+from .encode import encode_image, png_encoder_name
 from .resize import resize_image
 
 __all__ = ["CpuBackend", "StageTimes", "pillow_flavour", "run_job", "run_job_guarded", "transcode"]
@@ -133,8 +133,8 @@ class CpuBackend:
         return cpu_footprint(header, spec)
 
     def info(self) -> dict[str, Any]:
-        """The codec library and the thread count."""
-        return {"codec": pillow_flavour(), "workers": self.workers}
+        """The codec library, the PNG encoder at the default level and the thread count."""
+        return {"codec": pillow_flavour(), "png_encoder": png_encoder_name(), "workers": self.workers}
 
     def counters(self) -> dict[str, int]:
         """Jobs run so far."""
