@@ -31,6 +31,10 @@
 #              batches); serve_load (8 clients x 60, 512 MiB, JPEG fitted to 1920x1080) on the GPU
 #              backend, on it with png_device: gpu, and on the CPU backend; the 4K soak on the GPU
 #              backend (JPEG to 1920x1080, 4 and 16 threads, 512 MiB). ~5 min on an H200.
+#   png        python -m gpupipe.tools.png_bench: 4K PNG (zlib level 1) transcode to JPEG with each PNG decoder in
+#              one run: CPU path Pillow and libspng, GPU backend with DALI (num_threads = cores) and with nvCOMP +
+#              the un-filter kernel; f/s and CPU-s/frame; PASS/FAIL against >= 2x the CPU path's f/s at <= 0.5x
+#              its CPU-s/frame (needs nvidia-nvcomp-cu13 5.3 from the bundle or the index; ~2-3 min)
 #   bench      the full `gpupipe bench --backend all` (not part of call1/call2: it may not fit a call)
 #
 # Exit status: 0 when every step run passed; 1 when a step failed (the summary names it);
@@ -42,8 +46,8 @@ STEPS=${STEPS// call1 / install versions tests kernel }
 STEPS=${STEPS// call2 / install bench-gpu goals }
 STEPS=${STEPS// call3 / install video }
 for s in $STEPS; do
-  case $s in install|versions|tests|kernel|bench-gpu|goals|video|bench|budget) ;;
-    *) echo "gpu_session.sh: unknown step '$s' (steps: install versions tests kernel bench-gpu goals video bench budget, call1, call2, call3)" >&2; exit 2 ;;
+  case $s in install|versions|tests|kernel|bench-gpu|goals|video|bench|budget|png) ;;
+    *) echo "gpu_session.sh: unknown step '$s' (steps: install versions tests kernel bench-gpu goals video bench budget png, call1, call2, call3)" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$OUT"
@@ -132,6 +136,13 @@ if want video; then
     cat "$OUT/video-goals.txt"
   fi
   record video "$rc" "$OUT/bench-video/BENCH.md, $OUT/video-goals.txt"
+fi
+if want png; then
+  echo "== png: 4K PNG decoders (CPU Pillow/libspng, GPU DALI/nvCOMP)"
+  timeout 300 python3 -m gpupipe.tools.png_bench --out "$OUT/png-bench.json" 2>&1 | tee "$OUT/png-bench.log" | tail -8
+  rc=${PIPESTATUS[0]}
+  grep -E '^(PASS|FAIL|SKIP) 4K PNG' "$OUT/png-bench.log" >> "$OUT/goals.txt" 2>/dev/null || true
+  record png "$rc" "$OUT/png-bench.json"
 fi
 if want budget; then
   echo "== budget: memory tests on this host"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corpus import build_corpus, write_png
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -21,7 +22,6 @@ from gpupipe.plan import Job
 from gpupipe.png_stream import device_decodable, png_stream
 from gpupipe.png_unfilter import BadFilterType, unfilter
 from gpupipe.samples import make_frame
-from tests.corpus import build_corpus, write_png
 
 
 def _png(pixels: np.ndarray, level: int = 6, optimize: bool = False) -> bytes:

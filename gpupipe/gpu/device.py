@@ -50,6 +50,7 @@ from ..uri import b64_len, build_uri
 from .dali_decode import DaliDecoder
 from .faults import is_oom_error, is_sticky_error
 from .jpeg_encode import JpegEncoder
+from .png_decode import NvcompPngDecoder, nvcomp_available
 from .staging import PinnedBuffers, cpu_fallback, make_device_pool
 
 __all__ = ["DeviceLayer", "passthrough_cost", "transcode_cost"]
@@ -128,6 +129,9 @@ class DeviceLayer:
 
             self.pinned = PinnedBuffers(config.staging.pinned_bytes, alloc=alloc, release=pinned_pool.release)
         self.decoder = DaliDecoder(device_id, max_batch=max(1, config.batch_size), num_threads=threads)
+        self.png: NvcompPngDecoder | None = None
+        if device_id is not None and config.png_decoder == "nvcomp" and nvcomp_available():
+            self.png = NvcompPngDecoder(device_id, self.stream)
         self.jpeg = JpegEncoder(device_id)
 
     # ------------------------------------------------------------------ costs, memory
@@ -240,7 +244,29 @@ class DeviceLayer:
             if j.passthrough or j.target != "jpeg":
                 raise ValueError(f"{j.frame.label}: the device layer transcodes to JPEG only (got target {j.target!r})")
         with self._lock:
-            return _TransHandle(list(jobs), self.decoder.run_batch(jobs, slot))
+            if self.png is None:
+                return _TransHandle(list(jobs), self.decoder.run_batch(jobs, slot))
+            return _TransHandle(list(jobs), self._decode_with_png(list(jobs), slot))
+
+    def _decode_with_png(self, jobs: list[Job], slot: int) -> list[Any]:
+        """``png_decoder: nvcomp``: PNG frames without a resize through nvCOMP + the un-filter kernel
+        (RGB views of the decoded pixels), the rest through DALI. A PNG the device decoder leaves
+        gets a :class:`FrameDecodeError`, which :meth:`transcode_end` turns into the CPU path's result."""
+        png = [i for i, j in enumerate(jobs) if j.frame.kind == "png" and not j.needs_resize and j.frame.orientation == 1]
+        out: list[Any] = [None] * len(jobs)
+        if png:
+            assert self.png is not None
+            arrays = self.png.decode([jobs[i].frame.data for i in png])
+            for i, a in zip(png, arrays):
+                if a is None:
+                    out[i] = FrameDecodeError(jobs[i].frame.label, "left to the CPU path by the device PNG decoder")
+                else:
+                    out[i] = a if a.shape[2] == 3 else self._cp.ascontiguousarray(a[:, :, :3])
+        rest = [i for i in range(len(jobs)) if i not in set(png)]
+        if rest:
+            for i, r in zip(rest, self.decoder.run_batch([jobs[i] for i in rest], slot)):
+                out[i] = r
+        return out
 
     def transcode_end(self, handle: _TransHandle) -> list[Any]:
         """JPEG-encode the decoded frames (before their slot runs again) and build the URIs; a frame
@@ -283,8 +309,12 @@ class DeviceLayer:
     # ------------------------------------------------------------------ reports
 
     def stats(self) -> dict[str, int]:
-        """Counters: DALI runs, failed runs, rebuilds, frames refused on the host or by DALI."""
-        return self.decoder.stats()
+        """Counters: DALI runs, failed runs, rebuilds, frames refused on the host or by DALI; PNG frames
+        decoded (or left to the CPU path) by nvCOMP where ``png_decoder: nvcomp``."""
+        st = self.decoder.stats()
+        if self.png is not None:
+            st.update(nvcomp_png_frames=self.png.frames, nvcomp_png_refused=self.png.refused)
+        return st
 
     def info(self) -> dict[str, Any]:
         """Device name, library versions, memory figures and where the kernel comes from."""
@@ -320,6 +350,7 @@ class DeviceLayer:
                 self._kernel.loaded_from if self._kernel is not None else "not loaded yet (loads on the first GPU passthrough)"
             )
             d["kernel_source"] = kernel_availability()[1]
+        d["png_decoder_device"] = "nvCOMP inflate + un-filter kernel" if self.png is not None else "DALI (its CPU threads)"
         d["pinned_bytes"] = self.pinned.nbytes
         d["pinned_peak_bytes"] = self.pinned.peak_nbytes
         d["pinned_limit"] = self.pinned.limit

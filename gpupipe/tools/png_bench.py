@@ -1,0 +1,108 @@
+"""``python -m gpupipe.tools.png_bench``: 4K PNG transcode (to JPEG, same size) with each PNG decoder, in
+one run: the CPU path with Pillow and with libspng, the GPU backend with DALI (``num_threads`` = the
+host's cores) and with nvCOMP + the un-filter kernel; frames/s and process CPU-s per frame, then the
+goal line (a GPU host's best >= 2x the CPU path's f/s at <= 0.5x its CPU-s/frame). JSON to ``--out``.
+Run by ``scripts/gpu_session.sh`` step ``png``; on a machine without a GPU only the CPU rows run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..config import Config
+from ..cpu import CpuBackend
+from ..frames import read_frame
+from ..plan import OutputSpec, plan_job
+from ..samples import make_frame
+
+
+def _frames(root: Path, n: int, level: int) -> list[Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        p = root / f"f{i}-L{level}.png"
+        if not p.exists():
+            buf = io.BytesIO()
+            Image.fromarray(make_frame(3840, 2160, i)).save(buf, "PNG", compress_level=level)
+            p.write_bytes(buf.getvalue())
+        out.append(p)
+    return out
+
+
+def _run(backend: Any, jobs: list[Any], rounds: int) -> dict[str, float]:
+    backend.run(jobs[:2])  # warm-up: pipelines, kernels, pools
+    c0, t0 = time.process_time(), time.perf_counter()
+    for _ in range(rounds):
+        res = backend.run(jobs)
+        bad = [r for r in res if not isinstance(r, str)]
+        if bad:
+            raise SystemExit(f"a frame failed: {bad[0]}")
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    n = rounds * len(jobs)
+    return {"fps": n / wall, "cpu_s_per_frame": cpu / n, "frames": n}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--level", type=int, default=1, help="zlib level of the source PNGs (1 as the renderer writes them)")
+    ap.add_argument("--root", type=Path, default=Path("/tmp/gpupipe-png-bench"))
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    cores = os.cpu_count() or 1
+    jobs = [plan_job(i, read_frame(p), OutputSpec("jpeg", None, 90)) for i, p in enumerate(_frames(a.root, a.frames, a.level))]
+    rows: dict[str, Any] = {}
+    for dec in ("pillow", "spng"):
+        cpu = CpuBackend(cores, dec)
+        try:
+            rows[f"cpu {dec}"] = _run(cpu, jobs, a.rounds)
+        finally:
+            cpu.close()
+        print(f"cpu {dec}: {rows[f'cpu {dec}']}", flush=True)
+    from ..gpu import gpu_available
+
+    ok, why = gpu_available(0)
+    if ok:
+        from ..gpu import GpuBackend
+        from ..gpu.device import DeviceLayer
+
+        for dec in ("dali", "nvcomp"):
+            cfg = replace(Config(), png_device="gpu", png_decoder="nvcomp" if dec == "nvcomp" else "pillow", batch_size=8)
+            gpu = GpuBackend(cfg, ops=DeviceLayer(cfg, 0, dali_threads=cores))
+            try:
+                rows[f"gpu {dec}"] = {**_run(gpu, jobs, a.rounds), "stats": gpu.info().get("nvcomp_png_frames")}
+            except Exception as e:  # noqa: BLE001 - one option failing must not hide the others
+                rows[f"gpu {dec}"] = {"error": f"{type(e).__name__}: {e}"}
+            finally:
+                gpu.close()
+            print(f"gpu {dec}: {rows[f'gpu {dec}']}", flush=True)
+    else:
+        print(f"GPU rows NOT RUN: {why}")
+    base = max((rows[k] for k in rows if k.startswith("cpu")), key=lambda r: r["fps"])
+    gpu_rows = {k: r for k, r in rows.items() if k.startswith("gpu") and "fps" in r}
+    if gpu_rows:
+        k, best = max(gpu_rows.items(), key=lambda kv: kv[1]["fps"])
+        ratio, cpu_ratio = best["fps"] / base["fps"], best["cpu_s_per_frame"] / base["cpu_s_per_frame"]
+        verdict = "PASS" if ratio >= 2 and cpu_ratio <= 0.5 else "FAIL"
+        print(
+            f"{verdict} 4K PNG transcode on a GPU host ({k}): {ratio:.2f}x the CPU path's f/s (>= 2x), {cpu_ratio:.2f}x its CPU-s/frame (<= 0.5x)"
+        )
+    else:
+        print("SKIP 4K PNG transcode goal: no GPU")
+    if a.out:
+        a.out.write_text(json.dumps({"cores": cores, "level": a.level, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
