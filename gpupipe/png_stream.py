@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-__all__ = ["PngHeader", "PngStream", "device_decodable", "png_stream"]
+__all__ = ["PngHeader", "PngStream", "device_decodable", "png_header", "png_stream"]
 
 _SIG = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
@@ -101,6 +101,27 @@ def png_stream(data: bytes | memoryview) -> PngStream:
     if cmf & 0x0F != 8 or (cmf << 8 | flg) % 31 or flg & 0x20:
         raise ValueError("zlib header is not plain deflate")
     return PngStream(header, z[2:-4], trns, plte)
+
+
+def png_header(data: bytes | memoryview) -> tuple[PngHeader, bool] | None:
+    """The IHDR and whether a ``tRNS`` chunk precedes the first IDAT (where PNG puts it), reading
+    the chunk headers only (no copy of the image data); ``None`` when that cannot be read."""
+    buf = memoryview(data)
+    if bytes(buf[:8]) != _SIG or len(buf) < 33 or bytes(buf[12:16]) != b"IHDR":
+        return None
+    try:
+        header = _ihdr(buf[16:29])
+    except ValueError:
+        return None
+    pos, trns = 33, False
+    while pos + 8 <= len(buf):
+        (length,) = struct.unpack(">I", buf[pos : pos + 4])
+        tag = bytes(buf[pos + 4 : pos + 8])
+        if tag in (b"IDAT", b"IEND"):
+            break
+        trns = trns or tag == b"tRNS"
+        pos += 12 + length
+    return header, trns
 
 
 def device_decodable(h: PngHeader, has_trns: bool = False) -> bool:

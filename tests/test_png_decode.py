@@ -183,3 +183,17 @@ def test_twin_matches_pillow_on_the_corpus_where_device_decodable(corpus: list) 
             assert np.array_equal(got, ref), item.name
             checked += 1
     assert checked >= 3
+
+
+def test_png_header_agrees_with_png_stream_on_the_corpus(corpus: list) -> None:
+    from gpupipe.png_stream import png_header
+
+    for item in corpus:
+        data = item.path.read_bytes()
+        try:
+            s = png_stream(data)
+        except ValueError:
+            continue
+        found = png_header(data)
+        assert found is not None, item.name
+        assert found == (s.header, s.has_trns), item.name

@@ -46,6 +46,7 @@ from ..base64_batch import ALIGN, BatchLayout, batch_layout, encode_packed, pack
 from ..config import Config
 from ..errors import FrameDecodeError, FrameError
 from ..plan import Job
+from ..png_stream import device_decodable, png_header
 from ..uri import b64_len, build_uri
 from .dali_decode import DaliDecoder
 from .faults import is_oom_error, is_sticky_error
@@ -53,7 +54,7 @@ from .jpeg_encode import JpegEncoder
 from .png_decode import NvcompPngDecoder, nvcomp_available
 from .staging import PinnedBuffers, cpu_fallback, make_device_pool
 
-__all__ = ["DeviceLayer", "passthrough_cost", "transcode_cost"]
+__all__ = ["DeviceLayer", "nvcomp_transcode_cost", "passthrough_cost", "transcode_cost"]
 
 log = logging.getLogger("gpupipe.gpu.device")
 
@@ -84,6 +85,24 @@ def transcode_cost(job: Job) -> int:
     decoded = w * h * 3
     resized = ow * oh * 3 if job.needs_resize else 0
     return len(job.frame.data) + decoded + resized + ow * oh * 3 // 2 + 4096
+
+
+def _for_device_png(job: Job) -> bool:
+    """Whether the device PNG decoder takes ``job`` (:func:`gpupipe.png_stream.device_decodable`, no resize, upright)."""
+    if job.frame.kind != "png" or job.needs_resize or job.frame.orientation != 1:
+        return False
+    found = png_header(job.frame.data)
+    return found is not None and device_decodable(*found)
+
+
+def nvcomp_transcode_cost(job: Job) -> int:
+    """:func:`transcode_cost` plus, for a PNG source, the device PNG decoder's buffers: the deflate
+    stream, the inflated rows and the pixels (4 bytes a pixel at most), and an RGB copy of RGBA."""
+    cost = transcode_cost(job)
+    if job.frame.kind == "png":
+        w, h = job.frame.width, job.frame.height
+        cost += len(job.frame.data) + h * (1 + 4 * w) + 4 * w * h + 3 * w * h
+    return cost
 
 
 @dataclass
@@ -132,6 +151,8 @@ class DeviceLayer:
         self.png: NvcompPngDecoder | None = None
         if device_id is not None and config.png_decoder == "nvcomp" and nvcomp_available():
             self.png = NvcompPngDecoder(device_id, self.stream)
+            # its buffers (deflate, inflated rows, pixels, an RGB copy of RGBA) count in the staging budget
+            self.transcode_cost = nvcomp_transcode_cost
         self.jpeg = JpegEncoder(device_id)
 
     # ------------------------------------------------------------------ costs, memory
@@ -249,10 +270,11 @@ class DeviceLayer:
             return _TransHandle(list(jobs), self._decode_with_png(list(jobs), slot))
 
     def _decode_with_png(self, jobs: list[Job], slot: int) -> list[Any]:
-        """``png_decoder: nvcomp``: PNG frames without a resize through nvCOMP + the un-filter kernel
-        (RGB views of the decoded pixels), the rest through DALI. A PNG the device decoder leaves
-        gets a :class:`FrameDecodeError`, which :meth:`transcode_end` turns into the CPU path's result."""
-        png = [i for i, j in enumerate(jobs) if j.frame.kind == "png" and not j.needs_resize and j.frame.orientation == 1]
+        """``png_decoder: nvcomp``: 8-bit RGB/RGBA non-interlaced PNG frames without a resize or EXIF
+        rotation through nvCOMP + the un-filter kernel (RGB of the decoded pixels), the rest through
+        DALI. A PNG the device decoder then fails (damaged data) gets a :class:`FrameDecodeError`,
+        which :meth:`transcode_end` turns into the CPU path's result."""
+        png = [i for i, j in enumerate(jobs) if _for_device_png(j)]
         out: list[Any] = [None] * len(jobs)
         if png:
             assert self.png is not None
@@ -261,7 +283,8 @@ class DeviceLayer:
                 if a is None:
                     out[i] = FrameDecodeError(jobs[i].frame.label, "left to the CPU path by the device PNG decoder")
                 else:
-                    out[i] = a if a.shape[2] == 3 else self._cp.ascontiguousarray(a[:, :, :3])
+                    xp = self._cp if self.device_id is not None else np
+                    out[i] = a if a.shape[2] == 3 else xp.ascontiguousarray(a[:, :, :3])
         rest = [i for i in range(len(jobs)) if i not in set(png)]
         if rest:
             for i, r in zip(rest, self.decoder.run_batch([jobs[i] for i in rest], slot)):
