@@ -60,6 +60,17 @@ def test_nvcomp_decode_equals_pillow_in_one_batch() -> None:
         assert np.array_equal(cp.asnumpy(g), f)
 
 
+def _truncated_idat(png: bytes) -> bytes:
+    """``png`` with its IDAT data cut to half (chunk CRC recomputed): a deflate stream that ends early."""
+    import zlib
+
+    start = png.index(b"IDAT") - 4
+    n = int.from_bytes(png[start : start + 4], "big")
+    body = png[start + 8 : start + 8 + n // 2]
+    chunk = len(body).to_bytes(4, "big") + b"IDAT" + body + zlib.crc32(b"IDAT" + body).to_bytes(4, "big")
+    return png[:start] + chunk + png[start + 12 + n :]
+
+
 def test_nvcomp_leaves_other_pngs_to_the_cpu_path() -> None:
     rgb = make_frame(64, 48, 0)
     datas = [
@@ -67,10 +78,11 @@ def test_nvcomp_leaves_other_pngs_to_the_cpu_path() -> None:
         write_png(rgb.astype(np.uint16) * 257),  # 16-bit
         _png(rgb[..., 0], 6),  # gray
         b"\x89PNG\r\n\x1a\n" + b"\x00" * 30,  # damaged
+        _truncated_idat(_png(make_frame(64, 48, 1), 6)),  # inflates short
         _png(rgb, 6),
     ]
     got = _decoder().decode(datas)
-    assert [g is None for g in got] == [True, True, True, True, False]
+    assert [g is None for g in got] == [True, True, True, True, True, False]
 
 
 def test_nvcomp_corpus_matches_pillow_or_goes_to_the_cpu(tmp_path: Path) -> None:

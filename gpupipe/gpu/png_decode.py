@@ -9,8 +9,11 @@ IHDR implies; the kernel un-filters all frames in one launch (one block per fram
 one ``H×W×C`` ``uint8`` CuPy array per frame (RGB or RGBA), views of one device buffer.
 
 Only 8-bit RGB/RGBA non-interlaced PNGs are decoded here (:func:`gpupipe.png_stream.device_decodable`);
-for the others, and for any frame whose inflate or filter bytes fail, the result is ``None`` and the
-caller sends the frame to the CPU path, which decides whether it is damaged.
+for the others, and for any frame whose inflate or filter bytes fail (a stream that inflates short leaves rows whose
+filter byte is the 0xFF the buffer was filled with, which the kernel refuses; a batch nvCOMP
+refuses goes whole), the result is ``None`` and the caller sends the frame to the CPU path, which
+decides whether it is damaged. Not detected: a stream cut inside its last row's pixels (the
+Adler-32 is not checked); Pillow refuses such a file, the device path would show the rest as 0xFF.
 
 NOT YET RUN ON A GPU: written against nvCOMP 5.3's Python API (``nvidia-nvcomp-cu13``, the version
 DALI 2.4 pins ``nvidia-libnvcomp-cu13`` to) and CuPy 14; ``scripts/gpu_session.sh`` step ``png``
@@ -20,6 +23,7 @@ long nvCOMP chunk: the measurement decides whether that pays.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,8 +33,11 @@ import numpy as np
 
 from ..png_stream import PngStream, device_decodable, png_stream
 from ..png_unfilter import UNFILTER_BAND
+from .faults import is_oom_error, is_sticky_error
 
 __all__ = ["NvcompPngDecoder", "nvcomp_available"]
+
+log = logging.getLogger("gpupipe.gpu.png")
 
 _KERNEL_PATH = Path(__file__).with_name("png_unfilter.cu")
 
@@ -100,11 +107,20 @@ class NvcompPngDecoder:
             packed[o : o + len(s.deflate)] = np.frombuffer(s.deflate, np.uint8)
         d_comp = cp.empty(int(comp_off[-1]), cp.uint8)
         d_comp.set(packed, stream=self.stream)
-        d_infl = cp.empty(int(infl_off[-1]), cp.uint8)
+        # 0xFF is no filter type: the rows of a stream that inflates short keep it, and the kernel refuses them
+        d_infl = cp.full(int(infl_off[-1]), 0xFF, cp.uint8)
         srcs = [nvcomp.as_array(d_comp[comp_off[k] : comp_off[k + 1]], self.stream.ptr) for k in range(len(streams))]
         outs = [d_infl[infl_off[k] : infl_off[k + 1]] for k in range(len(streams))]
-        decoded = self._codec.decode(srcs, out=outs)
-        ok = [int(getattr(a, "buffer_size", infl_sizes[k])) == infl_sizes[k] for k, a in enumerate(decoded)]
+        try:
+            decoded = self._codec.decode(srcs, out=outs)
+        except Exception as e:
+            if is_oom_error(e) or is_sticky_error(e):
+                raise
+            log.info(
+                "nvCOMP could not inflate a batch of %d PNGs (%s: %s); they go to the CPU path", len(streams), type(e).__name__, e
+            )
+            return [None] * len(streams)
+        ok = [int(a.buffer_size) == infl_sizes[k] for k, a in enumerate(decoded)]
         dims = np.array([[s.header.height, s.header.row_bytes, s.header.bpp] for s in streams], np.int32)
         d_dims = cp.asarray(dims)
         d_src_off = cp.asarray(infl_off[:-1])
