@@ -10,9 +10,10 @@ checked either: a PNG whose inflate fails goes to the CPU path, which decides).
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
 
-__all__ = ["PngHeader", "PngStream", "device_decodable", "png_header", "png_stream"]
+__all__ = ["PngHeader", "PngStream", "device_decodable", "first_filter_types", "png_header", "png_stream"]
 
 _SIG = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
@@ -122,6 +123,26 @@ def png_header(data: bytes | memoryview) -> tuple[PngHeader, bool] | None:
         trns = trns or tag == b"tRNS"
         pos += 12 + length
     return header, trns
+
+
+def first_filter_types(data: bytes | memoryview, header: PngHeader, rows: int = 4) -> bytes:
+    """The filter-type bytes of the first ``rows`` rows of a non-interlaced PNG (fewer when the
+    image data ends first; empty when it cannot be read), inflating only those rows (across as
+    many IDAT chunks as they span: encoders such as ffmpeg write small ones)."""
+    buf = memoryview(data)
+    want = min(rows, header.height) * (1 + header.row_bytes)
+    z = zlib.decompressobj()
+    head = b""
+    pos = 8
+    while pos + 8 <= len(buf) and len(head) < want:
+        (length,) = struct.unpack(">I", buf[pos : pos + 4])
+        if bytes(buf[pos + 4 : pos + 8]) == b"IDAT":
+            try:
+                head += z.decompress(bytes(buf[pos + 8 : pos + 8 + length]), want - len(head))
+            except zlib.error:
+                return b""
+        pos += 12 + length
+    return head[:: 1 + header.row_bytes]
 
 
 def device_decodable(h: PngHeader, has_trns: bool = False) -> bool:

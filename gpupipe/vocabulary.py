@@ -63,7 +63,7 @@ PNG_DEVICES: tuple[PngDevice, ...] = get_args(PngDevice)
 
 PngDecoder = Literal["pillow", "spng", "nvcomp"]
 """What decodes PNG sources: ``pillow``; ``spng`` (libspng through imagecodecs, on the CPU path, for
-8-bit RGB/RGBA; Pillow for the rest or without imagecodecs); ``nvcomp`` (on the GPU backend with
+8-bit RGBA and Average/Paeth-filtered RGB; Pillow for the rest or without imagecodecs); ``nvcomp`` (on the GPU backend with
 ``png_device: gpu``: nvCOMP inflate + a CuPy un-filter kernel for 8-bit RGB/RGBA, not interlaced; the
 CPU path then uses Pillow)."""
 PNG_DECODERS: tuple[PngDecoder, ...] = get_args(PngDecoder)

@@ -197,3 +197,69 @@ def test_png_header_agrees_with_png_stream_on_the_corpus(corpus: list) -> None:
         found = png_header(data)
         assert found is not None, item.name
         assert found == (s.header, s.has_trns), item.name
+
+
+def _paeth_png(pixels: np.ndarray, chunk: int = 7) -> bytes:
+    """An 8-bit PNG whose rows all use the Paeth filter (as ffmpeg writes them), its IDAT split into ``chunk``-byte chunks."""
+    h, w, ch = pixels.shape
+    p = pixels.astype(np.int32).reshape(h, w * ch)
+    rows = []
+    for r in range(h):
+        out = bytearray([4])
+        for i in range(w * ch):
+            a = p[r, i - ch] if i >= ch else 0
+            b = p[r - 1, i] if r else 0
+            c = p[r - 1, i - ch] if r and i >= ch else 0
+            est = a + b - c
+            pa, pb, pc = abs(est - a), abs(est - b), abs(est - c)
+            pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+            out.append((p[r, i] - pred) & 0xFF)
+        rows.append(bytes(out))
+    z = zlib.compress(b"".join(rows))
+
+    def chunk_(tag: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + tag + body + zlib.crc32(tag + body).to_bytes(4, "big")
+
+    ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, 6 if ch == 4 else 2, 0, 0, 0])
+    idats = b"".join(chunk_(b"IDAT", z[k : k + chunk]) for k in range(0, len(z), chunk))
+    return b"\x89PNG\r\n\x1a\n" + chunk_(b"IHDR", ihdr) + idats + chunk_(b"IEND", b"")
+
+
+def test_first_filter_types_reads_across_small_idat_chunks() -> None:
+    from gpupipe.png_stream import first_filter_types, png_header
+
+    pixels = make_frame(24, 10, 0)
+    data = _paeth_png(pixels)
+    found = png_header(data)
+    assert found is not None
+    assert first_filter_types(data, found[0]) == b"\x04\x04\x04\x04"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), pixels)
+    assert first_filter_types(write_png(pixels), found[0]) == b"\x00\x00\x00\x00"  # filter None on every row
+
+
+@pytest.mark.skipif(not spng_available(), reason="imagecodecs (libspng) is not installed: png_decoder spng is Pillow")
+def test_spng_decodes_where_it_pays_and_pillow_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpupipe.cpu import decode as dec
+
+    calls: list[int] = []
+    real = dec._SPNG
+
+    def counting(data: bytes) -> np.ndarray:
+        calls.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(dec, "_SPNG", counting)
+    rgb = make_frame(24, 10, 0)
+    cases = {
+        "paeth_rgb.png": (_paeth_png(rgb), True),
+        "rgba.png": (_png(make_frame(24, 10, 0, alpha=True), 1), True),
+        "plain_rgb.png": (write_png(rgb), False),  # filter None: Pillow is as fast, without the RGB copy
+        "interlaced.png": (write_png(make_frame(24, 10, 0, alpha=True), interlace=True), False),
+    }
+    for name, (data, by_spng) in cases.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        calls.clear()
+        img = decode_frame(_job(p), "spng")
+        assert bool(calls) == by_spng, name
+        assert _outcome(p, "pillow") == (img.mode, np.asarray(img).tobytes()), name
