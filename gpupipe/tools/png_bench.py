@@ -1,4 +1,4 @@
-"""``python -m gpupipe.tools.png_bench``: 4K PNG transcode (to JPEG, same size) with each PNG decoder, in
+"""``python -m gpupipe.tools.png_bench``: 4K PNG transcode (to JPEG, same size) of the bench's frames with each PNG decoder, in
 one run: the CPU path with Pillow and with libspng, the GPU backend with DALI (``num_threads`` = the
 host's cores) and with nvCOMP + the un-filter kernel; frames/s and process CPU-s per frame, then the
 goal line (a GPU host's best >= 2x the CPU path's f/s at <= 0.5x its CPU-s/frame). JSON to ``--out``.
@@ -8,7 +8,6 @@ Run by ``scripts/gpu_session.sh`` step ``png``; on a machine without a GPU only 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import time
@@ -16,26 +15,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from ..config import Config
 from ..cpu import CpuBackend
 from ..frames import read_frame
 from ..plan import OutputSpec, plan_job
-from ..samples import make_frame
+from .ffmpeg_frames import frames_or_synthetic
 
 
-def _frames(root: Path, n: int, level: int) -> list[Path]:
-    root.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i in range(n):
-        p = root / f"f{i}-L{level}.png"
-        if not p.exists():
-            buf = io.BytesIO()
-            Image.fromarray(make_frame(3840, 2160, i)).save(buf, "PNG", compress_level=level)
-            p.write_bytes(buf.getvalue())
-        out.append(p)
-    return out
+def _frames(root: Path, n: int) -> tuple[list[Path], str]:
+    """The bench's 4K PNG frames: ffmpeg ``testsrc2`` with grain (Paeth-filtered rows, as ffmpeg writes
+    them) where an ffmpeg binary is found, else ``gpupipe.samples`` frames written by Pillow."""
+    from .bench import FFMPEG_GRAIN
+
+    return frames_or_synthetic(root, 3840, 2160, n, "png", grain=FFMPEG_GRAIN, prefer_ffmpeg=True)
 
 
 def _run(backend: Any, jobs: list[Any], rounds: int) -> dict[str, float]:
@@ -55,12 +47,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--level", type=int, default=1, help="zlib level of the source PNGs (1 as the renderer writes them)")
     ap.add_argument("--root", type=Path, default=Path("/tmp/gpupipe-png-bench"))
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     cores = os.cpu_count() or 1
-    jobs = [plan_job(i, read_frame(p), OutputSpec("jpeg", None, 90)) for i, p in enumerate(_frames(a.root, a.frames, a.level))]
+    paths, origin = _frames(a.root, a.frames)
+    print(f"frames: {len(paths)} x 4K PNG, {origin}", flush=True)
+    jobs = [plan_job(i, read_frame(p), OutputSpec("jpeg", None, 90)) for i, p in enumerate(paths)]
     rows: dict[str, Any] = {}
     for dec in ("pillow", "spng"):
         cpu = CpuBackend(cores, dec)
@@ -100,7 +93,7 @@ def main() -> int:
     else:
         print("SKIP 4K PNG transcode goal: no GPU")
     if a.out:
-        a.out.write_text(json.dumps({"cores": cores, "level": a.level, "rows": rows}, indent=1))
+        a.out.write_text(json.dumps({"cores": cores, "frames": origin, "rows": rows}, indent=1))
     return 0
 
 
