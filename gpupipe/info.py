@@ -52,6 +52,7 @@ def environment_report(config: Config) -> dict[str, Any]:
     """
     from . import __version__
     from .cpu import pillow_flavour
+    from .cpu.decode import png_decoder_name
     from .cpu.encode import png_encoder_name
     from .encoder import select_backend
     from .gpu import gpu_status
@@ -94,6 +95,7 @@ def environment_report(config: Config) -> dict[str, Any]:
         },
         "uri_builder": URI_METHOD,
         "png_encoder": png_encoder_name(config.output.png_compress_level),
+        "png_decoder": png_decoder_name(config.png_decoder),
         "allocator": allocator_status().as_dict(),
         "backends": {
             "cpu": {"usable": True, "reason": "always available"},

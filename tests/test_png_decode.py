@@ -263,3 +263,17 @@ def test_spng_decodes_where_it_pays_and_pillow_the_rest(tmp_path: Path, monkeypa
         img = decode_frame(_job(p), "spng")
         assert bool(calls) == by_spng, name
         assert _outcome(p, "pillow") == (img.mode, np.asarray(img).tobytes()), name
+
+
+def test_info_names_the_png_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpupipe.config import Config
+    from gpupipe.cpu import CpuBackend
+    from gpupipe.cpu import decode as dec
+    from gpupipe.info import environment_report
+
+    assert CpuBackend(1, "pillow").info()["png_decoder"] == "Pillow"
+    assert CpuBackend(1, "nvcomp").info()["png_decoder"] == "Pillow"  # a device decoder: the CPU path uses Pillow
+    monkeypatch.setattr(dec, "_SPNG", None)
+    assert environment_report(Config())["png_decoder"] == "Pillow (png_decoder spng, but imagecodecs is not installed)"
+    monkeypatch.setattr(dec, "_SPNG", lambda data: None)
+    assert CpuBackend(1, "spng").info()["png_decoder"].startswith("libspng")

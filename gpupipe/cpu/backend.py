@@ -26,7 +26,7 @@ from ..uri import build_uri
 from ..video.decoder import DecoderOpener
 from ..video.pyav_decoder import PyavDecoder
 from ..vocabulary import MIME, BackendName, PngDecoder
-from .decode import decode_frame, has_transparency, spng_available
+from .decode import decode_frame, has_transparency, png_decoder_name
 from .encode import encode_image, png_encoder_name
 from .resize import resize_image
 
@@ -137,12 +137,12 @@ class CpuBackend:
 
     def info(self) -> dict[str, Any]:
         """The codec library, the PNG decoder in effect, the PNG encoder at the default level and the thread count."""
-        dec = (
-            "libspng (imagecodecs) for 8-bit RGB/RGBA, Pillow for the rest"
-            if self.png_decoder == "spng" and spng_available()
-            else "Pillow"
-        )
-        return {"codec": pillow_flavour(), "png_decoder": dec, "png_encoder": png_encoder_name(), "workers": self.workers}
+        return {
+            "codec": pillow_flavour(),
+            "png_decoder": png_decoder_name(self.png_decoder),
+            "png_encoder": png_encoder_name(),
+            "workers": self.workers,
+        }
 
     def counters(self) -> dict[str, int]:
         """Jobs run so far."""

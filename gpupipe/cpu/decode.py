@@ -30,7 +30,7 @@ from ..plan import Job
 from ..png_stream import PngHeader, first_filter_types, png_header
 from ..vocabulary import PngDecoder
 
-__all__ = ["ORIENTATION_TRANSPOSE", "decode_frame", "has_transparency", "spng_available"]
+__all__ = ["ORIENTATION_TRANSPOSE", "decode_frame", "has_transparency", "png_decoder_name", "spng_available"]
 
 log = logging.getLogger("gpupipe.cpu")
 
@@ -166,6 +166,15 @@ _SPNG: Any = _load_spng()
 def spng_available() -> bool:
     """Whether ``png_decoder: spng`` has libspng (imagecodecs) to use; without it Pillow decodes."""
     return _SPNG is not None
+
+
+def png_decoder_name(choice: PngDecoder) -> str:
+    """What decodes PNG sources on the CPU path under ``png_decoder: choice``, in words."""
+    if choice == "spng" and _SPNG is not None:
+        return "libspng (imagecodecs) for 8-bit RGBA and Average/Paeth-filtered RGB; Pillow for the rest"
+    if choice == "spng":
+        return "Pillow (png_decoder spng, but imagecodecs is not installed)"
+    return "Pillow"
 
 
 def _spng_pays(data: bytes | memoryview, h: PngHeader, has_trns: bool) -> bool:
