@@ -602,6 +602,8 @@ def info(
     for k, v in rep["versions"].items():
         t.add_row(k, v or "[dim]not installed[/dim]")
     t.add_row("URI builder", rep["uri_builder"])
+    t.add_row("PNG encoder", escape(rep["png_encoder"]))
+    t.add_row("PNG decoder (CPU path)", escape(rep["png_decoder"]))
     alloc = escape(rep["allocator"]["reason"])
     t.add_row("allocator", f"[yellow]{alloc}[/yellow]" if alloc.startswith(NOT_APPLIED) else alloc)
     con.print(t)

@@ -53,6 +53,7 @@ from .vocabulary import (
     MAX_SIDE,
     OUTPUT_FORMATS,
     PASSTHROUGH_DEVICES,
+    PNG_DECODERS,
     PNG_DEVICES,
     QUALITY_MAX,
     QUALITY_MIN,
@@ -63,6 +64,7 @@ from .vocabulary import (
     OutputFormat,
     PassthroughDevice,
     PiB,
+    PngDecoder,
     PngDevice,
     choose,
     parse_wxh,
@@ -362,6 +364,7 @@ class Config:
     source: str | None = None
     passthrough_device: PassthroughDevice = "cpu"  # GPU backend: where passthrough frames are base64-encoded
     png_device: PngDevice = "cpu"  # GPU backend: where frames with a PNG source are transcoded
+    png_decoder: PngDecoder = "spng"  # what decodes PNG sources (vocabulary.PngDecoder)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (sizes in bytes), e.g. for ``gpupipe info``."""
@@ -564,6 +567,7 @@ _SCALARS: dict[str, Check] = {
     "workers": _optional(partial(_int, lo=1, hi=_MAX_WORKERS)),
     "passthrough_device": partial(_choice, choices=PASSTHROUGH_DEVICES),
     "png_device": partial(_choice, choices=PNG_DEVICES),
+    "png_decoder": partial(_choice, choices=PNG_DECODERS),
 }
 
 

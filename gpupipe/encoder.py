@@ -86,9 +86,9 @@ class FrameEncoder:
                     raise BackendUnavailable(f"GPU backend failed to start: {e}") from e
                 log.warning("GPU backend failed to start (%s); using the CPU path", e)
                 self.backend, self.backend_reason = "cpu", f"GPU backend failed to start: {e}"
-                self._impl = CpuBackend(self.config.workers)
+                self._impl = CpuBackend(self.config.workers, self.config.png_decoder)
         else:
-            self._impl = CpuBackend(self.config.workers)
+            self._impl = CpuBackend(self.config.workers, self.config.png_decoder)
         self._io = ThreadPoolExecutor(min(8, (os.cpu_count() or 1) * 2), thread_name_prefix="gpupipe-read")
         self.videos = DecoderPool(self.config.video.max_decoders, self._impl.decoder_opener())
         """The pool of open video decoders (:class:`~gpupipe.video.pool.DecoderPool`)."""

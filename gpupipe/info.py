@@ -52,6 +52,8 @@ def environment_report(config: Config) -> dict[str, Any]:
     """
     from . import __version__
     from .cpu import pillow_flavour
+    from .cpu.decode import png_decoder_name
+    from .cpu.encode import png_encoder_name
     from .encoder import select_backend
     from .gpu import gpu_status
     from .memory import allocator_status
@@ -92,6 +94,8 @@ def environment_report(config: Config) -> dict[str, Any]:
             "nvimgcodec": _first_version("nvidia-nvimgcodec-cu13", "nvidia-nvimgcodec-cu12"),
         },
         "uri_builder": URI_METHOD,
+        "png_encoder": png_encoder_name(config.output.png_compress_level),
+        "png_decoder": png_decoder_name(config.png_decoder),
         "allocator": allocator_status().as_dict(),
         "backends": {
             "cpu": {"usable": True, "reason": "always available"},

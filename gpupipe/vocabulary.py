@@ -16,6 +16,7 @@ __all__ = [
     "MIME",
     "OUTPUT_FORMATS",
     "PASSTHROUGH_DEVICES",
+    "PNG_DECODERS",
     "PNG_DEVICES",
     "QUALITY_MAX",
     "QUALITY_MIN",
@@ -30,6 +31,7 @@ __all__ = [
     "OutputFormat",
     "PassthroughDevice",
     "PiB",
+    "PngDecoder",
     "PngDevice",
     "SourceKind",
     "Target",
@@ -58,6 +60,13 @@ PASSTHROUGH_DEVICES: tuple[PassthroughDevice, ...] = get_args(PassthroughDevice)
 PngDevice = Literal["cpu", "gpu"]
 """Where the GPU backend transcodes frames whose source is PNG."""
 PNG_DEVICES: tuple[PngDevice, ...] = get_args(PngDevice)
+
+PngDecoder = Literal["pillow", "spng", "nvcomp"]
+"""What decodes PNG sources: ``pillow``; ``spng`` (libspng through imagecodecs, on the CPU path, for
+8-bit RGBA and Average/Paeth-filtered RGB; Pillow for the rest or without imagecodecs); ``nvcomp`` (on the GPU backend with
+``png_device: gpu``: nvCOMP inflate + a CuPy un-filter kernel for 8-bit RGB/RGBA, not interlaced; the
+CPU path then uses Pillow)."""
+PNG_DECODERS: tuple[PngDecoder, ...] = get_args(PngDecoder)
 
 Estimate = Union[int, "tuple[int, int]"]
 """Bytes that work holds while in flight: ``host`` or ``(host, device)``."""

@@ -20,7 +20,7 @@
 #   bench-gpu   100   140   --max-seconds 100 (the 2026-12-04 run: every goal row in 144 s at 120)
 #   goals        -    10    nothing
 #   hwdec        -    60    16 frames per batch, 2 repeats
-#   png          -    45    the png step (branch i18-png); here a placeholder that is SKIPPED
+#   png          -    45    --frames 4 --rounds 1
 #   video        45    70   --quick (6 frames per clip)
 #   budget       -    75    serve_load on the GPU and CPU backends only (8 clients x 30)
 #   summary      -    10    python -m gpupipe.tools.session_goals: PASS/FAIL/NOT RUN per goal of issue 18,
@@ -56,7 +56,11 @@
 #              backend (JPEG to 1920x1080, 4 and 16 threads, 512 MiB). ~5 min on an H200.
 #   hwdec      python -m gpupipe.tools.hwdec: 4K and 1080p JPEG transcode at DALI hw_decoder_load 0, 0.65, 1
 #              (and the preallocation hints); prints the table and the chosen setting ($OUT/hwdec.json)
-#   png        the PNG step of branch i18-png (placeholder here: SKIPPED)
+#   png        python -m gpupipe.tools.png_bench: 4K PNG (zlib level 1) transcode to JPEG with each PNG decoder in
+#              one run: CPU path Pillow and libspng, GPU backend with DALI (num_threads = cores) and with nvCOMP +
+#              the un-filter kernel; f/s and CPU-s/frame; PASS/FAIL against >= 2x the CPU path's f/s at <= 0.5x
+#              its CPU-s/frame (needs nvidia-nvcomp-cu13 5.3 from the bundle or the index; ~2-3 min); its goal
+#              line into $OUT/png-goals.txt
 #   bench      the full `gpupipe bench --backend all` (not part of call1/call2: it may not fit a call)
 #   summary    python -m gpupipe.tools.session_goals $OUT: one line per goal of issue 18 and the 15/17 rows
 #
@@ -200,9 +204,13 @@ if want hwdec && has_time hwdec 60; then
   record hwdec "${PIPESTATUS[0]}" "$OUT/hwdec.md, $OUT/hwdec.json"
 fi
 if want png && has_time png 45; then
-  # Placeholder: the png step comes with branch i18-png (it writes its goal lines to $OUT/png-goals.txt).
-  echo "png: no png step in this tree (branch i18-png adds it)" | tee "$OUT/png.log"
-  record png 3 "not in this tree"
+  echo "== png: 4K PNG decoders (CPU Pillow/libspng, GPU DALI/nvCOMP)"
+  png_args=()
+  [ "$ALL" -eq 1 ] && png_args=(--frames 4 --rounds 1)
+  timeout "$(plan 300 45)" python3 -m gpupipe.tools.png_bench "${png_args[@]}" --out "$OUT/png-bench.json" 2>&1 | tee "$OUT/png-bench.log" | tail -8
+  rc=${PIPESTATUS[0]}
+  grep -E '^(PASS|FAIL|SKIP): 4K PNG' "$OUT/png-bench.log" > "$OUT/png-goals.txt" 2>/dev/null || true
+  record png "$rc" "$OUT/png-bench.json, $OUT/png-goals.txt"
 fi
 if want video && has_time video 70; then
   vmax=${VIDEO_MAX_S:-300} vquick=${QUICK:+--quick}

@@ -25,9 +25,9 @@ from ..plan import Job, OutputSpec
 from ..uri import build_uri
 from ..video.decoder import DecoderOpener
 from ..video.pyav_decoder import PyavDecoder
-from ..vocabulary import MIME, BackendName
-from .decode import decode_frame, has_transparency
-from .encode import encode_image
+from ..vocabulary import MIME, BackendName, PngDecoder
+from .decode import decode_frame, has_transparency, png_decoder_name
+from .encode import encode_image, png_encoder_name
 from .resize import resize_image
 
 __all__ = ["CpuBackend", "StageTimes", "pillow_flavour", "run_job", "run_job_guarded", "transcode"]
@@ -45,11 +45,12 @@ class StageTimes(dict):
     """Per-stage seconds for one frame: ``decode``, ``resize``, ``encode``, ``uri``."""
 
 
-def transcode(job: Job, times: StageTimes | None = None) -> tuple[str, memoryview]:
-    """Decode, resize and encode one job on the CPU; ``(mime, encoded bytes)``."""
+def transcode(job: Job, times: StageTimes | None = None, png_decoder: PngDecoder = "pillow") -> tuple[str, memoryview]:
+    """Decode (PNG with ``png_decoder``: :func:`~gpupipe.cpu.decode.decode_frame`), resize and encode
+    one job on the CPU; ``(mime, encoded bytes)``."""
     clock = time.perf_counter
     t0 = clock()
-    img = decode_frame(job)
+    img = decode_frame(job, png_decoder)
     t1 = clock()
     img = resize_image(img, job.out_size)
     t2 = clock()
@@ -63,14 +64,14 @@ def transcode(job: Job, times: StageTimes | None = None) -> tuple[str, memoryvie
     return MIME["png" if fmt == "png" else "jpeg"], data
 
 
-def _run_job(job: Job, times: StageTimes | None) -> str:
+def _run_job(job: Job, times: StageTimes | None, png_decoder: PngDecoder) -> str:
     if job.passthrough:
         t = time.perf_counter()
         uri = build_uri(job.frame.mime, job.frame.data)
         if times is not None:
             times.update(uri=time.perf_counter() - t)
         return uri
-    mime, data = transcode(job, times)
+    mime, data = transcode(job, times, png_decoder)
     t = time.perf_counter()
     uri = build_uri(mime, data)
     if times is not None:
@@ -83,7 +84,7 @@ def _unexpected(job: Job, e: BaseException) -> FrameDecodeError:
     return FrameDecodeError(job.frame.label, f"cannot transcode {job.frame.kind.upper()}: {type(e).__name__}: {codec_reason(e)}")
 
 
-def run_job(job: Job, times: StageTimes | None = None) -> str:
+def run_job(job: Job, times: StageTimes | None = None, png_decoder: PngDecoder = "pillow") -> str:
     """One job → its data URI, on the CPU.
 
     Raises the frame's :class:`FrameError`; any other exception from decoding, resizing or
@@ -91,7 +92,7 @@ def run_job(job: Job, times: StageTimes | None = None) -> str:
     :class:`FrameDecodeError` naming the exception type. ``MemoryError`` propagates.
     """
     try:
-        return _run_job(job, times)
+        return _run_job(job, times, png_decoder)
     except (FrameError, MemoryError):
         raise
     except Exception as e:  # one frame's failure, whatever its type, stays that frame's
@@ -100,12 +101,14 @@ def run_job(job: Job, times: StageTimes | None = None) -> str:
 
 class CpuBackend:
     """The CPU path as a :class:`~gpupipe.backend.Backend`: jobs on a thread pool of ``workers``
-    threads (default: the number of cores)."""
+    threads (default: the number of cores); PNG sources decoded with ``png_decoder`` (``nvcomp``
+    is a device decoder: here it means Pillow)."""
 
     name: BackendName = "cpu"
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, png_decoder: PngDecoder = "pillow") -> None:
         self.workers = workers or os.cpu_count() or 1
+        self.png_decoder: PngDecoder = "spng" if png_decoder == "spng" else "pillow"
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self.jobs = 0
@@ -120,21 +123,26 @@ class CpuBackend:
         """Each job's URI, or its :class:`FrameError`, in order."""
         self.jobs += len(jobs)
         if len(jobs) <= 1 or self.workers == 1:
-            return [run_job_guarded(j) for j in jobs]
-        return list(self._executor().map(run_job_guarded, jobs))
+            return [run_job_guarded(j, self.png_decoder) for j in jobs]
+        return list(self._executor().map(run_job_guarded, jobs, [self.png_decoder] * len(jobs)))
 
     def submit(self, job: Job) -> Future[str | FrameError]:
         """Run ``job`` on the pool; its future's result is the URI or the :class:`FrameError`."""
         self.jobs += 1
-        return self._executor().submit(run_job_guarded, job)
+        return self._executor().submit(run_job_guarded, job, self.png_decoder)
 
     def footprint(self, header: Header, spec: OutputSpec) -> int:
         """Host bytes this path holds at once for such a frame (:func:`~gpupipe.footprint.cpu_footprint`)."""
         return cpu_footprint(header, spec)
 
     def info(self) -> dict[str, Any]:
-        """The codec library and the thread count."""
-        return {"codec": pillow_flavour(), "workers": self.workers}
+        """The codec library, the PNG decoder in effect, the PNG encoder at the default level and the thread count."""
+        return {
+            "codec": pillow_flavour(),
+            "png_decoder": png_decoder_name(self.png_decoder),
+            "png_encoder": png_encoder_name(),
+            "workers": self.workers,
+        }
 
     def counters(self) -> dict[str, int]:
         """Jobs run so far."""
@@ -156,14 +164,14 @@ class CpuBackend:
             pool.shutdown(wait=True)
 
 
-def run_job_guarded(job: Job) -> str | FrameError:
+def run_job_guarded(job: Job, png_decoder: PngDecoder = "pillow") -> str | FrameError:
     """:func:`run_job`, with the frame's :class:`FrameError` returned instead of raised.
 
     Never raises for a frame: ``MemoryError`` and any other exception become the frame's
     :class:`FrameDecodeError` (naming the exception type), so one frame cannot sink a batch.
     """
     try:
-        return run_job(job)
+        return run_job(job, png_decoder=png_decoder)
     except FrameError as e:
         return e
     except MemoryError:

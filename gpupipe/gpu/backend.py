@@ -191,7 +191,7 @@ class GpuBackend:
             is_fatal=self._instrumented.is_fatal if self._instrumented is not None else is_sticky_error,
             clock=self.clock,
         )
-        self._cpu = CpuBackend(self.workers)
+        self._cpu = CpuBackend(self.workers, config.png_decoder)
         self._device_lock = threading.Lock()
         self._closed = False
         self.device_lost: str | None = None

@@ -50,15 +50,17 @@ from ..base64_batch import ALIGN, BatchLayout, batch_layout, encode_packed, pack
 from ..config import Config
 from ..errors import FrameDecodeError, FrameError
 from ..plan import Job
+from ..png_stream import device_decodable, png_header
 from ..uri import assemble_uri, b64_len, build_uri
 from .dali_decode import DaliDecoder
 from .faults import is_oom_error, is_sticky_error
 from .host_strings import HostStrings
 from .jpeg_encode import JpegEncoder
+from .png_decode import NvcompPngDecoder, nvcomp_available
 from .stage_clock import StageClock
 from .staging import PinnedBuffers, cpu_fallback, make_device_pool
 
-__all__ = ["DeviceLayer", "passthrough_cost", "transcode_cost"]
+__all__ = ["DeviceLayer", "nvcomp_transcode_cost", "passthrough_cost", "transcode_cost"]
 
 log = logging.getLogger("gpupipe.gpu.device")
 
@@ -89,6 +91,24 @@ def transcode_cost(job: Job) -> int:
     decoded = w * h * 3
     resized = ow * oh * 3 if job.needs_resize else 0
     return len(job.frame.data) + decoded + resized + ow * oh * 3 // 2 + 4096
+
+
+def _for_device_png(job: Job) -> bool:
+    """Whether the device PNG decoder takes ``job`` (:func:`gpupipe.png_stream.device_decodable`, no resize, upright)."""
+    if job.frame.kind != "png" or job.needs_resize or job.frame.orientation != 1:
+        return False
+    found = png_header(job.frame.data)
+    return found is not None and device_decodable(*found)
+
+
+def nvcomp_transcode_cost(job: Job) -> int:
+    """:func:`transcode_cost` plus, for a PNG source, the device PNG decoder's buffers: the deflate
+    stream, the inflated rows and the pixels (4 bytes a pixel at most), and an RGB copy of RGBA."""
+    cost = transcode_cost(job)
+    if job.frame.kind == "png":
+        w, h = job.frame.width, job.frame.height
+        cost += len(job.frame.data) + h * (1 + 4 * w) + 4 * w * h + 3 * w * h
+    return cost
 
 
 @dataclass
@@ -159,6 +179,11 @@ class DeviceLayer:
         self.decoder = DaliDecoder(
             device_id, max_batch=max(1, config.batch_size), num_threads=threads, decoder_args=config.gpu_path.dali_decoder_args()
         )
+        self.png: NvcompPngDecoder | None = None
+        if device_id is not None and config.png_decoder == "nvcomp" and nvcomp_available():
+            self.png = NvcompPngDecoder(device_id, self.stream)
+            # its buffers (deflate, inflated rows, pixels, an RGB copy of RGBA) count in the staging budget
+            self.transcode_cost = nvcomp_transcode_cost
         self.jpeg = JpegEncoder(device_id)
 
     # ------------------------------------------------------------------ costs, memory
@@ -281,7 +306,31 @@ class DeviceLayer:
             if j.passthrough or j.target != "jpeg":
                 raise ValueError(f"{j.frame.label}: the device layer transcodes to JPEG only (got target {j.target!r})")
         with self._lock:
-            return _TransHandle(list(jobs), self.decoder.run_batch(jobs, slot))
+            if self.png is None:
+                return _TransHandle(list(jobs), self.decoder.run_batch(jobs, slot))
+            return _TransHandle(list(jobs), self._decode_with_png(list(jobs), slot))
+
+    def _decode_with_png(self, jobs: list[Job], slot: int) -> list[Any]:
+        """``png_decoder: nvcomp``: 8-bit RGB/RGBA non-interlaced PNG frames without a resize or EXIF
+        rotation through nvCOMP + the un-filter kernel (RGB of the decoded pixels), the rest through
+        DALI. A PNG the device decoder then fails (damaged data) gets a :class:`FrameDecodeError`,
+        which :meth:`transcode_end` turns into the CPU path's result."""
+        png = [i for i, j in enumerate(jobs) if _for_device_png(j)]
+        out: list[Any] = [None] * len(jobs)
+        if png:
+            assert self.png is not None
+            arrays = self.png.decode([jobs[i].frame.data for i in png])
+            for i, a in zip(png, arrays):
+                if a is None:
+                    out[i] = FrameDecodeError(jobs[i].frame.label, "left to the CPU path by the device PNG decoder")
+                else:
+                    xp = self._cp if self.device_id is not None else np
+                    out[i] = a if a.shape[2] == 3 else xp.ascontiguousarray(a[:, :, :3])
+        rest = [i for i in range(len(jobs)) if i not in set(png)]
+        if rest:
+            for i, r in zip(rest, self.decoder.run_batch([jobs[i] for i in rest], slot)):
+                out[i] = r
+        return out
 
     def transcode_encode(self, handle: _TransHandle) -> _Encoded:
         """Device part two: JPEG-encode the decoded frames with nvImageCodec (before their slot runs
@@ -364,8 +413,12 @@ class DeviceLayer:
         return d
 
     def stats(self) -> dict[str, int]:
-        """Counters: DALI runs, failed runs, rebuilds, frames refused on the host or by DALI."""
-        return self.decoder.stats()
+        """Counters: DALI runs, failed runs, rebuilds, frames refused on the host or by DALI; PNG frames
+        decoded (or left to the CPU path) by nvCOMP where ``png_decoder: nvcomp``."""
+        st = self.decoder.stats()
+        if self.png is not None:
+            st.update(nvcomp_png_frames=self.png.frames, nvcomp_png_refused=self.png.refused)
+        return st
 
     def info(self) -> dict[str, Any]:
         """Device name, library versions, memory figures and where the kernel comes from."""
@@ -401,6 +454,7 @@ class DeviceLayer:
                 self._kernel.loaded_from if self._kernel is not None else "not loaded yet (loads on the first GPU passthrough)"
             )
             d["kernel_source"] = kernel_availability()[1]
+        d["png_decoder_device"] = "nvCOMP inflate + un-filter kernel" if self.png is not None else "DALI (its CPU threads)"
         d["pinned_bytes"] = self.pinned.nbytes
         d["pinned_peak_bytes"] = self.pinned.peak_nbytes
         d["pinned_limit"] = self.pinned.limit
