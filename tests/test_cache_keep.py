@@ -43,6 +43,17 @@ def test_keep_is_all_or_nothing():
     assert cache.stats().kept_bytes == 400
 
 
+def test_keep_outside_a_load_counts_the_entries_and_never_passes_the_budget():
+    """A decoder opened by a load whose reservation did not include its state (the decoder it counted on
+    was reclaimed meanwhile) is kept only where it fits beside the entries: the peak stays in the budget."""
+    cache: FrameCache = FrameCache(10, 1000)
+    cache.get_or_load("a", lambda: "x" * 800, estimate=800, label="a")
+    assert cache.stats().bytes == 800
+    assert not cache.keep(300)  # 800 stored + 300 would pass 1000: refused, nothing evicted
+    assert cache.stats().bytes == 800 and cache.stats().kept_bytes == 0
+    assert cache.keep(200) and cache.stats().peak_bytes <= 1000
+
+
 def test_a_request_without_room_reclaims_kept_bytes_instead_of_waiting():
     cache: FrameCache = FrameCache(10, 1000, admission_timeout=0.5)
     held = {"n": 900}

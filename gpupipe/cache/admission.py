@@ -99,12 +99,13 @@ class Admission:
         that are not entries, and kept bytes."""
         return self.host + self.device + self.holds.bytes + self.kept
 
-    def keep(self, res: Reservation | None, nbytes: int) -> bool:
+    def keep(self, res: Reservation | None, nbytes: int, *, stored: int) -> bool:
         """Count ``nbytes`` as kept past the work of ``res`` (lock held); whether they are.
 
         They move out of ``res`` (host bytes first) when it holds them all; otherwise they are
-        kept only if they fit beside what is committed now, with no request waiting. All or
-        nothing: ``False`` changes nothing.
+        kept only if they fit beside what is committed now and the ``stored`` bytes of the entries
+        (nothing is evicted for them), with no request waiting. All or nothing: ``False`` changes
+        nothing.
         """
         nbytes = nonneg_int(nbytes, "kept bytes")
         if res is not None and not res.oversize and res.total >= nbytes:
@@ -114,7 +115,7 @@ class Admission:
             res.device -= device
             self.host -= host
             self.device -= device
-        elif self._queue or self.committed + nbytes > self.max_bytes:
+        elif self._queue or self.committed + stored + nbytes > self.max_bytes:
             return False
         self.kept += nbytes
         return True

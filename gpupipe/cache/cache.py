@@ -232,13 +232,14 @@ class FrameCache(Generic[V]):
 
         Called from inside a loader (in the thread the cache called it in), the bytes move out of
         that load's reservation, which must hold them all; elsewhere, or when it does not, they are
-        kept only if they fit now beside the entries' room (never waiting, evicting nothing). All
+        kept only if they fit now beside the entries and the work in flight (never waiting,
+        evicting nothing). All
         or nothing. Kept bytes count in ``kept_bytes`` (and ``peak_bytes``) until :meth:`unkeep`,
         or until a reclaimer (:meth:`add_reclaimer`) frees them for a request that needs room.
         """
         core = self._core
         with core.lock:
-            kept = core.admission.keep(running_reservation(core), nbytes)
+            kept = core.admission.keep(running_reservation(core), nbytes, stored=core.entries.bytes)
             core.entries.note_peak()
         return kept
 
