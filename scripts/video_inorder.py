@@ -17,26 +17,10 @@ The plain loop runs first, before any gpupipe encoder has tuned the allocator.
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import resource
 import tempfile
 import time
 from pathlib import Path
-
-
-def plain_loop(path: Path, quality: int) -> int:
-    import av
-    from PIL import Image
-
-    n = 0
-    with av.open(str(path)) as c:
-        for frame in c.decode(video=0):
-            buf = io.BytesIO()
-            Image.fromarray(frame.to_ndarray(format="rgb24")).save(buf, "JPEG", quality=quality)
-            uri = "data:image/jpeg;base64," + base64.b64encode(buf.getbuffer()).decode()
-            n += len(uri) > 0
-    return n
 
 
 def timed(fn):
@@ -56,6 +40,7 @@ def main() -> None:
 
     import gpupipe
     from gpupipe.samples import write_clip
+    from gpupipe.tools.video_bench import plain_pyav_loop
     from gpupipe.vocabulary import parse_wxh
 
     w, h = parse_wxh(args.size)
@@ -78,7 +63,7 @@ def main() -> None:
             return st.seeks, st.decoded
 
     for name, fn in (
-        ("plain PyAV loop", lambda: ("-", plain_loop(path, args.quality))),
+        ("plain PyAV loop", lambda: ("-", plain_pyav_loop(path, args.quality))),
         ("gpupipe, get() per frame", lambda: one_by_one(False)),
         ("gpupipe, schedule declared", lambda: one_by_one(True)),
     ):

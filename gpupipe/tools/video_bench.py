@@ -148,7 +148,11 @@ def _plain_passes(clip: Path, n: int, st: VideoBenchSettings) -> dict[str, Any]:
     """``repeats`` timed runs of :func:`plain_pyav_loop` over ``clip``'s first ``n`` frames; medians."""
     quality = OUTPUTS["source"].quality
     plain_pyav_loop(clip, quality, _WARM_FRAMES)
-    runs = [_timed(lambda: plain_pyav_loop(clip, quality, n)) for _ in range(st.repeats)]
+    return _medians([_timed(lambda: plain_pyav_loop(clip, quality, n)) for _ in range(st.repeats)], n)
+
+
+def _medians(runs: list[_Pass], n: int) -> dict[str, Any]:
+    """Frames/s and CPU-s per frame of ``n`` frames from the median wall and CPU time of ``runs``, and the runs."""
     wall = statistics.median(r.wall for r in runs)
     cpu = statistics.median(r.cpu for r in runs)
     return {"fps": n / wall, "cpu_s_per_frame": cpu / n, "wall_s": [r.wall for r in runs], "cpu_s": [r.cpu for r in runs]}
@@ -173,14 +177,8 @@ def _passes(encoder: FrameEncoder, sources: Sequence[Any], spec: OutputSpec, st:
         encoder.videos.release()  # each render opens its decoder, as a fresh render does
         runs.append(_timed(lambda: _render(encoder, sources, spec, st.budget_bytes)))
     after = encoder.videos.stats()
-    n = len(sources)
-    wall = statistics.median(r.wall for r in runs)
-    cpu = statistics.median(r.cpu for r in runs)
     return {
-        "fps": n / wall,
-        "cpu_s_per_frame": cpu / n,
-        "wall_s": [r.wall for r in runs],
-        "cpu_s": [r.cpu for r in runs],
+        **_medians(runs, len(sources)),
         "seeks": (after.seeks - before.seeks) / st.repeats,
         "decoded": (after.decoded - before.decoded) / st.repeats,
     }
@@ -306,15 +304,14 @@ def run_video_bench(
         "notes": [],
     }
     clips_dir = work / "clips"
+    codecs = [c for c in CODECS if can_encode(c, st.ffmpeg)]  # each asks the ffmpeg binary once
     for codec in CODECS:
-        if not can_encode(codec, st.ffmpeg):
+        if codec not in codecs:
             section["notes"].append(
                 f"{codec}: no encoder ({'the ffmpeg binary' if st.ffmpeg else 'PyAV'} lacks it): rows skipped"
             )
     for res, size in VIDEO_SIZES.items():
-        for codec in CODECS:
-            if not can_encode(codec, st.ffmpeg):
-                continue
+        for codec in codecs:
             if out_of_time():
                 section["stopped_early"] = f"time limit reached before the video row {res} {codec}"
                 say(section["stopped_early"])
