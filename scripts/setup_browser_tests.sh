@@ -13,18 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_updated=0
-need_apt() {
-  local sudo=()
-  if [ "$(id -u)" != 0 ]; then
-    if command -v sudo >/dev/null; then sudo=(sudo); else
-      echo "setup_browser_tests.sh: needs $* (apt-get install $*): run as root, or install them" >&2
-      exit 1
-    fi
-  fi
-  if [ "$apt_updated" = 0 ]; then "${sudo[@]}" apt-get update -qq; apt_updated=1; fi
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+. scripts/apt.sh
 
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need_apt chromium
 command -v node >/dev/null || need_apt nodejs

@@ -17,18 +17,7 @@ cd "$(dirname "$0")/.."
 VERSION=0.8.170 # gpupipe.tools.hyperframes_toolchain.HYPERFRAMES_VERSION (a test checks they agree)
 HOME_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/gpupipe/hyperframes-$VERSION"
 
-apt_updated=0
-need_apt() {
-  local sudo=()
-  if [ "$(id -u)" != 0 ]; then
-    if command -v sudo >/dev/null; then sudo=(sudo); else
-      echo "setup_hyperframes.sh: needs $* (apt-get install $*): run as root, or install them" >&2
-      exit 1
-    fi
-  fi
-  if [ "$apt_updated" = 0 ]; then "${sudo[@]}" apt-get update -qq; apt_updated=1; fi
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+. scripts/apt.sh
 
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need_apt chromium
 { command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; } || need_apt ffmpeg
