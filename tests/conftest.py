@@ -38,12 +38,30 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+FFMPEG_REQUIRED = os.environ.get("FFMPEG_REQUIRED") == "1"  # read at import: _clean_env clears GPUPIPE_* only
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
     """Tests never see the developer's gpupipe environment overrides."""
     for k in list(os.environ):
         if k.startswith("GPUPIPE_"):
             monkeypatch.delenv(k, raising=False)
+
+
+@pytest.fixture(scope="session")
+def ffmpeg() -> str:
+    """The ffmpeg binary (:func:`gpupipe.tools.ffmpeg_frames.find_ffmpeg`: imageio-ffmpeg's, or ``ffmpeg``
+    on PATH) for the tests that compare with ffmpeg's own output; they skip without one, unless
+    ``FFMPEG_REQUIRED=1`` (set by .ci/run, which installs Debian's ffmpeg) makes that a failure."""
+    from gpupipe.tools.ffmpeg_frames import find_ffmpeg
+
+    exe = find_ffmpeg()
+    if exe is None:
+        if FFMPEG_REQUIRED:
+            pytest.fail("no ffmpeg binary (imageio-ffmpeg or ffmpeg on PATH), and FFMPEG_REQUIRED=1")
+        pytest.skip("no ffmpeg binary (pip install imageio-ffmpeg, or put ffmpeg on PATH)")
+    return exe
 
 
 def _encode(arr: np.ndarray, fmt: str, **kw) -> bytes:

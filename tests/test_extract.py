@@ -25,9 +25,7 @@ from gpupipe.errors import ExtractError, NothingToExtract
 from gpupipe.extract import ExtractRequest, extract_clip, jpeg_quality_for, output_name, select_frames
 from gpupipe.frames.clip import probe_clip
 from gpupipe.samples import write_clip
-from gpupipe.tools.ffmpeg_frames import find_ffmpeg
 
-REQUIRED = os.environ.get("FFMPEG_REQUIRED") == "1"  # read at import: the autouse fixture only clears GPUPIPE_*
 
 HF_CHAIN = (
     "settb=intb/2,setpts=PTS-lte(TB\\,0.001),fps={fps}:start_time=0:round=up,"
@@ -38,16 +36,6 @@ HF_JPEG_TAIL = (
 )
 VFR_PTS = [0, 30, 70, 100, 170, 200, 210, 260, 330, 340, 400, 430, 500, 520, 560, 600, 700, 710, 720, 800, 850, 900, 933, 966]
 BT709 = {"x264-params": "colorprim=bt709:transfer=bt709:colormatrix=bt709"}
-
-
-@pytest.fixture(scope="module")
-def ffmpeg() -> str:
-    exe = find_ffmpeg()
-    if exe is None:
-        if REQUIRED:
-            pytest.fail("no ffmpeg binary (.ci/run installs Debian's ffmpeg), and FFMPEG_REQUIRED=1")
-        pytest.skip("no ffmpeg binary (pip install imageio-ffmpeg, or put ffmpeg on PATH)")
-    return exe
 
 
 @pytest.fixture(scope="module")

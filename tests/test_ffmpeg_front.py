@@ -27,11 +27,9 @@ from gpupipe.errors import ConfigError
 from gpupipe.extract import ExtractRequest
 from gpupipe.ffmpeg_front import EXEC_MARK, LOG_LEVELS, Extraction, PassThrough, parse_command, parse_fit
 from gpupipe.samples import write_clip
-from gpupipe.tools.ffmpeg_frames import find_ffmpeg
 from gpupipe.tools.video_clips import make_clip
 
 ROOT = Path(__file__).resolve().parent.parent
-REQUIRED = os.environ.get("FFMPEG_REQUIRED") == "1"  # read at import: the autouse fixture only clears GPUPIPE_*
 
 # hyperframes 0.8.170's filters (videoFrameExtractor.ts), verbatim.
 SDR_CANVAS = "setparams=color_primaries=bt709:color_trc=iec61966-2-1"
@@ -355,20 +353,10 @@ def test_pass_through_reason_on_stderr_only_at_verbose(tmp_path, fake_ffmpeg, fr
 
 
 @pytest.fixture(scope="module")
-def real_ffmpeg() -> str:
-    exe = find_ffmpeg()
-    if exe is None:
-        if REQUIRED:
-            pytest.fail("no ffmpeg binary (imageio-ffmpeg or ffmpeg on PATH), and FFMPEG_REQUIRED=1")
-        pytest.skip("no ffmpeg binary (imageio-ffmpeg or ffmpeg on PATH)")
-    return exe
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory, real_ffmpeg) -> Path:
+def clip(tmp_path_factory, ffmpeg) -> Path:
     """36 frames at 30 fps, 640x360, grainy testsrc2 (:func:`gpupipe.tools.video_clips.make_clip`), untagged:
     hyperframes guesses smpte170m under 720 lines; the cases force bt709 too."""
-    return make_clip(tmp_path_factory.mktemp("clip"), (640, 360), 36, "h264", real_ffmpeg)
+    return make_clip(tmp_path_factory.mktemp("clip"), (640, 360), 36, "h264", ffmpeg)
 
 
 @pytest.fixture(scope="module")
@@ -386,15 +374,15 @@ def psnr(a: Path, b: Path) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
-def _both(tmp_path, real_ffmpeg, front, make_argv, **env):
+def _both(tmp_path, ffmpeg, front, make_argv, **env):
     """Run ``make_argv(out_dir)`` through the real ffmpeg and through the front: the two folders, the front's run, its log."""
     ref, got = tmp_path / "by-ffmpeg", tmp_path / "by-front"
     ref.mkdir()
     got.mkdir()
-    direct = _run(real_ffmpeg, make_argv(ref), _env(tmp_path))
+    direct = _run(ffmpeg, make_argv(ref), _env(tmp_path))
     assert direct.returncode == 0, direct.stderr[-2000:]
     log = tmp_path / "front.jsonl"
-    via = _run(front, make_argv(got), _env(tmp_path, GPUPIPE_REAL_FFMPEG=real_ffmpeg, GPUPIPE_FFMPEG_LOG=str(log), **env))
+    via = _run(front, make_argv(got), _env(tmp_path, GPUPIPE_REAL_FFMPEG=ffmpeg, GPUPIPE_FFMPEG_LOG=str(log), **env))
     records = [json.loads(line) for line in log.read_text().splitlines()]
     return ref, got, via, records
 
@@ -415,11 +403,11 @@ E2E = {
 
 
 @pytest.mark.parametrize("kw", E2E.values(), ids=E2E.keys())
-def test_front_writes_what_ffmpeg_writes(tmp_path, real_ffmpeg, front, clip, tagged, kw):
+def test_front_writes_what_ffmpeg_writes(tmp_path, ffmpeg, front, clip, tagged, kw):
     """Same names and count, PSNR >= 45 dB per frame (the same pixels, measured) and sizes within 5 %."""
     kw = dict(kw)
     source = tagged if kw.pop("clip", None) == "tagged" else clip
-    ref, got, via, records = _both(tmp_path, real_ffmpeg, front, lambda d: hyperframes_argv(source, d, **kw))
+    ref, got, via, records = _both(tmp_path, ffmpeg, front, lambda d: hyperframes_argv(source, d, **kw))
     assert via.returncode == 0, via.stderr[-2000:]
     assert [r["action"] for r in records] == ["extract"], records
     names = sorted(p.name for p in ref.iterdir())
@@ -449,56 +437,56 @@ PASSED_ON = {
 
 
 @pytest.mark.parametrize("make", PASSED_ON.values(), ids=PASSED_ON.keys())
-def test_forms_gpupipe_does_not_run_are_ffmpegs_own_files(tmp_path, real_ffmpeg, front, clip, make):
-    ref, got, via, records = _both(tmp_path, real_ffmpeg, front, lambda d: make(clip, d))
+def test_forms_gpupipe_does_not_run_are_ffmpegs_own_files(tmp_path, ffmpeg, front, clip, make):
+    ref, got, via, records = _both(tmp_path, ffmpeg, front, lambda d: make(clip, d))
     assert via.returncode == 0 and [r["action"] for r in records] == ["pass"]
     names = sorted(p.name for p in ref.iterdir())
     assert names and [(got / n).read_bytes() == (ref / n).read_bytes() for n in names] == [True] * len(names)
 
 
-def test_a_decoder_for_another_codec_fails_as_ffmpeg_fails(tmp_path, real_ffmpeg, front, clip):
+def test_a_decoder_for_another_codec_fails_as_ffmpeg_fails(tmp_path, ffmpeg, front, clip):
     """-c:v libvpx-vp9 on an H.264 clip: the front sees the mismatch and the real ffmpeg fails in its own words."""
     argv = ["-loglevel", "error", *hyperframes_argv(clip, tmp_path, duration=0.2, decoder="libvpx-vp9")]
-    direct = _run(real_ffmpeg, argv, _env(tmp_path))
+    direct = _run(ffmpeg, argv, _env(tmp_path))
     log = tmp_path / "front.jsonl"
-    via = _run(front, argv, _env(tmp_path, GPUPIPE_REAL_FFMPEG=real_ffmpeg, GPUPIPE_FFMPEG_LOG=str(log)))
+    via = _run(front, argv, _env(tmp_path, GPUPIPE_REAL_FFMPEG=ffmpeg, GPUPIPE_FFMPEG_LOG=str(log)))
     assert via.returncode == direct.returncode
     record = json.loads(log.read_text().splitlines()[0])
     assert record["action"] == "pass" and "-c:v libvpx-vp9 for a h264 clip" in record["reason"]
 
 
-def test_front_is_silent_at_loglevel_error(tmp_path, real_ffmpeg, front, clip):
-    _, _, via, records = _both(tmp_path, real_ffmpeg, front, lambda d: ["-loglevel", "error", *hyperframes_argv(clip, d)])
+def test_front_is_silent_at_loglevel_error(tmp_path, ffmpeg, front, clip):
+    _, _, via, records = _both(tmp_path, ffmpeg, front, lambda d: ["-loglevel", "error", *hyperframes_argv(clip, d)])
     assert via.returncode == 0 and via.stderr == "" and records[0]["action"] == "extract"
 
 
-def test_fit_writes_frames_fitted_inside_the_size(tmp_path, real_ffmpeg, front, clip):
-    ref, got, via, records = _both(tmp_path, real_ffmpeg, front, lambda d: hyperframes_argv(clip, d), GPUPIPE_EXTRACT_FIT="80x80")
+def test_fit_writes_frames_fitted_inside_the_size(tmp_path, ffmpeg, front, clip):
+    ref, got, via, records = _both(tmp_path, ffmpeg, front, lambda d: hyperframes_argv(clip, d), GPUPIPE_EXTRACT_FIT="80x80")
     assert via.returncode == 0 and records[0]["action"] == "extract"
     names = sorted(p.name for p in ref.iterdir())
     assert sorted(p.name for p in got.iterdir()) == names
     assert {Image.open(got / n).size for n in names} == {(80, 45)}
 
 
-def test_a_missing_input_fails_as_ffmpeg_fails(tmp_path, real_ffmpeg, front):
+def test_a_missing_input_fails_as_ffmpeg_fails(tmp_path, ffmpeg, front):
     """gpupipe cannot open the clip, so the real ffmpeg runs: its stderr and exit status, byte for byte."""
     argv = hyperframes_argv(tmp_path / "nope.mp4", tmp_path)
-    direct = _run(real_ffmpeg, argv, _env(tmp_path))
-    via = _run(front, argv, _env(tmp_path, GPUPIPE_REAL_FFMPEG=real_ffmpeg))
+    direct = _run(ffmpeg, argv, _env(tmp_path))
+    via = _run(front, argv, _env(tmp_path, GPUPIPE_REAL_FFMPEG=ffmpeg))
     assert direct.returncode != 0
     strip = lambda s: [line.split("] ", 1)[-1] for line in s.splitlines()]  # noqa: E731 - the log context holds addresses
     assert (via.returncode, strip(via.stderr)) == (direct.returncode, strip(direct.stderr))
 
 
-def test_a_missing_output_folder_fails_as_ffmpeg_fails(tmp_path, real_ffmpeg, front, clip):
+def test_a_missing_output_folder_fails_as_ffmpeg_fails(tmp_path, ffmpeg, front, clip):
     argv = ["-loglevel", "error", *hyperframes_argv(clip, tmp_path / "no" / "such")]
-    direct = _run(real_ffmpeg, argv, _env(tmp_path))
-    via = _run(front, argv, _env(tmp_path, GPUPIPE_REAL_FFMPEG=real_ffmpeg))
+    direct = _run(ffmpeg, argv, _env(tmp_path))
+    via = _run(front, argv, _env(tmp_path, GPUPIPE_REAL_FFMPEG=ffmpeg))
     assert direct.returncode != 0 and via.returncode == direct.returncode
     assert not (tmp_path / "no").exists()
 
 
-def test_with_gpupipe_url_the_service_extracts_and_a_refusal_goes_to_ffmpeg(tmp_path, real_ffmpeg, front, clip):
+def test_with_gpupipe_url_the_service_extracts_and_a_refusal_goes_to_ffmpeg(tmp_path, ffmpeg, front, clip):
     """Workers share one service: the front asks it (POST /v1/extract). A folder outside its roots is refused
     (403), and the real ffmpeg writes the frames instead."""
     pytest.importorskip("aiohttp")
@@ -512,7 +500,7 @@ def test_with_gpupipe_url_the_service_extracts_and_a_refusal_goes_to_ffmpeg(tmp_
     shared.write_bytes(clip.read_bytes())
     log = tmp_path / "front.jsonl"
     with LiveServer(service(cpu_pipeline(), root)) as srv:
-        env = _env(tmp_path, GPUPIPE_REAL_FFMPEG=real_ffmpeg, GPUPIPE_FFMPEG_LOG=str(log), GPUPIPE_URL=srv.url)
+        env = _env(tmp_path, GPUPIPE_REAL_FFMPEG=ffmpeg, GPUPIPE_FFMPEG_LOG=str(log), GPUPIPE_URL=srv.url)
         served = _run(front, hyperframes_argv(shared, root / "v", duration=0.5), env)
         refused = _run(front, hyperframes_argv(shared, outside, duration=0.5), env)
     assert served.returncode == 0 and refused.returncode == 0, (served.stderr, refused.stderr)
